@@ -1,0 +1,22 @@
+"""uqbench: cardiac MRI segmentation, uncertainty and local failure detection, scored on one protocol.
+
+A plugin needs only ``import uqbench``: the hook marker and every contract and value type are here.
+"""
+
+from uqbench.api import (
+    Case,
+    Context,
+    Dataset,
+    Detector,
+    DetectorExample,
+    Loss,
+    Profile,
+    Recipe,
+    Segmenter,
+    UncertaintyMap,
+)
+from uqbench.hookspecs import hookimpl
+
+__version__ = "0.1.0"
+__all__ = ["Case", "Context", "Dataset", "Detector", "DetectorExample", "Loss", "Profile", "Recipe",
+           "Segmenter", "UncertaintyMap", "hookimpl", "__version__"]

@@ -1,0 +1,5 @@
+"""`python -m uqbench` runs the CLI."""
+
+from uqbench.cli import main
+
+main()

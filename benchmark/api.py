@@ -1,0 +1,182 @@
+"""What a plugin of each kind must provide, and the values it exchanges with the harness.
+
+Shapes: B batch (slices), C classes (4: 0 background, 1 RV, 2 myocardium, 3 LV), T MC samples,
+Z slices, Y/X in-plane. Images are float32, label maps uint8, maps float32 in [0, 1].
+
+A registered class is instantiated with the ``:``-separated arguments that follow its name on
+the command line, as strings, all defaulted: ``smp:unet:resnet34`` calls ``Smp("unet", "resnet34")``.
+Class attributes (``name``, ``samples``, ``size_multiple``) are read without instantiating, so
+listing plugins stays cheap; import torch inside methods, never at module import time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar, Protocol, runtime_checkable
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import torch
+
+NUM_CLASSES = 4
+CLASS_NAMES = ("background", "RV", "MYO", "LV")
+PHASES = ("ED", "ES")
+GROUPS = ("DCM", "HCM", "MINF", "NOR", "RV")
+PATCH = 8  # side of the square patches a detector scores (paper section III-D)
+
+
+class Profile(StrEnum):
+    """A training recipe family; every output records which one produced it."""
+
+    QUICK = "quick"  # CPU recipe for the phantom and smoke tests: small patches, narrow nets, few steps
+    PAPER = "paper"  # the paper's recipe (section V-A); wants a GPU
+
+
+@dataclass(frozen=True, slots=True)
+class Case:
+    """One patient at one phase, in original geometry."""
+
+    patient: str  # "patient001"
+    phase: str  # "ED" | "ES"
+    group: str  # "DCM", "HCM", "MINF", "NOR", "RV"
+    image: np.ndarray  # float32 [Z, Y, X], raw intensities
+    labels: np.ndarray | None  # uint8 [Z, Y, X] in {0, 1, 2, 3}; None when unlabelled
+    spacing: tuple[float, float, float]  # mm, (z, y, x)
+    affine: np.ndarray  # float64 [4, 4], the source file's
+    height: float | None = None  # cm, from Info.cfg
+    weight: float | None = None  # kg, from Info.cfg
+
+
+@dataclass(frozen=True, slots=True)
+class Recipe:
+    """How the harness trains a segmenter under one profile."""
+
+    loss: str  # a registered loss name
+    iterations: int
+    batch_size: int
+    patch_size: int  # square training patches, a multiple of the segmenter's size_multiple
+    learning_rate: float
+    lr_decay_every: int  # steps between multiplications of the learning rate by lr_decay
+    lr_decay: float = 0.1
+    weight_decay: float = 1e-4
+    width: float = 1.0  # channel multiplier passed to build(); 1.0 is the paper's architecture
+    dropout: float = 0.1  # MC dropout probability (paper: 10 percent of hidden units)
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    """Run settings a plugin may need: passed, never read from globals."""
+
+    profile: Profile
+    device: str
+    seed: int
+    workdir: Path  # a private folder for this plugin, this fold
+
+
+@runtime_checkable
+class Segmenter(Protocol):
+    """A network factory; the harness owns training, MC sampling and post-processing.
+
+    The module must apply its dropout through ``torch.nn.Dropout``-family modules (the harness
+    switches exactly those on for MC sampling and keeps batch norm in inference mode).
+    """
+
+    name: ClassVar[str]
+    size_multiple: ClassVar[int]  # H and W given to the network are multiples of this
+
+    def build(self, in_channels: int, num_classes: int, dropout: float, width: float = 1.0) -> torch.nn.Module:
+        """Return a module mapping float32 [B, in_channels, H, W] to logits [B, num_classes, H, W]."""
+        ...
+
+    def recipe(self, profile: Profile) -> Recipe:
+        """The default training recipe under ``profile``."""
+        ...
+
+
+@runtime_checkable
+class Loss(Protocol):
+    """A training loss."""
+
+    name: ClassVar[str]
+
+    def __call__(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """logits [B, C, H, W] float, labels [B, H, W] int64 -> differentiable scalar."""
+        ...
+
+
+@runtime_checkable
+class UncertaintyMap(Protocol):
+    """A voxel-wise uncertainty measure computed from softmax samples."""
+
+    name: ClassVar[str]
+    samples: ClassVar[int]  # T it is computed from; 1 = one deterministic pass (dropout off)
+
+    def __call__(self, probs: torch.Tensor) -> torch.Tensor:
+        """Softmax samples [T, B, C, H, W] -> map [B, H, W] in [0, 1]; higher = less certain."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class DetectorExample:
+    """One preprocessed slice (1.4 mm in-plane grid) as a detector sees it."""
+
+    image: np.ndarray  # float32 [Y, X] in [0, 1]
+    uncertainty: np.ndarray  # float32 [Y, X] in [0, 1]
+    segmentation: np.ndarray  # uint8 [Y, X]
+    failures: np.ndarray | None  # bool [Y, X]; None at prediction time
+
+
+@runtime_checkable
+class Detector(Protocol):
+    """Scores each 8x8 patch of a slice with the probability that it holds a segmentation failure."""
+
+    name: ClassVar[str]
+
+    def fit(self, examples: Sequence[DetectorExample], ctx: Context) -> None:
+        """Learn from labelled slices (``failures`` set) of the training folds."""
+        ...
+
+    def predict(self, example: DetectorExample) -> np.ndarray:
+        """Failure probability per 8x8 patch, float32 [ceil(Y/8), ceil(X/8)] in [0, 1]; 0.5 flags."""
+        ...
+
+    def save(self, path: Path) -> None: ...
+
+    def load(self, path: Path) -> None: ...
+
+
+@runtime_checkable
+class Dataset(Protocol):
+    """A reader; the registered class is called as ``cls(root, *args)``."""
+
+    name: ClassVar[str]
+
+    def problems(self) -> list[str]:
+        """Every problem found, one line each naming the file; empty when the data is clean."""
+        ...
+
+    def cases(self) -> Iterator[Case]:
+        """Every labelled case; raises ``DataError`` naming the file on bad input."""
+        ...
+
+    def folds(self) -> Mapping[str, int]:
+        """patient -> fold index; every patient of cases() appears exactly once."""
+        ...
+
+    def fingerprint(self) -> str:
+        """A hash of the source files' content: equal fingerprints mean equal data."""
+        ...
+
+
+CONTRACTS: dict[str, type] = {
+    "segmenter": Segmenter,
+    "loss": Loss,
+    "uncertainty": UncertaintyMap,
+    "detector": Detector,
+    "dataset": Dataset,
+}
+"""Kind -> contract; the kind is also the CLI flag and the registry key."""

@@ -1,0 +1,38 @@
+"""Stage 6: thin typer commands that parse and print; ``main()`` is the single error boundary.
+
+A ``UqbenchError`` becomes one red line on stderr and exit status 2 (``UQBENCH_DEBUG=1`` shows the
+traceback); anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from rich.console import Console
+
+from uqbench.cli import data, folds, plugins, run  # noqa: F401  (commands register on import)
+from uqbench.cli.app import app
+from uqbench.errors import UqbenchError
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        app(standalone_mode=False)
+    except UqbenchError as exc:
+        if os.environ.get("UQBENCH_DEBUG"):
+            raise
+        Console(stderr=True).print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        Console(stderr=True).print("[yellow]interrupted[/yellow]: finished folds are kept; run again to resume")
+        sys.exit(130)
+    except Exception as exc:  # typer/click usage errors carry their own exit code
+        code = getattr(exc, "exit_code", None)
+        if code is None:
+            raise
+        show = getattr(exc, "show", None)
+        if show:
+            show()
+        sys.exit(code)

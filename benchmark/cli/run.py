@@ -1,0 +1,72 @@
+"""`uqbench run`: train, predict and score one method on every requested fold."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn,
+                           TimeRemainingColumn)
+from rich.table import Table
+
+from uqbench import pipeline
+from uqbench.api import CLASS_NAMES, PHASES
+from uqbench.cli.app import app, console
+from uqbench.data.folds import parse_folds
+from uqbench.errors import UsageError
+
+
+@app.command("run")
+def run_cmd(
+    segmenter: Annotated[str, typer.Option("--segmenter", "-s", help="Segmenter (see `uqbench plugins`).")] = "drn",
+    uncertainty: Annotated[str, typer.Option("--uncertainty", "-u", help="Uncertainty map.")] = "bmap",
+    detector: Annotated[str | None, typer.Option(
+        "--detector", help="Failure detector, fitted out of fold (needs 2+ folds); 'none' to skip.")] = "threshold",
+    loss: Annotated[str | None, typer.Option("--loss", help="Loss (default: the segmenter's recipe).")] = None,
+    data: Annotated[Path | None, typer.Option("--data", help="Dataset folder; default: the built-in phantom.")] = None,
+    dataset: Annotated[str, typer.Option("--dataset", help="Reader for --data.")] = "acdc",
+    folds: Annotated[str, typer.Option("--folds", help="Comma list of test folds.")] = "0,1,2,3",
+    profile: Annotated[str | None, typer.Option(
+        "--profile", help="quick (CPU) or paper; default: paper with CUDA, else quick.")] = None,
+    samples: Annotated[int | None, typer.Option("--samples", help="MC samples T (default: the map's).")] = None,
+    device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
+    seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
+    out: Annotated[Path | None, typer.Option("--out", help="Output folder (default: runs/<method>-<data>-<profile>).")]
+    = None,
+) -> None:
+    """Train, predict and score one method on every fold; writes config.json, cases.csv and summary.json."""
+    try:
+        fold_list = parse_folds(folds)
+    except ValueError as exc:
+        raise UsageError(f"--folds {folds!r}: {exc}") from exc
+    cfg = pipeline.resolve(segmenter, uncertainty, None if detector in (None, "none") else detector, loss, data,
+                           dataset, fold_list, profile, samples, device, seed, out)
+    console.print(f"run → {cfg.out}  (profile {cfg.profile}, device {cfg.device}, T={cfg.samples})", highlight=False)
+    with Progress(SpinnerColumn(), TextColumn("{task.description:<16}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=console) as progress:
+        summary = pipeline.run(cfg, progress)
+    console.print(summary_table(summary))
+    console.print(f"wrote {cfg.out}/config.json, cases.csv, summary.json", highlight=False)
+
+
+def summary_table(summary: dict) -> Table:
+    """Mean ± sd Dice per phase and class, before and (when scored) after simulated correction."""
+    corrected = summary.get("dice_corrected")
+    table = Table(title=f"Dice ({summary['cases']} volumes, profile {summary['profile']})")
+    table.add_column("phase")
+    table.add_column("class")
+    table.add_column("auto")
+    if corrected:
+        table.add_column("auto + simulated correction")
+    for phase in PHASES:
+        for cls in CLASS_NAMES[1:]:
+            s = summary["dice"].get(phase, {}).get(cls)
+            if s is None:
+                continue
+            row = [phase, cls, f"{s['mean']:.3f} ± {s['sd']:.3f}"]
+            if corrected:
+                c = corrected.get(phase, {}).get(cls)
+                row.append(f"{c['mean']:.3f} ± {c['sd']:.3f}" if c else "-")
+            table.add_row(*row)
+    return table

@@ -1,0 +1,42 @@
+"""Read and write NIfTI volumes as [Z, Y, X] arrays, keeping spacing and affine; every failure names the file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from uqbench.errors import DataError
+
+
+def read(path: Path) -> tuple[np.ndarray, tuple[float, float, float], np.ndarray]:
+    """Return (data [Z, Y, X] in the file's dtype, spacing (z, y, x) in mm, affine [4, 4])."""
+    try:
+        img = nib.load(str(path))
+        data = np.asanyarray(img.dataobj)
+    except FileNotFoundError as exc:
+        raise DataError(f"{path}: missing") from exc
+    except Exception as exc:  # nibabel, gzip and zlib raise many types for damaged files
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise DataError(f"{path}: unreadable NIfTI ({type(exc).__name__}: {reason})") from exc
+    if data.ndim == 4 and data.shape[3] == 1:
+        data = data[..., 0]
+    if data.ndim != 3:
+        raise DataError(f"{path}: expected a 3-D volume, found shape {data.shape}")
+    zooms = img.header.get_zooms()[:3]
+    spacing = (float(zooms[2]), float(zooms[1]), float(zooms[0]))
+    if not all(np.isfinite(spacing)) or min(spacing) <= 0:
+        raise DataError(f"{path}: voxel spacing {spacing} is not positive and finite")
+    affine = np.asarray(img.affine, dtype=np.float64)
+    return np.ascontiguousarray(data.transpose(2, 1, 0)), spacing, affine
+
+
+def write(path: Path, data: np.ndarray, affine: np.ndarray) -> None:
+    """Write [Z, Y, X] ``data`` with ``affine`` (voxel sizes are taken from the affine)."""
+    img = nib.Nifti1Image(np.ascontiguousarray(data.transpose(2, 1, 0)), affine)
+    img.header.set_xyzt_units("mm")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".part.nii.gz")
+    nib.save(img, str(tmp))
+    tmp.replace(path)

@@ -1,0 +1,1 @@
+"""Stage 3: MC-dropout sampling and post-processing."""

@@ -1,0 +1,333 @@
+"""The run: per fold, train -> MC inference -> maps -> largest component -> original geometry -> score;
+then, out of fold, fit the failure detector, flag patches, simulate correction and score again.
+
+This is the one module that knows the stage order. Every finished fold is written to ``OUT/foldK``
+before the next starts, so an interrupted run resumes where it stopped and loses nothing finished.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+import uqbench
+from uqbench.api import CLASS_NAMES, PATCH, Context, DetectorExample, Profile
+from uqbench.data import cache, layout, phantom
+from uqbench.data.preprocess import PreprocessParams
+from uqbench.errors import DataError, PluginError, UsageError
+from uqbench.infer.postprocess import finalise, to_original
+from uqbench.protocol import failures as failure_rules
+from uqbench.protocol.metrics import FOREGROUND, dice
+from uqbench.protocol.patches import expand, patch_max
+from uqbench.registry import registry
+from uqbench.results import tables
+
+PHANTOM_PATIENTS = 20
+PHANTOM_SEED = 0
+
+
+class Progress(Protocol):
+    """The part of rich's Progress the pipeline uses (the CLI passes one in; tests may pass None)."""
+
+    def add_task(self, description: str, total: float | None = ...) -> Any: ...
+
+    def advance(self, task_id: Any, advance: float = ...) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class RunConfig:
+    """Every setting of a run, resolved: what config.json records."""
+
+    segmenter: str
+    uncertainty: str
+    detector: str | None
+    loss: str
+    data: str | None  # a dataset folder; None = the built-in phantom
+    dataset: str
+    folds: tuple[int, ...]
+    profile: str
+    samples: int
+    device: str
+    seed: int
+    out: str
+    recipe: dict[str, Any] = field(default_factory=dict)
+    preprocess: dict[str, Any] = field(default_factory=dict)
+    failure_rule: dict[str, Any] = field(default_factory=dict)
+
+    def identity(self) -> dict[str, Any]:
+        """The settings that decide the results (a resumed run must match them)."""
+        d = asdict(self)
+        d.pop("out")
+        return d
+
+
+def _device(requested: str) -> str:
+    import torch
+
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda: no CUDA device is available here (use --device cpu or auto)")
+    if requested not in ("cpu", "cuda"):
+        raise UsageError(f"--device {requested!r}: expected auto, cpu or cuda")
+    return requested
+
+
+def resolve(segmenter: str, uncertainty: str, detector: str | None, loss: str | None, data: Path | None,
+            dataset: str, folds: list[int], profile: str | None, samples: int | None, device: str, seed: int,
+            out: Path | None) -> RunConfig:
+    """Check every option against the registry and the machine; UsageError names the bad one."""
+    reg = registry()
+    seg = reg.create("segmenter", segmenter)
+    umap = reg.create("uncertainty", uncertainty)
+    if detector is not None:
+        reg.entry("detector", detector.split(":")[0])
+    reg.entry("dataset", dataset.split(":")[0])
+    dev = _device(device)
+    try:
+        prof = Profile(profile) if profile else (Profile.PAPER if dev == "cuda" else Profile.QUICK)
+    except ValueError:
+        raise UsageError(f"--profile {profile!r}: expected one of {', '.join(p.value for p in Profile)}") from None
+    recipe = seg.recipe(prof)
+    recipe = replace(recipe, loss=loss) if loss else recipe
+    reg.entry("loss", recipe.loss.split(":")[0])
+    if samples is None:
+        samples = umap.samples
+    elif umap.samples == 1 and samples != 1:
+        raise UsageError(f"--samples {samples}: uncertainty map '{uncertainty}' uses one deterministic pass")
+    elif umap.samples > 1 and samples < 2:
+        raise UsageError(f"--samples {samples}: uncertainty map '{uncertainty}' needs at least 2 MC samples")
+    if data is not None and not data.is_dir():
+        raise UsageError(f"--data {data}: not a folder")
+    if not folds:
+        raise UsageError("--folds: no fold given")
+    source = "phantom" if data is None else data.name
+    out = out or Path("runs") / f"{segmenter}-{uncertainty}-{source}-{prof.value}".replace(":", "_")
+    return RunConfig(segmenter, uncertainty, detector, recipe.loss, None if data is None else str(data.resolve()),
+                     dataset, tuple(folds), prof.value, samples, dev, seed, str(out), asdict(recipe),
+                     asdict(PreprocessParams()), asdict(failure_rules.PAPER))
+
+
+def _tracker(progress: Progress | None, description: str, total: int) -> Callable[[int], None]:
+    if progress is None:
+        return lambda n: None
+    task = progress.add_task(description, total=total)
+    return lambda n: progress.advance(task, n)
+
+
+def phantom_root(patients: int = PHANTOM_PATIENTS, seed: int = PHANTOM_SEED) -> Path:
+    """The built-in phantom dataset, generated once into the cache folder."""
+    root = cache.cache_root() / "phantom" / f"v{phantom.VERSION}-n{patients}-s{seed}"
+    if not (root / ".complete").is_file():
+        work = root.with_name(root.name + ".part")
+        shutil.rmtree(work, ignore_errors=True)
+        phantom.write_phantom(work, patients, seed)
+        (work / ".complete").write_text("")
+        shutil.rmtree(root, ignore_errors=True)
+        work.rename(root)
+    return root
+
+
+def _check_out(cfg: RunConfig) -> Path:
+    out = Path(cfg.out)
+    path = out / "config.json"
+    if path.is_file():
+        old = json.loads(path.read_text())
+        if {k: old.get(k) for k in cfg.identity()} != json.loads(json.dumps(cfg.identity())):
+            diff = [k for k in cfg.identity() if old.get(k) != json.loads(json.dumps(cfg.identity()))[k]]
+            raise UsageError(f"--out {out}: holds a run with other settings ({', '.join(diff)}); "
+                             "choose another --out or delete that folder")
+    out.mkdir(parents=True, exist_ok=True)
+    _write_json(path, asdict(cfg) | {"uqbench": uqbench.__version__, "python": platform.python_version()})
+    return out
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    tmp = path.with_name(path.name + ".part")
+    tmp.write_text(json.dumps(obj, indent=1, default=str))
+    tmp.replace(path)
+
+
+def run(cfg: RunConfig, progress: Progress | None = None) -> dict[str, Any]:
+    """Execute a resolved run and return its summary (also written to OUT/summary.json)."""
+    import torch
+
+    torch.set_flush_denormal(True)  # denormal floats slow CPU training several-fold
+    reg = registry()
+    params = PreprocessParams(**cfg.preprocess)
+    root = Path(cfg.data) if cfg.data else phantom_root()
+    ds = reg.create("dataset", cfg.dataset, root)
+    problems = _plugin_call(cfg, "dataset", ds.problems)
+    if problems:
+        more = f" (and {len(problems) - 1} more; run `uqbench data check {root}`)" if len(problems) > 1 else ""
+        raise DataError(problems[0] + more)
+    fold_of = dict(ds.folds())
+    out = _check_out(cfg)
+    folder, entries = cache.prepare(ds, params, advance=_tracker(progress, "prepare", 2 * len(fold_of)))
+    cases = cache.load(folder, entries, params, advance=_tracker(progress, "load", len(entries)))
+    for k in cfg.folds:
+        if not any(fold_of[c.patient] == k for c in cases):
+            raise UsageError(f"--folds: fold {k} has no patients in {root}")
+        if not any(fold_of[c.patient] != k for c in cases):
+            raise UsageError(f"--folds: fold {k} leaves no training patients in {root}")
+    seg = reg.create("segmenter", cfg.segmenter)
+    umap = reg.create("uncertainty", cfg.uncertainty)
+    loss = reg.create("loss", cfg.loss)
+    recipe = seg.recipe(Profile(cfg.profile))
+    recipe = replace(recipe, loss=cfg.loss)
+    timings: dict[str, float] = {}
+    preds: dict[int, dict[str, Any]] = {}
+    rows: list[dict[str, Any]] = []
+    for k in cfg.folds:
+        fdir = out / f"fold{k}"
+        fdir.mkdir(exist_ok=True)
+        done = fdir / "results.json"
+        test = [c for c in cases if fold_of[c.patient] == k]
+        if not done.is_file():
+            train_slices = [(c.image[z], c.labels[z]) for c in cases if fold_of[c.patient] != k
+                            for z in range(c.image.shape[0])]
+            t0 = time.perf_counter()
+            from uqbench.train.loop import train
+
+            model = _plugin_call(cfg, "segmenter", train, seg, recipe, loss, train_slices, cfg.device,
+                                 cfg.seed + k, fdir / "checkpoint.pt",
+                                 _tracker(progress, f"fold {k} train", recipe.iterations))
+            t1 = time.perf_counter()
+            fold_rows, arrays = _infer_fold(cfg, model, seg, umap, test, k, params,
+                                            _tracker(progress, f"fold {k} infer", len(test)))
+            t2 = time.perf_counter()
+            np.savez_compressed(fdir / "predictions.npz", **arrays)
+            _write_json(done, {"rows": fold_rows, "train_s": t1 - t0, "infer_s": t2 - t1,
+                               "device": cfg.device, "torch": torch.__version__})
+        result = json.loads(done.read_text())
+        rows += result["rows"]
+        timings[f"fold{k}_train_s"] = result["train_s"]
+        timings[f"fold{k}_infer_s"] = result["infer_s"]
+        with np.load(fdir / "predictions.npz") as z:
+            preds[k] = {name: z[name] for name in z.files}
+    detection: list[dict[str, Any]] = []
+    if cfg.detector:
+        rows, detection = _detect(cfg, cases, fold_of, preds, rows, params, progress)
+    summary = tables.summarise(rows, detection) | {
+        "profile": cfg.profile, "device": cfg.device, "timings_s": timings,
+        "dataset": {"name": cfg.dataset, "root": str(root), "fingerprint": ds.fingerprint(),
+                    "phantom": cfg.data is None},
+        "provenance": reg.provenance({"segmenter": cfg.segmenter, "uncertainty": cfg.uncertainty,
+                                      "loss": cfg.loss, "dataset": cfg.dataset}
+                                     | ({"detector": cfg.detector} if cfg.detector else {})),
+    }
+    tables.write_cases(out / "cases.csv", rows)
+    if detection:
+        tables.write_detection(out / "detection.csv", detection)
+    _write_json(out / "summary.json", summary)
+    return summary
+
+
+def _plugin_call(cfg: RunConfig, kind: str, fn: Callable[..., Any], *args: Any) -> Any:
+    """Call into a plugin; its unexpected exception becomes a PluginError naming the method."""
+    try:
+        return fn(*args)
+    except (UsageError, DataError, PluginError, KeyboardInterrupt):
+        raise
+    except Exception as exc:
+        spec = {"segmenter": cfg.segmenter, "uncertainty": cfg.uncertainty, "loss": cfg.loss,
+                "detector": cfg.detector, "dataset": cfg.dataset}[kind]
+        entry = registry().entry(kind, str(spec).split(":")[0])
+        raise PluginError(f"{kind} '{spec}' ({entry.distribution} {entry.version}) failed: "
+                          f"{type(exc).__name__}: {exc}") from exc
+
+
+def _infer_fold(cfg: RunConfig, model: Any, seg: Any, umap: Any, test: list[cache.Prepared], fold: int,
+                params: PreprocessParams, advance: Callable[[int], None]) -> tuple[list[dict], dict[str, np.ndarray]]:
+    from uqbench.infer.mc import predict_volume
+
+    rows, arrays = [], {}
+    for i, c in enumerate(test):
+        mean, unc = predict_volume(model, c.image, umap, cfg.samples, seg.size_multiple, cfg.device,
+                                   cfg.seed * 100_003 + fold * 1000 + i)
+        if not np.isfinite(unc).all() or unc.min() < 0 or unc.max() > 1:
+            raise PluginError(f"uncertainty map '{cfg.uncertainty}' returned values outside [0, 1] or NaN "
+                              f"for {c.patient} {c.phase}")
+        labels = finalise(mean)
+        original = to_original(labels, c.original_labels.shape, c.spacing, params.spacing)
+        fails = failure_rules.failure_map(labels, c.labels, failure_rules.PAPER)
+        key = f"{c.patient}_{c.phase}"
+        arrays[f"{key}_labels"], arrays[f"{key}_uncertainty"] = labels, unc.astype(np.float16)
+        arrays[f"{key}_failures"] = fails
+        for cls in FOREGROUND:
+            rows.append({"patient": c.patient, "phase": c.phase, "group": c.group, "fold": fold,
+                         "class": CLASS_NAMES[cls], "dice": dice(original, c.original_labels, cls),
+                         "reference_voxels": int((c.original_labels == cls).sum()),
+                         "predicted_voxels": int((original == cls).sum())})
+        advance(1)
+    return rows, arrays
+
+
+def _detect(cfg: RunConfig, cases: list[cache.Prepared], fold_of: dict[str, int], preds: dict[int, dict],
+            rows: list[dict], params: PreprocessParams, progress: Progress | None
+            ) -> tuple[list[dict], list[dict]]:
+    """Out-of-fold detection and simulated correction: fold k's detector learns from the other folds' predictions."""
+    assert cfg.detector is not None
+    reg = registry()
+    by_key = {f"{c.patient}_{c.phase}": c for c in cases}
+
+    def examples(k: int, with_failures: bool) -> list[tuple[str, int, DetectorExample]]:
+        out = []
+        for key, c in by_key.items():
+            if fold_of[c.patient] != k:
+                continue
+            p = preds[k]
+            for z in range(c.image.shape[0]):
+                out.append((key, z, DetectorExample(c.image[z], p[f"{key}_uncertainty"][z].astype(np.float32),
+                                                    p[f"{key}_labels"][z],
+                                                    p[f"{key}_failures"][z] if with_failures else None)))
+        return out
+
+    corrected: dict[tuple[str, str, str], float] = {}
+    detection: list[dict] = []
+    folds = [k for k in cfg.folds if len(cfg.folds) > 1]
+    advance = _tracker(progress, "detect", len(folds))
+    for k in folds:
+        det = reg.create("detector", cfg.detector)
+        fdir = Path(cfg.out) / f"fold{k}"
+        train_ex = [ex for j in cfg.folds if j != k for _, _, ex in examples(j, True)]
+        ctx = Context(Profile(cfg.profile), cfg.device, cfg.seed + k, fdir / "detector")
+        ctx.workdir.mkdir(exist_ok=True)
+        _plugin_call(cfg, "detector", det.fit, train_ex, ctx)
+        _plugin_call(cfg, "detector", det.save, ctx.workdir / "state")
+        flagged: dict[str, list[np.ndarray]] = {}
+        for key, z, ex in examples(k, False):
+            prob = _plugin_call(cfg, "detector", det.predict, ex)
+            expect = (-(-ex.image.shape[0] // PATCH), -(-ex.image.shape[1] // PATCH))
+            if prob.shape != expect or not np.isfinite(prob).all() or prob.min() < 0 or prob.max() > 1:
+                raise PluginError(f"detector '{cfg.detector}' returned shape {prob.shape} (expected {expect}) "
+                                  f"or values outside [0, 1] for {key} slice {z}")
+            flagged.setdefault(key, []).append(prob > 0.5)
+        for key, flags in flagged.items():
+            c = by_key[key]
+            pred, fails = preds[k][f"{key}_labels"], preds[k][f"{key}_failures"]
+            mask = np.stack([expand(f, pred.shape[1:]) for f in flags])
+            fixed = np.where(mask, c.labels, pred)
+            original = to_original(fixed, c.original_labels.shape, c.spacing, params.spacing)
+            for cls in FOREGROUND:
+                corrected[(c.patient, c.phase, CLASS_NAMES[cls])] = dice(original, c.original_labels, cls)
+            fail_patches = np.stack([patch_max(f) > 0 for f in fails])
+            flag_patches = np.stack(flags)
+            detection.append({
+                "patient": c.patient, "phase": c.phase, "fold": k, "slices": int(pred.shape[0]),
+                "failure_slices": int(fail_patches.any((1, 2)).sum()),
+                "failure_voxels": int(fails.sum()), "detected_failure_voxels": int((fails & mask).sum()),
+                "failure_patches": int(fail_patches.sum()), "flagged_patches": int(flag_patches.sum()),
+                "true_positive_patches": int((fail_patches & flag_patches).sum())})
+        advance(1)
+    for r in rows:
+        r["dice_corrected"] = corrected.get((r["patient"], r["phase"], r["class"]))
+    return rows, detection

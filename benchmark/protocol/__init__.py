@@ -1,0 +1,1 @@
+"""Stage 4, the fixed yardstick: pure numpy/scipy functions (no torch) for metrics, failures and patches."""

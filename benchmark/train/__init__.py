@@ -1,0 +1,1 @@
+"""Stage 2: one training loop for every segmenter, driven by its Recipe."""

@@ -1,0 +1,55 @@
+"""Training losses of the paper (Eqs. 3-5), averaged over voxels so their scale does not depend on patch size."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from uqbench import hookimpl
+
+
+def _one_hot(labels: Any, num_classes: int) -> Any:
+    from torch.nn import functional as F
+
+    return F.one_hot(labels, num_classes).permute(0, 3, 1, 2).float()
+
+
+class CrossEntropy:
+    """Cross-entropy (Eq. 4): mean over voxels of -log p(true class)."""
+
+    name = "ce"
+
+    def __call__(self, logits: Any, labels: Any) -> Any:
+        from torch.nn import functional as F
+
+        return F.cross_entropy(logits.float(), labels)
+
+
+class SoftDice:
+    """Soft-Dice (Eq. 3): 1 - mean over classes of 2*sum(R*A) / (sum(R) + sum(A)), per batch."""
+
+    name = "soft-dice"
+    eps = 1.0  # keeps classes absent from the batch from dividing by zero
+
+    def __call__(self, logits: Any, labels: Any) -> Any:
+        probs = logits.float().softmax(1)
+        ref = _one_hot(labels, probs.shape[1])
+        inter = (probs * ref).sum((0, 2, 3))
+        denom = probs.sum((0, 2, 3)) + ref.sum((0, 2, 3))
+        return 1 - ((2 * inter + self.eps) / (denom + self.eps)).mean()
+
+
+class Brier:
+    """Brier score (Eq. 5): mean over voxels of the squared distance between softmax and one-hot labels."""
+
+    name = "brier"
+
+    def __call__(self, logits: Any, labels: Any) -> Any:
+        probs = logits.float().softmax(1)
+        return ((probs - _one_hot(labels, probs.shape[1])) ** 2).sum(1).mean()
+
+
+@hookimpl
+def register_losses(register) -> None:  # type: ignore[no-untyped-def]
+    register(CrossEntropy)
+    register(SoftDice)
+    register(Brier)

@@ -1,0 +1,43 @@
+"""Uncertainty maps: softmax samples [T, B, C, H, W] -> [B, H, W] in [0, 1]."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from uqbench import hookimpl
+
+
+class EntropyMap:
+    """e-map: entropy of the mean softmax over the C classes, divided by log C (one deterministic pass)."""
+
+    name = "emap"
+    samples = 1
+
+    def __call__(self, probs: Any) -> Any:
+        mean = probs.float().mean(0)
+        ent = -(mean * mean.clamp_min(1e-12).log()).sum(1)
+        return (ent / math.log(mean.shape[1])).clamp(0, 1)
+
+
+class BayesianMap:
+    """b-map (paper Eq. 1): mean over classes of the per-class sample std over T MC-dropout samples, in [0, 1].
+
+    The std uses T - 1 in the denominator, as Eq. 1. It is divided by 0.5 * sqrt(T / (T - 1)), the largest
+    std a probability can have across T samples, so the map lies in [0, 1] whatever T is."""
+
+    name = "bmap"
+    samples = 10
+
+    def __call__(self, probs: Any) -> Any:
+        t = probs.shape[0]
+        if t < 2:
+            raise ValueError("bmap needs at least 2 MC samples")
+        std = probs.float().std(0, unbiased=True)
+        return (std.mean(1) / (0.5 * math.sqrt(t / (t - 1)))).clamp(0, 1)
+
+
+@hookimpl
+def register_uncertainty_maps(register) -> None:  # type: ignore[no-untyped-def]
+    register(EntropyMap)
+    register(BayesianMap)
