@@ -65,6 +65,7 @@ class Recipe:
     weight_decay: float = 1e-4
     width: float = 1.0  # channel multiplier passed to build(); 1.0 is the paper's architecture
     dropout: float = 0.1  # MC dropout probability (paper: 10 percent of hidden units)
+    foreground: float = 0.0  # share of patches centred on a labelled voxel; 0 = uniform, as the paper
 
 
 @dataclass(frozen=True, slots=True)

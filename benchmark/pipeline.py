@@ -19,7 +19,7 @@ from typing import Any, Protocol
 import numpy as np
 
 import uqbench
-from uqbench.api import CLASS_NAMES, PATCH, Context, DetectorExample, Profile
+from uqbench.api import CLASS_NAMES, PATCH, Context, DetectorExample, Profile, Recipe
 from uqbench.data import cache, layout, phantom
 from uqbench.data.preprocess import PreprocessParams
 from uqbench.errors import DataError, PluginError, UsageError
@@ -83,7 +83,7 @@ def _device(requested: str) -> str:
 
 def resolve(segmenter: str, uncertainty: str, detector: str | None, loss: str | None, data: Path | None,
             dataset: str, folds: list[int], profile: str | None, samples: int | None, device: str, seed: int,
-            out: Path | None) -> RunConfig:
+            out: Path | None, iterations: int | None = None) -> RunConfig:
     """Check every option against the registry and the machine; UsageError names the bad one."""
     reg = registry()
     seg = reg.create("segmenter", segmenter)
@@ -98,6 +98,10 @@ def resolve(segmenter: str, uncertainty: str, detector: str | None, loss: str | 
         raise UsageError(f"--profile {profile!r}: expected one of {', '.join(p.value for p in Profile)}") from None
     recipe = seg.recipe(prof)
     recipe = replace(recipe, loss=loss) if loss else recipe
+    if iterations is not None:
+        if iterations < 1:
+            raise UsageError(f"--iterations {iterations}: must be at least 1")
+        recipe = replace(recipe, iterations=iterations)
     reg.entry("loss", recipe.loss.split(":")[0])
     if samples is None:
         samples = umap.samples
@@ -181,8 +185,7 @@ def run(cfg: RunConfig, progress: Progress | None = None) -> dict[str, Any]:
     seg = reg.create("segmenter", cfg.segmenter)
     umap = reg.create("uncertainty", cfg.uncertainty)
     loss = reg.create("loss", cfg.loss)
-    recipe = seg.recipe(Profile(cfg.profile))
-    recipe = replace(recipe, loss=cfg.loss)
+    recipe = Recipe(**cfg.recipe)
     timings: dict[str, float] = {}
     preds: dict[int, dict[str, Any]] = {}
     rows: list[dict[str, Any]] = []
@@ -214,10 +217,13 @@ def run(cfg: RunConfig, progress: Progress | None = None) -> dict[str, Any]:
         with np.load(fdir / "predictions.npz") as z:
             preds[k] = {name: z[name] for name in z.files}
     detection: list[dict[str, Any]] = []
-    if cfg.detector:
+    notes: list[str] = []
+    if cfg.detector and len(cfg.folds) > 1:
         rows, detection = _detect(cfg, cases, fold_of, preds, rows, params, progress)
+    elif cfg.detector:
+        notes.append(f"detector '{cfg.detector}' not run: it is fitted out of fold, which needs 2 or more --folds")
     summary = tables.summarise(rows, detection) | {
-        "profile": cfg.profile, "device": cfg.device, "timings_s": timings,
+        "profile": cfg.profile, "device": cfg.device, "timings_s": timings, "notes": notes,
         "dataset": {"name": cfg.dataset, "root": str(root), "fingerprint": ds.fingerprint(),
                     "phantom": cfg.data is None},
         "provenance": reg.provenance({"segmenter": cfg.segmenter, "uncertainty": cfg.uncertainty,
@@ -293,9 +299,8 @@ def _detect(cfg: RunConfig, cases: list[cache.Prepared], fold_of: dict[str, int]
 
     corrected: dict[tuple[str, str, str], float] = {}
     detection: list[dict] = []
-    folds = [k for k in cfg.folds if len(cfg.folds) > 1]
-    advance = _tracker(progress, "detect", len(folds))
-    for k in folds:
+    advance = _tracker(progress, "detect", len(cfg.folds))
+    for k in cfg.folds:
         det = reg.create("detector", cfg.detector)
         fdir = Path(cfg.out) / f"fold{k}"
         train_ex = [ex for j in cfg.folds if j != k for _, _, ex in examples(j, True)]

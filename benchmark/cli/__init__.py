@@ -19,7 +19,7 @@ from uqbench.errors import UqbenchError
 def main() -> None:
     """Console-script entry point."""
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)  # returns a command's typer.Exit code instead of raising it
     except UqbenchError as exc:
         if os.environ.get("UQBENCH_DEBUG"):
             raise
@@ -35,4 +35,6 @@ def main() -> None:
         show = getattr(exc, "show", None)
         if show:
             show()
+        sys.exit(code)
+    if isinstance(code, int) and code:
         sys.exit(code)

@@ -26,7 +26,8 @@ def check_cmd(
     volumes = 2 * patients
     for line in found:
         console.print(f"[red]problem[/red] {line}", highlight=False, soft_wrap=True)
-    console.print(f"{path}: {patients} patients, {volumes} volumes, {len(found)} problems", highlight=False)
+    console.print(f"{path}: {patients} patients, {volumes} volumes, {len(found)} problems", highlight=False,
+                  soft_wrap=True)
     if found:
         raise typer.Exit(2)
 

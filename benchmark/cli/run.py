@@ -31,6 +31,8 @@ def run_cmd(
         "--profile", help="quick (CPU) or paper; default: paper with CUDA, else quick.")] = None,
     samples: Annotated[int | None, typer.Option("--samples", help="MC samples T (default: the map's).")] = None,
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
+    iterations: Annotated[int | None, typer.Option(
+        "--iterations", help="Override the recipe's training steps (smoke tests); recorded in config.json.")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
     out: Annotated[Path | None, typer.Option("--out", help="Output folder (default: runs/<method>-<data>-<profile>).")]
     = None,
@@ -41,12 +43,14 @@ def run_cmd(
     except ValueError as exc:
         raise UsageError(f"--folds {folds!r}: {exc}") from exc
     cfg = pipeline.resolve(segmenter, uncertainty, None if detector in (None, "none") else detector, loss, data,
-                           dataset, fold_list, profile, samples, device, seed, out)
+                           dataset, fold_list, profile, samples, device, seed, out, iterations)
     console.print(f"run → {cfg.out}  (profile {cfg.profile}, device {cfg.device}, T={cfg.samples})", highlight=False)
     with Progress(SpinnerColumn(), TextColumn("{task.description:<16}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=console) as progress:
         summary = pipeline.run(cfg, progress)
     console.print(summary_table(summary))
+    for note in summary["notes"]:
+        console.print(f"[yellow]note:[/yellow] {note}", highlight=False)
     console.print(f"wrote {cfg.out}/config.json, cases.csv, summary.json", highlight=False)
 
 

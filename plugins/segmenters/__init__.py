@@ -24,9 +24,10 @@ class DRN:
             # The weight-decay value is not stated in the paper; 1e-4 is ours.
             return Recipe(loss="ce", iterations=100_000, batch_size=16, patch_size=128, learning_rate=1e-3,
                           lr_decay_every=25_000, weight_decay=1e-4)
-        # CPU recipe: an eighth of the channels, 96x96 patches, 800 steps (about 80 s a fold on 2 cores).
+        # CPU recipe: an eighth of the channels, 96x96 patches, 800 steps (about 80 s a fold on 2 cores);
+        # half the patches centred on a labelled voxel, or so few steps never learn the RV on real ACDC.
         return Recipe(loss="ce", iterations=800, batch_size=8, patch_size=96, learning_rate=3e-3,
-                      lr_decay_every=600, weight_decay=1e-4, width=0.125)
+                      lr_decay_every=600, weight_decay=1e-4, width=0.125, foreground=0.5)
 
 
 @hookimpl

@@ -1,0 +1,241 @@
+"""The contract kit: the checks every plugin of a kind must pass, for our suite and for third parties.
+
+Two layers over one set of checks:
+
+- ``check_<kind>(method)`` functions raise ``AssertionError`` naming the method; our suite runs them
+  over every registered method.
+- ``<Kind>Contract`` base classes wrap the same checks as pytest tests. A third party's whole test file:
+
+      from uqbench.testing import SegmenterContract
+
+      class TestMyNet(SegmenterContract):
+          name = "my-net"
+
+Requires pytest (the ``test`` extra) for the contract classes; the check functions need only torch.
+"""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import pytest
+
+from uqbench.api import NUM_CLASSES, PATCH, Context, DetectorExample, Profile, Recipe
+from uqbench.registry import NAME_RE, registry
+
+
+def _who(method: Any) -> str:
+    return f"{type(method).__name__} ('{getattr(method, 'name', '?')}')"
+
+
+def _check_names(method: Any) -> None:
+    assert isinstance(method.name, str) and NAME_RE.match(method.name), f"{_who(method)}: bad name"
+    assert inspect.getdoc(type(method)), f"{_who(method)}: the class needs a docstring"
+
+
+def check_segmenter(seg: Any) -> None:
+    """Logit shapes at every size multiple, finite gradients, MC dropout varies while batch norm stays
+    frozen, seeded builds agree, and each profile's recipe is usable."""
+    import torch
+
+    from uqbench.infer.mc import mc_mode
+
+    who = _who(seg)
+    _check_names(seg)
+    m = seg.size_multiple
+    assert isinstance(m, int) and m >= 1, f"{who}: size_multiple must be a positive int"
+    for profile in Profile:
+        recipe = seg.recipe(profile)
+        assert isinstance(recipe, Recipe), f"{who}: recipe({profile}) is not a Recipe"
+        assert recipe.patch_size % m == 0, f"{who}: {profile} patch size is not a multiple of {m}"
+        registry().entry("loss", recipe.loss.split(":")[0])
+    width = seg.recipe(Profile.QUICK).width
+    torch.manual_seed(0)
+    net = seg.build(1, NUM_CLASSES, 0.1, width)
+    assert isinstance(net, torch.nn.Module), f"{who}: build() must return a torch.nn.Module"
+    net.train()
+    for k in (1, 2, 3):
+        x = torch.rand(2, 1, k * m, (k + 1) * m)
+        out = net(x)
+        assert out.shape == (2, NUM_CLASSES, k * m, (k + 1) * m), f"{who}: logits {tuple(out.shape)} for {tuple(x.shape)}"
+        assert out.dtype == torch.float32 and torch.isfinite(out).all(), f"{who}: logits not finite float32"
+    out.sum().backward()
+    grads = [p.grad for p in net.parameters() if p.requires_grad]
+    assert grads and all(g is not None and torch.isfinite(g).all() for g in grads), f"{who}: non-finite gradients"
+    x = torch.rand(2, 1, 2 * m, 2 * m)
+    buffers = {k: v.clone() for k, v in net.state_dict().items()}
+    mc_mode(net)
+    with torch.no_grad():
+        a, b = net(x), net(x)
+    assert not torch.equal(a, b), f"{who}: two MC-dropout passes are identical (no torch.nn.Dropout active?)"
+    for k, v in net.state_dict().items():
+        assert torch.equal(v, buffers[k]), f"{who}: '{k}' changed during MC sampling (batch norm not frozen)"
+    outs = []
+    for _ in range(2):
+        torch.manual_seed(1)
+        n = seg.build(1, NUM_CLASSES, 0.1, width).eval()
+        with torch.no_grad():
+            outs.append(n(x))
+    assert torch.equal(outs[0], outs[1]), f"{who}: two builds after the same seed differ"
+
+
+def check_loss(loss: Any) -> None:
+    """A finite differentiable scalar, lower for right logits than wrong ones, fine with absent classes."""
+    import torch
+
+    who = _who(loss)
+    _check_names(loss)
+    labels = torch.zeros(2, 8, 8, dtype=torch.long)
+    labels[:, 2:6, 2:6] = 3  # classes 1 and 2 absent
+    right = (torch.nn.functional.one_hot(labels, NUM_CLASSES).permute(0, 3, 1, 2).float() * 10).requires_grad_()
+    wrong = torch.roll(right.detach(), 1, dims=1).requires_grad_()
+    lr, lw = loss(right, labels), loss(wrong, labels)
+    assert lr.ndim == 0 and torch.isfinite(lr) and lr.requires_grad, f"{who}: not a finite differentiable scalar"
+    assert lr < lw, f"{who}: right logits ({float(lr):.4f}) do not score lower than wrong ones ({float(lw):.4f})"
+    lr.backward()
+    assert right.grad is not None and torch.isfinite(right.grad).all(), f"{who}: non-finite gradient"
+
+
+def check_uncertainty_map(um: Any) -> None:
+    """[B, H, W] float in [0, 1]; zero for identical one-hot samples; independent of sample order; no NaN."""
+    import torch
+
+    who = _who(um)
+    _check_names(um)
+    t = um.samples
+    assert isinstance(t, int) and t >= 1, f"{who}: samples must be an int >= 1"
+    g = torch.Generator().manual_seed(0)
+    probs = torch.rand(t, 2, NUM_CLASSES, 5, 6, generator=g).softmax(2)
+    out = um(probs)
+    assert out.shape == (2, 5, 6) and out.is_floating_point(), f"{who}: output {tuple(out.shape)}, expected (2, 5, 6)"
+    assert torch.isfinite(out).all() and out.min() >= 0 and out.max() <= 1, f"{who}: values outside [0, 1]"
+    if t > 1:
+        perm = um(probs[torch.randperm(t, generator=g)])
+        assert torch.allclose(out, perm, atol=1e-6), f"{who}: depends on the order of the samples"
+    onehot = torch.zeros(t, 2, NUM_CLASSES, 5, 6)
+    onehot[:, :, 1] = 1
+    assert torch.allclose(um(onehot), torch.zeros(2, 5, 6), atol=1e-6), f"{who}: identical one-hot samples are not 0"
+    assert torch.isfinite(um(onehot)).all(), f"{who}: probabilities with zeros give NaN"
+
+
+def tiny_examples(n: int = 6, seed: int = 0) -> list[DetectorExample]:
+    """Synthetic 44 x 52 ring slices with planted failures (a missing bite of ring) and uncertainty over them."""
+    rng = np.random.default_rng(seed)
+    out = []
+    yy, xx = np.mgrid[:44, :52]
+    for i in range(n):
+        r = np.hypot(yy - 22 + rng.integers(-3, 4), xx - 26 + rng.integers(-3, 4))
+        ref = np.where(r < 8, 3, np.where(r < 13, 2, 0)).astype(np.uint8)
+        seg = ref.copy()
+        failures = np.zeros(ref.shape, bool)
+        if i % 2 == 0:  # plant a failure: a bite out of the ring
+            bite = (np.hypot(yy - 12, xx - 26) < 5) & (ref == 2)
+            seg[bite] = 0
+            failures = bite
+        unc = np.clip(0.1 * rng.random(ref.shape) + 0.8 * failures + 0.2 * (np.abs(r - 13) < 1), 0, 1)
+        image = np.clip(np.where(ref == 3, 0.9, np.where(ref == 2, 0.3, 0.5)) + 0.05 * rng.standard_normal(ref.shape), 0, 1)
+        out.append(DetectorExample(image.astype(np.float32), unc.astype(np.float32), seg, failures))
+    return out
+
+
+def check_detector(det: Any, tmp_path: Path) -> None:
+    """fit on tiny_examples(); predict [ceil(Y/8), ceil(X/8)] in [0, 1] without labels; save/load round-trips."""
+    who = _who(det)
+    _check_names(det)
+    examples = tiny_examples()
+    det.fit(examples, Context(Profile.QUICK, "cpu", 0, tmp_path))
+    probe = DetectorExample(examples[0].image, examples[0].uncertainty, examples[0].segmentation, None)
+    p = np.asarray(det.predict(probe))
+    shape = (-(-44 // PATCH), -(-52 // PATCH))
+    assert p.shape == shape, f"{who}: predict() gave {p.shape}, expected {shape}"
+    assert np.isfinite(p).all() and p.min() >= 0 and p.max() <= 1, f"{who}: probabilities outside [0, 1]"
+    det.save(tmp_path / "state")
+    fresh = type(det)()
+    fresh.load(tmp_path / "state")
+    assert np.array_equal(np.asarray(fresh.predict(probe)), p), f"{who}: save/load changes predictions"
+
+
+def check_dataset(ds: Any) -> None:
+    """Clean data yields well-typed cases (labels in 0..3, matching shapes, finite affine, positive
+    spacing, unique patient per phase) and folds() covers every patient."""
+    who = _who(ds)
+    _check_names(ds)
+    assert ds.problems() == [], f"{who}: problems on clean data: {ds.problems()[:3]}"
+    cases = list(ds.cases())
+    assert cases, f"{who}: no cases"
+    seen = set()
+    for c in cases:
+        assert c.image.dtype == np.float32 and c.image.ndim == 3, f"{who}: {c.patient} image not float32 [Z, Y, X]"
+        assert c.labels is not None and c.labels.dtype == np.uint8 and c.labels.shape == c.image.shape, \
+            f"{who}: {c.patient} labels not uint8 of the image's shape"
+        assert set(np.unique(c.labels)) <= {0, 1, 2, 3}, f"{who}: {c.patient} labels outside 0..3"
+        assert c.affine.shape == (4, 4) and np.isfinite(c.affine).all(), f"{who}: {c.patient} affine"
+        assert len(c.spacing) == 3 and min(c.spacing) > 0, f"{who}: {c.patient} spacing"
+        assert (c.patient, c.phase) not in seen, f"{who}: {c.patient} {c.phase} twice"
+        seen.add((c.patient, c.phase))
+    folds = ds.folds()
+    assert {c.patient for c in cases} <= set(folds), f"{who}: folds() misses patients"
+    assert ds.fingerprint() == ds.fingerprint(), f"{who}: fingerprint is not stable"
+
+
+class _Contract:
+    kind: ClassVar[str]
+    name: ClassVar[str]
+
+    @pytest.fixture
+    def method(self) -> Any:
+        """The registered method (creating it also proves the entry point is installed)."""
+        return registry().create(self.kind, self.name)
+
+
+class SegmenterContract(_Contract):
+    """Subclass in your tests and set ``name``; pytest then runs the segmenter checks on it."""
+
+    kind = "segmenter"
+
+    def test_segmenter_contract(self, method: Any) -> None:
+        check_segmenter(method)
+
+
+class LossContract(_Contract):
+    """Subclass and set ``name`` to check a loss."""
+
+    kind = "loss"
+
+    def test_loss_contract(self, method: Any) -> None:
+        check_loss(method)
+
+
+class UncertaintyMapContract(_Contract):
+    """Subclass and set ``name`` to check an uncertainty map."""
+
+    kind = "uncertainty"
+
+    def test_uncertainty_map_contract(self, method: Any) -> None:
+        check_uncertainty_map(method)
+
+
+class DetectorContract(_Contract):
+    """Subclass and set ``name`` to check a detector."""
+
+    kind = "detector"
+
+    def test_detector_contract(self, method: Any, tmp_path: Path) -> None:
+        check_detector(method, tmp_path)
+
+
+class DatasetContract:
+    """Subclass, set ``name`` and give a ``root`` fixture (a small clean dataset folder)."""
+
+    name: ClassVar[str]
+
+    def test_dataset_contract(self, root: Path) -> None:
+        check_dataset(registry().create("dataset", self.name, root))
+
+
+CHECKS = {"segmenter": check_segmenter, "loss": check_loss, "uncertainty": check_uncertainty_map}
+"""Kind -> check for the kinds whose check needs nothing but the method."""
+

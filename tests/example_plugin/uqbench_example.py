@@ -1,0 +1,126 @@
+"""An example uqbench plugin: one small method of each kind, registered through the ``uqbench`` entry point.
+
+Copy this file and pyproject.toml beside it to start your own plugin. Networks import torch inside
+``build()`` so `uqbench plugins` stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import uqbench
+from uqbench import Case, Context, DetectorExample, Profile, Recipe
+from uqbench.data import layout
+from uqbench.data.folds import acdc_folds
+from uqbench.protocol.patches import patch_max
+
+
+class TinyNet:
+    """A two-layer convolutional net with MC dropout: the smallest useful segmenter."""
+
+    name = "example-net"
+    size_multiple = 1
+
+    def build(self, in_channels: int, num_classes: int, dropout: float, width: float = 1.0) -> Any:
+        from torch import nn
+
+        c = max(4, int(16 * width))
+        return nn.Sequential(nn.Conv2d(in_channels, c, 5, padding=2), nn.BatchNorm2d(c), nn.ReLU(), nn.Dropout(dropout),
+                             nn.Conv2d(c, c, 3, padding=2, dilation=2), nn.ReLU(), nn.Dropout(dropout),
+                             nn.Conv2d(c, num_classes, 1))
+
+    def recipe(self, profile: Profile) -> Recipe:
+        return Recipe(loss="example-l2", iterations=20, batch_size=4, patch_size=32, learning_rate=1e-2,
+                      lr_decay_every=1000)
+
+
+class SquaredError:
+    """Mean squared error between softmax and one-hot labels, summed over classes (the Brier score)."""
+
+    name = "example-l2"
+
+    def __call__(self, logits: Any, labels: Any) -> Any:
+        from torch.nn import functional as F
+
+        p = logits.float().softmax(1)
+        return ((p - F.one_hot(labels, p.shape[1]).permute(0, 3, 1, 2)) ** 2).sum(1).mean()
+
+
+class MaxVariance:
+    """Largest per-class variance over the MC samples, scaled by its bound 1/4 (the preliminary paper's u-map)."""
+
+    name = "example-maxvar"
+    samples = 4
+
+    def __call__(self, probs: Any) -> Any:
+        return (probs.float().var(0, unbiased=False).amax(1) * 4).clamp(0, 1)
+
+
+class Everywhere:
+    """Flags every patch that the segmentation touches; ignores the uncertainty (a floor to beat)."""
+
+    name = "example-everywhere"
+
+    def fit(self, examples: Sequence[DetectorExample], ctx: Context) -> None:
+        return None
+
+    def predict(self, example: DetectorExample) -> np.ndarray:
+        return (patch_max(example.segmentation > 0) > 0).astype(np.float32)
+
+    def save(self, path: Path) -> None:
+        Path(path).write_text(json.dumps({}))
+
+    def load(self, path: Path) -> None:
+        json.loads(Path(path).read_text())
+
+
+class Folder:
+    """ACDC layout read through uqbench's public layout helpers (shows the dataset contract)."""
+
+    name = "example-folder"
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    def problems(self) -> list[str]:
+        return layout.problems(self.root)[0]
+
+    def cases(self) -> Iterator[Case]:
+        return layout.iter_cases(self.root)
+
+    def folds(self) -> Mapping[str, int]:
+        table = acdc_folds()
+        return {p.name: table[p.name] for p in layout.patient_dirs(self.root)}
+
+    def fingerprint(self) -> str:
+        return layout.fingerprint(self.root)
+
+
+@uqbench.hookimpl
+def register_segmenters(register: Any) -> None:
+    register(TinyNet)
+
+
+@uqbench.hookimpl
+def register_losses(register: Any) -> None:
+    register(SquaredError)
+
+
+@uqbench.hookimpl
+def register_uncertainty_maps(register: Any) -> None:
+    register(MaxVariance)
+
+
+@uqbench.hookimpl
+def register_detectors(register: Any) -> None:
+    register(Everywhere)
+
+
+@uqbench.hookimpl
+def register_datasets(register: Any) -> None:
+    register(Folder)

@@ -1,0 +1,58 @@
+"""Real ACDC data (skipped when ../shared/data/acdc/training is absent): reader, check, and a 3-patient run."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from uqbench import pipeline
+from uqbench.data import layout
+from uqbench.registry import registry
+
+pytestmark = pytest.mark.acdc
+
+
+def test_reader_matches_the_manifest(acdc_root: Path) -> None:
+    rows = {(r["patient"], r["phase"]): r for r in csv.DictReader((acdc_root.parent / "MANIFEST.csv").open())}
+    for patient in ("patient001", "patient057", "patient100"):
+        info = layout.read_info(acdc_root / patient)
+        for phase in ("ED", "ES"):
+            case = layout.read_case(acdc_root / patient, info, phase)
+            r = rows[(patient, phase)]
+            assert case.image.shape == (int(r["nz"]), int(r["ny"]), int(r["nx"]))
+            assert case.spacing == pytest.approx((float(r["sz"]), float(r["sy"]), float(r["sx"])), rel=1e-5)
+            assert case.group == r["group"] and int(r["frame"]) == info.frames[phase]
+            counts = np.bincount(case.labels.ravel(), minlength=4)
+            assert counts.tolist() == [int(r[k]) for k in ("n_bg", "n_rv", "n_myo", "n_lv")]
+
+
+def test_all_100_patients_are_clean(acdc_root: Path) -> None:
+    found, patients, volumes = layout.problems(acdc_root)
+    assert (found, patients, volumes) == ([], 100, 200)
+
+
+def test_apex_is_the_highest_labelled_slice_base_is_low(acdc_root: Path) -> None:
+    """z = 0 is basal: the LV cross-section shrinks towards the highest labelled slice (checked on 3 patients)."""
+    for patient in ("patient001", "patient041", "patient081"):
+        case = next(c for c in layout.iter_cases(acdc_root) if c.patient == patient)
+        lv = (case.labels == 3).sum((1, 2))
+        z = np.flatnonzero(lv)
+        assert lv[z[: len(z) // 2]].mean() > lv[z[len(z) // 2:]].mean()
+
+
+def test_three_real_patients_run_end_to_end(acdc_root: Path, tmp_path: Path) -> None:
+    data = tmp_path / "acdc3"
+    for p in ("patient016", "patient001", "patient006"):  # folds 0, 3, 2
+        shutil.copytree(acdc_root / p, data / p)
+    cfg = pipeline.resolve("drn", "bmap", None, None, data, "acdc", [0], "quick", 2, "cpu", 0, tmp_path / "run", 10)
+    summary = pipeline.run(cfg)
+    assert summary["cases"] == 2 and summary["dataset"]["fingerprint"] == registry().create(
+        "dataset", "acdc", data).fingerprint()
+    rows = list(csv.DictReader((tmp_path / "run" / "cases.csv").open()))
+    assert len(rows) == 6 and all(0 <= float(r["dice"]) <= 1 for r in rows)
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["data"] == str(data.resolve())

@@ -1,0 +1,110 @@
+"""The CLI's bad-input table: each fault gives one line naming the file or option and exit status 2."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from uqbench.cli import main
+from uqbench.data import nifti
+
+
+def run_main(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    monkeypatch.setattr(sys, "argv", ["uqbench", *args])
+    code = 0
+    try:
+        main()
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["run", "--segmenter", "drm"], "unknown segmenter 'drm'. Did you mean 'drn'?"),
+    (["run", "--uncertainty", "bmapp"], "unknown uncertainty map 'bmapp'. Did you mean 'bmap'?"),
+    (["run", "--loss", "dice"], "unknown loss 'dice'"),
+    (["run", "--detector", "oracle"], "unknown detector 'oracle'"),
+    (["run", "--folds", "0,5"], "--folds '0,5': fold '5' is not one of 0..3"),
+    (["run", "--profile", "fast"], "--profile 'fast': expected one of quick, paper"),
+    (["run", "--device", "tpu"], "--device 'tpu': expected auto, cpu or cuda"),
+    (["run", "--uncertainty", "emap", "--samples", "5"], "--samples 5: uncertainty map 'emap' uses one deterministic"),
+    (["run", "--samples", "1"], "--samples 1: uncertainty map 'bmap' needs at least 2"),
+    (["run", "--iterations", "0"], "--iterations 0: must be at least 1"),
+    (["run", "--data", "/no/such/folder"], "--data /no/such/folder: not a folder"),
+    (["plugins", "--kind", "segmenters"], "--kind 'segmenters': expected one of"),
+    (["data", "phantom", "/tmp/x-uqbench-never", "--patients", "0"], "--patients must be between 1 and 100"),
+])
+def test_bad_option_is_one_line_and_exit_2(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+                                           args: list[str], message: str) -> None:
+    code, _, err = run_main(monkeypatch, capsys, *args)
+    assert code == 2
+    assert err.startswith("error: ") and message in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_unknown_option_is_a_usage_error(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run_main(monkeypatch, capsys, "run", "--bogus")
+    assert code == 2 and "No such option" in err
+
+
+def test_data_check_names_each_damaged_file(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+                                            phantom_copy: Path) -> None:
+    img = phantom_copy / "patient001" / "patient001_frame01.nii.gz"
+    img.write_bytes(img.read_bytes()[:2000])  # truncated
+    gt = next((phantom_copy / "patient006").glob("*_frame01_gt.nii.gz"))
+    gt.unlink()  # missing gt
+    bad = next((phantom_copy / "patient011").glob("*_frame01_gt.nii.gz"))
+    data, _, affine = nifti.read(bad)
+    data[0, 0, 0] = 7
+    nifti.write(bad, data, affine)  # label 7
+    (phantom_copy / "patient016" / "Info.cfg").write_text("ED: 1\nthis line is broken\n")
+    code, out, _ = run_main(monkeypatch, capsys, "data", "check", str(phantom_copy))
+    assert code == 2
+    problems = [line for line in out.splitlines() if line.startswith("problem")]
+    assert len(problems) == 4
+    for path in (img, gt, bad, phantom_copy / "patient016" / "Info.cfg"):
+        assert any(str(path) in line for line in problems), path
+    assert "4 patients, 8 volumes, 4 problems" in out
+
+
+def test_data_check_clean_folder_exits_0(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+                                         tiny_phantom: Path) -> None:
+    code, out, _ = run_main(monkeypatch, capsys, "data", "check", str(tiny_phantom))
+    assert code == 0 and "4 patients, 8 volumes, 0 problems" in out
+
+
+def test_run_on_damaged_data_fails_with_the_same_message(monkeypatch: pytest.MonkeyPatch,
+                                                         capsys: pytest.CaptureFixture[str], phantom_copy: Path,
+                                                         tmp_path: Path) -> None:
+    gt = next((phantom_copy / "patient006").glob("*_frame01_gt.nii.gz"))
+    gt.unlink()
+    code, _, err = run_main(monkeypatch, capsys, "run", "--data", str(phantom_copy), "--out", str(tmp_path / "r"))
+    assert code == 2 and f"{gt}: missing" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "r").exists()
+
+
+def test_data_phantom_refuses_a_non_empty_folder(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+                                                 tmp_path: Path) -> None:
+    (tmp_path / "keep.txt").write_text("mine")
+    code, _, err = run_main(monkeypatch, capsys, "data", "phantom", str(tmp_path))
+    assert code == 2 and f"{tmp_path}: exists and is not empty" in err
+    assert (tmp_path / "keep.txt").read_text() == "mine"
+
+
+def test_folds_json_matches_the_committed_table(monkeypatch: pytest.MonkeyPatch,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run_main(monkeypatch, capsys, "folds", "--json")
+    folds = json.loads(out)
+    assert code == 0 and folds["patient016"] == 0 and folds["patient100"] == 0 and len(folds) == 100
+
+
+def test_plugins_json_lists_the_builtins_with_distribution(monkeypatch: pytest.MonkeyPatch,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run_main(monkeypatch, capsys, "plugins", "--json")
+    names = {(m["kind"], m["name"]): m["distribution"] for m in json.loads(out)["methods"]}
+    for key in [("segmenter", "drn"), ("uncertainty", "emap"), ("uncertainty", "bmap"), ("loss", "ce"),
+                ("loss", "soft-dice"), ("loss", "brier"), ("detector", "threshold")]:
+        assert names[key] == "uqbench"

@@ -1,0 +1,70 @@
+"""Every registered method, built-in or installed, meets its kind's contract (timm-style parametrisation)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from uqbench.registry import build_registry, registry
+from uqbench.testing import check_dataset, check_detector, check_loss, check_segmenter, check_uncertainty_map
+
+NAMES = build_registry()  # collected once for parametrisation (UQBENCH_PLUGINS=uqbench, set in conftest)
+
+
+@pytest.mark.parametrize("name", NAMES.names("segmenter"))
+def test_segmenter_contract(name: str) -> None:
+    check_segmenter(registry().create("segmenter", name))
+
+
+@pytest.mark.parametrize("name", NAMES.names("loss"))
+def test_loss_contract(name: str) -> None:
+    check_loss(registry().create("loss", name))
+
+
+@pytest.mark.parametrize("name", NAMES.names("uncertainty"))
+def test_uncertainty_map_contract(name: str) -> None:
+    check_uncertainty_map(registry().create("uncertainty", name))
+
+
+@pytest.mark.parametrize("name", NAMES.names("detector"))
+def test_detector_contract(name: str, tmp_path: Path) -> None:
+    check_detector(registry().create("detector", name), tmp_path)
+
+
+@pytest.mark.parametrize("name", NAMES.names("dataset"))
+def test_dataset_contract(name: str, tiny_phantom: Path) -> None:
+    check_dataset(registry().create("dataset", name, tiny_phantom))
+
+
+def test_segmenter_check_catches_a_network_without_dropout() -> None:
+    class NoDropout:
+        """A segmenter that forgot its dropout."""
+
+        name = "no-dropout"
+        size_multiple = 1
+
+        def build(self, in_channels, num_classes, dropout, width=1.0):  # type: ignore[no-untyped-def]
+            import torch
+
+            return torch.nn.Conv2d(in_channels, num_classes, 3, padding=1)
+
+        def recipe(self, profile):  # type: ignore[no-untyped-def]
+            return registry().create("segmenter", "drn").recipe(profile)
+
+    with pytest.raises(AssertionError, match="two MC-dropout passes are identical"):
+        check_segmenter(NoDropout())
+
+
+def test_uncertainty_check_catches_an_order_dependent_map() -> None:
+    class FirstSample:
+        """Uses the first sample only."""
+
+        name = "first"
+        samples = 3
+
+        def __call__(self, probs):  # type: ignore[no-untyped-def]
+            return 1 - probs[0].max(1).values
+
+    with pytest.raises(AssertionError, match="depends on the order"):
+        check_uncertainty_map(FirstSample())

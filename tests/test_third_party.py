@@ -1,0 +1,90 @@
+"""tests/example_plugin is discovered through genuine metadata, listed, passes the contract kit and runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from uqbench.registry import registry, reset
+from uqbench.testing import check_detector, check_loss, check_segmenter, check_uncertainty_map
+
+EXAMPLE = Path(__file__).parent / "example_plugin"
+
+
+@pytest.fixture
+def example(tmp_path: Path) -> None:
+    """Install the example the way an installer lays it out: module plus *.dist-info with entry_points.txt."""
+    site = tmp_path / "site"
+    site.mkdir()
+    shutil.copy(EXAMPLE / "uqbench_example.py", site)
+    info = site / "uqbench_example-0.1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: uqbench-example\nVersion: 0.1.0\n")
+    (info / "entry_points.txt").write_text("[uqbench]\nexample = uqbench_example\n")
+    sys.path.insert(0, str(site))
+    os.environ["UQBENCH_PLUGINS"] = "uqbench,uqbench-example"
+    reset()
+    yield
+    sys.path.remove(str(site))
+    sys.modules.pop("uqbench_example", None)
+
+
+def _cli(*args: str) -> tuple[int, str]:
+    from typer.testing import CliRunner
+
+    from uqbench.cli import app
+
+    result = CliRunner().invoke(app, list(args))
+    if result.exception and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result.exit_code, result.output
+
+
+@pytest.mark.usefixtures("example")
+def test_example_plugin_is_listed_with_its_distribution() -> None:
+    code, out = _cli("plugins", "--json")
+    methods = {(m["kind"], m["name"]): m for m in json.loads(out)["methods"]}
+    for key in [("segmenter", "example-net"), ("loss", "example-l2"), ("uncertainty", "example-maxvar"),
+                ("detector", "example-everywhere"), ("dataset", "example-folder")]:
+        assert methods[key]["distribution"] == "uqbench-example" and methods[key]["version"] == "0.1.0"
+    assert methods[("segmenter", "drn")]["distribution"] == "uqbench"
+
+
+@pytest.mark.usefixtures("example")
+def test_example_plugin_passes_the_contract_kit(tmp_path: Path) -> None:
+    reg = registry()
+    check_segmenter(reg.create("segmenter", "example-net"))
+    check_loss(reg.create("loss", "example-l2"))
+    check_uncertainty_map(reg.create("uncertainty", "example-maxvar"))
+    check_detector(reg.create("detector", "example-everywhere"), tmp_path)
+
+
+@pytest.mark.usefixtures("example")
+def test_example_plugin_runs_end_to_end(tiny_phantom: Path, tmp_path: Path) -> None:
+    code, out = _cli("run", "--segmenter", "example-net", "--uncertainty", "example-maxvar", "--detector",
+                     "example-everywhere", "--data", str(tiny_phantom), "--dataset", "example-folder",
+                     "--folds", "0,1", "--iterations", "3", "--out", str(tmp_path / "run"))
+    assert code == 0, out
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["provenance"]["methods"]["segmenter"]["distribution"] == "uqbench-example"
+    assert summary["provenance"]["methods"]["loss"]["name"] == "example-l2"
+    assert "dice_corrected" in summary
+
+
+@pytest.mark.slow
+def test_pip_installed_example_is_discovered_in_a_fresh_process(tmp_path: Path) -> None:
+    target = tmp_path / "target"
+    pip = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+                          "--target", str(target), str(EXAMPLE)], capture_output=True, text=True)
+    assert pip.returncode == 0, pip.stderr
+    env = dict(os.environ, PYTHONPATH=str(target), UQBENCH_PLUGINS="uqbench,uqbench-example")
+    out = subprocess.run([sys.executable, "-m", "uqbench", "plugins", "--json", "--kind", "segmenter"],
+                         capture_output=True, text=True, env=env, check=True).stdout
+    names = {m["name"]: m["distribution"] for m in json.loads(out)["methods"]}
+    assert names == {"drn": "uqbench", "example-net": "uqbench-example"}

@@ -1,0 +1,57 @@
+"""The training loop: patch sampling and bit-exact resumption from a checkpoint."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from uqbench.api import Profile
+from uqbench.registry import registry
+from uqbench.train.loop import PatchSampler, train
+
+
+def _slices(n: int = 4) -> list[tuple[np.ndarray, np.ndarray]]:
+    out = []
+    for i in range(n):
+        img = np.random.default_rng(i).random((40, 50)).astype(np.float32)
+        lab = np.zeros((40, 50), np.uint8)
+        lab[30:34, 40:44] = 1 + i % 3
+        out.append((img, lab))
+    return out
+
+
+def test_foreground_patches_contain_labels_and_rotation_keeps_image_and_labels_aligned() -> None:
+    sampler = PatchSampler(_slices(), 16, np.random.default_rng(0), foreground=1.0)
+    xs, ys = sampler.batch(32)
+    assert (ys > 0).any(axis=(1, 2)).all()
+    uniform = PatchSampler(_slices(), 16, np.random.default_rng(0), foreground=0.0).batch(64)[1]
+    assert (uniform > 0).any(axis=(1, 2)).mean() < 0.5
+    # every sampled image patch is a rot90 of a crop of some slice, with its labels rotated the same way
+    img, lab = _slices()[0]
+    s = PatchSampler([(img, lab)], 40, np.random.default_rng(1), foreground=1.0)
+    x, y = s.batch(4)
+    for b in range(4):
+        k = next(k for k in range(4) if any(np.array_equal(np.rot90(img[:, x0:x0 + 40], k), x[b, 0])
+                                             for x0 in range(11)))
+        x0 = next(x0 for x0 in range(11) if np.array_equal(np.rot90(img[:, x0:x0 + 40], k), x[b, 0]))
+        assert np.array_equal(np.rot90(lab[:, x0:x0 + 40], k), y[b])
+
+
+def test_small_slices_are_padded_to_the_patch_size() -> None:
+    xs, ys = PatchSampler([(np.ones((5, 7), np.float32), np.ones((5, 7), np.uint8))], 8,
+                          np.random.default_rng(0)).batch(2)
+    assert xs.shape == (2, 1, 8, 8) and xs.sum() == 2 * 35 and ys.sum() == 2 * 35
+
+
+def test_interrupted_training_resumes_to_the_same_weights(tmp_path: Path) -> None:
+    seg = registry().create("segmenter", "drn")
+    recipe = replace(seg.recipe(Profile.QUICK), iterations=6, batch_size=2, patch_size=32, lr_decay_every=4)
+    loss = registry().create("loss", "ce")
+    straight = train(seg, recipe, loss, _slices(), "cpu", 3, tmp_path / "a.pt")
+    train(seg, replace(recipe, iterations=3), loss, _slices(), "cpu", 3, tmp_path / "b.pt")  # "interrupted"
+    resumed = train(seg, recipe, loss, _slices(), "cpu", 3, tmp_path / "b.pt")
+    for (k, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), k
