@@ -121,19 +121,28 @@ def resolve(segmenter: str, uncertainty: str, detector: str | None, loss: str | 
 
 
 def _tracker(progress: Progress | None, description: str, total: int) -> Callable[[int], None]:
+    """An ``advance(n)`` callback whose bar appears on first use, so a stage served from cache shows none."""
     if progress is None:
         return lambda n: None
-    task = progress.add_task(description, total=total)
-    return lambda n: progress.advance(task, n)
+    task = None
+
+    def advance(n: int) -> None:
+        nonlocal task
+        if task is None:
+            task = progress.add_task(description, total=total)
+        progress.advance(task, n)
+
+    return advance
 
 
-def phantom_root(patients: int = PHANTOM_PATIENTS, seed: int = PHANTOM_SEED) -> Path:
+def phantom_root(patients: int = PHANTOM_PATIENTS, seed: int = PHANTOM_SEED,
+                 advance: Callable[[int], None] | None = None) -> Path:
     """The built-in phantom dataset, generated once into the cache folder."""
     root = cache.cache_root() / "phantom" / f"v{phantom.VERSION}-n{patients}-s{seed}"
     if not (root / ".complete").is_file():
         work = root.with_name(root.name + ".part")
         shutil.rmtree(work, ignore_errors=True)
-        phantom.write_phantom(work, patients, seed)
+        phantom.write_phantom(work, patients, seed, advance)
         (work / ".complete").write_text("")
         shutil.rmtree(root, ignore_errors=True)
         work.rename(root)
@@ -167,7 +176,7 @@ def run(cfg: RunConfig, progress: Progress | None = None) -> dict[str, Any]:
     torch.set_flush_denormal(True)  # denormal floats slow CPU training several-fold
     reg = registry()
     params = PreprocessParams(**cfg.preprocess)
-    root = Path(cfg.data) if cfg.data else phantom_root()
+    root = Path(cfg.data) if cfg.data else phantom_root(advance=_tracker(progress, "phantom", PHANTOM_PATIENTS))
     ds = reg.create("dataset", cfg.dataset, root)
     problems = _plugin_call(cfg, "dataset", ds.problems)
     if problems:

@@ -168,7 +168,7 @@ def _validate(kind: str, cls: Any) -> str | None:
     name = getattr(cls, "name", None)
     if not isinstance(name, str) or not NAME_RE.match(name):
         return f"{cls.__name__}.name {name!r} must match {NAME_RE.pattern}"
-    missing = [a for a in REQUIRED[kind] if not hasattr(cls, a) or (a == "__call__" and cls.__call__ is type.__call__)]
+    missing = [a for a in REQUIRED[kind] if not any(a in vars(k) for k in cls.__mro__ if k is not object)]
     if missing:
         return f"{cls.__name__} ('{name}') lacks {', '.join(missing)}"
     if not inspect.getdoc(cls):

@@ -158,3 +158,21 @@ def test_provenance_records_distribution_and_spec() -> None:
     prov = registry().provenance({"segmenter": "drn", "uncertainty": "bmap"})
     assert prov["allowed_distributions"] == ["uqbench"]
     assert prov["methods"]["segmenter"]["distribution"] == "uqbench" and prov["methods"]["segmenter"]["spec"] == "drn"
+
+
+def test_class_lacking_a_contract_method_is_refused(sandbox: Path) -> None:
+    install_fake(sandbox, "uqbench-nocall", "uqbench_fake_nocall", '''
+        import uqbench
+
+        class NotCallable:
+            """A loss that forgot __call__."""
+            name = "forgot"
+
+        @uqbench.hookimpl
+        def register_losses(register):
+            register(NotCallable)
+    ''')
+    allow("uqbench-nocall")
+    reg = registry()
+    assert "forgot" not in reg.names("loss")
+    assert any("NotCallable ('forgot') lacks __call__" in str(f) for f in reg.failures)

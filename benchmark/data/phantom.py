@@ -16,6 +16,7 @@ so the committed fold table applies unchanged and any N >= 4 patients spreads ov
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -198,7 +199,8 @@ class _Patient:
         return np.round(image * self.gain).astype(np.int16), labels
 
 
-def write_phantom(out: Path, patients: int = 20, seed: int = 0) -> list[str]:
+def write_phantom(out: Path, patients: int = 20, seed: int = 0,
+                  advance: Callable[[int], None] | None = None) -> list[str]:
     """Write ``patients`` synthetic patients in the ACDC layout under ``out``; returns their ids."""
     ids = phantom_ids(patients)
     for pid in ids:
@@ -217,4 +219,6 @@ def write_phantom(out: Path, patients: int = 20, seed: int = 0) -> list[str]:
         height, weight = rng.normal(172, 9), rng.normal(76, 12)
         (pdir / "Info.cfg").write_text(f"ED: 1\nES: {es}\nGroup: {group}\nHeight: {height:.1f}\n"
                                        f"NbFrame: 30\nWeight: {weight:.1f}\n")
+        if advance:
+            advance(1)
     return ids
