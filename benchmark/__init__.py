@@ -18,5 +18,17 @@ from uqbench.api import (
 from uqbench.hookspecs import hookimpl
 
 __version__ = "0.1.0"
-__all__ = ["Case", "Context", "Dataset", "Detector", "DetectorExample", "Loss", "Profile", "Recipe",
-           "Segmenter", "UncertaintyMap", "hookimpl", "__version__"]
+__all__ = [
+    "Case",
+    "Context",
+    "Dataset",
+    "Detector",
+    "DetectorExample",
+    "Loss",
+    "Profile",
+    "Recipe",
+    "Segmenter",
+    "UncertaintyMap",
+    "__version__",
+    "hookimpl",
+]

@@ -17,10 +17,9 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
-
 import uqbench
 from uqbench.api import CLASS_NAMES, PATCH, Context, DetectorExample, Profile, Recipe
-from uqbench.data import cache, layout, phantom
+from uqbench.data import cache, phantom
 from uqbench.data.preprocess import PreprocessParams
 from uqbench.errors import DataError, PluginError, UsageError
 from uqbench.infer.postprocess import finalise, to_original
@@ -216,7 +215,7 @@ def run(cfg: RunConfig, progress: Progress | None = None) -> dict[str, Any]:
             fold_rows, arrays = _infer_fold(cfg, model, seg, umap, test, k, params,
                                             _tracker(progress, f"fold {k} infer", len(test)))
             t2 = time.perf_counter()
-            np.savez_compressed(fdir / "predictions.npz", **arrays)
+            np.savez_compressed(fdir / "predictions.npz", **arrays)  # type: ignore[arg-type]
             _write_json(done, {"rows": fold_rows, "train_s": t1 - t0, "infer_s": t2 - t1,
                                "device": cfg.device, "torch": torch.__version__})
         result = json.loads(done.read_text())

@@ -14,11 +14,11 @@ import importlib.metadata as md
 import inspect
 import os
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import pluggy
-
 from uqbench import hookspecs
 from uqbench.errors import PluginError, UsageError
 
@@ -157,8 +157,9 @@ class _Registrar:
             self.reg.failures.append(PluginFailure(self.plugin, self.dist, self.version,
                                                    f"registered a bad {KIND_WORDS[self.kind]}: {problem}"))
             return
-        entry = Entry(self.kind, cls.name, cls, self.plugin, self.dist, self.version)
-        self.seen.setdefault((self.kind, cls.name), []).append(entry)
+        name: str = getattr(cls, "name")  # noqa: B009  (checked by _validate)
+        entry = Entry(self.kind, name, cls, self.plugin, self.dist, self.version)
+        self.seen.setdefault((self.kind, name), []).append(entry)
 
 
 def _validate(kind: str, cls: Any) -> str | None:
@@ -174,6 +175,11 @@ def _validate(kind: str, cls: Any) -> str | None:
     if not inspect.getdoc(cls):
         return f"{cls.__name__} ('{name}') has no docstring (its first line is the description)"
     return None
+
+
+def _suggest(word: str, known: Iterable[str]) -> str:
+    """' (did you mean 'x'?)' for the closest known word, or ''."""
+    return "".join(f" (did you mean '{m}'?)" for m in difflib.get_close_matches(word, list(known), 1))
 
 
 def _allowed() -> list[str] | None:
@@ -209,7 +215,7 @@ def build_registry() -> Registry:
             continue
         bad = _unknown_hooks(pm, module)
         if bad:
-            hints = [f"'{b}'" + (f" (did you mean '{m[0]}'?)" if (m := difflib.get_close_matches(b, HOOKS.values(), 1)) else "")
+            hints = [f"'{b}'" + _suggest(b, HOOKS.values())
                      for b in bad]
             reg.failures.append(PluginFailure(ep.name, dist, version, f"defines unknown hook {', '.join(hints)}"))
         loaded[key] = (module, ep.name, dist, version)
@@ -221,7 +227,8 @@ def build_registry() -> Registry:
             try:
                 caller(register=_Registrar(reg, kind, plugin, dist, version, seen))
             except Exception as exc:
-                reg.failures.append(PluginFailure(plugin, dist, version, f"{hook}() raised {type(exc).__name__}: {exc}"))
+                why = f"{hook}() raised {type(exc).__name__}: {exc}"
+                reg.failures.append(PluginFailure(plugin, dist, version, why))
     for (kind, name), entries in seen.items():
         if len({(e.distribution, e.factory) for e in entries}) > 1:
             reg.conflicts[(kind, name)] = entries

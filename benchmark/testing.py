@@ -22,7 +22,6 @@ from typing import Any, ClassVar
 
 import numpy as np
 import pytest
-
 from uqbench.api import NUM_CLASSES, PATCH, Context, DetectorExample, Profile, Recipe
 from uqbench.registry import NAME_RE, registry
 
@@ -40,7 +39,6 @@ def check_segmenter(seg: Any) -> None:
     """Logit shapes at every size multiple, finite gradients, MC dropout varies while batch norm stays
     frozen, seeded builds agree, and each profile's recipe is usable."""
     import torch
-
     from uqbench.infer.mc import mc_mode
 
     who = _who(seg)
@@ -60,7 +58,8 @@ def check_segmenter(seg: Any) -> None:
     for k in (1, 2, 3):
         x = torch.rand(2, 1, k * m, (k + 1) * m)
         out = net(x)
-        assert out.shape == (2, NUM_CLASSES, k * m, (k + 1) * m), f"{who}: logits {tuple(out.shape)} for {tuple(x.shape)}"
+        expect = (2, NUM_CLASSES, k * m, (k + 1) * m)
+        assert out.shape == expect, f"{who}: logits {tuple(out.shape)} for input {tuple(x.shape)}"
         assert out.dtype == torch.float32 and torch.isfinite(out).all(), f"{who}: logits not finite float32"
     out.sum().backward()
     grads = [p.grad for p in net.parameters() if p.requires_grad]
@@ -71,8 +70,8 @@ def check_segmenter(seg: Any) -> None:
     with torch.no_grad():
         a, b = net(x), net(x)
     assert not torch.equal(a, b), f"{who}: two MC-dropout passes are identical (no torch.nn.Dropout active?)"
-    for k, v in net.state_dict().items():
-        assert torch.equal(v, buffers[k]), f"{who}: '{k}' changed during MC sampling (batch norm not frozen)"
+    for key, value in net.state_dict().items():
+        assert torch.equal(value, buffers[key]), f"{who}: '{key}' changed during MC sampling (batch norm not frozen)"
     outs = []
     for _ in range(2):
         torch.manual_seed(1)
@@ -136,7 +135,8 @@ def tiny_examples(n: int = 6, seed: int = 0) -> list[DetectorExample]:
             seg[bite] = 0
             failures = bite
         unc = np.clip(0.1 * rng.random(ref.shape) + 0.8 * failures + 0.2 * (np.abs(r - 13) < 1), 0, 1)
-        image = np.clip(np.where(ref == 3, 0.9, np.where(ref == 2, 0.3, 0.5)) + 0.05 * rng.standard_normal(ref.shape), 0, 1)
+        noise = 0.05 * rng.standard_normal(ref.shape)
+        image = np.clip(np.where(ref == 3, 0.9, np.where(ref == 2, 0.3, 0.5)) + noise, 0, 1)
         out.append(DetectorExample(image.astype(np.float32), unc.astype(np.float32), seg, failures))
     return out
 

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from uqbench import pipeline
 from uqbench.data import layout
 from uqbench.registry import registry

@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from uqbench.cli import main
 from uqbench.data import nifti
 
@@ -104,6 +103,7 @@ def test_folds_json_matches_the_committed_table(monkeypatch: pytest.MonkeyPatch,
 def test_plugins_json_lists_the_builtins_with_distribution(monkeypatch: pytest.MonkeyPatch,
                                                           capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run_main(monkeypatch, capsys, "plugins", "--json")
+    assert code == 0
     names = {(m["kind"], m["name"]): m["distribution"] for m in json.loads(out)["methods"]}
     for key in [("segmenter", "drn"), ("uncertainty", "emap"), ("uncertainty", "bmap"), ("loss", "ce"),
                 ("loss", "soft-dice"), ("loss", "brier"), ("detector", "threshold")]:

@@ -8,7 +8,6 @@ import textwrap
 from pathlib import Path
 
 import pytest
-
 from uqbench.errors import PluginError, UsageError
 from uqbench.registry import registry, reset
 
@@ -65,7 +64,7 @@ def test_broken_plugin_is_reported_and_others_still_work(sandbox: Path) -> None:
     assert "drn" in reg.names("segmenter")
     (f,) = reg.failures
     assert f.distribution == "uqbench-broken" and "ModuleNotFoundError" in f.error
-    with pytest.raises(UsageError, match="uqbench-broken 0.3 .* failed to load"):
+    with pytest.raises(UsageError, match=r"uqbench-broken 0\.3 .* failed to load"):
         reg.entry("segmenter", "nnunet")
 
 
@@ -121,13 +120,13 @@ def test_same_name_from_two_distributions_is_a_conflict_naming_both(sandbox: Pat
             register(Entropy)
     ''')
     allow("uqbench-dup")
-    with pytest.raises(PluginError, match="'emap' is registered by both uqbench 0.1.0 and uqbench-dup 0.3"):
+    with pytest.raises(PluginError, match=r"'emap' is registered by both uqbench 0\.1\.0 and uqbench-dup 0\.3"):
         registry().entry("uncertainty", "emap")
     assert "bmap" in registry().names("uncertainty")
 
 
 def test_unknown_name_suggests_the_closest() -> None:
-    with pytest.raises(UsageError, match="unknown segmenter 'drm'. Did you mean 'drn'\\? Known: drn"):
+    with pytest.raises(UsageError, match=r"unknown segmenter 'drm'\. Did you mean 'drn'\? Known: drn"):
         registry().entry("segmenter", "drm")
 
 

@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from uqbench.registry import registry, reset
 from uqbench.testing import check_detector, check_loss, check_segmenter, check_uncertainty_map
 
@@ -37,7 +36,6 @@ def example(tmp_path: Path) -> None:
 
 def _cli(*args: str) -> tuple[int, str]:
     from typer.testing import CliRunner
-
     from uqbench.cli import app
 
     result = CliRunner().invoke(app, list(args))
@@ -49,6 +47,7 @@ def _cli(*args: str) -> tuple[int, str]:
 @pytest.mark.usefixtures("example")
 def test_example_plugin_is_listed_with_its_distribution() -> None:
     code, out = _cli("plugins", "--json")
+    assert code == 0
     methods = {(m["kind"], m["name"]): m for m in json.loads(out)["methods"]}
     for key in [("segmenter", "example-net"), ("loss", "example-l2"), ("uncertainty", "example-maxvar"),
                 ("detector", "example-everywhere"), ("dataset", "example-folder")]:

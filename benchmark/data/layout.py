@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-
 from uqbench.api import GROUPS, PHASES, Case
 from uqbench.data import nifti
 from uqbench.errors import DataError
@@ -117,9 +116,9 @@ def read_case(pdir: Path, info: PatientInfo, phase: str) -> Case:
     image = image.astype(np.float32)
     if not np.isfinite(image).all():
         raise DataError(f"{img_path}: {int((~np.isfinite(image)).sum())} non-finite voxels")
-    if np.issubdtype(labels_raw.dtype, np.floating):
-        if not np.isfinite(labels_raw).all() or not np.all(labels_raw == np.round(labels_raw)):
-            raise DataError(f"{gt_path}: non-integer or non-finite label values")
+    if np.issubdtype(labels_raw.dtype, np.floating) and (
+            not np.isfinite(labels_raw).all() or not np.all(labels_raw == np.round(labels_raw))):
+        raise DataError(f"{gt_path}: non-integer or non-finite label values")
     bad = np.setdiff1d(np.unique(labels_raw), [0, 1, 2, 3])
     if bad.size:
         raise DataError(f"{gt_path}: label values {', '.join(str(int(v)) for v in bad[:5])} outside 0..3")

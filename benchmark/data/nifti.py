@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
-
 from uqbench.errors import DataError
 
 
 def read(path: Path) -> tuple[np.ndarray, tuple[float, float, float], np.ndarray]:
     """Return (data [Z, Y, X] in the file's dtype, spacing (z, y, x) in mm, affine [4, 4])."""
     try:
-        img = nib.load(str(path))
+        img: Any = nib.load(str(path))  # a Nifti1Image; nibabel's stubs type it as the generic base
         data = np.asanyarray(img.dataobj)
     except FileNotFoundError as exc:
         raise DataError(f"{path}: missing") from exc

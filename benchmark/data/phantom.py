@@ -22,7 +22,6 @@ from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
-
 from uqbench.api import GROUPS
 from uqbench.data import nifti
 from uqbench.data.folds import acdc_folds
@@ -55,7 +54,7 @@ class Anatomy:
 
 
 def _anatomy(group: str, rng: np.random.Generator) -> Anatomy:
-    j = lambda v, s=0.1: float(v * rng.uniform(1 - s, 1 + s))  # noqa: E731
+    j = lambda v, s=0.1: float(v * rng.uniform(1 - s, 1 + s))
     if group == "DCM":
         return Anatomy(j(33), j(7.5), j(0.22, 0.3), j(1.1), j(0.35), None)
     if group == "HCM":
@@ -119,7 +118,7 @@ class _Patient:
             wall = wall * (1 - 0.55 * np.clip(1 - d / a.infarct[1], 0, 1) ** 0.5)
         r_endo = rl * taper * shape
         r_epi = r_endo + wall * (1 - 0.25 * u) + 2.5 * (taper < 0.35)  # apical cap: myocardium only
-        soft = lambda d: np.clip(0.5 - d / 1.2, 0, 1)  # noqa: E731  ~1 mm soft edge
+        soft = lambda d: np.clip(0.5 - d / 1.2, 0, 1)
         lv = soft(r - r_endo) * (taper > 0.12)
         myo = np.clip(soft(r - r_epi) * (taper > 0.0) - lv, 0, 1)
         # crescent RV: an ellipse beside the LV minus the LV with the thin RV wall around it
@@ -146,7 +145,8 @@ class _Patient:
             py, px = cy + rr * np.sin(ang), cx + rr * np.cos(ang)
             dark = np.maximum(dark, 0.8 * soft(np.hypot(self.yy - py, self.xx - px) - 1.2))
         dark = dark * lv
-        fat = soft(np.abs(r - r_epi - 2.0) - 1.5) * (np.cos(th - self.fat[0]) > 0.2) * (1 - rv - rv_wall - lv - myo).clip(0, 1)
+        outside = (1 - rv - rv_wall - lv - myo).clip(0, 1)
+        fat = soft(np.abs(r - r_epi - 2.0) - 1.5) * (np.cos(th - self.fat[0]) > 0.2) * outside
         return {"lv": lv, "myo": myo, "rv": rv, "rv_wall": rv_wall, "dark": dark, "fat": fat}
 
     def render(self, phase: str) -> tuple[np.ndarray, np.ndarray]:

@@ -22,7 +22,6 @@ import json
 from dataclasses import asdict, dataclass
 
 import numpy as np
-
 from uqbench.api import NUM_CLASSES
 
 
@@ -42,7 +41,7 @@ class PreprocessParams:
 
 def resampled_shape(shape_yx: tuple[int, int], spacing_yx: tuple[float, float], target: float) -> tuple[int, int]:
     """In-plane shape on the ``target`` mm grid."""
-    return tuple(max(1, int(round(n * s / target))) for n, s in zip(shape_yx, spacing_yx))  # type: ignore[return-value]
+    return tuple(max(1, int(round(n * s / target))) for n, s in zip(shape_yx, spacing_yx, strict=True))  # type: ignore[return-value]
 
 
 def _interp_matrix(n_out: int, n_in: int, step: float) -> np.ndarray:

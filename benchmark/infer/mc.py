@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 from torch import nn
-
 from uqbench.api import UncertaintyMap
 
 
@@ -25,7 +24,7 @@ def predict_volume(model: nn.Module, image: np.ndarray, umap: UncertaintyMap, sa
 
     ``samples == 1`` is one deterministic pass (dropout off); more is MC dropout with that many passes.
     Slices are zero-padded at the bottom and right to a multiple of the network's ``multiple``."""
-    z, h, w = image.shape
+    h, w = image.shape[1:]
     ph, pw = -h % multiple, -w % multiple
     x = torch.from_numpy(np.pad(image, ((0, 0), (0, ph), (0, pw)))[:, None]).to(device)
     if samples > 1:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-
 from uqbench.data.preprocess import labels_to_original
 from uqbench.protocol.metrics import largest_component
 

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 from uqbench.api import NUM_CLASSES, Loss, Recipe, Segmenter
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections import Counter
 
 import pytest
-
 from uqbench.data.folds import acdc_folds, acdc_groups, parse_folds
 
 

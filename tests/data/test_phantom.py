@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from uqbench.data import layout
 from uqbench.data.folds import acdc_folds, acdc_groups
 from uqbench.data.phantom import _Patient, phantom_ids
@@ -46,5 +45,5 @@ def test_group_anatomy_dcm_dilated_hcm_thick_rv_enlarged() -> None:
     assert rv["ED_rv"] > 1.5 * nor["ED_rv"]
     for v in (dcm, hcm, nor, rv):
         assert v["ES_lv"] < v["ED_lv"]
-    ef = lambda v: 1 - v["ES_lv"] / v["ED_lv"]  # noqa: E731
+    ef = lambda v: 1 - v["ES_lv"] / v["ED_lv"]
     assert ef(dcm) < 0.4 < ef(nor)

@@ -5,14 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from scipy import ndimage
-
 from uqbench.data import preprocess as pp
 
 
 def _reference_resample(vol: np.ndarray, spacing: tuple[float, float, float], target: float) -> np.ndarray:
     shape = pp.resampled_shape(vol.shape[1:], spacing[1:], target)
     coords = [(n_in - 1) / 2 + (np.arange(n_out) - (n_out - 1) / 2) * target / s
-              for n_out, n_in, s in zip(shape, vol.shape[1:], spacing[1:])]
+              for n_out, n_in, s in zip(shape, vol.shape[1:], spacing[1:], strict=True)]
     grid = np.meshgrid(np.arange(vol.shape[0]), *coords, indexing="ij")
     return ndimage.map_coordinates(vol.astype(np.float64), grid, order=1, mode="nearest")
 
@@ -32,7 +31,7 @@ def test_label_resampling_invents_no_value_and_keeps_area() -> None:
     lab[0][np.hypot(yy - 30, xx - 30) < 12] = 3
     out = pp.resample_labels(lab, (10.0, 1.75, 1.75))
     assert set(np.unique(out)) <= {0, 2, 3}
-    area_mm2 = lambda a, s: (a == 3).sum() * s * s  # noqa: E731
+    area_mm2 = lambda a, s: (a == 3).sum() * s * s
     assert area_mm2(out, 1.4) == pytest.approx(area_mm2(lab, 1.75), rel=0.03)
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-
 from uqbench.protocol.failures import FailureRule, failure_map
 
 

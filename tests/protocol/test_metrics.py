@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from medpy.metric import binary
-
 from uqbench.protocol.metrics import check_pair, dice, largest_component
 
 
@@ -43,5 +42,5 @@ def test_check_pair_names_the_case_on_shape_or_label_errors() -> None:
     a = np.zeros((2, 3, 3), np.uint8)
     with pytest.raises(ValueError, match="patient001 ED: prediction shape"):
         check_pair(a, np.zeros((2, 3, 4), np.uint8), "patient001 ED")
-    with pytest.raises(ValueError, match="label values outside 0..3"):
+    with pytest.raises(ValueError, match=r"label values outside 0\.\.3"):
         check_pair(a + 7, a, "patient001 ED")

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 from uqbench.api import Profile
 from uqbench.registry import registry
 from uqbench.train.loop import PatchSampler, train
@@ -25,7 +24,7 @@ def _slices(n: int = 4) -> list[tuple[np.ndarray, np.ndarray]]:
 
 def test_foreground_patches_contain_labels_and_rotation_keeps_image_and_labels_aligned() -> None:
     sampler = PatchSampler(_slices(), 16, np.random.default_rng(0), foreground=1.0)
-    xs, ys = sampler.batch(32)
+    _, ys = sampler.batch(32)
     assert (ys > 0).any(axis=(1, 2)).all()
     uniform = PatchSampler(_slices(), 16, np.random.default_rng(0), foreground=0.0).batch(64)[1]
     assert (uniform > 0).any(axis=(1, 2)).mean() < 0.5
@@ -53,5 +52,5 @@ def test_interrupted_training_resumes_to_the_same_weights(tmp_path: Path) -> Non
     straight = train(seg, recipe, loss, _slices(), "cpu", 3, tmp_path / "a.pt")
     train(seg, replace(recipe, iterations=3), loss, _slices(), "cpu", 3, tmp_path / "b.pt")  # "interrupted"
     resumed = train(seg, recipe, loss, _slices(), "cpu", 3, tmp_path / "b.pt")
-    for (k, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
+    for (k, a), b in zip(straight.state_dict().items(), resumed.state_dict().values(), strict=True):
         assert torch.equal(a, b), k
