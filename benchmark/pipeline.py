@@ -24,7 +24,7 @@ from uqbench.data.preprocess import PreprocessParams
 from uqbench.errors import DataError, PluginError, UsageError
 from uqbench.infer.postprocess import finalise, to_original
 from uqbench.protocol import failures as failure_rules
-from uqbench.protocol.metrics import FOREGROUND, dice
+from uqbench.protocol.metrics import score
 from uqbench.protocol.patches import expand, patch_max
 from uqbench.registry import registry
 from uqbench.results import tables
@@ -276,9 +276,9 @@ def _infer_fold(cfg: RunConfig, model: Any, seg: Any, umap: Any, test: list[cach
         key = f"{c.patient}_{c.phase}"
         arrays[f"{key}_labels"], arrays[f"{key}_uncertainty"] = labels, unc.astype(np.float16)
         arrays[f"{key}_failures"] = fails
-        for cls in FOREGROUND:
+        for cls, metrics in score(original, c.original_labels, c.spacing).items():
             rows.append({"patient": c.patient, "phase": c.phase, "group": c.group, "fold": fold,
-                         "class": CLASS_NAMES[cls], "dice": dice(original, c.original_labels, cls),
+                         "class": CLASS_NAMES[cls], **metrics,
                          "reference_voxels": int((c.original_labels == cls).sum()),
                          "predicted_voxels": int((original == cls).sum())})
         advance(1)
@@ -305,7 +305,7 @@ def _detect(cfg: RunConfig, cases: list[cache.Prepared], fold_of: dict[str, int]
                                                     p[f"{key}_failures"][z] if with_failures else None)))
         return out
 
-    corrected: dict[tuple[str, str, str], float] = {}
+    corrected: dict[tuple[str, str, str], dict[str, float]] = {}
     detection: list[dict] = []
     advance = _tracker(progress, "detect", len(cfg.folds))
     for k in cfg.folds:
@@ -330,8 +330,8 @@ def _detect(cfg: RunConfig, cases: list[cache.Prepared], fold_of: dict[str, int]
             mask = np.stack([expand(f, pred.shape[1:]) for f in flags])
             fixed = np.where(mask, c.labels, pred)
             original = to_original(fixed, c.original_labels.shape, c.spacing, params.spacing)
-            for cls in FOREGROUND:
-                corrected[(c.patient, c.phase, CLASS_NAMES[cls])] = dice(original, c.original_labels, cls)
+            for cls, metrics in score(original, c.original_labels, c.spacing).items():
+                corrected[(c.patient, c.phase, CLASS_NAMES[cls])] = metrics
             fail_patches = np.stack([patch_max(f) > 0 for f in fails])
             flag_patches = np.stack(flags)
             detection.append({
@@ -342,5 +342,6 @@ def _detect(cfg: RunConfig, cases: list[cache.Prepared], fold_of: dict[str, int]
                 "true_positive_patches": int((fail_patches & flag_patches).sum())})
         advance(1)
     for r in rows:
-        r["dice_corrected"] = corrected.get((r["patient"], r["phase"], r["class"]))
+        for metric, value in corrected.get((r["patient"], r["phase"], r["class"]), {}).items():
+            r[f"{metric}_corrected"] = value
     return rows, detection

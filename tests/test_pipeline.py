@@ -27,6 +27,7 @@ def test_run_writes_config_cases_summary_and_detection(tiny_phantom: Path, tmp_p
     cases = pd.read_csv(out / "cases.csv")
     assert len(cases) == 2 * 2 * 3  # two test patients (folds 0, 1) x ED/ES x RV/MYO/LV
     assert cases["dice"].between(0, 1).all() and cases["dice_corrected"].between(0, 1).all()
+    assert (cases["hd"] >= cases["hd95"]).all() and (cases["assd"] >= 0).all() and cases["hd_corrected"].notna().all()
     assert set(cases["fold"]) == {0, 1}
     assert json.loads((out / "summary.json").read_text())["cases"] == 4 == summary["cases"]
     det = pd.read_csv(out / "detection.csv")

@@ -61,22 +61,27 @@ def run_cmd(
 
 
 def summary_table(summary: dict) -> Table:
-    """Mean ± sd Dice per phase and class, before and (when scored) after simulated correction."""
+    """Mean ± sd Dice and HD per phase and class, before and (when scored) after simulated correction."""
     corrected = summary.get("dice_corrected")
-    table = Table(title=f"Dice ({summary['cases']} volumes, profile {summary['profile']})")
+    table = Table(title=f"Dice and Hausdorff distance ({summary['cases']} volumes, profile {summary['profile']})")
     table.add_column("phase")
     table.add_column("class")
-    table.add_column("auto")
+    table.add_column("Dice")
+    table.add_column("HD mm")
     if corrected:
-        table.add_column("auto + simulated correction")
+        table.add_column("Dice, corrected")
+        table.add_column("HD mm, corrected")
     for phase in PHASES:
         for cls in CLASS_NAMES[1:]:
             s = summary["dice"].get(phase, {}).get(cls)
             if s is None:
                 continue
-            row = [phase, cls, f"{s['mean']:.3f} ± {s['sd']:.3f}"]
+            h = summary["hd"][phase][cls]
+            row = [phase, cls, f"{s['mean']:.3f} ± {s['sd']:.3f}", f"{h['mean']:.1f} ± {h['sd']:.1f}"]
             if corrected:
                 c = corrected.get(phase, {}).get(cls)
+                hc = summary["hd_corrected"].get(phase, {}).get(cls)
                 row.append(f"{c['mean']:.3f} ± {c['sd']:.3f}" if c else "-")
+                row.append(f"{hc['mean']:.1f} ± {hc['sd']:.1f}" if hc else "-")
             table.add_row(*row)
     return table

@@ -7,6 +7,9 @@ from typing import Any
 
 import pandas as pd
 
+METRICS = ("dice", "hd", "hd95", "assd")
+"""Per-class metrics summarised (uqbench.protocol.metrics.score); distances in mm."""
+
 
 def _atomic_csv(path: Path, frame: pd.DataFrame) -> None:
     tmp = path.with_name(path.name + ".part")
@@ -32,20 +35,21 @@ def _stats(frame: pd.DataFrame, column: str) -> dict[str, dict[str, dict[str, fl
 
 
 def summarise(rows: list[dict[str, Any]], detection: list[dict[str, Any]]) -> dict[str, Any]:
-    """Mean and sd of Dice per phase and class (and after simulated correction), empty counts, detection totals."""
+    """Mean and sd of each metric per phase and class (and after simulated correction), empty counts,
+    detection totals."""
     if not rows:
         raise ValueError("no case was scored: the case list is empty")
     frame = pd.DataFrame(rows)
     out: dict[str, Any] = {
         "cases": int(frame[["patient", "phase"]].drop_duplicates().shape[0]),
-        "dice": _stats(frame, "dice"),
+        **{metric: _stats(frame, metric) for metric in METRICS},
         "mean_foreground_dice": float(frame["dice"].mean()),
         "empty_reference": int((frame["reference_voxels"] == 0).sum()),
         "empty_prediction": int(((frame["predicted_voxels"] == 0) & (frame["reference_voxels"] > 0)).sum()),
     }
     if "dice_corrected" in frame and frame["dice_corrected"].notna().any():
         scored = frame[frame["dice_corrected"].notna()]
-        out["dice_corrected"] = _stats(scored, "dice_corrected")
+        out |= {f"{metric}_corrected": _stats(scored, f"{metric}_corrected") for metric in METRICS}
         out["mean_foreground_dice_corrected"] = float(scored["dice_corrected"].mean())
         out["mean_foreground_dice_before_correction"] = float(scored["dice"].mean())
     if detection:
