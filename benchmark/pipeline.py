@@ -153,8 +153,9 @@ def _check_out(cfg: RunConfig) -> Path:
     path = out / "config.json"
     if path.is_file():
         old = json.loads(path.read_text())
-        if {k: old.get(k) for k in cfg.identity()} != json.loads(json.dumps(cfg.identity())):
-            diff = [k for k in cfg.identity() if old.get(k) != json.loads(json.dumps(cfg.identity()))[k]]
+        new = json.loads(json.dumps(cfg.identity()))  # as it would read back from config.json
+        diff = [k for k in new if old.get(k) != new[k]]
+        if diff:
             raise UsageError(f"--out {out}: holds a run with other settings ({', '.join(diff)}); "
                              "choose another --out or delete that folder")
     out.mkdir(parents=True, exist_ok=True)
@@ -182,8 +183,10 @@ def run(cfg: RunConfig, progress: Progress | None = None) -> dict[str, Any]:
         more = f" (and {len(problems) - 1} more; run `uqbench data check {root}`)" if len(problems) > 1 else ""
         raise DataError(problems[0] + more)
     fold_of = dict(ds.folds())
+    fingerprint = _plugin_call(cfg, "dataset", ds.fingerprint)
     out = _check_out(cfg)
-    folder, entries = cache.prepare(ds, params, advance=_tracker(progress, "prepare", 2 * len(fold_of)))
+    folder, entries = cache.prepare(ds, params, fingerprint,
+                                    advance=_tracker(progress, "prepare", 2 * len(fold_of)))
     cases = cache.load(folder, entries, params, advance=_tracker(progress, "load", len(entries)))
     for k in cfg.folds:
         if not any(fold_of[c.patient] == k for c in cases):
@@ -232,15 +235,15 @@ def run(cfg: RunConfig, progress: Progress | None = None) -> dict[str, Any]:
         notes.append(f"detector '{cfg.detector}' not run: it is fitted out of fold, which needs 2 or more --folds")
     summary = tables.summarise(rows, detection) | {
         "profile": cfg.profile, "device": cfg.device, "timings_s": timings, "notes": notes,
-        "dataset": {"name": cfg.dataset, "root": str(root), "fingerprint": ds.fingerprint(),
+        "dataset": {"name": cfg.dataset, "root": str(root), "fingerprint": fingerprint,
                     "phantom": cfg.data is None},
         "provenance": reg.provenance({"segmenter": cfg.segmenter, "uncertainty": cfg.uncertainty,
                                       "loss": cfg.loss, "dataset": cfg.dataset}
                                      | ({"detector": cfg.detector} if cfg.detector else {})),
     }
-    tables.write_cases(out / "cases.csv", rows)
+    tables.write_csv(out / "cases.csv", rows)
     if detection:
-        tables.write_detection(out / "detection.csv", detection)
+        tables.write_csv(out / "detection.csv", detection)
     _write_json(out / "summary.json", summary)
     return summary
 

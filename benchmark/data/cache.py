@@ -86,10 +86,11 @@ def _read_case(folder: Path, meta: dict, params: pp.PreprocessParams) -> Prepare
                     labels, spacing, np.asarray(meta["affine"]), meta["height"], meta["weight"])  # type: ignore[arg-type]
 
 
-def prepare(dataset: Dataset, params: pp.PreprocessParams, root: Path | None = None,
+def prepare(dataset: Dataset, params: pp.PreprocessParams, fingerprint: str, root: Path | None = None,
             advance: Callable[[int], None] | None = None) -> tuple[Path, list[dict]]:
-    """The prepared folder for ``dataset`` (created on first use) and its manifest entries."""
-    key = f"{dataset.fingerprint()[:16]}-{params.fingerprint()}"
+    """The prepared folder for ``dataset`` with content ``fingerprint`` (created on first use) and its
+    manifest entries."""
+    key = f"{fingerprint[:16]}-{params.fingerprint()}"
     folder = (root or cache_root()) / "prepared" / key
     manifest = folder / "manifest.json"
     if manifest.is_file():

@@ -11,18 +11,11 @@ METRICS = ("dice", "hd", "hd95", "assd")
 """Per-class metrics summarised (uqbench.protocol.metrics.score); distances in mm."""
 
 
-def _atomic_csv(path: Path, frame: pd.DataFrame) -> None:
+def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Write rows as CSV atomically (a reader never sees half a file)."""
     tmp = path.with_name(path.name + ".part")
-    frame.to_csv(tmp, index=False, float_format="%.6f")
+    pd.DataFrame(rows).to_csv(tmp, index=False, float_format="%.6f")
     tmp.replace(path)
-
-
-def write_cases(path: Path, rows: list[dict[str, Any]]) -> None:
-    _atomic_csv(path, pd.DataFrame(rows))
-
-
-def write_detection(path: Path, rows: list[dict[str, Any]]) -> None:
-    _atomic_csv(path, pd.DataFrame(rows))
 
 
 def _stats(frame: pd.DataFrame, column: str) -> dict[str, dict[str, dict[str, float]]]:

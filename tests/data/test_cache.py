@@ -18,9 +18,9 @@ def test_difference_coding_round_trips_exactly() -> None:
 def test_prepare_reuses_folder_and_load_matches_direct_preprocessing(tiny_phantom: Path, tmp_path: Path) -> None:
     ds = registry().create("dataset", "acdc", tiny_phantom)
     params = pp.PreprocessParams()
-    folder, entries = cache.prepare(ds, params, tmp_path)
+    folder, entries = cache.prepare(ds, params, ds.fingerprint(), tmp_path)
     stamp = (folder / "manifest.json").stat().st_mtime_ns
-    assert cache.prepare(ds, params, tmp_path)[0] == folder
+    assert cache.prepare(ds, params, ds.fingerprint(), tmp_path)[0] == folder
     assert (folder / "manifest.json").stat().st_mtime_ns == stamp
     prepared = cache.load(folder, entries, params)
     case = next(layout.iter_cases(tiny_phantom))
@@ -33,7 +33,7 @@ def test_prepare_reuses_folder_and_load_matches_direct_preprocessing(tiny_phanto
 def test_changed_source_file_gets_a_new_cache_key(phantom_copy: Path, tmp_path: Path) -> None:
     ds = registry().create("dataset", "acdc", phantom_copy)
     params = pp.PreprocessParams()
-    first, _ = cache.prepare(ds, params, tmp_path)
+    first, _ = cache.prepare(ds, params, ds.fingerprint(), tmp_path)
     cfg = phantom_copy / "patient001" / "Info.cfg"
     cfg.write_text(cfg.read_text().replace("NbFrame: 30", "NbFrame: 31"))
-    assert cache.prepare(ds, params, tmp_path)[0] != first
+    assert cache.prepare(ds, params, ds.fingerprint(), tmp_path)[0] != first
