@@ -17,12 +17,13 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+
 import uqbench
 from uqbench.api import CLASS_NAMES, PATCH, Context, DetectorExample, Profile, Recipe
 from uqbench.data import cache, phantom
-from uqbench.data.preprocess import PreprocessParams
+from uqbench.data.preprocess import PreprocessParams, labels_to_original
 from uqbench.errors import DataError, PluginError, UsageError
-from uqbench.infer.postprocess import finalise, to_original
+from uqbench.infer.postprocess import finalise
 from uqbench.protocol import failures as failure_rules
 from uqbench.protocol.metrics import score
 from uqbench.protocol.patches import expand, patch_max
@@ -274,12 +275,12 @@ def _infer_fold(cfg: RunConfig, model: Any, seg: Any, umap: Any, test: list[cach
             raise PluginError(f"uncertainty map '{cfg.uncertainty}' returned values outside [0, 1] or NaN "
                               f"for {c.patient} {c.phase}")
         labels = finalise(mean)
-        original = to_original(labels, c.original_labels.shape, c.spacing, params.spacing)
+        original = labels_to_original(labels, c.original_labels.shape, c.spacing, params.spacing)
         fails = failure_rules.failure_map(labels, c.labels, failure_rules.PAPER)
         key = f"{c.patient}_{c.phase}"
         arrays[f"{key}_labels"], arrays[f"{key}_uncertainty"] = labels, unc.astype(np.float16)
         arrays[f"{key}_failures"] = fails
-        for cls, metrics in score(original, c.original_labels, c.spacing).items():
+        for cls, metrics in score(original, c.original_labels, c.spacing, f"{c.patient} {c.phase}").items():
             rows.append({"patient": c.patient, "phase": c.phase, "group": c.group, "fold": fold,
                          "class": CLASS_NAMES[cls], **metrics,
                          "reference_voxels": int((c.original_labels == cls).sum()),
@@ -332,8 +333,8 @@ def _detect(cfg: RunConfig, cases: list[cache.Prepared], fold_of: dict[str, int]
             pred, fails = preds[k][f"{key}_labels"], preds[k][f"{key}_failures"]
             mask = np.stack([expand(f, pred.shape[1:]) for f in flags])
             fixed = np.where(mask, c.labels, pred)
-            original = to_original(fixed, c.original_labels.shape, c.spacing, params.spacing)
-            for cls, metrics in score(original, c.original_labels, c.spacing).items():
+            original = labels_to_original(fixed, c.original_labels.shape, c.spacing, params.spacing)
+            for cls, metrics in score(original, c.original_labels, c.spacing, f"{c.patient} {c.phase}").items():
                 corrected[(c.patient, c.phase, CLASS_NAMES[cls])] = metrics
             fail_patches = np.stack([patch_max(f) > 0 for f in fails])
             flag_patches = np.stack(flags)

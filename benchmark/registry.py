@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pluggy
+
 from uqbench import hookspecs
 from uqbench.errors import PluginError, UsageError
 

@@ -22,6 +22,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 import pytest
+
 from uqbench.api import NUM_CLASSES, PATCH, Context, DetectorExample, Profile, Recipe
 from uqbench.registry import NAME_RE, registry
 
@@ -39,6 +40,7 @@ def check_segmenter(seg: Any) -> None:
     """Logit shapes at every size multiple, finite gradients, MC dropout varies while batch norm stays
     frozen, seeded builds agree, and each profile's recipe is usable."""
     import torch
+
     from uqbench.infer.mc import mc_mode
 
     who = _who(seg)
@@ -235,7 +237,4 @@ class DatasetContract:
     def test_dataset_contract(self, root: Path) -> None:
         check_dataset(registry().create("dataset", self.name, root))
 
-
-CHECKS = {"segmenter": check_segmenter, "loss": check_loss, "uncertainty": check_uncertainty_map}
-"""Kind -> check for the kinds whose check needs nothing but the method."""
 

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+
 from uqbench import Context, DetectorExample, hookimpl
 from uqbench.protocol.patches import patch_max, patch_mean
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from uqbench import pipeline
 from uqbench.data import layout
 from uqbench.registry import registry

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from uqbench.cli import main
 from uqbench.data import nifti
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from uqbench.registry import build_registry, registry
 from uqbench.testing import check_dataset, check_detector, check_loss, check_segmenter, check_uncertainty_map
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+
 from uqbench import pipeline
 from uqbench.errors import UsageError
 

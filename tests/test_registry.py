@@ -8,6 +8,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+
 from uqbench.errors import PluginError, UsageError
 from uqbench.registry import registry, reset
 

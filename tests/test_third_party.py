@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from uqbench.registry import registry, reset
 from uqbench.testing import check_detector, check_loss, check_segmenter, check_uncertainty_map
 
@@ -36,6 +37,7 @@ def example(tmp_path: Path) -> None:
 
 def _cli(*args: str) -> tuple[int, str]:
     from typer.testing import CliRunner
+
     from uqbench.cli import app
 
     result = CliRunner().invoke(app, list(args))

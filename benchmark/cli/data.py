@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+
 from uqbench.cli.app import console, data_app
 from uqbench.data import layout
 from uqbench.data.phantom import write_phantom

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 from rich.table import Table
+
 from uqbench.api import GROUPS
 from uqbench.cli.app import app, console
 from uqbench.data.folds import NUM_FOLDS, acdc_folds, acdc_groups

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 from rich.table import Table
+
 from uqbench.cli.app import app, console
 from uqbench.errors import UsageError
 from uqbench.registry import HOOKS, registry

@@ -16,6 +16,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from rich.table import Table
+
 from uqbench import pipeline
 from uqbench.api import CLASS_NAMES, PHASES
 from uqbench.cli.app import app, console

@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+
 from uqbench.api import Case, Dataset
 from uqbench.data import preprocess as pp
 

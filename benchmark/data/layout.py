@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
 from uqbench.api import GROUPS, PHASES, Case
 from uqbench.data import nifti
 from uqbench.errors import DataError

@@ -7,6 +7,7 @@ from typing import Any
 
 import nibabel as nib
 import numpy as np
+
 from uqbench.errors import DataError
 
 

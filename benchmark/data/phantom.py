@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
+
 from uqbench.api import GROUPS
 from uqbench.data import nifti
 from uqbench.data.folds import acdc_folds

@@ -22,6 +22,7 @@ import json
 from dataclasses import asdict, dataclass
 
 import numpy as np
+
 from uqbench.api import NUM_CLASSES
 
 

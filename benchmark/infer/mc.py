@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 from torch import nn
+
 from uqbench.api import UncertaintyMap
 
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
+
 from uqbench.protocol.metrics import FOREGROUND
 
 FOUR_CONNECTED = ndimage.generate_binary_structure(2, 1)

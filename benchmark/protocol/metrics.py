@@ -98,6 +98,9 @@ def surface_distances(pred: np.ndarray, ref: np.ndarray, label: int, spacing: tu
     return {"hd": float(max(d_pr.max(), d_rp.max())), "hd95": h95, "assd": float(np.concatenate([d_pr, d_rp]).mean())}
 
 
-def score(pred: np.ndarray, ref: np.ndarray, spacing: tuple[float, float, float]) -> dict[int, dict[str, float]]:
-    """Dice, HD, pooled HD95 and ASSD per foreground class of a predicted volume in original geometry."""
+def score(pred: np.ndarray, ref: np.ndarray, spacing: tuple[float, float, float],
+          where: str) -> dict[int, dict[str, float]]:
+    """Dice, HD, pooled HD95 and ASSD per foreground class of a predicted volume in original geometry;
+    a shape or label-value mismatch is a ValueError naming ``where`` (the case)."""
+    check_pair(pred, ref, where)
     return {c: {"dice": dice(pred, ref, c)} | surface_distances(pred, ref, c, spacing) for c in FOREGROUND}

@@ -6,6 +6,7 @@ A slice of Y x X voxels has ceil(Y/8) x ceil(X/8) patches; edge patches cover wh
 from __future__ import annotations
 
 import numpy as np
+
 from uqbench.api import PATCH
 
 

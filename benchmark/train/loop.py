@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
 from uqbench.api import NUM_CLASSES, Loss, Recipe, Segmenter
 
 

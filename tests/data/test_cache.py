@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+
 from uqbench.data import cache, layout
 from uqbench.data import preprocess as pp
 from uqbench.registry import registry

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 
 import pytest
+
 from uqbench.data.folds import acdc_folds, acdc_groups, parse_folds
 
 

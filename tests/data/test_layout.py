@@ -8,6 +8,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+
 from uqbench.data import layout, nifti
 from uqbench.errors import DataError
 

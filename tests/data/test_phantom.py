@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from uqbench.data import layout
 from uqbench.data.folds import acdc_folds, acdc_groups
 from uqbench.data.phantom import _Patient, phantom_ids

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from scipy import ndimage
+
 from uqbench.data import preprocess as pp
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 import uqbench
 from uqbench import Case, Context, DetectorExample, Profile, Recipe
 from uqbench.data import layout

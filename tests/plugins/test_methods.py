@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
+
 from uqbench.registry import registry
 from uqbench.testing import tiny_examples
 

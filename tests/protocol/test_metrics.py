@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from medpy.metric import binary
 from scipy import ndimage
+
 from uqbench.protocol.metrics import check_pair, dice, largest_component, surface_distances
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+
 from uqbench.protocol.patches import expand, grid_shape, patch_max, patch_mean
 
 

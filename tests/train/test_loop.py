@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
 from uqbench.api import Profile
 from uqbench.registry import registry
 from uqbench.train.loop import PatchSampler, train
