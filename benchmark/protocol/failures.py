@@ -1,77 +1,158 @@
-"""Which segmentation errors are failures an expert must correct (paper section V-B).
+"""Which segmentation errors are failures an expert must correct (paper section V-B), as named,
+versioned parameter sets.
 
-Computed per 2-D slice in the 1.4 mm grid, per class c in {RV, MYO, LV}, against the reference:
+Everything is computed per 2-D slice in the 1.4 mm grid, per class c in {RV, MYO, LV}, against the
+reference. Slice order: z = 0 is the base, the highest slice holding reference labels is the apex
+(true of all 200 ACDC training volumes).
+
+``paper`` (the text of section V-B; the default):
 
 1. error voxels of c: where (prediction == c) differs from (reference == c);
-2. tolerated: an error outside the reference structure c within ``outside`` voxels of it (Euclidean
-   distance to the nearest voxel of c <= 3), or inside it within ``inside`` voxels of its boundary
-   (distance to the nearest voxel not of c <= 2);
-3. a non-tolerated error voxel is a failure when its 4-connected cluster of error voxels of c has at
-   least ``min_cluster`` (10) voxels;
-4. in the most apical slice that holds reference labels, non-tolerated errors are failures whatever
-   the cluster size;
+2. tolerated: an error outside the reference structure c within 3 voxels of it (Euclidean distance to
+   the nearest voxel of c <= 3), or inside it within 2 voxels of its boundary (distance to the nearest
+   voxel not of c <= 2); where c is absent from the reference slice nothing is tolerated;
+3. a non-tolerated error voxel is a failure when its 4-connected cluster of error voxels of c (tolerated
+   ones included) has at least 10 voxels;
+4. in the most apical labelled slice, non-tolerated errors are failures whatever the cluster size;
 5. in slices with no reference label of any class (above the base, below the apex) every error voxel
    is a failure;
 6. a voxel's failure label is the OR over classes.
 
-Slice order: z = 0 is the base; the highest labelled slice is the apex. Further presets (the authors'
-released code) and a versioned parameter hash come with the full protocol.
+``seed-code`` (the authors' released code): margins of 4.6 mm outside and 3.1 mm inside; a whole
+4-connected error component, tolerated voxels included, is a failure when it has at least 10 voxels and
+at least one voxel beyond tolerance; in the apical slice the distance rule is dropped (every error is
+beyond tolerance) and the minimum component size is 15; where c is absent from the reference slice
+(so in every unlabelled slice too) all its errors are beyond tolerance and the size rule still applies.
+
+A :class:`FailureRule` holds every choice; its ``digest()`` (with ``DEFINITION_VERSION``, bumped whenever
+this code changes what a parameter means) is recorded in every result so numbers made under different
+definitions are never compared by accident.
+
+Speed: the whole volume is done at once per class (a 3-D distance transform whose slice spacing is huge
+is a per-slice 2-D transform; a 3-D labelling with no through-plane neighbours is per-slice labelling),
+cropped to the in-plane bounding box of all foreground grown by one voxel, which is exact: every
+reference voxel lies inside the crop and its border is background for both maps.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from typing import Literal
 
 import numpy as np
 from scipy import ndimage
 
 from uqbench.protocol.metrics import FOREGROUND
 
-FOUR_CONNECTED = ndimage.generate_binary_structure(2, 1)
+DEFINITION_VERSION = 1
+_FAR = 1e6  # slice spacing for the per-slice distance transform: no in-plane distance comes near it
 
 
 @dataclass(frozen=True, slots=True)
 class FailureRule:
-    """Parameters of the failure definition (distances in voxels of the 1.4 mm grid)."""
+    """Every parameter of the failure definition; ``unit`` applies to ``outside`` and ``inside``."""
 
+    name: str = "paper"
     outside: float = 3.0
     inside: float = 2.0
+    unit: Literal["voxel", "mm"] = "voxel"
+    connectivity: Literal[4, 8] = 4
     min_cluster: int = 10
+    mark: Literal["beyond", "component"] = "beyond"  # failure voxels of a qualifying cluster
+    apical_tolerance: bool = True  # does the distance rule apply in the apical slice?
+    apical_min_cluster: int = 1
+    unlabelled: Literal["all-errors", "size-rule"] = "all-errors"  # slices with no reference label
+
+    def __post_init__(self) -> None:
+        if self.unit not in ("voxel", "mm") or self.connectivity not in (4, 8) \
+                or self.mark not in ("beyond", "component") or self.unlabelled not in ("all-errors", "size-rule"):
+            raise ValueError(f"failure rule {self.name!r}: unknown unit, connectivity, mark or unlabelled value")
+        if min(self.outside, self.inside) < 0 or min(self.min_cluster, self.apical_min_cluster) < 1:
+            raise ValueError(f"failure rule {self.name!r}: tolerances must be >= 0 and cluster sizes >= 1")
+
+    def digest(self) -> str:
+        """A stable hash of the definition (the name excluded: same rule, same hash)."""
+        params = asdict(self)
+        params.pop("name")
+        blob = json.dumps({"definition": DEFINITION_VERSION, **params}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def record(self) -> dict[str, object]:
+        """The rule as results record it: its parameters, name and hash."""
+        return asdict(self) | {"hash": self.digest(), "definition_version": DEFINITION_VERSION}
+
+    def tolerances(self, spacing: float) -> tuple[float, float]:
+        """(outside, inside) in voxels of a grid with in-plane ``spacing`` mm."""
+        scale = 1.0 / spacing if self.unit == "mm" else 1.0
+        return self.outside * scale, self.inside * scale
 
 
 PAPER = FailureRule()
+SEED_CODE = FailureRule("seed-code", outside=4.6, inside=3.1, unit="mm", mark="component",
+                        apical_tolerance=False, apical_min_cluster=15, unlabelled="size-rule")
+PRESETS = {r.name: r for r in (PAPER, SEED_CODE)}
 
 
-def _slice_failures(pred: np.ndarray, ref: np.ndarray, apical: bool, rule: FailureRule) -> np.ndarray:
-    out = np.zeros(pred.shape, dtype=bool)
-    if not ref.any():
-        return pred != ref  # rule 5
+def preset(name: str) -> FailureRule:
+    """The named preset; ValueError listing the known ones otherwise."""
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ValueError(f"unknown failure preset {name!r}: expected one of {', '.join(PRESETS)}") from None
+
+
+def apex_index(ref: np.ndarray) -> int:
+    """Index of the most apical slice holding reference labels (-1 when none does)."""
+    labelled = np.flatnonzero(ref.reshape(ref.shape[0], -1).any(1))
+    return int(labelled.max()) if labelled.size else -1
+
+
+def failure_map(pred: np.ndarray, ref: np.ndarray, rule: FailureRule = PAPER, spacing: float = 1.4) -> np.ndarray:
+    """Boolean failure voxels [Z, Y, X] of a predicted volume against its reference on one grid whose
+    in-plane spacing is ``spacing`` mm (used only by rules in mm)."""
+    if pred.shape != ref.shape or pred.ndim != 3:
+        raise ValueError(f"prediction shape {pred.shape} differs from reference {ref.shape} (or is not 3-D)")
+    out = np.zeros(ref.shape, dtype=bool)
+    fg = ((pred > 0) | (ref > 0)).any(0)
+    if not fg.any():
+        return out
+    ys, xs = np.flatnonzero(fg.any(1)), np.flatnonzero(fg.any(0))
+    box = (slice(None), slice(max(ys[0] - 1, 0), ys[-1] + 2), slice(max(xs[0] - 1, 0), xs[-1] + 2))
+    p, r = pred[box], ref[box]
+    nz = r.shape[0]
+    labelled = r.reshape(nz, -1).any(1)
+    apex = apex_index(r)
+    is_apex = (np.arange(nz) == apex)[:, None, None]
+    outside, inside = rule.tolerances(spacing)
+    structure = np.zeros((3, 3, 3), dtype=bool)
+    structure[1] = ndimage.generate_binary_structure(2, 1 if rule.connectivity == 4 else 2)
+    min_size = np.where(is_apex, rule.apical_min_cluster, rule.min_cluster)
+    fails = np.zeros(r.shape, dtype=bool)
     for c in FOREGROUND:
-        p, r = pred == c, ref == c
-        err = p != r
+        pc, rc = p == c, r == c
+        err = pc != rc
         if not err.any():
             continue
-        beyond = np.zeros_like(err)
-        if r.any():
-            dist_out = ndimage.distance_transform_edt(~r)  # to the nearest voxel of c
-            dist_in = ndimage.distance_transform_edt(r)  # to the nearest voxel not of c
-            beyond |= err & ~r & (dist_out > rule.outside)
-            beyond |= err & r & (dist_in > rule.inside)
+        present = rc.reshape(nz, -1).any(1)[:, None, None]
+        beyond = err & ~present
+        if present.any():
+            dist_out = ndimage.distance_transform_edt(~rc, sampling=(_FAR, 1.0, 1.0))
+            dist_in = ndimage.distance_transform_edt(rc, sampling=(_FAR, 1.0, 1.0))
+            beyond |= err & present & np.where(rc, dist_in > inside, dist_out > outside)
+        if not rule.apical_tolerance:
+            beyond |= err & is_apex
+        comp, n = ndimage.label(err, structure)
+        sizes = np.bincount(comp.ravel(), minlength=n + 1)
+        big = err & (sizes[comp] >= min_size)
+        if rule.mark == "beyond":
+            fails |= beyond & big
         else:
-            beyond = err.copy()  # c absent from the reference: nothing to tolerate against
-        if apical:
-            out |= beyond  # rule 4
-            continue
-        comp, _ = ndimage.label(err, FOUR_CONNECTED)
-        sizes = np.bincount(comp.ravel())
-        out |= beyond & (sizes[comp] >= rule.min_cluster)
+            hit = np.bincount(comp[beyond], minlength=n + 1) > 0
+            hit[0] = False
+            fails |= big & hit[comp]
+    if rule.unlabelled == "all-errors":
+        fails |= (p != r) & ~labelled[:, None, None]
+    out[box] = fails
     return out
-
-
-def failure_map(pred: np.ndarray, ref: np.ndarray, rule: FailureRule = PAPER) -> np.ndarray:
-    """Boolean failure voxels [Z, Y, X] of a predicted volume against its reference (same grid)."""
-    if pred.shape != ref.shape:
-        raise ValueError(f"prediction shape {pred.shape} differs from reference {ref.shape}")
-    labelled = np.flatnonzero(ref.reshape(ref.shape[0], -1).any(1))
-    apex = int(labelled.max()) if labelled.size else -1
-    return np.stack([_slice_failures(pred[z], ref[z], z == apex, rule) for z in range(ref.shape[0])])

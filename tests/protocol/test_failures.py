@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-import numpy as np
+from dataclasses import replace
 
-from uqbench.protocol.failures import FailureRule, failure_map
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from uqbench.bench.baselines import failure_map_loop
+from uqbench.protocol.failures import PAPER, SEED_CODE, FailureRule, failure_map, preset
 
 
 def _ring_volume(z: int = 3) -> np.ndarray:
@@ -87,3 +92,133 @@ def test_failure_map_is_or_over_classes() -> None:
     pred[0, 2:6, 2:6] = 1  # RV where nothing is: an RV failure (RV absent from the reference slice)
     f = failure_map(pred, ref)[0]
     assert f[2:6, 2:6].all()
+
+
+# --- the seed-code preset, one rule per test -------------------------------------------------------
+
+def test_seed_code_margins_are_in_mm() -> None:
+    ref = _ring_volume()
+    yy, xx = np.mgrid[:40, :40]
+    r = np.hypot(yy - 20, xx - 20)
+    # a 1-voxel-wide strip from the disc edge: distances 1..11 voxels = 1.4..15.4 mm
+    pred = ref.copy()
+    pred[0, 20, 28:39] = 3
+    f = failure_map(pred, ref, SEED_CODE, spacing=1.4)[0]
+    assert f[20, 28:39].all()  # whole component: tolerated voxels included
+    # at spacing 2 mm, 4.6 mm is 2.3 voxels: a 2-voxel dilation is tolerated; at 4 mm (1.15 voxels) it is not
+    pred = ref.copy()
+    pred[0][(r >= 8) & (r < 10)] = 3
+    assert not failure_map(pred, ref, SEED_CODE, spacing=2.0)[0].any()
+    assert failure_map(pred, ref, SEED_CODE, spacing=4.0)[0].any()
+
+
+def test_seed_code_marks_whole_component_only_when_one_voxel_is_beyond_tolerance() -> None:
+    ref = _ring_volume()
+    pred = ref.copy()
+    pred[0, 20, 28:31] = 3  # 3 voxels all within 4.6 mm
+    pred[0, 19:23, 28:31] = 3  # 12-voxel component, every voxel within 3 voxels (4.2 mm) of the disc
+    assert not failure_map(pred, ref, SEED_CODE)[0].any()
+    pred[0, 20, 31] = 3  # one voxel 4 voxels (5.6 mm) away joins it: the whole component fails
+    f = failure_map(pred, ref, SEED_CODE)[0]
+    assert f[19:23, 28:31].all() and f[20, 31] and f.sum() == 13
+
+
+def test_seed_code_needs_ten_voxels_outside_the_apex() -> None:
+    ref = _ring_volume(4)
+    pred = ref.copy()
+    pred[0, 2:5, 2:5] = 3  # 9 voxels, far away
+    assert not failure_map(pred, ref, SEED_CODE)[0].any()
+    pred[0, 5, 2] = 3  # 10
+    assert failure_map(pred, ref, SEED_CODE)[0].sum() == 10
+
+
+def test_seed_code_apex_drops_distance_rule_and_needs_fifteen() -> None:
+    ref = _ring_volume(4)  # apex is slice 2
+    yy, xx = np.mgrid[:40, :40]
+    ring = (np.hypot(yy - 20, xx - 20) >= 8) & (np.hypot(yy - 20, xx - 20) < 10)  # a 2-voxel dilation
+    pred = ref.copy()
+    pred[2][ring] = 3  # tolerated anywhere else, but not at the apex
+    assert failure_map(pred, ref, SEED_CODE)[2].sum() == ring.sum()
+    pred = ref.copy()
+    pred[1][ring] = 3
+    assert not failure_map(pred, ref, SEED_CODE)[1].any()
+    pred = ref.copy()
+    pred[2, 2:6, 2:5] = 3  # 12 voxels far away: below 15
+    assert not failure_map(pred, ref, SEED_CODE)[2].any()
+    pred[2, 6, 2:5] = 3  # 15
+    assert failure_map(pred, ref, SEED_CODE)[2].sum() == 15
+
+
+def test_seed_code_unlabelled_slices_keep_the_size_rule() -> None:
+    ref = _ring_volume()  # slice 2 unlabelled
+    pred = ref.copy()
+    pred[2, 10, 10] = 2
+    assert not failure_map(pred, ref, SEED_CODE)[2].any()  # 1 voxel: the paper would flag it
+    assert failure_map(pred, ref, PAPER)[2].sum() == 1
+    pred[2, 10:12, 10:15] = 2  # 10 voxels
+    assert failure_map(pred, ref, SEED_CODE)[2].sum() == 10
+
+
+def test_seed_code_absent_class_errors_are_beyond_tolerance() -> None:
+    ref = _ring_volume()
+    pred = ref.copy()
+    pred[0, 20, 28:30] = 1  # RV right next to the LV, where the reference has no RV: no tolerance for RV
+    pred[0, 21:25, 28:30] = 1  # 10 voxels
+    assert failure_map(pred, ref, SEED_CODE)[0].sum() >= 10
+
+
+def test_eight_connectivity_joins_diagonal_voxels() -> None:
+    ref = _ring_volume()
+    pred = ref.copy()
+    for i in range(10):
+        pred[0, 2 + i, 2 + i] = 3  # a diagonal line: ten 1-voxel clusters under 4-connectivity
+    assert not failure_map(pred, ref)[0].any()
+    assert failure_map(pred, ref, replace(PAPER, connectivity=8))[0].sum() == 10
+
+
+# --- versioning -----------------------------------------------------------------------------------
+
+def test_rule_hash_is_stable_and_changes_with_any_parameter() -> None:
+    assert PAPER.digest() == FailureRule().digest()
+    assert replace(PAPER, name="renamed").digest() == PAPER.digest()
+    changed = {replace(PAPER, outside=3.5).digest(), replace(PAPER, unit="mm").digest(),
+               replace(PAPER, connectivity=8).digest(), replace(PAPER, min_cluster=11).digest(),
+               replace(PAPER, mark="component").digest(), replace(PAPER, apical_tolerance=False).digest(),
+               replace(PAPER, apical_min_cluster=2).digest(), replace(PAPER, unlabelled="size-rule").digest(),
+               SEED_CODE.digest()}
+    assert PAPER.digest() not in changed and len(changed) == 9
+    assert PAPER.record()["hash"] == PAPER.digest()
+
+
+def test_unknown_preset_and_bad_parameters_are_value_errors() -> None:
+    with pytest.raises(ValueError, match="expected one of paper, seed-code"):
+        preset("papr")
+    with pytest.raises(ValueError, match="connectivity"):
+        FailureRule(connectivity=6)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="cluster sizes"):
+        FailureRule(min_cluster=0)
+    with pytest.raises(ValueError, match="differs"):
+        failure_map(np.zeros((2, 4, 4)), np.zeros((2, 4, 5)))
+
+
+# --- the vectorised code against the literal per-slice loop ----------------------------------------
+
+@pytest.mark.parametrize("rule", [PAPER, SEED_CODE, replace(PAPER, connectivity=8, mark="component")],
+                         ids=["paper", "seed-code", "variant"])
+def test_vectorised_failures_equal_the_per_slice_loop(rule: FailureRule) -> None:
+    rng = np.random.default_rng(3)
+    for _ in range(6):
+        ref = np.zeros((6, 48, 52), np.uint8)
+        yy, xx = np.mgrid[:48, :52]
+        for z in range(1, 5):  # slices 0 and 5 unlabelled
+            rad = 12 - 2 * z + rng.uniform(-1, 1)
+            ref[z][np.hypot(yy - 24, xx - 26) < rad + 4] = 2
+            ref[z][np.hypot(yy - 24, xx - 26) < rad] = 3
+            ref[z][(np.hypot(yy - 24, xx - 10) < 5)] = 1
+        pred = ref.copy()
+        noise = ndimage.binary_dilation(rng.random(ref.shape) < 0.02, iterations=2)
+        pred[noise] = rng.integers(0, 4, size=int(noise.sum()))
+        pred[0, 30:34, 40:44] = 3
+        got = failure_map(pred, ref, rule, spacing=1.4)
+        want = failure_map_loop(pred, ref, rule, spacing=1.4)
+        assert got.any() and np.array_equal(got, want)

@@ -1,0 +1,47 @@
+"""Straightforward implementations the fast protocol code is measured and tested against.
+
+They follow the definitions literally, one slice and one class at a time, on the full grid: slow but
+easy to read, which is what makes them a useful independent check.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+from uqbench.protocol.failures import FailureRule
+from uqbench.protocol.metrics import FOREGROUND
+
+
+def failure_map_loop(pred: np.ndarray, ref: np.ndarray, rule: FailureRule, spacing: float = 1.4) -> np.ndarray:
+    """Failure voxels computed slice by slice and class by class with plain scipy calls."""
+    outside, inside = rule.tolerances(spacing)
+    structure = ndimage.generate_binary_structure(2, 1 if rule.connectivity == 4 else 2)
+    labelled = [bool(ref[z].any()) for z in range(ref.shape[0])]
+    apex = max((z for z, has in enumerate(labelled) if has), default=-1)
+    out = np.zeros(ref.shape, dtype=bool)
+    for z in range(ref.shape[0]):
+        if not labelled[z] and rule.unlabelled == "all-errors":
+            out[z] = pred[z] != ref[z]
+            continue
+        for c in FOREGROUND:
+            p, r = pred[z] == c, ref[z] == c
+            err = p != r
+            if not err.any():
+                continue
+            if not r.any() or (z == apex and not rule.apical_tolerance):
+                beyond = err.copy()
+            else:
+                beyond = err & ~r & (ndimage.distance_transform_edt(~r) > outside)
+                beyond |= err & r & (ndimage.distance_transform_edt(r) > inside)
+            minimum = rule.apical_min_cluster if z == apex else rule.min_cluster
+            comp, n = ndimage.label(err, structure)
+            for k in range(1, n + 1):
+                member = comp == k
+                if member.sum() < minimum:
+                    continue
+                if rule.mark == "beyond":
+                    out[z] |= member & beyond
+                elif (member & beyond).any():
+                    out[z] |= member
+    return out
