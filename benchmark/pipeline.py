@@ -19,14 +19,17 @@ from typing import Any, Protocol
 import numpy as np
 
 import uqbench
-from uqbench.api import CLASS_NAMES, PATCH, Context, DetectorExample, Profile, Recipe
+from uqbench import evaluation
+from uqbench.api import CLASS_NAMES, Context, DetectorExample, Profile, Recipe
 from uqbench.data import cache, phantom
 from uqbench.data.preprocess import PreprocessParams, labels_to_original
 from uqbench.errors import DataError, PluginError, UsageError
+from uqbench.evaluation import Volume
 from uqbench.infer.postprocess import finalise
+from uqbench.protocol import calibration
 from uqbench.protocol import failures as failure_rules
-from uqbench.protocol.metrics import score
-from uqbench.protocol.patches import expand, patch_max
+from uqbench.protocol.detection import MODES, CorrectionMode, check_patch_probabilities, correct, voxels_per_patch
+from uqbench.protocol.patches import expand
 from uqbench.registry import registry
 from uqbench.results import tables
 
@@ -60,7 +63,8 @@ class RunConfig:
     out: str
     recipe: dict[str, Any] = field(default_factory=dict)
     preprocess: dict[str, Any] = field(default_factory=dict)
-    failure_rule: dict[str, Any] = field(default_factory=dict)
+    failure_rule: dict[str, Any] = field(default_factory=dict)  # FailureRule.record(): parameters and hash
+    correction: str = "patch"
 
     def identity(self) -> dict[str, Any]:
         """The settings that decide the results (a resumed run must match them)."""
@@ -83,7 +87,8 @@ def _device(requested: str) -> str:
 
 def resolve(segmenter: str, uncertainty: str, detector: str | None, loss: str | None, data: Path | None,
             dataset: str, folds: list[int], profile: str | None, samples: int | None, device: str, seed: int,
-            out: Path | None, iterations: int | None = None) -> RunConfig:
+            out: Path | None, iterations: int | None = None, failure_preset: str = "paper",
+            correction: str = "patch") -> RunConfig:
     """Check every option against the registry and the machine; UsageError names the bad one."""
     reg = registry()
     seg = reg.create("segmenter", segmenter)
@@ -109,6 +114,12 @@ def resolve(segmenter: str, uncertainty: str, detector: str | None, loss: str | 
         raise UsageError(f"--samples {samples}: uncertainty map '{uncertainty}' uses one deterministic pass")
     elif umap.samples > 1 and samples < 2:
         raise UsageError(f"--samples {samples}: uncertainty map '{uncertainty}' needs at least 2 MC samples")
+    try:
+        rule = failure_rules.preset(failure_preset)
+    except ValueError as exc:
+        raise UsageError(f"--failure-preset: {exc}") from None
+    if correction not in MODES:
+        raise UsageError(f"--correction {correction!r}: expected one of {', '.join(MODES)}")
     if data is not None and not data.is_dir():
         raise UsageError(f"--data {data}: not a folder")
     if not folds:
@@ -117,7 +128,7 @@ def resolve(segmenter: str, uncertainty: str, detector: str | None, loss: str | 
     out = out or Path("runs") / f"{segmenter}-{uncertainty}-{source}-{prof.value}".replace(":", "_")
     return RunConfig(segmenter, uncertainty, detector, recipe.loss, None if data is None else str(data.resolve()),
                      dataset, tuple(folds), prof.value, samples, dev, seed, str(out), asdict(recipe),
-                     asdict(PreprocessParams()), asdict(failure_rules.PAPER))
+                     asdict(PreprocessParams()), rule.record(), correction)
 
 
 def _tracker(progress: Progress | None, description: str, total: int) -> Callable[[int], None]:
@@ -198,9 +209,12 @@ def run(cfg: RunConfig, progress: Progress | None = None) -> dict[str, Any]:
     umap = reg.create("uncertainty", cfg.uncertainty)
     loss = reg.create("loss", cfg.loss)
     recipe = Recipe(**cfg.recipe)
+    rule = _rule(cfg)
     timings: dict[str, float] = {}
-    preds: dict[int, dict[str, Any]] = {}
+    volumes: list[Volume] = []
     rows: list[dict[str, Any]] = []
+    calib = np.zeros((len(CLASS_NAMES), calibration.BINS, 3))
+    brier, voxels = 0.0, 0
     for k in cfg.folds:
         fdir = out / f"fold{k}"
         fdir.mkdir(exist_ok=True)
@@ -216,26 +230,42 @@ def run(cfg: RunConfig, progress: Progress | None = None) -> dict[str, Any]:
                                  cfg.seed + k, fdir / "checkpoint.pt",
                                  _tracker(progress, f"fold {k} train", recipe.iterations))
             t1 = time.perf_counter()
-            fold_rows, arrays = _infer_fold(cfg, model, seg, umap, test, k, params,
-                                            _tracker(progress, f"fold {k} infer", len(test)))
+            fold_rows, arrays, fold_calib = _infer_fold(cfg, model, umap, seg.size_multiple, test, k, params, rule,
+                                                        _tracker(progress, f"fold {k} infer", len(test)))
             t2 = time.perf_counter()
             np.savez_compressed(fdir / "predictions.npz", **arrays)  # type: ignore[arg-type]
-            _write_json(done, {"rows": fold_rows, "train_s": t1 - t0, "infer_s": t2 - t1,
-                               "device": cfg.device, "torch": torch.__version__})
+            _write_json(done, {"rows": fold_rows, "calibration": fold_calib, "train_s": t1 - t0,
+                               "infer_s": t2 - t1, "device": cfg.device, "torch": torch.__version__})
         result = json.loads(done.read_text())
         rows += result["rows"]
+        calib += np.asarray(result["calibration"]["counts"])
+        brier += result["calibration"]["brier_sum"]
+        voxels += result["calibration"]["voxels"]
         timings[f"fold{k}_train_s"] = result["train_s"]
         timings[f"fold{k}_infer_s"] = result["infer_s"]
         with np.load(fdir / "predictions.npz") as z:
-            preds[k] = {name: z[name] for name in z.files}
-    detection: list[dict[str, Any]] = []
+            volumes += [_volume(c, k, z) for c in test]
+    detection_rows: list[dict[str, Any]] = []
     notes: list[str] = []
+    extra: dict[str, Any] = {"risk_coverage": evaluation.risk_coverage_summary(volumes),
+                             "calibration": evaluation.calibration_summary(calib, brier, voxels)}
     if cfg.detector and len(cfg.folds) > 1:
-        rows, detection = _detect(cfg, cases, fold_of, preds, rows, params, progress)
+        volumes = _detect(cfg, volumes, {f"{c.patient}_{c.phase}": c.image for c in cases}, progress)
+        detection_rows = _correct(cfg, volumes, rows, params)
+        t0 = time.perf_counter()
+        extra |= {"detection_curves": evaluation.detection_summary(volumes),
+                  "correction_effort": evaluation.effort_curve(volumes, _to_original(params),
+                                                               _mode(cfg.correction)),
+                  "significance": evaluation.significance(rows)}
+        timings["effort_curve_s"] = time.perf_counter() - t0
     elif cfg.detector:
         notes.append(f"detector '{cfg.detector}' not run: it is fitted out of fold, which needs 2 or more --folds")
-    summary = tables.summarise(rows, detection) | {
+    extra["clinical"] = evaluation.clinical_summary(rows)
+    if any("predicted_ml_corrected" in r for r in rows):
+        extra["clinical_corrected"] = evaluation.clinical_summary(rows, "predicted_ml_corrected")
+    summary = tables.summarise(rows, detection_rows) | extra | {
         "profile": cfg.profile, "device": cfg.device, "timings_s": timings, "notes": notes,
+        "failure_rule": cfg.failure_rule, "correction": cfg.correction,
         "dataset": {"name": cfg.dataset, "root": str(root), "fingerprint": fingerprint,
                     "phantom": cfg.data is None},
         "provenance": reg.provenance({"segmenter": cfg.segmenter, "uncertainty": cfg.uncertainty,
@@ -243,10 +273,34 @@ def run(cfg: RunConfig, progress: Progress | None = None) -> dict[str, Any]:
                                      | ({"detector": cfg.detector} if cfg.detector else {})),
     }
     tables.write_csv(out / "cases.csv", rows)
-    if detection:
-        tables.write_csv(out / "detection.csv", detection)
+    if detection_rows:
+        tables.write_csv(out / "detection.csv", detection_rows)
     _write_json(out / "summary.json", summary)
     return summary
+
+
+def _rule(cfg: RunConfig) -> failure_rules.FailureRule:
+    fields = {k: v for k, v in cfg.failure_rule.items() if k not in ("hash", "definition_version")}
+    return failure_rules.FailureRule(**fields)
+
+
+def _mode(name: str) -> CorrectionMode:
+    if name not in MODES:
+        raise UsageError(f"--correction {name!r}: expected one of {', '.join(MODES)}")
+    return "patch" if name == "patch" else "failures-only"
+
+
+def _to_original(params: PreprocessParams) -> evaluation.ToOriginal:
+    def to_original(v: Volume, labels: np.ndarray) -> np.ndarray:
+        return labels_to_original(labels, v.reference.shape, v.spacing, params.spacing)
+
+    return to_original
+
+
+def _volume(c: cache.Prepared, fold: int, arrays: Any) -> Volume:
+    key = f"{c.patient}_{c.phase}"
+    return Volume(c.patient, c.phase, c.group, fold, c.spacing, c.original_labels, c.labels,
+                  arrays[f"{key}_labels"], arrays[f"{key}_uncertainty"], arrays[f"{key}_failures"])
 
 
 def _plugin_call(cfg: RunConfig, kind: str, fn: Callable[..., Any], *args: Any) -> Any:
@@ -263,89 +317,99 @@ def _plugin_call(cfg: RunConfig, kind: str, fn: Callable[..., Any], *args: Any) 
                           f"{type(exc).__name__}: {exc}") from exc
 
 
-def _infer_fold(cfg: RunConfig, model: Any, seg: Any, umap: Any, test: list[cache.Prepared], fold: int,
-                params: PreprocessParams, advance: Callable[[int], None]) -> tuple[list[dict], dict[str, np.ndarray]]:
+def _infer_fold(cfg: RunConfig, model: Any, umap: Any, multiple: int, test: list[cache.Prepared], fold: int,
+                params: PreprocessParams, rule: failure_rules.FailureRule, advance: Callable[[int], None]
+                ) -> tuple[list[dict], dict[str, np.ndarray], dict[str, Any]]:
+    """Predict, post-process, score and label failures of every test case; sum calibration counts."""
     from uqbench.infer.mc import predict_volume
 
     rows, arrays = [], {}
+    counts = np.zeros((len(CLASS_NAMES), calibration.BINS, 3))
+    brier, voxels = 0.0, 0
     for i, c in enumerate(test):
-        mean, unc = predict_volume(model, c.image, umap, cfg.samples, seg.size_multiple, cfg.device,
+        mean, unc = predict_volume(model, c.image, umap, cfg.samples, multiple, cfg.device,
                                    cfg.seed * 100_003 + fold * 1000 + i)
         if not np.isfinite(unc).all() or unc.min() < 0 or unc.max() > 1:
             raise PluginError(f"uncertainty map '{cfg.uncertainty}' returned values outside [0, 1] or NaN "
                               f"for {c.patient} {c.phase}")
+        probs = mean.transpose(1, 0, 2, 3)  # [C, Z, Y, X]
+        try:
+            calibration.check_probabilities(probs, f"{c.patient} {c.phase}")
+        except ValueError as exc:
+            raise PluginError(f"segmenter '{cfg.segmenter}' gave bad softmax output: {exc}") from None
+        n, b, v = calibration.reliability_counts(probs, c.labels, f"{c.patient} {c.phase}")
+        counts, brier, voxels = counts + n, brier + b, voxels + v
         labels = finalise(mean)
         original = labels_to_original(labels, c.original_labels.shape, c.spacing, params.spacing)
-        fails = failure_rules.failure_map(labels, c.labels, failure_rules.PAPER)
         key = f"{c.patient}_{c.phase}"
         arrays[f"{key}_labels"], arrays[f"{key}_uncertainty"] = labels, unc.astype(np.float16)
-        arrays[f"{key}_failures"] = fails
-        for cls, metrics in score(original, c.original_labels, c.spacing, f"{c.patient} {c.phase}").items():
-            rows.append({"patient": c.patient, "phase": c.phase, "group": c.group, "fold": fold,
-                         "class": CLASS_NAMES[cls], **metrics,
-                         "reference_voxels": int((c.original_labels == cls).sum()),
-                         "predicted_voxels": int((original == cls).sum())})
+        arrays[f"{key}_failures"] = failure_rules.failure_map(labels, c.labels, rule, params.spacing)
+        rows += evaluation.case_rows(_volume(c, fold, arrays), original)
         advance(1)
-    return rows, arrays
+    return rows, arrays, {"counts": counts.tolist(), "brier_sum": brier, "voxels": voxels}
 
 
-def _detect(cfg: RunConfig, cases: list[cache.Prepared], fold_of: dict[str, int], preds: dict[int, dict],
-            rows: list[dict], params: PreprocessParams, progress: Progress | None
-            ) -> tuple[list[dict], list[dict]]:
-    """Out-of-fold detection and simulated correction: fold k's detector learns from the other folds' predictions."""
+def _detect(cfg: RunConfig, volumes: list[Volume], images: dict[str, np.ndarray], progress: Progress | None
+            ) -> list[Volume]:
+    """Out of fold: fold k's detector learns from the other folds' predictions, then scores fold k's patches.
+    Its probabilities are kept in OUT/foldK/detector/probs.npz."""
     assert cfg.detector is not None
     reg = registry()
-    by_key = {f"{c.patient}_{c.phase}": c for c in cases}
 
-    def examples(k: int, with_failures: bool) -> list[tuple[str, int, DetectorExample]]:
-        out = []
-        for key, c in by_key.items():
-            if fold_of[c.patient] != k:
-                continue
-            p = preds[k]
-            for z in range(c.image.shape[0]):
-                out.append((key, z, DetectorExample(c.image[z], p[f"{key}_uncertainty"][z].astype(np.float32),
-                                                    p[f"{key}_labels"][z],
-                                                    p[f"{key}_failures"][z] if with_failures else None)))
-        return out
+    def examples(v: Volume, with_failures: bool) -> list[DetectorExample]:
+        image = images[f"{v.patient}_{v.phase}"]
+        return [DetectorExample(image[z], v.uncertainty[z].astype(np.float32), v.prediction_grid[z],
+                                v.failures[z] if with_failures else None) for z in range(v.prediction_grid.shape[0])]
 
-    corrected: dict[tuple[str, str, str], dict[str, float]] = {}
-    detection: list[dict] = []
+    out: list[Volume] = []
     advance = _tracker(progress, "detect", len(cfg.folds))
     for k in cfg.folds:
         det = reg.create("detector", cfg.detector)
         fdir = Path(cfg.out) / f"fold{k}"
-        train_ex = [ex for j in cfg.folds if j != k for _, _, ex in examples(j, True)]
+        train_ex = [ex for v in volumes if v.fold != k for ex in examples(v, True)]
         ctx = Context(Profile(cfg.profile), cfg.device, cfg.seed + k, fdir / "detector")
         ctx.workdir.mkdir(exist_ok=True)
         _plugin_call(cfg, "detector", det.fit, train_ex, ctx)
         _plugin_call(cfg, "detector", det.save, ctx.workdir / "state")
-        flagged: dict[str, list[np.ndarray]] = {}
-        for key, z, ex in examples(k, False):
-            prob = _plugin_call(cfg, "detector", det.predict, ex)
-            expect = (-(-ex.image.shape[0] // PATCH), -(-ex.image.shape[1] // PATCH))
-            if prob.shape != expect or not np.isfinite(prob).all() or prob.min() < 0 or prob.max() > 1:
-                raise PluginError(f"detector '{cfg.detector}' returned shape {prob.shape} (expected {expect}) "
-                                  f"or values outside [0, 1] for {key} slice {z}")
-            flagged.setdefault(key, []).append(prob > 0.5)
-        for key, flags in flagged.items():
-            c = by_key[key]
-            pred, fails = preds[k][f"{key}_labels"], preds[k][f"{key}_failures"]
-            mask = np.stack([expand(f, pred.shape[1:]) for f in flags])
-            fixed = np.where(mask, c.labels, pred)
-            original = labels_to_original(fixed, c.original_labels.shape, c.spacing, params.spacing)
-            for cls, metrics in score(original, c.original_labels, c.spacing, f"{c.patient} {c.phase}").items():
-                corrected[(c.patient, c.phase, CLASS_NAMES[cls])] = metrics
-            fail_patches = np.stack([patch_max(f) > 0 for f in fails])
-            flag_patches = np.stack(flags)
-            detection.append({
-                "patient": c.patient, "phase": c.phase, "fold": k, "slices": int(pred.shape[0]),
-                "failure_slices": int(fail_patches.any((1, 2)).sum()),
-                "failure_voxels": int(fails.sum()), "detected_failure_voxels": int((fails & mask).sum()),
-                "failure_patches": int(fail_patches.sum()), "flagged_patches": int(flag_patches.sum()),
-                "true_positive_patches": int((fail_patches & flag_patches).sum())})
+        probs: dict[str, np.ndarray] = {}
+        for v in volumes:
+            if v.fold != k:
+                continue
+            p = np.stack([_plugin_call(cfg, "detector", det.predict, ex) for ex in examples(v, False)])
+            try:
+                check_patch_probabilities(p, v.prediction_grid.shape, v.where)
+            except ValueError as exc:
+                raise PluginError(f"detector '{cfg.detector}': {exc}") from None
+            probs[f"{v.patient}_{v.phase}"] = p.astype(np.float32)
+            out.append(replace(v, patch_probs=p))
+        np.savez_compressed(ctx.workdir / "probs.npz", **probs)  # type: ignore[arg-type]
         advance(1)
+    return out
+
+
+def _correct(cfg: RunConfig, volumes: list[Volume], rows: list[dict], params: PreprocessParams) -> list[dict]:
+    """Simulated correction of the patches flagged at probability > 0.5; corrected metrics join ``rows``,
+    and one detection row per volume is returned."""
+    corrected: dict[tuple[str, str, str], dict[str, Any]] = {}
+    detection_rows = []
+    to_original = _to_original(params)
+    for v in volumes:
+        assert v.patch_probs is not None
+        flags = v.patch_probs > 0.5
+        fixed = correct(v.prediction_grid, v.reference_grid, flags, _mode(cfg.correction), v.failures)
+        for r in evaluation.case_rows(v, to_original(v, fixed)):
+            corrected[(v.patient, v.phase, r["class"])] = r
+        fail_patches = voxels_per_patch(v.failures) > 0
+        mask = np.stack([expand(f, v.failures.shape[1:]) for f in flags])
+        detection_rows.append({
+            "patient": v.patient, "phase": v.phase, "fold": v.fold, "slices": int(v.failures.shape[0]),
+            "failure_slices": int(v.failures.any((1, 2)).sum()),
+            "failure_voxels": int(v.failures.sum()), "detected_failure_voxels": int((v.failures & mask).sum()),
+            "failure_patches": int(fail_patches.sum()), "flagged_patches": int(flags.sum()),
+            "true_positive_patches": int((fail_patches & flags).sum())})
     for r in rows:
-        for metric, value in corrected.get((r["patient"], r["phase"], r["class"]), {}).items():
-            r[f"{metric}_corrected"] = value
-    return rows, detection
+        fixed_row = corrected.get((r["patient"], r["phase"], r["class"]))
+        if fixed_row:
+            for metric in (*tables.METRICS, "predicted_voxels", "predicted_ml"):
+                r[f"{metric}_corrected"] = fixed_row[metric]
+    return detection_rows

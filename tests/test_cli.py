@@ -35,6 +35,8 @@ def run_main(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
     (["run", "--samples", "1"], "--samples 1: uncertainty map 'bmap' needs at least 2"),
     (["run", "--iterations", "0"], "--iterations 0: must be at least 1"),
     (["run", "--data", "/no/such/folder"], "--data /no/such/folder: not a folder"),
+    (["run", "--failure-preset", "papr"], "--failure-preset: unknown failure preset 'papr': expected one of paper, seed"),
+    (["run", "--correction", "all"], "--correction 'all': expected one of patch, failures-only"),
     (["plugins", "--kind", "segmenters"], "--kind 'segmenters': expected one of"),
     (["data", "phantom", "/tmp/x-uqbench-never", "--patients", "0"], "--patients must be between 1 and 100"),
 ])

@@ -33,6 +33,33 @@ def test_run_writes_config_cases_summary_and_detection(tiny_phantom: Path, tmp_p
     assert json.loads((out / "summary.json").read_text())["cases"] == 4 == summary["cases"]
     det = pd.read_csv(out / "detection.csv")
     assert (det["true_positive_patches"] <= det["flagged_patches"]).all()
+    assert summary["failure_rule"]["name"] == "paper"
+    assert summary["failure_rule"]["hash"] == config["failure_rule"]["hash"]
+
+
+def test_run_reports_every_protocol_measure(tiny_phantom: Path, tmp_path: Path) -> None:
+    summary = pipeline.run(_cfg(tiny_phantom, tmp_path / "run", failure_preset="seed-code",
+                                correction="failures-only"))
+    cases = pd.read_csv(tmp_path / "run" / "cases.csv")
+    assert summary["failure_rule"]["name"] == "seed-code" and summary["correction"] == "failures-only"
+    assert cases["dice_corrected"].mean() >= cases["dice"].mean()  # failures-only correction removes errors
+    rc = summary["risk_coverage"]
+    assert rc["volumes"] == 4 and rc["e_aurc"] >= -1e-12 and rc["aurc"] >= rc["e_aurc"]
+    cal = summary["calibration"]
+    assert sum(cal["pooled"]["voxels"]) == 4 * cal["voxels"] and 0 <= cal["brier"] <= 2
+    assert set(cal["per_class"]) == {"background", "RV", "MYO", "LV"}
+    lv_ef = summary["clinical"]["lv_ef"]
+    assert summary["clinical"]["patients"] == 2 and lv_ef["n"] + lv_ef["undefined"] == 2
+    assert summary["clinical"]["lv_edv"]["n"] == 2
+    assert summary["clinical_corrected"]["lv_edv"]["mae"] <= summary["clinical"]["lv_edv"]["mae"] + 1e-9
+    froc = summary["detection_curves"]["froc"]
+    assert froc["sensitivity"] == sorted(froc["sensitivity"], reverse=True)  # thresholds rise
+    assert 0 <= summary["detection_curves"]["slices"]["ap_pooled"] <= 1
+    effort = summary["correction_effort"]["points"]
+    assert effort[0]["share_of_patches"] == 0 and effort[-1]["share_of_patches"] == 1
+    assert effort[0]["dice"] == pytest.approx(cases["dice"].mean())  # nothing flagged: nothing corrected
+    sig = summary["significance"]
+    assert 0 <= sig["dice"]["ED"]["LV"]["wilcoxon_p"] <= 1 and sig["dice"]["ED"]["LV"]["n"] == 2
 
 
 def test_interrupted_run_resumes_without_redoing_finished_folds(tiny_phantom: Path, tmp_path: Path) -> None:

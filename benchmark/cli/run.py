@@ -40,6 +40,11 @@ def run_cmd(
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
     iterations: Annotated[int | None, typer.Option(
         "--iterations", help="Override the recipe's training steps (smoke tests); recorded in config.json.")] = None,
+    failure_preset: Annotated[str, typer.Option(
+        "--failure-preset", help="Failure definition: paper (section V-B) or seed-code (the authors' code).")]
+    = "paper",
+    correction: Annotated[str, typer.Option(
+        "--correction", help="Simulated correction: patch (whole flagged patches) or failures-only.")] = "patch",
     seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
     out: Annotated[Path | None, typer.Option("--out", help="Output folder (default: runs/<method>-<data>-<profile>).")]
     = None,
@@ -50,12 +55,14 @@ def run_cmd(
     except ValueError as exc:
         raise UsageError(f"--folds {folds!r}: {exc}") from exc
     cfg = pipeline.resolve(segmenter, uncertainty, None if detector in (None, "none") else detector, loss, data,
-                           dataset, fold_list, profile, samples, device, seed, out, iterations)
+                           dataset, fold_list, profile, samples, device, seed, out, iterations,
+                           failure_preset, correction)
     console.print(f"run → {cfg.out}  (profile {cfg.profile}, device {cfg.device}, T={cfg.samples})", highlight=False)
     with Progress(SpinnerColumn(), TextColumn("{task.description:<16}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=console) as progress:
         summary = pipeline.run(cfg, progress)
     console.print(summary_table(summary))
+    console.print(protocol_line(summary), highlight=False)
     for note in summary["notes"]:
         console.print(f"[yellow]note:[/yellow] {note}", highlight=False)
     console.print(f"wrote {cfg.out}/config.json, cases.csv, summary.json", highlight=False)
@@ -86,3 +93,17 @@ def summary_table(summary: dict) -> Table:
                 row.append(f"{hc['mean']:.1f} ± {hc['sd']:.1f}" if hc else "-")
             table.add_row(*row)
     return table
+
+
+def protocol_line(summary: dict) -> str:
+    """One line of the run's uncertainty and detection measures (all of them are in summary.json)."""
+    rule = summary["failure_rule"]
+    parts = [f"failure rule {rule['name']} ({rule['hash']})",
+             f"AURC {summary['risk_coverage']['aurc']:.4f}, e-AURC {summary['risk_coverage']['e_aurc']:.4f}",
+             f"ECE {summary['calibration']['pooled']['ece']:.4f}, Brier {summary['calibration']['brier']:.4f}"]
+    if "detection_curves" in summary:
+        slices = summary["detection_curves"]["slices"]
+        effort = summary["correction_effort"]
+        parts += [f"slice AP {slices['ap_pooled']:.3f} pooled, {slices['ap_per_patient']:.3f} per patient",
+                  f"effort AUC (Dice vs share of slices) {effort['auc_dice_vs_slices']:.3f}"]
+    return "; ".join(parts)

@@ -1,0 +1,172 @@
+"""Everything the protocol measures about a set of predicted volumes, whoever made them.
+
+The run calls it on its own out-of-fold predictions; it takes plain arrays so that predictions made
+elsewhere can be scored the same way. Definitions live in ``uqbench.protocol``; this module only
+gathers volumes, applies them and summarises.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from uqbench.api import CLASS_NAMES, PHASES
+from uqbench.protocol import calibration, clinical, detection, stats
+from uqbench.protocol.metrics import score
+
+
+@dataclass(frozen=True, slots=True)
+class Volume:
+    """One predicted volume with its reference: original geometry for scoring, the 1.4 mm grid for the rest."""
+
+    patient: str
+    phase: str
+    group: str
+    fold: int
+    spacing: tuple[float, float, float]  # original voxel spacing (mm), [Z, Y, X]
+    reference: np.ndarray  # original geometry
+    reference_grid: np.ndarray  # [Z, Y, X] on the 1.4 mm grid
+    prediction_grid: np.ndarray
+    uncertainty: np.ndarray
+    failures: np.ndarray
+    patch_probs: np.ndarray | None = None  # [Z, gy, gx] detector output
+
+    @property
+    def where(self) -> str:
+        return f"{self.patient} {self.phase}"
+
+
+ToOriginal = Callable[[Volume, np.ndarray], np.ndarray]
+"""Maps labels on a volume's 1.4 mm grid back to its original geometry."""
+
+
+def case_rows(v: Volume, original: np.ndarray) -> list[dict[str, Any]]:
+    """One row per foreground class: Dice, HD, HD95, ASSD, voxel counts and volumes (mL)."""
+    rows = []
+    for cls, metrics in score(original, v.reference, v.spacing, v.where).items():
+        rows.append({"patient": v.patient, "phase": v.phase, "group": v.group, "fold": v.fold,
+                     "class": CLASS_NAMES[cls], **metrics,
+                     "reference_voxels": int((v.reference == cls).sum()),
+                     "predicted_voxels": int((original == cls).sum()),
+                     "reference_ml": clinical.volume_ml(v.reference, cls, v.spacing),
+                     "predicted_ml": clinical.volume_ml(original, cls, v.spacing)})
+    return rows
+
+
+def _patient_indices(rows: Sequence[dict[str, Any]], column: str) -> dict[str, dict[str, float]]:
+    vols: dict[str, dict[str, dict[str, float]]] = {}
+    for r in rows:
+        vols.setdefault(r["patient"], {}).setdefault(r["phase"], {})[r["class"]] = float(r[column])
+    return {p: clinical.indices(v["ED"], v["ES"]) for p, v in vols.items() if "ED" in v and "ES" in v}
+
+
+def clinical_summary(rows: Sequence[dict[str, Any]], column: str = "predicted_ml") -> dict[str, Any]:
+    """Agreement of each clinical index computed from ``column`` with the reference, over patients with both
+    phases; also the per-patient absolute errors (for significance tests)."""
+    auto, ref = _patient_indices(rows, column), _patient_indices(rows, "reference_ml")
+    patients = sorted(auto)
+    out: dict[str, Any] = {"patients": len(patients)}
+    for name, unit in clinical.INDICES.items():
+        a = [auto[p][name] for p in patients]
+        r = [ref[p][name] for p in patients]
+        out[name] = {"unit": unit, **clinical.agreement(a, r)}
+    return out
+
+
+def _abs_errors(rows: Sequence[dict[str, Any]], column: str, name: str, patients: list[str]) -> list[float]:
+    auto, ref = _patient_indices(rows, column), _patient_indices(rows, "reference_ml")
+    return [abs(auto[p][name] - ref[p][name]) for p in patients]
+
+
+def significance(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Corrected against segmentation-only: Dice and HD per phase and class, and the clinical indices'
+    absolute errors, with Mann-Whitney U and paired Wilcoxon p-values."""
+    out: dict[str, Any] = {}
+    for metric in ("dice", "hd"):
+        for phase in PHASES:
+            for cls in CLASS_NAMES[1:]:
+                sel = [r for r in rows if r["phase"] == phase and r["class"] == cls and f"{metric}_corrected" in r]
+                if sel:
+                    out.setdefault(metric, {}).setdefault(phase, {})[cls] = stats.compare(
+                        [r[metric] for r in sel], [r[f"{metric}_corrected"] for r in sel])
+    corrected = [r for r in rows if "predicted_ml_corrected" in r]
+    patients = sorted(set(_patient_indices(corrected, "predicted_ml_corrected")))
+    for name in clinical.INDICES:
+        before = _abs_errors(corrected, "predicted_ml", name, patients)
+        after = _abs_errors(corrected, "predicted_ml_corrected", name, patients)
+        keep = [i for i, (b, a) in enumerate(zip(before, after, strict=True)) if np.isfinite(b) and np.isfinite(a)]
+        out.setdefault("clinical_abs_error", {})[name] = stats.compare([before[i] for i in keep],
+                                                                       [after[i] for i in keep])
+    return out
+
+
+def risk_coverage_summary(volumes: Sequence[Volume]) -> dict[str, Any]:
+    """Mean risk-coverage curve, AURC and e-AURC over volumes (1.4 mm grid)."""
+    curves, best = [], []
+    for v in volumes:
+        r, b = calibration.risk_coverage(v.uncertainty.astype(np.float64), v.prediction_grid, v.reference_grid,
+                                         v.where)
+        curves.append(r)
+        best.append(b)
+    return calibration.aurc(curves, best)
+
+
+def calibration_summary(counts: np.ndarray, brier_sum: float, voxels: int) -> dict[str, Any]:
+    """Reliability data per class and pooled, ECE and Brier, from summed ``reliability_counts``."""
+    return {"bins": calibration.BINS,
+            "per_class": {CLASS_NAMES[c]: calibration.reliability(counts[c]) for c in range(counts.shape[0])},
+            "pooled": calibration.reliability(counts.sum(0)),
+            "brier": brier_sum / voxels if voxels else float("nan"), "voxels": voxels}
+
+
+def detection_summary(volumes: Sequence[Volume]) -> dict[str, Any]:
+    """Voxel-level FROC and slice-level average precision of the detector's patch probabilities."""
+    scored = [v for v in volumes if v.patch_probs is not None]
+    probs = [v.patch_probs for v in scored if v.patch_probs is not None]
+    return {"froc": detection.froc(probs, [v.failures for v in scored]),
+            "slices": detection.slice_detection([v.patient for v in scored], probs, [v.failures for v in scored])}
+
+
+EFFORT_THRESHOLDS = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1, 0.0, -1.0)
+"""Detector thresholds of the correction-effort curve: 1.0 flags nothing, -1.0 every patch."""
+
+
+def effort_curve(volumes: Sequence[Volume], to_original: ToOriginal, mode: detection.CorrectionMode,
+                 thresholds: Sequence[float] = EFFORT_THRESHOLDS) -> dict[str, Any]:
+    """Quality after simulated correction against the share of patches and of slices an expert inspects.
+
+    At each threshold the patches with probability above it are corrected (``mode``), every volume is
+    mapped back to original geometry and re-scored; the areas under mean Dice against each share
+    summarise the curve (higher is better: quality bought with less inspection)."""
+    scored = [v for v in volumes if v.patch_probs is not None]
+    if not scored:
+        raise ValueError("correction-effort curve: the case list is empty")
+    total_patches = sum(int(v.patch_probs.size) for v in scored if v.patch_probs is not None)
+    total_slices = sum(v.prediction_grid.shape[0] for v in scored)
+    points: list[dict[str, Any]] = []
+    for t in thresholds:
+        flags = [v.patch_probs > t for v in scored if v.patch_probs is not None]
+        n_flagged = sum(int(f.sum()) for f in flags)
+        if points and points[-1]["flagged_patches"] == n_flagged:  # nested sets: same count, same set
+            points.append(points[-1] | {"threshold": t})
+            continue
+        rows: list[dict[str, Any]] = []
+        for v, f in zip(scored, flags, strict=True):
+            fixed = detection.correct(v.prediction_grid, v.reference_grid, f, mode, v.failures)
+            rows += case_rows(v, to_original(v, fixed))
+        clin = clinical_summary(rows)
+        points.append({"threshold": t, "flagged_patches": n_flagged,
+                       "share_of_patches": n_flagged / total_patches,
+                       "share_of_slices": sum(int(f.any((1, 2)).sum()) for f in flags) / total_slices,
+                       "dice": float(np.mean([r["dice"] for r in rows])),
+                       "hd": float(np.mean([r["hd"] for r in rows])),
+                       "clinical_mae": {name: clin[name]["mae"] for name in clinical.INDICES}})
+    return {"mode": mode, "points": points,
+            "auc_dice_vs_patches": detection.area_under([p["share_of_patches"] for p in points],
+                                                        [p["dice"] for p in points]),
+            "auc_dice_vs_slices": detection.area_under([p["share_of_slices"] for p in points],
+                                                       [p["dice"] for p in points])}
+
