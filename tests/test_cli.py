@@ -35,9 +35,11 @@ def run_main(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
     (["run", "--samples", "1"], "--samples 1: uncertainty map 'bmap' needs at least 2"),
     (["run", "--iterations", "0"], "--iterations 0: must be at least 1"),
     (["run", "--data", "/no/such/folder"], "--data /no/such/folder: not a folder"),
-    (["run", "--failure-preset", "papr"], "--failure-preset: unknown failure preset 'papr': expected one of paper, seed"),
+    (["run", "--failure-preset", "papr"], "unknown failure preset 'papr': expected one of paper, seed"),
     (["run", "--correction", "all"], "--correction 'all': expected one of patch, failures-only"),
     (["plugins", "--kind", "segmenters"], "--kind 'segmenters': expected one of"),
+    (["bench", "metrics", "--volumes", "1"], "--volumes 1: need at least 2"),
+    (["bench", "metrics", "--data", "/no/such/folder"], "--data /no/such/folder: not a folder"),
     (["data", "phantom", "/tmp/x-uqbench-never", "--patients", "0"], "--patients must be between 1 and 100"),
 ])
 def test_bad_option_is_one_line_and_exit_2(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
@@ -111,3 +113,12 @@ def test_plugins_json_lists_the_builtins_with_distribution(monkeypatch: pytest.M
     for key in [("segmenter", "drn"), ("uncertainty", "emap"), ("uncertainty", "bmap"), ("loss", "ce"),
                 ("loss", "soft-dice"), ("loss", "brier"), ("detector", "threshold")]:
         assert names[key] == "uqbench"
+
+
+def test_bench_metrics_prints_ratios_and_agreement(monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("COLUMNS", "200")
+    code, out, _ = run_main(monkeypatch, capsys, "bench", "metrics", "--volumes", "2")
+    assert code == 0
+    assert "medpy" in out and "max |HD diff| 0.0e+00 mm" in out  # MedPy is a test dependency: HD identical
+    assert out.count("identical") == 2 and "DIFFER" not in out

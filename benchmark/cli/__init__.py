@@ -11,7 +11,7 @@ import sys
 
 from rich.console import Console
 
-from uqbench.cli import data, folds, plugins, run  # noqa: F401  (commands register on import)
+from uqbench.cli import bench, data, folds, plugins, run  # noqa: F401  (commands register on import)
 from uqbench.cli.app import app
 from uqbench.errors import UqbenchError
 

@@ -10,4 +10,6 @@ app = typer.Typer(help="Cardiac MRI segmentation, uncertainty and local failure 
                   add_completion=False)
 data_app = typer.Typer(help="Check and generate datasets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+bench_app = typer.Typer(help="Benchmarks: speed measured side by side in one process.", no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
 console = Console()
