@@ -32,10 +32,17 @@ FOREGROUND = (1, 2, 3)
 SIX_CONNECTED = ndimage.generate_binary_structure(3, 1)
 
 
-def check_pair(pred: np.ndarray, ref: np.ndarray, where: str) -> None:
-    """Raise ValueError naming ``where`` if the two label maps cannot be compared."""
+def check_pair(pred: np.ndarray, ref: np.ndarray, where: str, pred_spacing: tuple[float, ...] | None = None,
+               ref_spacing: tuple[float, ...] | None = None) -> None:
+    """Raise ValueError naming ``where`` if the two label maps cannot be compared (shape, spacing when both
+    are given, to 1e-3 mm, or label values)."""
     if pred.shape != ref.shape:
         raise ValueError(f"{where}: prediction shape {pred.shape} differs from reference {ref.shape}")
+    if pred_spacing is not None and ref_spacing is not None and (
+            len(pred_spacing) != len(ref_spacing)
+            or any(abs(a - b) > 1e-3 for a, b in zip(pred_spacing, ref_spacing, strict=True))):
+        raise ValueError(f"{where}: prediction spacing {tuple(pred_spacing)} differs from reference "
+                         f"{tuple(ref_spacing)} mm")
     for name, arr in (("prediction", pred), ("reference", ref)):
         if arr.size and (arr.min() < 0 or arr.max() > 3):
             raise ValueError(f"{where}: {name} has label values outside 0..3")
@@ -119,8 +126,9 @@ def surface_distances(pred: np.ndarray, ref: np.ndarray, label: int, spacing: tu
 
 
 def score(pred: np.ndarray, ref: np.ndarray, spacing: tuple[float, float, float],
-          where: str) -> dict[int, dict[str, float]]:
+          where: str, pred_spacing: tuple[float, float, float] | None = None) -> dict[int, dict[str, float]]:
     """Dice, HD, both HD95 and ASSD per foreground class of a predicted volume in original geometry;
-    a shape or label-value mismatch is a ValueError naming ``where`` (the case)."""
-    check_pair(pred, ref, where)
+    a shape, spacing (when ``pred_spacing`` is given) or label-value mismatch is a ValueError naming
+    ``where`` (the case)."""
+    check_pair(pred, ref, where, pred_spacing, spacing)
     return {c: {"dice": dice(pred, ref, c)} | distance_metrics(pred, ref, c, spacing) for c in FOREGROUND}

@@ -7,7 +7,7 @@ import pytest
 from medpy.metric import binary
 from scipy import ndimage
 
-from uqbench.protocol.metrics import check_pair, dice, largest_component, surface_distances
+from uqbench.protocol.metrics import check_pair, dice, largest_component, score, surface_distances
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -46,6 +46,23 @@ def test_check_pair_names_the_case_on_shape_or_label_errors() -> None:
         check_pair(a, np.zeros((2, 3, 4), np.uint8), "patient001 ED")
     with pytest.raises(ValueError, match=r"label values outside 0\.\.3"):
         check_pair(a + 7, a, "patient001 ED")
+    with pytest.raises(ValueError, match=r"patient001 ED: prediction spacing \(10.0, 1.5, 1.5\) differs"):
+        score(a, a, (10.0, 1.4, 1.4), "patient001 ED", pred_spacing=(10.0, 1.5, 1.5))
+    assert score(a, a, (10.0, 1.4, 1.4), "patient001 ED", pred_spacing=(10.0, 1.4, 1.4))[3]["dice"] == 1.0
+
+
+def test_cropped_largest_component_equals_the_whole_volume_computation() -> None:
+    rng = np.random.default_rng(5)
+    for _ in range(5):
+        lab = np.where(rng.random((6, 30, 34)) < 0.08, rng.integers(1, 4, (6, 30, 34)), 0).astype(np.uint8)
+        lab[:, 10:20, 12:22] = 2
+        want = np.zeros_like(lab)
+        for c in (1, 2, 3):
+            comp, _ = ndimage.label(lab == c, ndimage.generate_binary_structure(3, 1))
+            sizes = np.bincount(comp.ravel())
+            sizes[0] = 0
+            want[comp == sizes.argmax()] = c
+        assert np.array_equal(largest_component(lab), want)
 
 
 def _random_pair(seed: int) -> tuple[np.ndarray, np.ndarray, tuple[float, float, float]]:
