@@ -37,7 +37,42 @@ class BayesianMap:
         return (std.mean(1) / (0.5 * math.sqrt(t / (t - 1)))).clamp(0, 1)
 
 
+class MutualInformation:
+    """mi: mutual information between the prediction and the network weights over T MC-dropout samples,
+    H(mean_t p_t) - mean_t H(p_t) (BALD), divided by log C so the map lies in [0, 1].
+
+    It is the part of the predictive entropy that comes from disagreement between samples (epistemic);
+    identical samples give 0."""
+
+    name = "mi"
+    samples = 10
+
+    def __call__(self, probs: Any) -> Any:
+        if probs.shape[0] < 2:
+            raise ValueError("mi needs at least 2 MC samples")
+        p = probs.float()
+        mean = p.mean(0)
+        total = -(mean * mean.clamp_min(1e-12).log()).sum(1)
+        expected = -(p * p.clamp_min(1e-12).log()).sum(2).mean(0)
+        return ((total - expected) / math.log(p.shape[2])).clamp(0, 1)
+
+
+class MaxProbability:
+    """maxprob: 1 - the highest mean softmax probability over T MC-dropout samples, divided by its largest
+    value 1 - 1/C (reached when every class is equally likely) so the map lies in [0, 1]."""
+
+    name = "maxprob"
+    samples = 10
+
+    def __call__(self, probs: Any) -> Any:
+        mean = probs.float().mean(0)
+        c = mean.shape[1]
+        return ((1 - mean.max(1).values) / (1 - 1 / c)).clamp(0, 1)
+
+
 @hookimpl
 def register_uncertainty_maps(register) -> None:  # type: ignore[no-untyped-def]
     register(EntropyMap)
     register(BayesianMap)
+    register(MutualInformation)
+    register(MaxProbability)

@@ -39,6 +39,30 @@ def test_emap_is_normalised_entropy_of_the_mean() -> None:
     assert registry().create("uncertainty", "emap")(p).item() == pytest.approx(h, rel=1e-6)
 
 
+def test_mi_is_zero_for_agreeing_samples_and_half_for_two_flipping_one_hots() -> None:
+    mi = registry().create("uncertainty", "mi")
+    same = _probs(1).expand(4, -1, -1, -1, -1)
+    assert torch.allclose(mi(same), torch.zeros(2, 3, 3), atol=1e-6)
+    p = torch.zeros(2, 1, 4, 1, 1)
+    p[0, :, 0] = p[1, :, 1] = 1  # mean is (0.5, 0.5, 0, 0): H = log 2; each sample H = 0
+    assert mi(p).item() == pytest.approx(math.log(2) / math.log(4))
+
+
+def test_mi_by_hand_on_random_samples() -> None:
+    p = _probs(5).double()
+    mean = p.mean(0)
+    h = lambda q, dim: -(q * q.log()).sum(dim)
+    want = (h(mean, 1) - h(p, 2).mean(0)) / math.log(4)
+    np.testing.assert_allclose(registry().create("uncertainty", "mi")(p).numpy(), want.numpy(), rtol=1e-5)
+
+
+def test_maxprob_is_one_for_uniform_and_scaled_below() -> None:
+    mp = registry().create("uncertainty", "maxprob")
+    assert mp(torch.full((3, 1, 4, 1, 1), 0.25)).item() == pytest.approx(1.0)
+    p = torch.tensor([0.7, 0.1, 0.1, 0.1]).view(1, 1, 4, 1, 1).expand(3, -1, -1, -1, -1)
+    assert mp(p).item() == pytest.approx(0.3 / 0.75)
+
+
 def test_losses_match_hand_values_on_a_two_voxel_case() -> None:
     logits = torch.log(torch.tensor([[0.7, 0.1, 0.1, 0.1], [0.25, 0.25, 0.25, 0.25]])).T.reshape(1, 4, 1, 2)
     labels = torch.tensor([[[0, 3]]])
