@@ -30,6 +30,27 @@ class DRN:
                       lr_decay_every=600, weight_decay=1e-4, width=0.125, foreground=0.5)
 
 
+class UNetSegmenter:
+    """Bayesian U-Net (paper III-A): 64 to 1024 kernels, instance norm going down, dropout ending every block."""
+
+    name = "unet"
+    size_multiple = 16
+
+    def build(self, in_channels: int, num_classes: int, dropout: float, width: float = 1.0) -> Any:
+        from uqbench_plugins.segmenters.unet import UNet
+
+        return UNet(in_channels, num_classes, dropout, width)
+
+    def recipe(self, profile: Profile) -> Recipe:
+        if profile is Profile.PAPER:  # as DRN (paper V-A); weight decay ours
+            return Recipe(loss="ce", iterations=100_000, batch_size=16, patch_size=128, learning_rate=1e-3,
+                          lr_decay_every=25_000, weight_decay=1e-4)
+        # CPU recipe: an eighth of the channels (8 to 128), otherwise as DRN's quick recipe.
+        return Recipe(loss="ce", iterations=800, batch_size=8, patch_size=96, learning_rate=3e-3,
+                      lr_decay_every=600, weight_decay=1e-4, width=0.125, foreground=0.5)
+
+
 @hookimpl
 def register_segmenters(register) -> None:  # type: ignore[no-untyped-def]
     register(DRN)
+    register(UNetSegmenter)

@@ -1,0 +1,55 @@
+"""Each paper architecture pinned: parameter counts from the paper's description, computed by hand here,
+and output shapes at the input sizes the plugin declares."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from uqbench.registry import registry
+
+
+def _params(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def _unet_by_hand(ch: tuple[int, ...], classes: int = 4) -> int:
+    def block(cin: int, cout: int, norm: bool) -> int:
+        n = (cin * 9 + 1) * cout + (cout * 9 + 1) * cout
+        return n + (4 * cout if norm else 0)  # two instance norms with affine weight and bias
+
+    total = block(1, ch[0], True) + sum(block(ch[i], ch[i + 1], True) for i in range(4))  # 4 levels + bottleneck
+    total += sum(ch[i + 1] * ch[i] * 4 + ch[i] + block(2 * ch[i], ch[i], False) for i in range(4))  # up path
+    return total + ch[0] * classes + classes
+
+
+def _drn_by_hand(ch: tuple[int, ...], classes: int = 4) -> int:
+    def conv(cin: int, cout: int, k: int = 3) -> int:
+        return cin * cout * k * k + 2 * cout  # no bias; batch norm weight and bias
+
+    def res(cin: int, cout: int) -> int:
+        return conv(cin, cout) + conv(cout, cout) + (conv(cin, cout, 1) if cin != cout else 0)
+
+    total = conv(1, ch[0], 7) + conv(ch[0], ch[0]) + conv(ch[0], ch[1])
+    total += sum(res(ch[i - 1], ch[i]) + res(ch[i], ch[i]) for i in range(2, 6))
+    total += conv(ch[5], ch[6]) + conv(ch[6], ch[7])
+    return total + ch[7] * classes + classes
+
+
+def test_unet_parameter_count_matches_the_description() -> None:
+    model = registry().create("segmenter", "unet").build(1, 4, 0.1, 1.0)
+    assert _params(model) == _unet_by_hand((64, 128, 256, 512, 1024)) == 31_038_724
+
+
+def test_drn_parameter_count_matches_the_description() -> None:
+    model = registry().create("segmenter", "drn").build(1, 4, 0.1, 1.0)
+    assert _params(model) == _drn_by_hand((16, 32, 64, 128, 256, 512, 512, 512))
+
+
+@pytest.mark.parametrize("name", ["drn", "unet"])
+def test_output_has_input_size_at_each_declared_multiple(name: str) -> None:
+    seg = registry().create("segmenter", name)
+    model = seg.build(1, 4, 0.1, 0.125).eval()
+    for k in (1, 2, 3):
+        side = seg.size_multiple * k
+        assert model(torch.zeros(1, 1, side, 2 * side)).shape == (1, 4, side, 2 * side)
