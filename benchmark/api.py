@@ -60,12 +60,14 @@ class Recipe:
     batch_size: int
     patch_size: int  # square training patches, a multiple of the segmenter's size_multiple
     learning_rate: float
-    lr_decay_every: int  # steps between multiplications of the learning rate by lr_decay
+    lr_decay_every: int  # "step": steps between multiplications by lr_decay; "snapshot": cycle length
     lr_decay: float = 0.1
     weight_decay: float = 1e-4
     width: float = 1.0  # channel multiplier passed to build(); 1.0 is the paper's architecture
     dropout: float = 0.1  # MC dropout probability (paper: 10 percent of hidden units)
     foreground: float = 0.0  # share of patches centred on a labelled voxel; 0 = uniform, as the paper
+    schedule: str = "step"  # "step" decay, or "snapshot": cosine from learning_rate to 0, restarted every
+    # lr_decay_every steps (the snapshot ensembles of Huang et al. 2017, as the paper trains DN)
 
 
 @dataclass(frozen=True, slots=True)

@@ -60,7 +60,7 @@ def train(segmenter: Segmenter, recipe: Recipe, loss: Loss, slices: Sequence[tup
     torch.manual_seed(seed)
     model = segmenter.build(1, NUM_CLASSES, recipe.dropout, recipe.width).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=recipe.learning_rate, weight_decay=recipe.weight_decay)
-    sched = torch.optim.lr_scheduler.StepLR(opt, recipe.lr_decay_every, recipe.lr_decay)
+    sched = lr_scheduler(opt, recipe)
     rng = np.random.default_rng(seed)
     step = 0
     if checkpoint.is_file():
@@ -90,6 +90,15 @@ def train(segmenter: Segmenter, recipe: Recipe, loss: Loss, slices: Sequence[tup
         if step % every == 0 or step == recipe.iterations:
             _save(checkpoint, model, opt, sched, rng, step)
     return model
+
+
+def lr_scheduler(opt: torch.optim.Optimizer, recipe: Recipe) -> torch.optim.lr_scheduler.LRScheduler:
+    """The recipe's learning-rate schedule (see ``Recipe.schedule``)."""
+    if recipe.schedule == "step":
+        return torch.optim.lr_scheduler.StepLR(opt, recipe.lr_decay_every, recipe.lr_decay)
+    if recipe.schedule == "snapshot":
+        return torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(opt, recipe.lr_decay_every)
+    raise ValueError(f"unknown learning-rate schedule {recipe.schedule!r}: expected 'step' or 'snapshot'")
 
 
 def _save(path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, sched: object,

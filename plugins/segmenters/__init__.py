@@ -50,7 +50,30 @@ class UNetSegmenter:
                       lr_decay_every=600, weight_decay=1e-4, width=0.125, foreground=0.5)
 
 
+class DN:
+    """Bayesian dilated CNN (paper III-A): 8 unpadded dilated 3x3 layers, receptive field 131, two 1x1 layers."""
+
+    name = "dn"
+    size_multiple = 1
+
+    def build(self, in_channels: int, num_classes: int, dropout: float, width: float = 1.0) -> Any:
+        from uqbench_plugins.segmenters.dn import DilatedCNN
+
+        return DilatedCNN(in_channels, num_classes, dropout, width)
+
+    def recipe(self, profile: Profile) -> Recipe:
+        if profile is Profile.PAPER:
+            # Paper V-A: Brier loss, Adam, batch 16, 151x151 samples (zero-padded to 281 inside the module),
+            # snapshot schedule: lr reset to 0.02 every 10,000 of 100,000 steps; weight decay ours.
+            return Recipe(loss="brier", iterations=100_000, batch_size=16, patch_size=151, learning_rate=0.02,
+                          lr_decay_every=10_000, weight_decay=1e-4, schedule="snapshot")
+        # CPU recipe: half the channels, 64x64 samples, 800 steps, half of them centred on a labelled voxel.
+        return Recipe(loss="brier", iterations=800, batch_size=8, patch_size=64, learning_rate=3e-3,
+                      lr_decay_every=400, weight_decay=1e-4, width=0.5, foreground=0.5, schedule="snapshot")
+
+
 @hookimpl
 def register_segmenters(register) -> None:  # type: ignore[no-untyped-def]
     register(DRN)
+    register(DN)
     register(UNetSegmenter)

@@ -46,7 +46,28 @@ def test_drn_parameter_count_matches_the_description() -> None:
     assert _params(model) == _drn_by_hand((16, 32, 64, 128, 256, 512, 512, 512))
 
 
-@pytest.mark.parametrize("name", ["drn", "unet"])
+def test_dn_parameter_count_matches_the_description() -> None:
+    model = registry().create("segmenter", "dn").build(1, 4, 0.1, 1.0)
+    first = 1 * 32 * 9 + 32  # layer 1: bias, no batch norm
+    dilated = 7 * (32 * 32 * 9 + 2 * 32)  # layers 2-8: batch norm
+    fc = 32 * 128 + 2 * 128 + 128 * 4 + 4  # layer 9 (batch norm) and the classifier
+    assert _params(model) == first + dilated + fc == 70_148
+
+
+def test_dn_receptive_field_is_131_voxels() -> None:
+    model = registry().create("segmenter", "dn").build(1, 4, 0.0, 1.0).eval()
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.Conv2d):
+                m.weight.fill_(0.01)  # positive weights, positive input: every ReLU passes, no path cancels
+    x = torch.ones(1, 1, 301, 301, requires_grad=True)
+    model(x)[0, 0, 150, 150].backward()
+    assert x.grad is not None
+    rows, cols = torch.nonzero(x.grad[0, 0].abs().sum(1)), torch.nonzero(x.grad[0, 0].abs().sum(0))
+    assert rows.numel() == cols.numel() == 131 and rows.min().item() == 150 - 65
+
+
+@pytest.mark.parametrize("name", ["drn", "dn", "unet"])
 def test_output_has_input_size_at_each_declared_multiple(name: str) -> None:
     seg = registry().create("segmenter", name)
     model = seg.build(1, 4, 0.1, 0.125).eval()

@@ -6,11 +6,12 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
-from uqbench.api import Profile
+from uqbench.api import Profile, Recipe
 from uqbench.registry import registry
-from uqbench.train.loop import PatchSampler, train
+from uqbench.train.loop import PatchSampler, lr_scheduler, train
 
 
 def _slices(n: int = 4) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -55,3 +56,17 @@ def test_interrupted_training_resumes_to_the_same_weights(tmp_path: Path) -> Non
     resumed = train(seg, recipe, loss, _slices(), "cpu", 3, tmp_path / "b.pt")
     for (k, a), b in zip(straight.state_dict().items(), resumed.state_dict().values(), strict=True):
         assert torch.equal(a, b), k
+
+
+def test_snapshot_schedule_restarts_the_learning_rate_every_cycle() -> None:
+    opt = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=0.02)
+    sched = lr_scheduler(opt, Recipe("ce", 30, 1, 8, 0.02, 10, schedule="snapshot"))
+    lrs = []
+    for _ in range(21):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[0] == lrs[10] == lrs[20] == pytest.approx(0.02)
+    assert lrs[5] == pytest.approx(0.01) and lrs[9] < 0.001  # cosine half-way, near zero at the cycle's end
+    with pytest.raises(ValueError, match="unknown learning-rate schedule 'cyclic'"):
+        lr_scheduler(opt, Recipe("ce", 30, 1, 8, 0.02, 10, schedule="cyclic"))
