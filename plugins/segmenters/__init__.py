@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from uqbench import Profile, Recipe, hookimpl
@@ -72,8 +73,48 @@ class DN:
                       lr_decay_every=400, weight_decay=1e-4, width=0.5, foreground=0.5, schedule="snapshot")
 
 
+class SMP:
+    """Any segmentation-models-pytorch architecture and encoder, e.g. smp:unet:resnet34 (MC dropout added)."""
+
+    name = "smp"
+    size_multiple = 32
+
+    def __init__(self, arch: str = "unet", encoder: str = "resnet34", weights: str | None = None) -> None:
+        import segmentation_models_pytorch as smp
+        from segmentation_models_pytorch.encoders import get_encoder_names
+
+        archs = sorted(smp.MODEL_ARCHITECTURES_MAPPING)
+        if arch.lower() not in archs:
+            raise ValueError(f"unknown architecture {arch!r}; smp has {', '.join(archs)}")
+        if encoder.startswith("tu-"):
+            import timm
+
+            if encoder[3:] not in timm.list_models():
+                raise ValueError(f"unknown timm encoder {encoder[3:]!r}")
+        elif encoder not in get_encoder_names():
+            raise ValueError(f"unknown encoder {encoder!r} (timm encoders are named tu-<name>)")
+        if weights is not None and not Path(weights).is_file():
+            raise ValueError(f"encoder weights {weights}: no such file (weights are never downloaded)")
+        self.arch, self.encoder, self.weights = arch.lower(), encoder, None if weights is None else Path(weights)
+
+    def build(self, in_channels: int, num_classes: int, dropout: float, width: float = 1.0) -> Any:
+        from uqbench_plugins.segmenters.smp import build
+
+        if width != 1.0:
+            raise ValueError("smp models have no width multiplier; use a smaller encoder instead")
+        return build(self.arch, self.encoder, self.weights, in_channels, num_classes, dropout)
+
+    def recipe(self, profile: Profile) -> Recipe:
+        if profile is Profile.PAPER:  # the paper's DRN/U-Net recipe
+            return Recipe(loss="ce", iterations=100_000, batch_size=16, patch_size=128, learning_rate=1e-3,
+                          lr_decay_every=25_000, weight_decay=1e-4)
+        return Recipe(loss="ce", iterations=800, batch_size=8, patch_size=96, learning_rate=1e-3,
+                      lr_decay_every=600, weight_decay=1e-4, foreground=0.5)
+
+
 @hookimpl
 def register_segmenters(register) -> None:  # type: ignore[no-untyped-def]
     register(DRN)
     register(DN)
+    register(SMP)
     register(UNetSegmenter)

@@ -3,9 +3,12 @@ and output shapes at the input sizes the plugin declares."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
+from uqbench.errors import UsageError
 from uqbench.registry import registry
 
 
@@ -74,3 +77,30 @@ def test_output_has_input_size_at_each_declared_multiple(name: str) -> None:
     for k in (1, 2, 3):
         side = seg.size_multiple * k
         assert model(torch.zeros(1, 1, side, 2 * side)).shape == (1, 4, side, 2 * side)
+
+
+def test_smp_adds_mc_dropout_to_decoder_and_head_of_any_architecture() -> None:
+    for spec in ("smp:unet:resnet18", "smp:fpn:efficientnet-b0", "smp:unet:tu-resnet18"):
+        model = registry().create("segmenter", spec).build(1, 4, 0.1)
+        decoder_drop = [m for m in model.decoder.modules() if isinstance(m, torch.nn.Dropout)]
+        assert decoder_drop and isinstance(model.segmentation_head[0], torch.nn.Dropout), spec
+        assert model.eval()(torch.zeros(1, 1, 64, 96)).shape == (1, 4, 64, 96)
+
+
+def test_smp_loads_encoder_weights_only_from_a_local_file(tmp_path: Path) -> None:
+    source = registry().create("segmenter", "smp:unet:resnet18").build(1, 4, 0.1)
+    path = tmp_path / "encoder.pt"
+    torch.save(source.encoder.state_dict(), path)
+    loaded = registry().create("segmenter", f"smp:unet:resnet18:{path}").build(1, 4, 0.1)
+    for a, b in zip(source.encoder.state_dict().values(), loaded.encoder.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    with pytest.raises(UsageError, match="no such file \\(weights are never downloaded\\)"):
+        registry().create("segmenter", f"smp:unet:resnet18:{tmp_path / 'missing.pt'}")
+
+
+@pytest.mark.parametrize(("spec", "message"), [("smp:unnet:resnet18", "unknown architecture 'unnet'"),
+                                               ("smp:unet:resnet19", "unknown encoder 'resnet19'"),
+                                               ("smp:unet:tu-nosuchnet", "unknown timm encoder 'nosuchnet'")])
+def test_smp_bad_names_are_usage_errors(spec: str, message: str) -> None:
+    with pytest.raises(UsageError, match=message):
+        registry().create("segmenter", spec)
