@@ -130,21 +130,30 @@ def detection_summary(volumes: Sequence[Volume]) -> dict[str, Any]:
             "slices": detection.slice_detection([v.patient for v in scored], probs, [v.failures for v in scored])}
 
 
-EFFORT_THRESHOLDS = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1, 0.0, -1.0)
-"""Detector thresholds of the correction-effort curve: 1.0 flags nothing, -1.0 every patch."""
+EFFORT_SHARES = (0.0, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
+"""Shares of all patches the correction-effort curve aims to flag (its thresholds are the matching quantiles
+of the detector's probabilities, so the curve is spread whatever the detector's calibration)."""
+
+
+def effort_thresholds(probs: Sequence[np.ndarray], shares: Sequence[float] = EFFORT_SHARES) -> list[float]:
+    """For each share s, the threshold t with about s of all patches above it (share 0: the maximum, so
+    nothing is flagged; share 1: -1, so everything is)."""
+    p = np.concatenate([q.ravel() for q in probs])
+    return [-1.0 if s >= 1 else float(np.quantile(p, 1 - s)) for s in shares]
 
 
 def effort_curve(volumes: Sequence[Volume], to_original: ToOriginal, mode: detection.CorrectionMode,
-                 thresholds: Sequence[float] = EFFORT_THRESHOLDS) -> dict[str, Any]:
+                 shares: Sequence[float] = EFFORT_SHARES) -> dict[str, Any]:
     """Quality after simulated correction against the share of patches and of slices an expert inspects.
 
-    At each threshold the patches with probability above it are corrected (``mode``), every volume is
-    mapped back to original geometry and re-scored; the areas under mean Dice against each share
-    summarise the curve (higher is better: quality bought with less inspection)."""
+    At each threshold (``effort_thresholds``) the patches with probability above it are corrected
+    (``mode``), every volume is mapped back to original geometry and re-scored; the areas under mean Dice
+    against each share summarise the curve (higher is better: quality bought with less inspection)."""
     scored = [v for v in volumes if v.patch_probs is not None]
     if not scored:
         raise ValueError("correction-effort curve: the case list is empty")
     total_patches = sum(int(v.patch_probs.size) for v in scored if v.patch_probs is not None)
+    thresholds = effort_thresholds([v.patch_probs for v in scored if v.patch_probs is not None], shares)
     total_slices = sum(v.prediction_grid.shape[0] for v in scored)
     points: list[dict[str, Any]] = []
     for t in thresholds:

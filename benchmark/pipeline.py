@@ -21,8 +21,8 @@ import numpy as np
 import uqbench
 from uqbench import evaluation
 from uqbench.api import CLASS_NAMES, Context, DetectorExample, Profile, Recipe
-from uqbench.data import cache, phantom
-from uqbench.data.preprocess import PreprocessParams, labels_to_original
+from uqbench.data import cache, nifti, phantom
+from uqbench.data.preprocess import PreprocessParams, labels_to_original, map_to_original
 from uqbench.errors import DataError, PluginError, UsageError
 from uqbench.evaluation import Volume
 from uqbench.infer.postprocess import finalise
@@ -342,11 +342,25 @@ def _infer_fold(cfg: RunConfig, model: Any, umap: Any, multiple: int, test: list
         labels = finalise(mean)
         original = labels_to_original(labels, c.original_labels.shape, c.spacing, params.spacing)
         key = f"{c.patient}_{c.phase}"
+        _write_nifti(Path(cfg.out) / f"fold{fold}" / "nifti" / key, c, original, probs, unc, cfg.uncertainty,
+                     params)
         arrays[f"{key}_labels"], arrays[f"{key}_uncertainty"] = labels, unc.astype(np.float16)
         arrays[f"{key}_failures"] = failure_rules.failure_map(labels, c.labels, rule, params.spacing)
         rows += evaluation.case_rows(_volume(c, fold, arrays), original)
         advance(1)
     return rows, arrays, {"counts": counts.tolist(), "brier_sum": brier, "voxels": voxels}
+
+
+def _write_nifti(stem: Path, c: cache.Prepared, labels: np.ndarray, probs: np.ndarray, unc: np.ndarray,
+                uncertainty: str, params: PreprocessParams) -> None:
+    """The case's label map, mean probabilities [4-D, classes last] and uncertainty map in original geometry,
+    with the source affine."""
+    shape = c.original_labels.shape
+    nifti.write(stem.with_name(f"{stem.name}_labels.nii.gz"), labels.astype(np.uint8), c.affine)
+    nifti.write(stem.with_name(f"{stem.name}_probs.nii.gz"),
+                map_to_original(probs, shape, c.spacing, params.spacing), c.affine, scaled_int16=True)
+    nifti.write(stem.with_name(f"{stem.name}_{uncertainty.replace(':', '_')}.nii.gz"),
+                map_to_original(unc, shape, c.spacing, params.spacing), c.affine, scaled_int16=True)
 
 
 def _detect(cfg: RunConfig, volumes: list[Volume], images: dict[str, np.ndarray], progress: Progress | None

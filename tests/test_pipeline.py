@@ -5,11 +5,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import nibabel as nib
+import numpy as np
 import pandas as pd
 import pytest
 
 from uqbench import pipeline
+from uqbench.data import layout, nifti
 from uqbench.errors import UsageError
+from uqbench.protocol.metrics import dice
 
 
 def _cfg(data: Path, out: Path, **kw: object) -> pipeline.RunConfig:
@@ -34,6 +38,19 @@ def test_run_writes_config_cases_summary_and_detection(tiny_phantom: Path, tmp_p
     det = pd.read_csv(out / "detection.csv")
     assert (det["true_positive_patches"] <= det["flagged_patches"]).all()
     assert summary["failure_rule"]["name"] == "paper"
+    tested = [c for c in layout.iter_cases(tiny_phantom) if c.patient in set(cases["patient"])]
+    assert len(tested) == 4
+    for case in tested:  # NIfTI outputs in original geometry, source affine
+        fold = int(cases[cases["patient"] == case.patient]["fold"].iloc[0])
+        stem = out / f"fold{fold}" / "nifti" / f"{case.patient}_{case.phase}"
+        labels, _, affine = nifti.read(stem.with_name(stem.name + "_labels.nii.gz"))
+        probs = np.asarray(nib.load(stem.with_name(stem.name + "_probs.nii.gz")).dataobj).transpose(3, 2, 1, 0)
+        unc, _, _ = nifti.read(stem.with_name(stem.name + "_bmap.nii.gz"))
+        assert labels.shape == case.labels.shape and np.allclose(affine, case.affine)
+        assert probs.shape == (4, *case.labels.shape) and np.allclose(probs.sum(0), 1, atol=1e-3)
+        assert unc.min() >= 0 and unc.max() <= 1 + 1e-4
+        row = cases[(cases["patient"] == case.patient) & (cases["phase"] == case.phase) & (cases["class"] == "LV")]
+        assert dice(labels, case.labels, 3) == pytest.approx(float(row["dice"].iloc[0]), abs=1e-6)
     assert summary["failure_rule"]["hash"] == config["failure_rule"]["hash"]
 
 

@@ -33,9 +33,14 @@ def read(path: Path) -> tuple[np.ndarray, tuple[float, float, float], np.ndarray
     return np.ascontiguousarray(data.transpose(2, 1, 0)), spacing, affine
 
 
-def write(path: Path, data: np.ndarray, affine: np.ndarray) -> None:
-    """Write [Z, Y, X] ``data`` with ``affine`` (voxel sizes are taken from the affine)."""
-    img = nib.Nifti1Image(np.ascontiguousarray(data.transpose(2, 1, 0)), affine)
+def write(path: Path, data: np.ndarray, affine: np.ndarray, scaled_int16: bool = False) -> None:
+    """Write [Z, Y, X] (or [C, Z, Y, X], stored as a 4-D image with C last) ``data`` with ``affine`` (voxel
+    sizes are taken from the affine). ``scaled_int16`` stores floats as int16 with a scale factor, which
+    NIfTI readers apply on load (NIfTI has no float16; this is as small, with 3e-5 steps on [0, 1])."""
+    arr = data.transpose(2, 1, 0) if data.ndim == 3 else data.transpose(3, 2, 1, 0)
+    img = nib.Nifti1Image(np.ascontiguousarray(arr), affine)
+    if scaled_int16:
+        img.set_data_dtype(np.int16)
     img.header.set_xyzt_units("mm")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".part.nii.gz")

@@ -99,6 +99,18 @@ def labels_to_original(labels: np.ndarray, original_shape: tuple[int, int, int],
     return _resample_labels(labels, original_shape[1:], (spacing[1] / target, spacing[2] / target))
 
 
+def map_to_original(values: np.ndarray, original_shape: tuple[int, int, int],
+                    spacing: tuple[float, float, float], target: float = 1.4) -> np.ndarray:
+    """Map a float map [..., Z, Y', X'] on the ``target`` mm grid back onto the original [Z, Y, X] grid by
+    linear interpolation (weights sum to 1, so probabilities stay probabilities and maps stay in range)."""
+    if values.shape[-3] != original_shape[0]:
+        raise ValueError(f"slice count {values.shape[-3]} differs from the original {original_shape[0]}")
+    lead = values.shape[:-3]
+    flat = values.reshape(-1, *values.shape[-2:]).astype(np.float32)
+    out = _resample(flat, original_shape[1:], (spacing[1] / target, spacing[2] / target))
+    return out.reshape(*lead, *original_shape)
+
+
 def normalise(image: np.ndarray, low: float = 1.0, high: float = 99.0) -> np.ndarray:
     """Clip to the [low, high] percentiles of the volume and scale to [0, 1] (a flat volume gives 0)."""
     lo, hi = np.percentile(image, [low, high])
