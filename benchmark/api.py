@@ -111,9 +111,24 @@ class Loss(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class Moments:
+    """Running statistics of T softmax samples, accumulated as they come so that the T samples are never
+    stored: the mean, the variance (divided by T) and the mean of each sample's entropy (nats)."""
+
+    samples: int
+    mean: torch.Tensor  # [B, C, H, W]
+    variance: torch.Tensor  # [B, C, H, W], population variance over the samples
+    mean_entropy: torch.Tensor  # [B, H, W]
+
+
 @runtime_checkable
 class UncertaintyMap(Protocol):
-    """A voxel-wise uncertainty measure computed from softmax samples."""
+    """A voxel-wise uncertainty measure computed from softmax samples.
+
+    Optionally also ``from_moments(m: Moments) -> [B, H, W]``, the same map from running statistics; the
+    harness then never stacks the T samples (faster, and memory independent of T). The contract kit checks
+    that both give the same map."""
 
     name: ClassVar[str]
     samples: ClassVar[int]  # T it is computed from; 1 = one deterministic pass (dropout off)

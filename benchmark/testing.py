@@ -120,6 +120,11 @@ def check_uncertainty_map(um: Any) -> None:
     onehot[:, :, 1] = 1
     assert torch.allclose(um(onehot), torch.zeros(2, 5, 6), atol=1e-6), f"{who}: identical one-hot samples are not 0"
     assert torch.isfinite(um(onehot)).all(), f"{who}: probabilities with zeros give NaN"
+    if hasattr(um, "from_moments"):
+        from uqbench.infer.mc import moments
+
+        streamed = um.from_moments(moments(probs))
+        assert torch.allclose(streamed, out, atol=1e-5), f"{who}: from_moments differs from the stacked map"
 
 
 def tiny_examples(n: int = 6, seed: int = 0) -> list[DetectorExample]:

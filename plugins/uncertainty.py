@@ -5,7 +5,11 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from uqbench import hookimpl
+from uqbench import Moments, hookimpl
+
+
+def _entropy(mean: Any) -> Any:
+    return -(mean * mean.clamp_min(1e-12).log()).sum(1)
 
 
 class EntropyMap:
@@ -15,9 +19,10 @@ class EntropyMap:
     samples = 1
 
     def __call__(self, probs: Any) -> Any:
-        mean = probs.float().mean(0)
-        ent = -(mean * mean.clamp_min(1e-12).log()).sum(1)
-        return (ent / math.log(mean.shape[1])).clamp(0, 1)
+        return self.from_moments(Moments(probs.shape[0], probs.float().mean(0), None, None))  # type: ignore[arg-type]
+
+    def from_moments(self, m: Moments) -> Any:
+        return (_entropy(m.mean) / math.log(m.mean.shape[1])).clamp(0, 1)
 
 
 class BayesianMap:
@@ -36,6 +41,14 @@ class BayesianMap:
         std = probs.float().std(0, unbiased=True)
         return (std.mean(1) / (0.5 * math.sqrt(t / (t - 1)))).clamp(0, 1)
 
+    def from_moments(self, m: Moments) -> Any:
+        """The same from running statistics: the unbiased variance is T / (T - 1) times the population one."""
+        t = m.samples
+        if t < 2:
+            raise ValueError("bmap needs at least 2 MC samples")
+        var = m.variance.clamp_min(0) * (t / (t - 1))
+        return (var.sqrt().mean(1) / (0.5 * math.sqrt(t / (t - 1)))).clamp(0, 1)
+
 
 class MutualInformation:
     """mi: mutual information between the prediction and the network weights over T MC-dropout samples,
@@ -51,10 +64,13 @@ class MutualInformation:
         if probs.shape[0] < 2:
             raise ValueError("mi needs at least 2 MC samples")
         p = probs.float()
-        mean = p.mean(0)
-        total = -(mean * mean.clamp_min(1e-12).log()).sum(1)
         expected = -(p * p.clamp_min(1e-12).log()).sum(2).mean(0)
-        return ((total - expected) / math.log(p.shape[2])).clamp(0, 1)
+        return self.from_moments(Moments(p.shape[0], p.mean(0), None, expected))  # type: ignore[arg-type]
+
+    def from_moments(self, m: Moments) -> Any:
+        if m.samples < 2:
+            raise ValueError("mi needs at least 2 MC samples")
+        return ((_entropy(m.mean) - m.mean_entropy) / math.log(m.mean.shape[1])).clamp(0, 1)
 
 
 class MaxProbability:
@@ -65,9 +81,11 @@ class MaxProbability:
     samples = 10
 
     def __call__(self, probs: Any) -> Any:
-        mean = probs.float().mean(0)
-        c = mean.shape[1]
-        return ((1 - mean.max(1).values) / (1 - 1 / c)).clamp(0, 1)
+        return self.from_moments(Moments(probs.shape[0], probs.float().mean(0), None, None))  # type: ignore[arg-type]
+
+    def from_moments(self, m: Moments) -> Any:
+        c = m.mean.shape[1]
+        return ((1 - m.mean.max(1).values) / (1 - 1 / c)).clamp(0, 1)
 
 
 @hookimpl
