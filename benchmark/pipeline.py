@@ -73,7 +73,7 @@ class RunConfig:
         return d
 
 
-def _device(requested: str) -> str:
+def resolve_device(requested: str) -> str:
     import torch
 
     if requested == "auto":
@@ -96,7 +96,7 @@ def resolve(segmenter: str, uncertainty: str, detector: str | None, loss: str | 
     if detector is not None:
         reg.entry("detector", detector.split(":")[0])
     reg.entry("dataset", dataset.split(":")[0])
-    dev = _device(device)
+    dev = resolve_device(device)
     try:
         prof = Profile(profile) if profile else (Profile.PAPER if dev == "cuda" else Profile.QUICK)
     except ValueError:

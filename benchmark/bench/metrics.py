@@ -34,7 +34,7 @@ class Pair:
     spacing: tuple[float, float, float]
 
 
-def _heart(rng: np.random.Generator, shape: tuple[int, int, int]) -> np.ndarray:
+def heart(rng: np.random.Generator, shape: tuple[int, int, int]) -> np.ndarray:
     """A reference: LV disc in a myocardial ring with an RV crescent beside it, shrinking towards the apex;
     the first and last slice unlabelled (above the base, below the apex)."""
     z, h, w = shape
@@ -75,7 +75,7 @@ def synthetic(n: int, seed: int = 0) -> list[Pair]:
     rng = np.random.default_rng(seed)
     out = []
     for _ in range(n):
-        ref = _heart(rng, SHAPE)
+        ref = heart(rng, SHAPE)
         out.append(Pair(_errors(rng, ref), ref, SPACING))
     return out
 

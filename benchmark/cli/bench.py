@@ -10,6 +10,7 @@ from rich.table import Table
 
 from uqbench.cli.app import bench_app, console
 from uqbench.errors import DataError, UsageError
+from uqbench.pipeline import resolve_device
 
 
 @bench_app.command("metrics")
@@ -57,3 +58,84 @@ def metrics_cmd(
         a = bm.score_all(bm.acdc_pairs(data, seed))
         console.print(f"scored all {a['volumes']} volumes of {data} (original geometry, reading excluded) "
                       f"in {a['total_s']:.2f} s", highlight=False)
+
+
+@bench_app.command("train")
+def train_cmd(
+    segmenter: Annotated[list[str], typer.Option("--segmenter", "-s", help="Segmenter(s) to time (repeatable).")]
+    = ["drn"],  # noqa: B006  (typer reads the default)
+    profile: Annotated[str, typer.Option("--profile", help="Recipe: quick or paper.")] = "quick",
+    iterations: Annotated[int, typer.Option("--iterations", help="Timed training steps.")] = 20,
+    device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
+) -> None:
+    """Training throughput of each segmenter's recipe on ACDC-sized synthetic slices: iterations/s,
+    images/s, peak memory, and the time the full recipe would take at that pace."""
+    from uqbench.api import Profile
+    from uqbench.bench.speed import train_speed
+    from uqbench.registry import registry
+
+    if iterations < 1:
+        raise UsageError(f"--iterations {iterations}: must be at least 1")
+    try:
+        prof = Profile(profile)
+    except ValueError:
+        raise UsageError(f"--profile {profile!r}: expected one of {', '.join(p.value for p in Profile)}") from None
+    dev = resolve_device(device)
+    for name in segmenter:
+        registry().create("segmenter", name)  # a bad name fails before any timing
+    table = Table(title=f"uqbench bench train: profile {prof.value}, device {_device_name(dev)}")
+    for col in ("segmenter", "batch x patch", "it/s", "images/s", "full recipe", "peak memory MiB"):
+        table.add_column(col)
+    for name in segmenter:
+        r = train_speed(name, prof, iterations, dev)
+        mem = r.get("peak_gpu_mib", r.get("peak_rss_mib", 0.0))
+        table.add_row(name, f"{r['batch_size']} x {r['patch_size']}", f"{r['iterations_per_s']:.2f}",
+                      f"{r['images_per_s']:.1f}", f"{r['full_recipe_s'] / 60:.1f} min", f"{mem:.0f}")
+    console.print(table)
+
+
+@bench_app.command("infer")
+def infer_cmd(
+    segmenter: Annotated[str, typer.Option("--segmenter", "-s", help="Segmenter to time.")] = "drn",
+    uncertainty: Annotated[str, typer.Option("--uncertainty", "-u", help="Uncertainty map.")] = "bmap",
+    samples: Annotated[int, typer.Option("--samples", help="MC samples T.")] = 10,
+    volumes: Annotated[int, typer.Option("--volumes", help="10-slice 224 x 224 volumes to time.")] = 3,
+    width: Annotated[float | None, typer.Option(
+        "--width", help="Channel multiplier (default: the quick recipe's on CPU, the paper's on CUDA).")] = None,
+    device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
+) -> None:
+    """MC-inference time per volume, samples one at a time against all in one batch, and running moments
+    against stacked samples, side by side."""
+    from uqbench.bench.speed import infer_speed
+    from uqbench.registry import registry
+
+    if samples < 2 or volumes < 1:
+        raise UsageError(f"--samples {samples} --volumes {volumes}: need at least 2 samples and 1 volume")
+    dev = resolve_device(device)
+    registry().create("segmenter", segmenter)
+    umap = registry().create("uncertainty", uncertainty)
+    if umap.samples < 2:
+        raise UsageError(f"--uncertainty {uncertainty}: a one-pass map; MC inference needs an MC map")
+    r = infer_speed(segmenter, uncertainty, samples, volumes, dev, width)
+    table = Table(title=f"uqbench bench infer: {segmenter} (width {r['width']}), {uncertainty}, T={samples}, "
+                        f"device {_device_name(dev)}")
+    table.add_column("variant")
+    table.add_column("s/volume")
+    table.add_column("relative")
+    base = r["seconds_per_volume"]["one sample per pass, running moments"]
+    for label, sec in r["seconds_per_volume"].items():
+        table.add_row(label, f"{sec:.3f}", f"{sec / base:.2f}")
+    console.print(table)
+    mem = r.get("peak_gpu_mib", r.get("peak_rss_mib", 0.0))
+    console.print(f"200 ACDC volumes at the best pace: {200 * min(r['seconds_per_volume'].values()):.0f} s; "
+                  f"peak memory {mem:.0f} MiB", highlight=False)
+
+
+def _device_name(device: str) -> str:
+    import platform
+
+    import torch
+
+    if device == "cuda":
+        return torch.cuda.get_device_name()
+    return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"

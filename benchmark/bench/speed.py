@@ -1,0 +1,113 @@
+"""`uqbench bench train` and `uqbench bench infer`: training and MC-inference throughput of a segmenter on
+ACDC-sized synthetic slices, on the device at hand. Absolute figures mean something only on the device
+they were measured on; the inference benchmark also times the alternatives side by side (samples one at a
+time or all in one batch; running moments or stacked samples), whose ratios travel.
+"""
+
+from __future__ import annotations
+
+import resource
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from uqbench.api import Profile
+from uqbench.bench.metrics import heart
+
+SLICE = (224, 224)  # an ACDC slice on the 1.4 mm grid is about this size
+
+
+def _slices(n: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    rng = np.random.default_rng(seed)
+    labels = heart(rng, (n + 2, *SLICE))[1:-1]
+    images = np.clip(labels * 0.25 + rng.normal(0.2, 0.05, labels.shape), 0, 1).astype(np.float32)
+    return list(zip(images, labels, strict=True))
+
+
+def _peak_memory(device: str) -> dict[str, float]:
+    import torch
+
+    if device == "cuda":
+        return {"peak_gpu_mib": torch.cuda.max_memory_allocated() / 2**20}
+    return {"peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def train_speed(segmenter: str, profile: Profile, iterations: int, device: str, seed: int = 0) -> dict[str, Any]:
+    """Iterations and images per second of the recipe's training step, after a few warm-up steps, and the
+    time the full recipe would take at that pace."""
+    import torch
+
+    from uqbench.registry import registry
+    from uqbench.train.loop import train
+
+    torch.set_flush_denormal(True)  # as the run does
+    reg = registry()
+    seg = reg.create("segmenter", segmenter)
+    recipe = seg.recipe(profile)
+    loss = reg.create("loss", recipe.loss)
+    data = _slices(20, seed)
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    with tempfile.TemporaryDirectory() as tmp:
+        warm = min(5, iterations)
+        train(seg, replace(recipe, iterations=warm), loss, data, device, seed, Path(tmp) / "warm.pt")
+        if device == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        train(seg, replace(recipe, iterations=iterations), loss, data, device, seed, Path(tmp) / "timed.pt")
+        if device == "cuda":
+            torch.cuda.synchronize()
+        elapsed = time.perf_counter() - t0
+    its = iterations / elapsed
+    return {"segmenter": segmenter, "profile": profile.value, "device": device, "iterations": iterations,
+            "batch_size": recipe.batch_size, "patch_size": recipe.patch_size, "iterations_per_s": its,
+            "images_per_s": its * recipe.batch_size, "full_recipe_s": recipe.iterations / its,
+            **_peak_memory(device)}
+
+
+def infer_speed(segmenter: str, uncertainty: str, samples: int, volumes: int, device: str,
+                width: float | None = None, seed: int = 0) -> dict[str, Any]:
+    """Seconds per 10-slice volume of MC inference, for samples one at a time and all in one batch, with the
+    map from running moments and (when the map offers both) from stacked samples."""
+    import torch
+
+    from uqbench.infer.mc import predict_volume
+    from uqbench.registry import registry
+
+    torch.set_flush_denormal(True)  # as the run does: denormal floats slow CPU inference several-fold
+    reg = registry()
+    seg = reg.create("segmenter", segmenter)
+    umap = reg.create("uncertainty", uncertainty)
+    w = width if width is not None else seg.recipe(Profile.QUICK if device == "cpu" else Profile.PAPER).width
+    model = seg.build(1, 4, 0.1, w).to(device)
+    images = [np.stack([s for s, _ in _slices(10, seed + v)]) for v in range(volumes)]
+
+    class Stacked:  # the same map without from_moments: the harness stacks the samples
+        name, samples = umap.name, umap.samples
+
+        def __call__(self, probs: Any) -> Any:
+            return umap(probs)
+
+    variants = {"one sample per pass, running moments": (umap, 1),
+                f"{samples} samples per pass, running moments": (umap, samples),
+                "one sample per pass, stacked samples": (Stacked(), 1)}
+    out: dict[str, Any] = {"segmenter": segmenter, "uncertainty": uncertainty, "samples": samples,
+                           "width": w, "device": device, "volumes": volumes, "seconds_per_volume": {}}
+    totals = dict.fromkeys(variants, 0.0)
+    for m, per_pass in variants.values():  # warm-up
+        predict_volume(model, images[0], m, samples, seg.size_multiple, device, seed, per_pass)
+    for i, img in enumerate(images):  # variants interleaved, so drifting machine load hits them alike
+        for label, (m, per_pass) in variants.items():
+            if device == "cuda":
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            predict_volume(model, img, m, samples, seg.size_multiple, device, seed + i, per_pass)
+            if device == "cuda":
+                torch.cuda.synchronize()
+            totals[label] += time.perf_counter() - t0
+    out["seconds_per_volume"] = {label: t / volumes for label, t in totals.items()}
+    return out | _peak_memory(device)
