@@ -39,6 +39,11 @@ def run_main(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
     (["run", "--correction", "all"], "--correction 'all': expected one of patch, failures-only"),
     (["plugins", "--kind", "segmenters"], "--kind 'segmenters': expected one of"),
     (["bench", "metrics", "--volumes", "1"], "--volumes 1: need at least 2"),
+    (["bench", "train", "--iterations", "0"], "--iterations 0: must be at least 1"),
+    (["bench", "train", "--segmenter", "drm"], "unknown segmenter 'drm'"),
+    (["bench", "train", "--profile", "slow"], "--profile 'slow': expected one of"),
+    (["bench", "infer", "--uncertainty", "emap"], "--uncertainty emap: a one-pass map"),
+    (["bench", "infer", "--samples", "1"], "need at least 2 samples"),
     (["bench", "metrics", "--data", "/no/such/folder"], "--data /no/such/folder: not a folder"),
     (["data", "phantom", "/tmp/x-uqbench-never", "--patients", "0"], "--patients must be between 1 and 100"),
 ])
@@ -122,3 +127,12 @@ def test_bench_metrics_prints_ratios_and_agreement(monkeypatch: pytest.MonkeyPat
     assert code == 0
     assert "medpy" in out and "max |HD diff| 0.0e+00 mm" in out  # MedPy is a test dependency: HD identical
     assert out.count("identical") == 2 and "DIFFER" not in out
+
+
+def test_bench_train_and_infer_print_their_figures(monkeypatch: pytest.MonkeyPatch,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("COLUMNS", "200")
+    code, out, _ = run_main(monkeypatch, capsys, "bench", "train", "--iterations", "2", "-s", "drn", "-s", "unet")
+    assert code == 0 and "drn" in out and "unet" in out and "8 x 96" in out and "min" in out
+    code, out, _ = run_main(monkeypatch, capsys, "bench", "infer", "--volumes", "1", "--samples", "2")
+    assert code == 0 and "2 samples per pass, running moments" in out and "stacked samples" in out
