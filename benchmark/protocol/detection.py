@@ -16,7 +16,7 @@ threshold t when its probability exceeds t (the run's operating point is t = 0.5
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -84,9 +84,24 @@ def slice_scores(probs: np.ndarray, failures: np.ndarray) -> tuple[np.ndarray, n
     return probs.reshape(probs.shape[0], -1).max(1), failures.reshape(failures.shape[0], -1).any(1)
 
 
+def precision_recall(scores: np.ndarray, positive: np.ndarray, thresholds: np.ndarray = THRESHOLDS
+                     ) -> dict[str, list[float]]:
+    """Precision and recall of "score > t" at each threshold (precision 1 where nothing is flagged)."""
+    scores, positive = np.asarray(scores, dtype=np.float64), np.asarray(positive, dtype=bool)
+    n_pos = max(1, int(positive.sum()))
+    precision, recall = [], []
+    for t in thresholds:
+        flagged = scores > t
+        tp = int((flagged & positive).sum())
+        precision.append(tp / int(flagged.sum()) if flagged.any() else 1.0)
+        recall.append(tp / n_pos)
+    return {"threshold": [float(t) for t in thresholds], "precision": precision, "recall": recall}
+
+
 def slice_detection(patients: Sequence[str], probs: Sequence[np.ndarray], failures: Sequence[np.ndarray]
-                    ) -> dict[str, float | int]:
-    """Slice-level AP pooled and per patient averaged, and the share of slices holding a failure."""
+                    ) -> dict[str, Any]:
+    """Slice-level AP pooled and per patient averaged, the pooled precision-recall curve, and the share of
+    slices holding a failure."""
     if not probs:
         raise ValueError("slice detection: the case list is empty")
     per: dict[str, tuple[list[np.ndarray], list[np.ndarray]]] = {}
@@ -101,7 +116,7 @@ def slice_detection(patients: Sequence[str], probs: Sequence[np.ndarray], failur
     return {"ap_pooled": average_precision(all_s, all_y),
             "ap_per_patient": float(np.mean(scored)) if scored else float("nan"),
             "patients_scored": len(scored), "patients_without_failure": len(aps) - len(scored),
-            "share_of_slices_with_failures": float(all_y.mean())}
+            "share_of_slices_with_failures": float(all_y.mean()), "pr_curve": precision_recall(all_s, all_y)}
 
 
 def correct(pred: np.ndarray, ref: np.ndarray, flagged: np.ndarray, mode: CorrectionMode = "patch",

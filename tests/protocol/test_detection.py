@@ -11,6 +11,7 @@ from uqbench.protocol.detection import (
     check_patch_probabilities,
     correct,
     froc,
+    precision_recall,
     slice_detection,
 )
 
@@ -33,6 +34,11 @@ def test_average_precision_by_hand() -> None:
     assert average_precision(np.array([0.9, 0.8, 0.7, 0.6]), np.array([1, 0, 1, 0])) == pytest.approx(0.5 + 0.5 * 2 / 3)
     assert average_precision(np.array([0.9, 0.9]), np.array([1, 0])) == pytest.approx(0.5)  # ties move together
     assert np.isnan(average_precision(np.array([0.1]), np.array([0])))
+
+
+def test_precision_recall_points_by_hand() -> None:
+    got = precision_recall(np.array([0.9, 0.8, 0.7, 0.6]), np.array([1, 0, 1, 0]), np.array([0.85, 0.65, 0.95]))
+    assert got["precision"] == [1.0, 2 / 3, 1.0] and got["recall"] == [0.5, 1.0, 0.0]
 
 
 def test_slice_detection_pools_and_averages_per_patient() -> None:
