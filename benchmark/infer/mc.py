@@ -65,7 +65,8 @@ def predict_volume(model: nn.Module, image: np.ndarray, umap: UncertaintyMap, sa
     ``samples == 1`` is one deterministic pass (dropout off); more is MC dropout with that many passes,
     ``per_pass`` samples per forward pass (the slices repeated; default: all T on CUDA, where one large
     batch is fastest, one at a time on CPU, where stacking is slower). Maps with ``from_moments`` get running
-    sums and the T samples are never held together; other maps get the stacked samples.
+    sums and the T samples are never held together; other maps get the stacked samples. On CUDA the
+    forward passes run under bf16 autocast with channels-last input; the softmax is taken in float32.
     Slices are zero-padded at the bottom and right to a multiple of the network's ``multiple``."""
     h, w = image.shape[1:]
     ph, pw = -h % multiple, -w % multiple
@@ -75,13 +76,17 @@ def predict_volume(model: nn.Module, image: np.ndarray, umap: UncertaintyMap, sa
     else:
         model.eval()
     torch.manual_seed(seed)
+    if x.is_cuda:
+        x = x.contiguous(memory_format=torch.channels_last)
     group = per_pass or (samples if x.is_cuda else 1)
     streaming = hasattr(umap, "from_moments")
     acc, stacked = _Accumulator(), []
     done = 0
     while done < samples:
         k = min(group, samples - done)
-        out = model(x.repeat(k, 1, 1, 1)).float().softmax(1)[..., :h, :w]
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=x.is_cuda):
+            logits = model(x.repeat(k, 1, 1, 1))
+        out = logits.float().softmax(1)[..., :h, :w]
         p = out.view(k, x.shape[0], *out.shape[1:])
         if streaming:
             acc.add(p)

@@ -52,16 +52,92 @@ class PatchSampler:
         return xs, ys
 
 
+class DeviceSampler:
+    """The same draws as :class:`PatchSampler` (uniform or labelled-voxel-centred square patches, random
+    rot90), made on the device from slices kept there, with a device generator: on a GPU no batch is
+    assembled on the host and nothing waits for it.
+
+    Slices are zero-padded to a common size; a slice's patch corners stay inside its own (padded-to-patch)
+    extent, and a centred patch picks a slice with labels uniformly, then one of its labelled voxels."""
+
+    def __init__(self, slices: Sequence[tuple[np.ndarray, np.ndarray]], patch: int, device: str, seed: int,
+                 foreground: float = 0.0) -> None:
+        self.patch, self.foreground, self.device = patch, foreground, device
+        h = max(patch, *(img.shape[0] for img, _ in slices))
+        w = max(patch, *(img.shape[1] for img, _ in slices))
+        images = np.zeros((len(slices), h, w), np.float32)
+        labels = np.zeros((len(slices), h, w), np.uint8)
+        extent = np.zeros((len(slices), 2), np.int64)
+        coords, counts = [], []
+        for i, (img, lab) in enumerate(slices):
+            images[i, : img.shape[0], : img.shape[1]] = img
+            labels[i, : lab.shape[0], : lab.shape[1]] = lab
+            extent[i] = max(patch, img.shape[0]), max(patch, img.shape[1])
+            fg = np.argwhere(lab > 0)
+            coords.append(fg)
+            counts.append(len(fg))
+        self.images = torch.from_numpy(images).to(device)
+        self.labels = torch.from_numpy(labels).to(device)
+        self.extent = torch.from_numpy(extent).to(device)
+        n = np.asarray(counts)
+        self.with_fg = torch.from_numpy(np.flatnonzero(n)).to(device)
+        self.count = torch.from_numpy(n).to(device)
+        self.offset = torch.from_numpy(np.concatenate([[0], np.cumsum(n)[:-1]])).to(device)
+        self.coords = torch.from_numpy(np.concatenate(coords).astype(np.int64)).to(device)
+        self.gen = torch.Generator(device).manual_seed(seed)
+        self.span = torch.arange(patch, device=device)
+
+    def _rand(self, size: int) -> torch.Tensor:
+        return torch.rand(size, generator=self.gen, device=self.device)
+
+    def batch(self, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images [size, 1, P, P] float32 and labels [size, P, P] int64, on the device."""
+        p, n = self.patch, self.images.shape[0]
+        centred = self._rand(size) < self.foreground if len(self.with_fg) else torch.zeros(size, dtype=torch.bool,
+                                                                                           device=self.device)
+        idx = (self._rand(size) * n).long().clamp_max(n - 1)
+        pick = self.with_fg[(self._rand(size) * len(self.with_fg)).long().clamp_max(max(len(self.with_fg) - 1, 0))] \
+            if len(self.with_fg) else idx
+        idx = torch.where(centred, pick, idx)
+        room = self.extent[idx] - p  # corners may go from 0 to room
+        y0 = (self._rand(size) * (room[:, 0] + 1)).long()
+        x0 = (self._rand(size) * (room[:, 1] + 1)).long()
+        if len(self.with_fg):
+            voxel = self.offset[idx] + (self._rand(size) * self.count[idx]).long().clamp_min(0)
+            voxel = torch.minimum(voxel, self.offset[idx] + (self.count[idx] - 1).clamp_min(0))
+            voxel = voxel.clamp(0, self.coords.shape[0] - 1)  # slices without labels: any row; not used
+            cy, cx = self.coords[voxel, 0], self.coords[voxel, 1]
+            y0 = torch.where(centred, torch.minimum((cy - p // 2).clamp_min(0), room[:, 0]), y0)
+            x0 = torch.where(centred, torch.minimum((cx - p // 2).clamp_min(0), room[:, 1]), x0)
+        rows = (y0[:, None] + self.span)[:, :, None]
+        cols = (x0[:, None] + self.span)[:, None, :]
+        xs, ys = self.images[idx[:, None, None], rows, cols], self.labels[idx[:, None, None], rows, cols]
+        k = (self._rand(size) * 4).long().clamp_max(3)
+        for r in (1, 2, 3):
+            sel = k == r
+            xs[sel], ys[sel] = torch.rot90(xs[sel], r, (1, 2)), torch.rot90(ys[sel], r, (1, 2))
+        return xs[:, None], ys.long()
+
+
 def train(segmenter: Segmenter, recipe: Recipe, loss: Loss, slices: Sequence[tuple[np.ndarray, np.ndarray]],
           device: str, seed: int, checkpoint: Path, advance: Callable[[int], None] | None = None) -> torch.nn.Module:
-    """Train and return the network; resumes from ``checkpoint`` when it exists and finishes by writing it."""
+    """Train and return the network; resumes from ``checkpoint`` when it exists and finishes by writing it.
+
+    On CUDA the slices live on the device (:class:`DeviceSampler`), the forward pass runs under bf16
+    autocast with channels-last tensors (the loss in float32), and no step waits for the host."""
     if recipe.patch_size % segmenter.size_multiple:
         raise ValueError(f"patch size {recipe.patch_size} is not a multiple of {segmenter.size_multiple}")
+    gpu = torch.device(device).type == "cuda"
     torch.manual_seed(seed)
     model = segmenter.build(1, NUM_CLASSES, recipe.dropout, recipe.width).to(device)
+    if gpu:
+        model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.Adam(model.parameters(), lr=recipe.learning_rate, weight_decay=recipe.weight_decay)
     sched = lr_scheduler(opt, recipe)
     rng = np.random.default_rng(seed)
+    sampler: PatchSampler | DeviceSampler = (
+        DeviceSampler(slices, recipe.patch_size, device, seed, recipe.foreground) if gpu
+        else PatchSampler(slices, recipe.patch_size, rng, recipe.foreground))
     step = 0
     if checkpoint.is_file():
         state = torch.load(checkpoint, map_location=device, weights_only=False)
@@ -70,16 +146,23 @@ def train(segmenter: Segmenter, recipe: Recipe, loss: Loss, slices: Sequence[tup
         sched.load_state_dict(state["scheduler"])
         rng.bit_generator.state = state["rng"]
         torch.set_rng_state(state["torch_rng"])
+        if isinstance(sampler, DeviceSampler) and "sampler_rng" in state:
+            sampler.gen.set_state(state["sampler_rng"])
+            torch.cuda.set_rng_state(state["cuda_rng"])
         step = state["step"]
         if advance:
             advance(step)
-    sampler = PatchSampler(slices, recipe.patch_size, rng, recipe.foreground)
     every = max(50, recipe.iterations // 10)
     model.train()
     while step < recipe.iterations:
-        xs, ys = sampler.batch(recipe.batch_size)
-        logits = model(torch.from_numpy(xs).to(device))
-        value = loss(logits, torch.from_numpy(ys).to(device))
+        if isinstance(sampler, DeviceSampler):
+            x, y = sampler.batch(recipe.batch_size)
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                logits = model(x.contiguous(memory_format=torch.channels_last))
+            value = loss(logits.float(), y)
+        else:
+            xs, ys = sampler.batch(recipe.batch_size)
+            value = loss(model(torch.from_numpy(xs).to(device)), torch.from_numpy(ys).to(device))
         opt.zero_grad(set_to_none=True)
         value.backward()
         opt.step()
@@ -88,7 +171,9 @@ def train(segmenter: Segmenter, recipe: Recipe, loss: Loss, slices: Sequence[tup
         if advance:
             advance(1)
         if step % every == 0 or step == recipe.iterations:
-            _save(checkpoint, model, opt, sched, rng, step)
+            extra = ({"sampler_rng": sampler.gen.get_state(), "cuda_rng": torch.cuda.get_rng_state()}
+                     if isinstance(sampler, DeviceSampler) else {})
+            _save(checkpoint, model, opt, sched, rng, step, extra)
     return model
 
 
@@ -102,8 +187,8 @@ def lr_scheduler(opt: torch.optim.Optimizer, recipe: Recipe) -> torch.optim.lr_s
 
 
 def _save(path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, sched: object,
-          rng: np.random.Generator, step: int) -> None:
+          rng: np.random.Generator, step: int, extra: dict | None = None) -> None:
     tmp = path.with_suffix(".part")
     torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),  # type: ignore[attr-defined]
-                "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(), "step": step}, tmp)
+                "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(), "step": step, **(extra or {})}, tmp)
     tmp.replace(path)

@@ -11,7 +11,7 @@ import torch
 
 from uqbench.api import Profile, Recipe
 from uqbench.registry import registry
-from uqbench.train.loop import PatchSampler, lr_scheduler, train
+from uqbench.train.loop import DeviceSampler, PatchSampler, lr_scheduler, train
 
 
 def _slices(n: int = 4) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -70,3 +70,50 @@ def test_snapshot_schedule_restarts_the_learning_rate_every_cycle() -> None:
     assert lrs[5] == pytest.approx(0.01) and lrs[9] < 0.001  # cosine half-way, near zero at the cycle's end
     with pytest.raises(ValueError, match="unknown learning-rate schedule 'cyclic'"):
         lr_scheduler(opt, Recipe("ce", 30, 1, 8, 0.02, 10, schedule="cyclic"))
+
+
+def _slices() -> list[tuple[np.ndarray, np.ndarray]]:
+    rng = np.random.default_rng(0)
+    out = []
+    for h, w in ((40, 52), (36, 30), (48, 48)):
+        img = rng.random((h, w)).astype(np.float32)
+        lab = np.zeros((h, w), np.uint8)
+        if h != 36:
+            lab[h // 2: h // 2 + 4, 5:9] = 3
+        out.append((img, lab))
+    return out
+
+
+def test_device_sampler_draws_rotated_crops_of_the_slices() -> None:
+    slices = _slices()
+    sampler = DeviceSampler(slices, 32, "cpu", seed=0)
+    x, y = sampler.batch(24)
+    assert x.shape == (24, 1, 32, 32) and x.dtype == torch.float32 and y.shape == (24, 32, 32)
+    assert y.dtype == torch.int64
+    for patch, lab in zip(x[:, 0].numpy(), y.numpy(), strict=True):  # each is some rot90 of a window of a slice
+        found = False
+        for img, ref in slices:
+            padded = np.pad(img, ((0, max(0, 32 - img.shape[0])), (0, max(0, 32 - img.shape[1]))))
+            ref_p = np.pad(ref, ((0, max(0, 32 - ref.shape[0])), (0, max(0, 32 - ref.shape[1]))))
+            for k in range(4):
+                back = np.rot90(patch, -k)
+                hits = np.argwhere(np.isclose(padded, back[0, 0]))
+                for y0, x0 in hits:
+                    win = padded[y0:y0 + 32, x0:x0 + 32]
+                    if win.shape == (32, 32) and np.array_equal(win, back):
+                        found = np.array_equal(ref_p[y0:y0 + 32, x0:x0 + 32], np.rot90(lab, -k))
+                        break
+                if found:
+                    break
+            if found:
+                break
+        assert found
+
+
+def test_device_sampler_centres_on_labels_and_repeats_with_its_seed() -> None:
+    sampler = DeviceSampler(_slices(), 16, "cpu", seed=3, foreground=1.0)
+    _, y = sampler.batch(40)
+    assert (y.reshape(40, -1) > 0).any(1).all()  # every patch holds the labelled voxel it is centred on
+    a = DeviceSampler(_slices(), 16, "cpu", seed=3).batch(8)
+    b = DeviceSampler(_slices(), 16, "cpu", seed=3).batch(8)
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
