@@ -7,7 +7,7 @@ from typing import Any
 
 import pandas as pd
 
-METRICS = ("dice", "hd", "hd95", "assd")
+METRICS = ("dice", "hd", "hd95", "hd95_directed_max", "assd")
 """Per-class metrics summarised (uqbench.protocol.metrics.score); distances in mm."""
 
 
