@@ -110,3 +110,16 @@ def test_quick_profile_on_the_phantom_is_learnable_but_not_trivial(tmp_path: Pat
     cfg = _cfg(None, tmp_path / "run", folds=[0], detector=None, samples=None, iterations=None)  # type: ignore[arg-type]
     summary = pipeline.run(cfg)
     assert 0.75 <= summary["mean_foreground_dice"] <= 0.95, summary["dice"]
+
+
+@pytest.mark.parametrize(("segmenter", "uncertainty"), [("dn", "mi"), ("unet", "maxprob"),
+                                                        ("smp:unet:resnet18", "bmap")])
+def test_every_paper_segmenter_and_estimator_runs_end_to_end(tiny_phantom: Path, tmp_path: Path, segmenter: str,
+                                                             uncertainty: str) -> None:
+    cfg = _cfg(tiny_phantom, tmp_path / "run", segmenter=segmenter, uncertainty=uncertainty, folds=[0],
+               detector=None, iterations=2, samples=2)
+    summary = pipeline.run(cfg)
+    assert summary["cases"] == 2 and 0 <= summary["mean_foreground_dice"] <= 1
+    assert summary["provenance"]["methods"]["segmenter"]["spec"] == segmenter
+    expected_loss = "brier" if segmenter == "dn" else "ce"  # the paper's per-architecture choice
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["loss"] == expected_loss
