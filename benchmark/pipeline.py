@@ -33,6 +33,7 @@ from uqbench.protocol.patches import expand
 from uqbench.registry import registry
 from uqbench.results import tables
 
+NIFTI_QUANTUM = 1e-3  # probabilities and maps are written in steps of 0.001 (see nifti.write)
 PHANTOM_PATIENTS = 20
 PHANTOM_SEED = 0
 
@@ -358,9 +359,9 @@ def _write_nifti(stem: Path, c: cache.Prepared, labels: np.ndarray, probs: np.nd
     shape = c.original_labels.shape
     nifti.write(stem.with_name(f"{stem.name}_labels.nii.gz"), labels.astype(np.uint8), c.affine)
     nifti.write(stem.with_name(f"{stem.name}_probs.nii.gz"),
-                map_to_original(probs, shape, c.spacing, params.spacing), c.affine, scaled_int16=True)
+                map_to_original(probs, shape, c.spacing, params.spacing), c.affine, quantum=NIFTI_QUANTUM)
     nifti.write(stem.with_name(f"{stem.name}_{uncertainty.replace(':', '_')}.nii.gz"),
-                map_to_original(unc, shape, c.spacing, params.spacing), c.affine, scaled_int16=True)
+                map_to_original(unc, shape, c.spacing, params.spacing), c.affine, quantum=NIFTI_QUANTUM)
 
 
 def _detect(cfg: RunConfig, volumes: list[Volume], images: dict[str, np.ndarray], progress: Progress | None

@@ -47,7 +47,7 @@ def test_run_writes_config_cases_summary_and_detection(tiny_phantom: Path, tmp_p
         probs = np.asarray(nib.load(stem.with_name(stem.name + "_probs.nii.gz")).dataobj).transpose(3, 2, 1, 0)
         unc, _, _ = nifti.read(stem.with_name(stem.name + "_bmap.nii.gz"))
         assert labels.shape == case.labels.shape and np.allclose(affine, case.affine)
-        assert probs.shape == (4, *case.labels.shape) and np.allclose(probs.sum(0), 1, atol=1e-3)
+        assert probs.shape == (4, *case.labels.shape) and np.allclose(probs.sum(0), 1, atol=2.5e-3)
         assert unc.min() >= 0 and unc.max() <= 1 + 1e-4
         row = cases[(cases["patient"] == case.patient) & (cases["phase"] == case.phase) & (cases["class"] == "LV")]
         assert dice(labels, case.labels, 3) == pytest.approx(float(row["dice"].iloc[0]), abs=1e-6)

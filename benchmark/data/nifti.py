@@ -33,14 +33,20 @@ def read(path: Path) -> tuple[np.ndarray, tuple[float, float, float], np.ndarray
     return np.ascontiguousarray(data.transpose(2, 1, 0)), spacing, affine
 
 
-def write(path: Path, data: np.ndarray, affine: np.ndarray, scaled_int16: bool = False) -> None:
+def write(path: Path, data: np.ndarray, affine: np.ndarray, quantum: float | None = None) -> None:
     """Write [Z, Y, X] (or [C, Z, Y, X], stored as a 4-D image with C last) ``data`` with ``affine`` (voxel
-    sizes are taken from the affine). ``scaled_int16`` stores floats as int16 with a scale factor, which
-    NIfTI readers apply on load (NIfTI has no float16; this is as small, with 3e-5 steps on [0, 1])."""
+    sizes are taken from the affine). With ``quantum``, floats are stored as int16 multiples of it with the
+    NIfTI scale factor set to it, which readers apply on load: NIfTI has no float16, and rounding to, say,
+    1e-3 (float16's step near 1) lets gzip shrink probability maps about threefold."""
     arr = data.transpose(2, 1, 0) if data.ndim == 3 else data.transpose(3, 2, 1, 0)
+    if quantum is not None:
+        steps = np.round(arr / quantum)
+        if steps.size and np.abs(steps).max() > np.iinfo(np.int16).max:
+            raise ValueError(f"{path}: values too large for int16 steps of {quantum}")
+        arr = steps.astype(np.int16)
     img = nib.Nifti1Image(np.ascontiguousarray(arr), affine)
-    if scaled_int16:
-        img.set_data_dtype(np.int16)
+    if quantum is not None:
+        img.header.set_slope_inter(quantum, 0.0)
     img.header.set_xyzt_units("mm")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".part.nii.gz")
