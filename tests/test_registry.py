@@ -127,7 +127,7 @@ def test_same_name_from_two_distributions_is_a_conflict_naming_both(sandbox: Pat
 
 
 def test_unknown_name_suggests_the_closest() -> None:
-    with pytest.raises(UsageError, match=r"unknown segmenter 'drm'\. Did you mean 'drn'\? Known: drn"):
+    with pytest.raises(UsageError, match=r"unknown segmenter 'drm'\. Did you mean 'drn'\? Known: dn, drn, smp, unet"):
         registry().entry("segmenter", "drm")
 
 

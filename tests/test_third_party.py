@@ -88,4 +88,5 @@ def test_pip_installed_example_is_discovered_in_a_fresh_process(tmp_path: Path) 
     out = subprocess.run([sys.executable, "-m", "uqbench", "plugins", "--json", "--kind", "segmenter"],
                          capture_output=True, text=True, env=env, check=True).stdout
     names = {m["name"]: m["distribution"] for m in json.loads(out)["methods"]}
-    assert names == {"drn": "uqbench", "example-net": "uqbench-example"}
+    assert names == {"dn": "uqbench", "drn": "uqbench", "smp": "uqbench", "unet": "uqbench",
+                     "example-net": "uqbench-example"}
