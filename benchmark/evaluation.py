@@ -76,14 +76,9 @@ def clinical_summary(rows: Sequence[dict[str, Any]], column: str = "predicted_ml
     return out
 
 
-def _abs_errors(rows: Sequence[dict[str, Any]], column: str, name: str, patients: list[str]) -> list[float]:
-    auto, ref = _patient_indices(rows, column), _patient_indices(rows, "reference_ml")
-    return [abs(auto[p][name] - ref[p][name]) for p in patients]
-
-
 def significance(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Corrected against segmentation-only: Dice and HD per phase and class, and the clinical indices'
-    absolute errors, with Mann-Whitney U and paired Wilcoxon p-values."""
+    absolute errors (patients where both are defined), with Mann-Whitney U and paired Wilcoxon p-values."""
     out: dict[str, Any] = {}
     for metric in ("dice", "hd"):
         for phase in PHASES:
@@ -93,13 +88,12 @@ def significance(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
                     out.setdefault(metric, {}).setdefault(phase, {})[cls] = stats.compare(
                         [r[metric] for r in sel], [r[f"{metric}_corrected"] for r in sel])
     corrected = [r for r in rows if "predicted_ml_corrected" in r]
-    patients = sorted(set(_patient_indices(corrected, "predicted_ml_corrected")))
+    ref = _patient_indices(corrected, "reference_ml")
+    before, after = _patient_indices(corrected, "predicted_ml"), _patient_indices(corrected, "predicted_ml_corrected")
     for name in clinical.INDICES:
-        before = _abs_errors(corrected, "predicted_ml", name, patients)
-        after = _abs_errors(corrected, "predicted_ml_corrected", name, patients)
-        keep = [i for i, (b, a) in enumerate(zip(before, after, strict=True)) if np.isfinite(b) and np.isfinite(a)]
-        out.setdefault("clinical_abs_error", {})[name] = stats.compare([before[i] for i in keep],
-                                                                       [after[i] for i in keep])
+        pairs = [(abs(before[p][name] - ref[p][name]), abs(after[p][name] - ref[p][name])) for p in sorted(after)]
+        pairs = [(b, a) for b, a in pairs if np.isfinite(b) and np.isfinite(a)]
+        out.setdefault("clinical_abs_error", {})[name] = stats.compare([b for b, _ in pairs], [a for _, a in pairs])
     return out
 
 
