@@ -36,9 +36,10 @@ def _peak_memory(device: str) -> dict[str, float]:
     return {"peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
-def train_speed(segmenter: str, profile: Profile, iterations: int, device: str, seed: int = 0) -> dict[str, Any]:
-    """Iterations and images per second of the recipe's training step, after a few warm-up steps, and the
-    time the full recipe would take at that pace."""
+def train_speed(segmenter: str, profile: Profile, iterations: int, device: str, seed: int = 0,
+                compile_model: bool = False) -> dict[str, Any]:
+    """Iterations and images per second of the recipe's training step, after a few warm-up steps (which
+    also pay for compilation), and the time the full recipe would take at that pace."""
     import torch
 
     from uqbench.registry import registry
@@ -54,16 +55,19 @@ def train_speed(segmenter: str, profile: Profile, iterations: int, device: str, 
         torch.cuda.reset_peak_memory_stats()
     with tempfile.TemporaryDirectory() as tmp:
         warm = min(5, iterations)
-        train(seg, replace(recipe, iterations=warm), loss, data, device, seed, Path(tmp) / "warm.pt")
+        train(seg, replace(recipe, iterations=warm), loss, data, device, seed, Path(tmp) / "warm.pt",
+              compile_model=compile_model)
         if device == "cuda":
             torch.cuda.synchronize()
         t0 = time.perf_counter()
-        train(seg, replace(recipe, iterations=iterations), loss, data, device, seed, Path(tmp) / "timed.pt")
+        train(seg, replace(recipe, iterations=iterations), loss, data, device, seed, Path(tmp) / "timed.pt",
+              compile_model=compile_model)
         if device == "cuda":
             torch.cuda.synchronize()
         elapsed = time.perf_counter() - t0
     its = iterations / elapsed
     return {"segmenter": segmenter, "profile": profile.value, "device": device, "iterations": iterations,
+            "compiled": compile_model,
             "batch_size": recipe.batch_size, "patch_size": recipe.patch_size, "iterations_per_s": its,
             "images_per_s": its * recipe.batch_size, "full_recipe_s": recipe.iterations / its,
             **_peak_memory(device)}

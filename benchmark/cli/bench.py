@@ -67,6 +67,8 @@ def train_cmd(
     profile: Annotated[str, typer.Option("--profile", help="Recipe: quick or paper.")] = "quick",
     iterations: Annotated[int, typer.Option("--iterations", help="Timed training steps.")] = 20,
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
+    compile_model: Annotated[bool, typer.Option(
+        "--compile", help="Also time the step under torch.compile, side by side.")] = False,
 ) -> None:
     """Training throughput of each segmenter's recipe on ACDC-sized synthetic slices: iterations/s,
     images/s, peak memory, and the time the full recipe would take at that pace."""
@@ -84,13 +86,15 @@ def train_cmd(
     for name in segmenter:
         registry().create("segmenter", name)  # a bad name fails before any timing
     table = Table(title=f"uqbench bench train: profile {prof.value}, device {_device_name(dev)}")
-    for col in ("segmenter", "batch x patch", "it/s", "images/s", "full recipe", "peak memory MiB"):
+    for col in ("segmenter", "compiled", "batch x patch", "it/s", "images/s", "full recipe", "peak memory MiB"):
         table.add_column(col)
     for name in segmenter:
-        r = train_speed(name, prof, iterations, dev)
-        mem = r.get("peak_gpu_mib", r.get("peak_rss_mib", 0.0))
-        table.add_row(name, f"{r['batch_size']} x {r['patch_size']}", f"{r['iterations_per_s']:.2f}",
-                      f"{r['images_per_s']:.1f}", f"{r['full_recipe_s'] / 60:.1f} min", f"{mem:.0f}")
+        for compiled in (False, True) if compile_model else (False,):
+            r = train_speed(name, prof, iterations, dev, compile_model=compiled)
+            mem = r.get("peak_gpu_mib", r.get("peak_rss_mib", 0.0))
+            table.add_row(name, "yes" if compiled else "no", f"{r['batch_size']} x {r['patch_size']}",
+                          f"{r['iterations_per_s']:.2f}", f"{r['images_per_s']:.1f}",
+                          f"{r['full_recipe_s'] / 60:.1f} min", f"{mem:.0f}")
     console.print(table)
 
 

@@ -120,8 +120,10 @@ class DeviceSampler:
 
 
 def train(segmenter: Segmenter, recipe: Recipe, loss: Loss, slices: Sequence[tuple[np.ndarray, np.ndarray]],
-          device: str, seed: int, checkpoint: Path, advance: Callable[[int], None] | None = None) -> torch.nn.Module:
+          device: str, seed: int, checkpoint: Path, advance: Callable[[int], None] | None = None,
+          compile_model: bool = False) -> torch.nn.Module:
     """Train and return the network; resumes from ``checkpoint`` when it exists and finishes by writing it.
+    ``compile_model`` runs the training steps through ``torch.compile`` (the returned module is not compiled).
 
     On CUDA the slices live on the device (:class:`DeviceSampler`), the forward pass runs under bf16
     autocast with channels-last tensors (the loss in float32), and no step waits for the host."""
@@ -154,15 +156,16 @@ def train(segmenter: Segmenter, recipe: Recipe, loss: Loss, slices: Sequence[tup
             advance(step)
     every = max(50, recipe.iterations // 10)
     model.train()
+    forward = torch.compile(model) if compile_model else model
     while step < recipe.iterations:
         if isinstance(sampler, DeviceSampler):
             x, y = sampler.batch(recipe.batch_size)
             with torch.autocast("cuda", dtype=torch.bfloat16):
-                logits = model(x.contiguous(memory_format=torch.channels_last))
+                logits = forward(x.contiguous(memory_format=torch.channels_last))
             value = loss(logits.float(), y)
         else:
             xs, ys = sampler.batch(recipe.batch_size)
-            value = loss(model(torch.from_numpy(xs).to(device)), torch.from_numpy(ys).to(device))
+            value = loss(forward(torch.from_numpy(xs).to(device)), torch.from_numpy(ys).to(device))
         opt.zero_grad(set_to_none=True)
         value.backward()
         opt.step()
