@@ -184,7 +184,12 @@ def _write_json(path: Path, obj: Any) -> None:
 
 def run(cfg: RunConfig, progress: Progress | None = None) -> dict[str, Any]:
     """Execute a resolved run and return its summary (also written to OUT/summary.json)."""
+    # The torch stages are imported here, once, not on first use: a run that lasts hours then keeps the code
+    # it started with even if the installation changes under it.
     import torch
+
+    from uqbench.infer.mc import predict_volume
+    from uqbench.train.loop import train
 
     torch.set_flush_denormal(True)  # denormal floats slow CPU training several-fold
     reg = registry()
@@ -225,14 +230,12 @@ def run(cfg: RunConfig, progress: Progress | None = None) -> dict[str, Any]:
             train_slices = [(c.image[z], c.labels[z]) for c in cases if fold_of[c.patient] != k
                             for z in range(c.image.shape[0])]
             t0 = time.perf_counter()
-            from uqbench.train.loop import train
-
             model = _plugin_call(cfg, "segmenter", train, seg, recipe, loss, train_slices, cfg.device,
                                  cfg.seed + k, fdir / "checkpoint.pt",
                                  _tracker(progress, f"fold {k} train", recipe.iterations))
             t1 = time.perf_counter()
-            fold_rows, arrays, fold_calib = _infer_fold(cfg, model, umap, seg.size_multiple, test, k, params, rule,
-                                                        _tracker(progress, f"fold {k} infer", len(test)))
+            fold_rows, arrays, fold_calib = _infer_fold(cfg, predict_volume, model, umap, seg.size_multiple, test, k,
+                                                        params, rule, _tracker(progress, f"fold {k} infer", len(test)))
             t2 = time.perf_counter()
             np.savez_compressed(fdir / "predictions.npz", **arrays)  # type: ignore[arg-type]
             _write_json(done, {"rows": fold_rows, "calibration": fold_calib, "train_s": t1 - t0,
@@ -318,12 +321,12 @@ def _plugin_call(cfg: RunConfig, kind: str, fn: Callable[..., Any], *args: Any) 
                           f"{type(exc).__name__}: {exc}") from exc
 
 
-def _infer_fold(cfg: RunConfig, model: Any, umap: Any, multiple: int, test: list[cache.Prepared], fold: int,
-                params: PreprocessParams, rule: failure_rules.FailureRule, advance: Callable[[int], None]
+def _infer_fold(cfg: RunConfig, predict_volume: Callable[..., tuple[np.ndarray, np.ndarray]], model: Any, umap: Any,
+                multiple: int, test: list[cache.Prepared], fold: int, params: PreprocessParams,
+                rule: failure_rules.FailureRule, advance: Callable[[int], None]
                 ) -> tuple[list[dict], dict[str, np.ndarray], dict[str, Any]]:
-    """Predict, post-process, score and label failures of every test case; sum calibration counts."""
-    from uqbench.infer.mc import predict_volume
-
+    """Predict (with ``uqbench.infer.mc.predict_volume``), post-process, score and label failures of every
+    test case; sum calibration counts."""
     rows, arrays = [], {}
     counts = np.zeros((len(CLASS_NAMES), calibration.BINS, 3))
     brier, voxels = 0.0, 0
