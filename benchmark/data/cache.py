@@ -18,6 +18,7 @@ import json
 import lzma
 import os
 import shutil
+import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -96,19 +97,29 @@ def prepare(dataset: Dataset, params: pp.PreprocessParams, fingerprint: str, roo
     manifest = folder / "manifest.json"
     if manifest.is_file():
         return folder, json.loads(manifest.read_text())["cases"]
-    work = folder.with_name(key + ".part")
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
-    entries = []
-    for case in dataset.cases():
-        entries.append(_write_case(work / f"{case.patient}_{case.phase}.xz", case, params))
-        if advance:
-            advance(1)
-    (work / "manifest.json").write_text(json.dumps({"format": FORMAT, "params": asdict(params),
-                                                    "cases": entries}, indent=1))
-    shutil.rmtree(folder, ignore_errors=True)
-    work.rename(folder)
-    return folder, entries
+    # Each preparing process writes its own folder and renames it into place in one step, so two runs
+    # preparing the same data at once never mix files: the first rename wins, the other's copy is dropped.
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=key + ".", suffix=".part", dir=folder.parent))
+    try:
+        entries = []
+        for case in dataset.cases():
+            entries.append(_write_case(work / f"{case.patient}_{case.phase}.xz", case, params))
+            if advance:
+                advance(1)
+        (work / "manifest.json").write_text(json.dumps({"format": FORMAT, "params": asdict(params),
+                                                        "cases": entries}, indent=1))
+        if folder.is_dir() and not manifest.is_file():
+            shutil.rmtree(folder)  # an incomplete folder left by an older version
+        try:
+            work.rename(folder)
+        except OSError:
+            if not manifest.is_file():
+                raise
+            return folder, json.loads(manifest.read_text())["cases"]  # another process finished first
+        return folder, entries
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def load(folder: Path, entries: list[dict], params: pp.PreprocessParams,

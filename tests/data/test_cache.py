@@ -38,3 +38,23 @@ def test_changed_source_file_gets_a_new_cache_key(phantom_copy: Path, tmp_path: 
     cfg = phantom_copy / "patient001" / "Info.cfg"
     cfg.write_text(cfg.read_text().replace("NbFrame: 30", "NbFrame: 31"))
     assert cache.prepare(ds, params, ds.fingerprint(), tmp_path)[0] != first
+
+
+def test_two_runs_preparing_at_once_share_one_complete_folder(tiny_phantom: Path, tmp_path: Path) -> None:
+    ds = registry().create("dataset", "acdc", tiny_phantom)
+    params = pp.PreprocessParams()
+    inner: list[tuple[Path, list[dict]]] = []
+
+    class Racing:
+        """The same dataset; halfway through, a second run prepares the same key to the end."""
+
+        def cases(self):  # type: ignore[no-untyped-def]
+            for i, case in enumerate(ds.cases()):
+                if i == 3:
+                    inner.append(cache.prepare(ds, params, ds.fingerprint(), tmp_path))
+                yield case
+
+    folder, entries = cache.prepare(Racing(), params, ds.fingerprint(), tmp_path)  # type: ignore[arg-type]
+    assert inner and folder == inner[0][0] and entries == inner[0][1]
+    assert sorted(p.name for p in folder.parent.iterdir()) == [folder.name]  # no half-written copy left
+    assert len(cache.load(folder, entries, params)) == len(entries) == 8
