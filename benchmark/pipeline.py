@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import numpy as np
 
@@ -259,7 +259,7 @@ def run(cfg: RunConfig, progress: Progress | None = None) -> dict[str, Any]:
         t0 = time.perf_counter()
         extra |= {"detection_curves": evaluation.detection_summary(volumes),
                   "correction_effort": evaluation.effort_curve(volumes, _to_original(params),
-                                                               _mode(cfg.correction)),
+                                                               cast(CorrectionMode, cfg.correction)),
                   "significance": evaluation.significance(rows)}
         timings["effort_curve_s"] = time.perf_counter() - t0
     elif cfg.detector:
@@ -286,12 +286,6 @@ def run(cfg: RunConfig, progress: Progress | None = None) -> dict[str, Any]:
 def _rule(cfg: RunConfig) -> failure_rules.FailureRule:
     fields = {k: v for k, v in cfg.failure_rule.items() if k not in ("hash", "definition_version")}
     return failure_rules.FailureRule(**fields)
-
-
-def _mode(name: str) -> CorrectionMode:
-    if name not in MODES:
-        raise UsageError(f"--correction {name!r}: expected one of {', '.join(MODES)}")
-    return "patch" if name == "patch" else "failures-only"
 
 
 def _to_original(params: PreprocessParams) -> evaluation.ToOriginal:
@@ -414,7 +408,7 @@ def _correct(cfg: RunConfig, volumes: list[Volume], rows: list[dict], params: Pr
     for v in volumes:
         assert v.patch_probs is not None
         flags = v.patch_probs > 0.5
-        fixed = correct(v.prediction_grid, v.reference_grid, flags, _mode(cfg.correction), v.failures)
+        fixed = correct(v.prediction_grid, v.reference_grid, flags, cast(CorrectionMode, cfg.correction), v.failures)
         for r in evaluation.case_rows(v, to_original(v, fixed)):
             corrected[(v.patient, v.phase, r["class"])] = r
         fail_patches = voxels_per_patch(v.failures) > 0

@@ -17,7 +17,7 @@ import numpy as np
 from scipy import ndimage
 
 from uqbench.bench.baselines import failure_map_loop
-from uqbench.protocol.failures import PAPER, FailureRule, failure_map
+from uqbench.protocol.failures import PAPER, FailureRule, apex_index, failure_map
 from uqbench.protocol.metrics import FOREGROUND, largest_component, score
 
 SHAPE = (10, 224, 224)
@@ -65,8 +65,7 @@ def _errors(rng: np.random.Generator, ref: np.ndarray) -> np.ndarray:
     for _ in range(3):  # islands far from the heart
         z, y, x = rng.integers(1, ref.shape[0] - 1), rng.integers(5, 40), rng.integers(5, 40)
         pred[z, y:y + rng.integers(3, 9), x:x + rng.integers(3, 9)] = rng.integers(1, 4)
-    apex = int(np.flatnonzero(ref.reshape(ref.shape[0], -1).any(1)).max())
-    pred[apex] = 0
+    pred[apex_index(ref)] = 0
     return pred
 
 

@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from uqbench.protocol.metrics import bounding_box
+
 BINS = 10
 GRID = np.arange(101, dtype=np.float64)  # coverage in percent
 
@@ -82,10 +84,8 @@ def reliability(counts: np.ndarray) -> dict[str, object]:
 
 
 def _crop_to_reference(ref: np.ndarray) -> tuple[slice, ...]:
-    idx = np.argwhere(ref > 0)
-    if idx.size == 0:
-        return tuple(slice(None) for _ in ref.shape)  # no reference label: the whole volume
-    return tuple(slice(int(lo), int(hi) + 1) for lo, hi in zip(idx.min(0), idx.max(0), strict=True))
+    """The box of the reference labels; the whole volume when it has none."""
+    return bounding_box(ref > 0) or tuple(slice(None) for _ in ref.shape)
 
 
 def risk_coverage(uncertainty: np.ndarray, pred: np.ndarray, ref: np.ndarray, where: str = "volume"

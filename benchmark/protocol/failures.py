@@ -49,7 +49,7 @@ from typing import Literal
 import numpy as np
 from scipy import ndimage
 
-from uqbench.protocol.metrics import FOREGROUND
+from uqbench.protocol.metrics import FOREGROUND, bounding_box
 
 DEFINITION_VERSION = 1
 
@@ -120,9 +120,10 @@ def _disk(radius: float) -> np.ndarray:
 
 
 def _box(mask: np.ndarray, margin: int) -> tuple[slice, ...]:
-    ys, xs = np.flatnonzero(mask.any((0, 2))), np.flatnonzero(mask.any((0, 1)))
-    return (slice(None), slice(max(ys[0] - margin, 0), ys[-1] + margin + 1),
-            slice(max(xs[0] - margin, 0), xs[-1] + margin + 1))
+    """Every slice, cropped in-plane to the box of ``mask`` (not empty) over all slices, grown by ``margin``."""
+    yx = bounding_box(mask.any(0), margin)
+    assert yx is not None
+    return (slice(None), *yx)
 
 
 def _near(mask: np.ndarray, radius: float) -> np.ndarray:
@@ -149,11 +150,10 @@ def failure_map(pred: np.ndarray, ref: np.ndarray, rule: FailureRule = PAPER, sp
     if pred.shape != ref.shape or pred.ndim != 3:
         raise ValueError(f"prediction shape {pred.shape} differs from reference {ref.shape} (or is not 3-D)")
     out = np.zeros(ref.shape, dtype=bool)
-    fg = ((pred > 0) | (ref > 0)).any(0)
+    fg = (pred > 0) | (ref > 0)
     if not fg.any():
         return out
-    ys, xs = np.flatnonzero(fg.any(1)), np.flatnonzero(fg.any(0))
-    box = (slice(None), slice(max(ys[0] - 1, 0), ys[-1] + 2), slice(max(xs[0] - 1, 0), xs[-1] + 2))
+    box = _box(fg, 1)
     p, r = pred[box], ref[box]
     nz = r.shape[0]
     labelled = r.reshape(nz, -1).any(1)
@@ -169,9 +169,7 @@ def failure_map(pred: np.ndarray, ref: np.ndarray, rule: FailureRule = PAPER, sp
         err_all = (p == c) != (r == c)
         if not err_all.any():
             continue
-        ys, xs = np.flatnonzero(err_all.any((0, 2))), np.flatnonzero(err_all.any((0, 1)))
-        cbox = (slice(None), slice(max(ys[0] - margin, 0), ys[-1] + margin + 1),
-                slice(max(xs[0] - margin, 0), xs[-1] + margin + 1))
+        cbox = _box(err_all, margin)
         err, rc = err_all[cbox], r[cbox] == c
         # where c is absent from the reference slice, nothing is near it: every error is beyond tolerance
         beyond = err & np.where(rc, _deep(rc, inside), ~_near(rc, outside))
