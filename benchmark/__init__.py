@@ -4,6 +4,7 @@ A plugin needs only ``import uqbench``: the hook marker and every contract and v
 """
 
 from uqbench.api import (
+    MOMENTS,
     Case,
     Context,
     Dataset,
@@ -20,6 +21,7 @@ from uqbench.hookspecs import hookimpl
 
 __version__ = "0.1.0"
 __all__ = [
+    "MOMENTS",
     "Case",
     "Context",
     "Dataset",

@@ -111,15 +111,19 @@ class Loss(Protocol):
         ...
 
 
+MOMENTS = ("variance", "mean_entropy")  # the optional running statistics a map can ask for
+
+
 @dataclass(frozen=True, slots=True)
 class Moments:
     """Running statistics of T softmax samples, accumulated as they come so that the T samples are never
-    stored: the mean, the variance (divided by T) and the mean of each sample's entropy (nats)."""
+    stored: the mean, the variance (divided by T) and the mean of each sample's entropy (nats). The last
+    two are None unless the map asked for them (``UncertaintyMap.needs``)."""
 
     samples: int
     mean: torch.Tensor  # [B, C, H, W]
-    variance: torch.Tensor  # [B, C, H, W], population variance over the samples
-    mean_entropy: torch.Tensor  # [B, H, W]
+    variance: torch.Tensor | None  # [B, C, H, W], population variance over the samples
+    mean_entropy: torch.Tensor | None  # [B, H, W]
 
 
 @runtime_checkable
@@ -127,8 +131,10 @@ class UncertaintyMap(Protocol):
     """A voxel-wise uncertainty measure computed from softmax samples.
 
     Optionally also ``from_moments(m: Moments) -> [B, H, W]``, the same map from running statistics; the
-    harness then never stacks the T samples (faster, and memory independent of T). The contract kit checks
-    that both give the same map."""
+    harness then never stacks the T samples (faster, and memory independent of T). Such a map may declare
+    ``needs: ClassVar[frozenset[str]]``, the statistics of ``MOMENTS`` it reads, so the harness skips the
+    others (default: all). The contract kit checks that both give the same map, with only the declared
+    statistics present."""
 
     name: ClassVar[str]
     samples: ClassVar[int]  # T it is computed from; 1 = one deterministic pass (dropout off)

@@ -121,9 +121,16 @@ def check_uncertainty_map(um: Any) -> None:
     assert torch.allclose(um(onehot), torch.zeros(2, 5, 6), atol=1e-6), f"{who}: identical one-hot samples are not 0"
     assert torch.isfinite(um(onehot)).all(), f"{who}: probabilities with zeros give NaN"
     if hasattr(um, "from_moments"):
+        from uqbench.api import MOMENTS
         from uqbench.infer.mc import moments
 
-        streamed = um.from_moments(moments(probs))
+        needs = getattr(um, "needs", MOMENTS)
+        assert set(needs) <= set(MOMENTS), f"{who}: needs {sorted(needs)}, expected a subset of {MOMENTS}"
+        try:  # the statistics it did not declare are None
+            streamed = um.from_moments(moments(probs, needs))
+        except (TypeError, AttributeError, AssertionError) as exc:
+            raise AssertionError(f"{who}: from_moments fails with only {sorted(needs)} given "
+                                 f"(declare what it reads in needs): {exc}") from exc
         assert torch.allclose(streamed, out, atol=1e-5), f"{who}: from_moments differs from the stacked map"
 
 

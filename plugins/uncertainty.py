@@ -17,9 +17,10 @@ class EntropyMap:
 
     name = "emap"
     samples = 1
+    needs: frozenset[str] = frozenset()
 
     def __call__(self, probs: Any) -> Any:
-        return self.from_moments(Moments(probs.shape[0], probs.float().mean(0), None, None))  # type: ignore[arg-type]
+        return self.from_moments(Moments(probs.shape[0], probs.float().mean(0), None, None))
 
     def from_moments(self, m: Moments) -> Any:
         return (_entropy(m.mean) / math.log(m.mean.shape[1])).clamp(0, 1)
@@ -33,6 +34,7 @@ class BayesianMap:
 
     name = "bmap"
     samples = 10
+    needs = frozenset({"variance"})
 
     def __call__(self, probs: Any) -> Any:
         t = probs.shape[0]
@@ -46,6 +48,7 @@ class BayesianMap:
         t = m.samples
         if t < 2:
             raise ValueError("bmap needs at least 2 MC samples")
+        assert m.variance is not None
         var = m.variance.clamp_min(0) * (t / (t - 1))
         return (var.sqrt().mean(1) / (0.5 * math.sqrt(t / (t - 1)))).clamp(0, 1)
 
@@ -59,17 +62,19 @@ class MutualInformation:
 
     name = "mi"
     samples = 10
+    needs = frozenset({"mean_entropy"})
 
     def __call__(self, probs: Any) -> Any:
         if probs.shape[0] < 2:
             raise ValueError("mi needs at least 2 MC samples")
         p = probs.float()
         expected = -(p * p.clamp_min(1e-12).log()).sum(2).mean(0)
-        return self.from_moments(Moments(p.shape[0], p.mean(0), None, expected))  # type: ignore[arg-type]
+        return self.from_moments(Moments(p.shape[0], p.mean(0), None, expected))
 
     def from_moments(self, m: Moments) -> Any:
         if m.samples < 2:
             raise ValueError("mi needs at least 2 MC samples")
+        assert m.mean_entropy is not None
         return ((_entropy(m.mean) - m.mean_entropy) / math.log(m.mean.shape[1])).clamp(0, 1)
 
 
@@ -79,9 +84,10 @@ class MaxProbability:
 
     name = "maxprob"
     samples = 10
+    needs: frozenset[str] = frozenset()
 
     def __call__(self, probs: Any) -> Any:
-        return self.from_moments(Moments(probs.shape[0], probs.float().mean(0), None, None))  # type: ignore[arg-type]
+        return self.from_moments(Moments(probs.shape[0], probs.float().mean(0), None, None))
 
     def from_moments(self, m: Moments) -> Any:
         c = m.mean.shape[1]

@@ -68,3 +68,23 @@ def test_uncertainty_check_catches_an_order_dependent_map() -> None:
 
     with pytest.raises(AssertionError, match="depends on the order"):
         check_uncertainty_map(FirstSample())
+
+
+def test_uncertainty_check_catches_a_map_reading_moments_it_did_not_declare() -> None:
+    class StdMap:
+        """Reads the variance but declares that it needs nothing beyond the mean."""
+
+        name = "std"
+        samples = 3
+        needs: frozenset[str] = frozenset()
+
+        def __call__(self, probs):  # type: ignore[no-untyped-def]
+            return probs.std(0, unbiased=False).mean(1).clamp(0, 1)
+
+        def from_moments(self, m):  # type: ignore[no-untyped-def]
+            return m.variance.sqrt().mean(1).clamp(0, 1)
+
+    with pytest.raises(AssertionError, match="from_moments fails with only"):
+        check_uncertainty_map(StdMap())
+    StdMap.needs = frozenset({"variance"})
+    check_uncertainty_map(StdMap())

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
 import torch
 from torch import nn
 
-from uqbench.api import Moments, UncertaintyMap
+from uqbench.api import MOMENTS, Moments, UncertaintyMap
 
 
 def mc_mode(model: nn.Module) -> nn.Module:
@@ -19,10 +21,12 @@ def mc_mode(model: nn.Module) -> nn.Module:
 
 
 class _Accumulator:
-    """Running mean, sum of squared deviations (Chan et al.'s pairwise update, stable in float32, unlike
-    E[p^2] - E[p]^2) and summed entropy of softmax samples."""
+    """Running mean, sum of squared deviations (Welford's update, and Chan et al.'s for a group of samples:
+    stable in float32, unlike E[p^2] - E[p]^2) and summed entropy of softmax samples. Only the statistics
+    in ``needs`` are kept; updates are in place, so memory stays at a few copies of one sample."""
 
-    def __init__(self) -> None:
+    def __init__(self, needs: Iterable[str] = MOMENTS) -> None:
+        self.variance, self.entropy = "variance" in needs, "mean_entropy" in needs
         self.n = 0
         self.mean: torch.Tensor | None = None
         self.m2: torch.Tensor | None = None
@@ -31,27 +35,38 @@ class _Accumulator:
     def add(self, p: torch.Tensor) -> None:
         """Add samples [S, B, C, H, W]."""
         k = p.shape[0]
-        mean_b = p.mean(0)
-        m2_b = ((p - mean_b) ** 2).sum(0) if k > 1 else torch.zeros_like(mean_b)
-        ent = -(p * p.clamp_min(1e-12).log()).sum(2).sum(0)
-        if self.mean is None or self.m2 is None or self.se is None:
-            self.mean, self.m2, self.se, self.n = mean_b, m2_b, ent, k
+        if self.entropy:
+            ent = torch.special.entr(p).sum((0, 2))  # entr(x) = -x log x, and 0 at x = 0
+            self.se = ent if self.se is None else self.se.add_(ent)
+        if self.mean is None:
+            self.n, self.mean = k, p.mean(0)
+            if self.variance:
+                self.m2 = ((p - self.mean) ** 2).sum(0)
             return
         n = self.n + k
-        delta = mean_b - self.mean
-        self.mean += delta * (k / n)
-        self.m2 += m2_b + delta * delta * (self.n * k / n)
-        self.se += ent
+        if k == 1:
+            delta = p[0] - self.mean
+            self.mean.add_(delta, alpha=1 / n)
+            if self.m2 is not None:
+                self.m2.addcmul_(delta, p[0] - self.mean)
+        else:
+            mean_p = p.mean(0)
+            delta = mean_p - self.mean
+            if self.m2 is not None:
+                self.m2.add_(((p - mean_p) ** 2).sum(0)).addcmul_(delta, delta, value=self.n * k / n)
+            self.mean.add_(delta, alpha=k / n)
         self.n = n
 
     def result(self) -> Moments:
-        assert self.mean is not None and self.m2 is not None and self.se is not None
-        return Moments(self.n, self.mean, self.m2 / self.n, self.se / self.n)
+        assert self.mean is not None
+        var = None if self.m2 is None else self.m2 / self.n
+        ent = None if self.se is None else self.se / self.n
+        return Moments(self.n, self.mean, var, ent)
 
 
-def moments(probs: torch.Tensor) -> Moments:
+def moments(probs: torch.Tensor, needs: Iterable[str] = MOMENTS) -> Moments:
     """The running statistics of stacked samples [T, B, C, H, W] (what inference accumulates)."""
-    acc = _Accumulator()
+    acc = _Accumulator(needs)
     for p in probs.float():
         acc.add(p[None])
     return acc.result()
@@ -80,7 +95,7 @@ def predict_volume(model: nn.Module, image: np.ndarray, umap: UncertaintyMap, sa
         x = x.contiguous(memory_format=torch.channels_last)
     group = per_pass or (samples if x.is_cuda else 1)
     streaming = hasattr(umap, "from_moments")
-    acc, stacked = _Accumulator(), []
+    acc, stacked = _Accumulator(getattr(umap, "needs", MOMENTS)), []
     done = 0
     while done < samples:
         k = min(group, samples - done)

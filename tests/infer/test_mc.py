@@ -38,3 +38,25 @@ def test_samples_per_pass_do_not_change_a_deterministic_network() -> None:
         b = predict_volume(model, image, umap, t, seg.size_multiple, "cpu", 0, per_pass=t)
         np.testing.assert_allclose(a[0], b[0], atol=1e-6)
         np.testing.assert_allclose(a[1], b[1], atol=1e-6)
+
+
+def test_moments_keep_only_the_statistics_asked_for() -> None:
+    probs = torch.rand(5, 1, 4, 3, 3, generator=torch.Generator().manual_seed(2)).softmax(2)
+    m = moments(probs, needs=())
+    assert m.variance is None and m.mean_entropy is None
+    torch.testing.assert_close(m.mean, probs.mean(0))
+    assert moments(probs, needs=("variance",)).mean_entropy is None
+    assert moments(probs, needs=("mean_entropy",)).variance is None
+
+
+def test_moments_of_groups_of_samples_equal_the_stacked_statistics() -> None:
+    from uqbench.infer.mc import _Accumulator
+
+    probs = torch.rand(10, 2, 4, 5, 5, generator=torch.Generator().manual_seed(3)).softmax(2)
+    acc = _Accumulator()
+    for group in (probs[:1], probs[1:4], probs[4:5], probs[5:]):  # as T split over passes of mixed size
+        acc.add(group)
+    m = acc.result()
+    torch.testing.assert_close(m.mean, probs.mean(0))
+    torch.testing.assert_close(m.variance, probs.var(0, unbiased=False), atol=1e-7, rtol=1e-5)
+    torch.testing.assert_close(m.mean_entropy, -(probs * probs.log()).sum(2).mean(0))
