@@ -46,13 +46,15 @@ ToOriginal = Callable[[Volume, np.ndarray], np.ndarray]
 def case_rows(v: Volume, original: np.ndarray) -> list[dict[str, Any]]:
     """One row per foreground class: Dice, HD, HD95, ASSD, voxel counts and volumes (mL)."""
     rows = []
-    for cls, metrics in score(original, v.reference, v.spacing, v.where).items():
+    scores = score(original, v.reference, v.spacing, v.where)  # checks shapes and label values first
+    ref_n = np.bincount(v.reference.ravel(), minlength=len(CLASS_NAMES))
+    pred_n = np.bincount(original.ravel(), minlength=len(CLASS_NAMES))
+    for cls, metrics in scores.items():
         rows.append({"patient": v.patient, "phase": v.phase, "group": v.group, "fold": v.fold,
                      "class": CLASS_NAMES[cls], **metrics,
-                     "reference_voxels": int((v.reference == cls).sum()),
-                     "predicted_voxels": int((original == cls).sum()),
-                     "reference_ml": clinical.volume_ml(v.reference, cls, v.spacing),
-                     "predicted_ml": clinical.volume_ml(original, cls, v.spacing)})
+                     "reference_voxels": int(ref_n[cls]), "predicted_voxels": int(pred_n[cls]),
+                     "reference_ml": clinical.volume_ml(int(ref_n[cls]), v.spacing),
+                     "predicted_ml": clinical.volume_ml(int(pred_n[cls]), v.spacing)})
     return rows
 
 

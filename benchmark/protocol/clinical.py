@@ -25,9 +25,9 @@ INDICES = {"lv_edv": "mL", "lv_esv": "mL", "lv_ef": "%", "rv_edv": "mL", "rv_esv
            "lv_mass": "g"}
 
 
-def volume_ml(labels: np.ndarray, label: int, spacing: Sequence[float]) -> float:
-    """Volume in mL of one label in a label map with voxel spacing in mm."""
-    return float((labels == label).sum()) * float(np.prod(spacing)) / 1000.0
+def volume_ml(voxels: int, spacing: Sequence[float]) -> float:
+    """Volume in mL of ``voxels`` voxels of the given spacing in mm (1 mL = 1000 mm³)."""
+    return voxels * float(np.prod(spacing)) / 1000.0
 
 
 def _ef(edv: float, esv: float) -> float:

@@ -14,8 +14,8 @@ from uqbench.protocol.clinical import agreement, indices, volume_ml
 def test_volume_uses_the_voxel_spacing() -> None:
     labels = np.zeros((5, 10, 10), np.uint8)
     labels[:, :10, :10] = 3  # 500 voxels of 2 x 1 x 1 mm = 1000 mm^3
-    assert volume_ml(labels, 3, (2.0, 1.0, 1.0)) == pytest.approx(1.0)
-    assert volume_ml(labels, 1, (2.0, 1.0, 1.0)) == 0.0
+    assert volume_ml(int((labels == 3).sum()), (2.0, 1.0, 1.0)) == pytest.approx(1.0)
+    assert volume_ml(0, (2.0, 1.0, 1.0)) == 0.0
 
 
 def test_indices_of_one_patient() -> None:
