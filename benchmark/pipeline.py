@@ -23,6 +23,7 @@ from uqbench import evaluation
 from uqbench.api import CLASS_NAMES, Context, DetectorExample, Profile, Recipe
 from uqbench.data import cache, nifti, phantom
 from uqbench.data.preprocess import PreprocessParams, labels_to_original, map_to_original
+from uqbench.devices import resolve_device, resolve_precision
 from uqbench.errors import DataError, PluginError, UsageError
 from uqbench.evaluation import Volume
 from uqbench.infer.postprocess import finalise
@@ -66,6 +67,7 @@ class RunConfig:
     preprocess: dict[str, Any] = field(default_factory=dict)
     failure_rule: dict[str, Any] = field(default_factory=dict)  # FailureRule.record(): parameters and hash
     correction: str = "patch"
+    precision: str = "fp32"  # fp32 or bf16 autocast (uqbench.devices), resolved from --precision
 
     def identity(self) -> dict[str, Any]:
         """The settings that decide the results (a resumed run must match them)."""
@@ -74,22 +76,10 @@ class RunConfig:
         return d
 
 
-def resolve_device(requested: str) -> str:
-    import torch
-
-    if requested == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if requested == "cuda" and not torch.cuda.is_available():
-        raise UsageError("--device cuda: no CUDA device is available here (use --device cpu or auto)")
-    if requested not in ("cpu", "cuda"):
-        raise UsageError(f"--device {requested!r}: expected auto, cpu or cuda")
-    return requested
-
-
 def resolve(segmenter: str, uncertainty: str, detector: str | None, loss: str | None, data: Path | None,
             dataset: str, folds: list[int], profile: str | None, samples: int | None, device: str, seed: int,
             out: Path | None, iterations: int | None = None, failure_preset: str = "paper",
-            correction: str = "patch") -> RunConfig:
+            correction: str = "patch", precision: str = "auto") -> RunConfig:
     """Check every option against the registry and the machine; UsageError names the bad one."""
     reg = registry()
     seg = reg.create("segmenter", segmenter)
@@ -98,6 +88,7 @@ def resolve(segmenter: str, uncertainty: str, detector: str | None, loss: str | 
         reg.entry("detector", detector.split(":")[0])
     reg.entry("dataset", dataset.split(":")[0])
     dev = resolve_device(device)
+    prec = resolve_precision(precision, dev)
     try:
         prof = Profile(profile) if profile else (Profile.PAPER if dev == "cuda" else Profile.QUICK)
     except ValueError:
@@ -129,7 +120,7 @@ def resolve(segmenter: str, uncertainty: str, detector: str | None, loss: str | 
     out = out or Path("runs") / f"{segmenter}-{uncertainty}-{source}-{prof.value}".replace(":", "_")
     return RunConfig(segmenter, uncertainty, detector, recipe.loss, None if data is None else str(data.resolve()),
                      dataset, tuple(folds), prof.value, samples, dev, seed, str(out), asdict(recipe),
-                     asdict(PreprocessParams()), rule.record(), correction)
+                     asdict(PreprocessParams()), rule.record(), correction, prec)
 
 
 def _tracker(progress: Progress | None, description: str, total: int) -> Callable[[int], None]:
@@ -230,9 +221,9 @@ def run(cfg: RunConfig, progress: Progress | None = None) -> dict[str, Any]:
             train_slices = [(c.image[z], c.labels[z]) for c in cases if fold_of[c.patient] != k
                             for z in range(c.image.shape[0])]
             t0 = time.perf_counter()
-            model = _plugin_call(cfg, "segmenter", train, seg, recipe, loss, train_slices, cfg.device,
-                                 cfg.seed + k, fdir / "checkpoint.pt",
-                                 _tracker(progress, f"fold {k} train", recipe.iterations))
+            model = _plugin_call(cfg, "segmenter", train, seg, recipe, _Attributed(cfg, "loss", loss), train_slices,
+                                 cfg.device, cfg.seed + k, fdir / "checkpoint.pt",
+                                 _tracker(progress, f"fold {k} train", recipe.iterations), False, cfg.precision)
             t1 = time.perf_counter()
             fold_rows, arrays, fold_calib = _infer_fold(cfg, predict_volume, model, umap, seg.size_multiple, test, k,
                                                         params, rule, _tracker(progress, f"fold {k} infer", len(test)))
@@ -301,6 +292,17 @@ def _volume(c: cache.Prepared, fold: int, arrays: Any) -> Volume:
                   arrays[f"{key}_labels"], arrays[f"{key}_uncertainty"], arrays[f"{key}_failures"])
 
 
+class _Attributed:
+    """A plugin object handed to harness code: errors raised in its calls name it, not the caller's plugin
+    (a failing loss inside training is the loss's fault, not the segmenter's)."""
+
+    def __init__(self, cfg: RunConfig, kind: str, obj: Callable[..., Any]) -> None:
+        self.cfg, self.kind, self.obj = cfg, kind, obj
+
+    def __call__(self, *args: Any) -> Any:
+        return _plugin_call(self.cfg, self.kind, self.obj, *args)
+
+
 def _plugin_call(cfg: RunConfig, kind: str, fn: Callable[..., Any], *args: Any) -> Any:
     """Call into a plugin; its unexpected exception becomes a PluginError naming the method."""
     try:
@@ -326,7 +328,7 @@ def _infer_fold(cfg: RunConfig, predict_volume: Callable[..., tuple[np.ndarray, 
     brier, voxels = 0.0, 0
     for i, c in enumerate(test):
         mean, unc = predict_volume(model, c.image, umap, cfg.samples, multiple, cfg.device,
-                                   cfg.seed * 100_003 + fold * 1000 + i)
+                                   cfg.seed * 100_003 + fold * 1000 + i, precision=cfg.precision)
         if not np.isfinite(unc).all() or unc.min() < 0 or unc.max() > 1:
             raise PluginError(f"uncertainty map '{cfg.uncertainty}' returned values outside [0, 1] or NaN "
                               f"for {c.patient} {c.phase}")

@@ -31,6 +31,8 @@ def run_main(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
     (["run", "--folds", "0,5"], "--folds '0,5': fold '5' is not one of 0..3"),
     (["run", "--profile", "fast"], "--profile 'fast': expected one of quick, paper"),
     (["run", "--device", "tpu"], "--device 'tpu': expected auto, cpu or cuda"),
+    (["run", "--precision", "fp16"], "--precision 'fp16': expected one of auto, fp32, bf16"),
+    (["bench", "infer", "--precision", "half"], "--precision 'half': expected one of auto, fp32, bf16"),
     (["run", "--uncertainty", "emap", "--samples", "5"], "--samples 5: uncertainty map 'emap' uses one deterministic"),
     (["run", "--samples", "1"], "--samples 1: uncertainty map 'bmap' needs at least 2"),
     (["run", "--iterations", "0"], "--iterations 0: must be at least 1"),

@@ -12,7 +12,7 @@ import pytest
 
 from uqbench import pipeline
 from uqbench.data import layout, nifti
-from uqbench.errors import UsageError
+from uqbench.errors import PluginError, UsageError
 from uqbench.protocol.metrics import dice
 
 
@@ -123,3 +123,33 @@ def test_every_paper_segmenter_and_estimator_runs_end_to_end(tiny_phantom: Path,
     assert summary["provenance"]["methods"]["segmenter"]["spec"] == segmenter
     expected_loss = "brier" if segmenter == "dn" else "ce"  # the paper's per-architecture choice
     assert json.loads((tmp_path / "run" / "config.json").read_text())["loss"] == expected_loss
+
+
+def test_a_failing_loss_is_reported_as_the_loss_not_the_segmenter(
+        tiny_phantom: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real = pipeline.registry()
+
+    class BrokenLoss:
+        name = "ce"
+
+        def __call__(self, logits, labels):  # type: ignore[no-untyped-def]
+            raise RuntimeError("labels out of range")
+
+    class Registry:
+        def __getattr__(self, attr: str) -> object:
+            return getattr(real, attr)
+
+        def create(self, kind: str, spec: str, *args: object) -> object:
+            return BrokenLoss() if kind == "loss" else real.create(kind, spec, *args)
+
+    cfg = _cfg(tiny_phantom, tmp_path / "run", folds=[0], detector=None)
+    monkeypatch.setattr(pipeline, "registry", Registry)
+    with pytest.raises(PluginError, match=r"^loss 'ce' \(uqbench .*\) failed: RuntimeError: labels out of range"):
+        pipeline.run(cfg)
+
+
+def test_config_records_the_resolved_precision(tiny_phantom: Path, tmp_path: Path) -> None:
+    from uqbench.devices import resolve_precision
+
+    assert _cfg(tiny_phantom, tmp_path / "a").precision == resolve_precision("auto", "cpu")
+    assert _cfg(tiny_phantom, tmp_path / "b", precision="bf16").precision == "bf16"

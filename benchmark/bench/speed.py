@@ -37,7 +37,7 @@ def _peak_memory(device: str) -> dict[str, float]:
 
 
 def train_speed(segmenter: str, profile: Profile, iterations: int, device: str, seed: int = 0,
-                compile_model: bool = False) -> dict[str, Any]:
+                compile_model: bool = False, precision: str = "fp32") -> dict[str, Any]:
     """Iterations and images per second of the recipe's training step, after a few warm-up steps (which
     also pay for compilation), and the time the full recipe would take at that pace."""
     import torch
@@ -56,27 +56,27 @@ def train_speed(segmenter: str, profile: Profile, iterations: int, device: str, 
     with tempfile.TemporaryDirectory() as tmp:
         warm = min(5, iterations)
         train(seg, replace(recipe, iterations=warm), loss, data, device, seed, Path(tmp) / "warm.pt",
-              compile_model=compile_model)
+              compile_model=compile_model, precision=precision)
         if device == "cuda":
             torch.cuda.synchronize()
         t0 = time.perf_counter()
         train(seg, replace(recipe, iterations=iterations), loss, data, device, seed, Path(tmp) / "timed.pt",
-              compile_model=compile_model)
+              compile_model=compile_model, precision=precision)
         if device == "cuda":
             torch.cuda.synchronize()
         elapsed = time.perf_counter() - t0
     its = iterations / elapsed
     return {"segmenter": segmenter, "profile": profile.value, "device": device, "iterations": iterations,
-            "compiled": compile_model,
+            "compiled": compile_model, "precision": precision,
             "batch_size": recipe.batch_size, "patch_size": recipe.patch_size, "iterations_per_s": its,
             "images_per_s": its * recipe.batch_size, "full_recipe_s": recipe.iterations / its,
             **_peak_memory(device)}
 
 
 def infer_speed(segmenter: str, uncertainty: str, samples: int, volumes: int, device: str,
-                width: float | None = None, seed: int = 0) -> dict[str, Any]:
-    """Seconds per 10-slice volume of MC inference, for samples one at a time and all in one batch, with the
-    map from running moments and (when the map offers both) from stacked samples."""
+                width: float | None = None, seed: int = 0, precision: str = "fp32") -> dict[str, Any]:
+    """Seconds per 10-slice volume of MC inference at ``precision``, for samples one at a time and all in one
+    batch, with the map from running moments and from stacked samples, and at the other precision."""
     import torch
 
     from uqbench.infer.mc import predict_volume
@@ -96,20 +96,23 @@ def infer_speed(segmenter: str, uncertainty: str, samples: int, volumes: int, de
         def __call__(self, probs: Any) -> Any:
             return umap(probs)
 
-    variants = {"one sample per pass, running moments": (umap, 1),
-                f"{samples} samples per pass, running moments": (umap, samples),
-                "one sample per pass, stacked samples": (Stacked(), 1)}
+    other = "fp32" if precision == "bf16" else "bf16"
+    variants = {"one sample per pass, running moments": (umap, 1, precision),
+                f"{samples} samples per pass, running moments": (umap, samples, precision),
+                "one sample per pass, stacked samples": (Stacked(), 1, precision),
+                f"one sample per pass, running moments, {other}": (umap, 1, other)}
     out: dict[str, Any] = {"segmenter": segmenter, "uncertainty": uncertainty, "samples": samples,
-                           "width": w, "device": device, "volumes": volumes, "seconds_per_volume": {}}
+                           "width": w, "device": device, "precision": precision, "volumes": volumes,
+                           "seconds_per_volume": {}}
     totals = dict.fromkeys(variants, 0.0)
-    for m, per_pass in variants.values():  # warm-up
-        predict_volume(model, images[0], m, samples, seg.size_multiple, device, seed, per_pass)
+    for m, per_pass, prec in variants.values():  # warm-up
+        predict_volume(model, images[0], m, samples, seg.size_multiple, device, seed, per_pass, prec)
     for i, img in enumerate(images):  # variants interleaved, so drifting machine load hits them alike
-        for label, (m, per_pass) in variants.items():
+        for label, (m, per_pass, prec) in variants.items():
             if device == "cuda":
                 torch.cuda.synchronize()
             t0 = time.perf_counter()
-            predict_volume(model, img, m, samples, seg.size_multiple, device, seed + i, per_pass)
+            predict_volume(model, img, m, samples, seg.size_multiple, device, seed + i, per_pass, prec)
             if device == "cuda":
                 torch.cuda.synchronize()
             totals[label] += time.perf_counter() - t0

@@ -9,8 +9,8 @@ import typer
 from rich.table import Table
 
 from uqbench.cli.app import bench_app, console
+from uqbench.devices import resolve_device, resolve_precision
 from uqbench.errors import DataError, UsageError
-from uqbench.pipeline import resolve_device
 
 
 @bench_app.command("metrics")
@@ -69,6 +69,8 @@ def train_cmd(
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
     compile_model: Annotated[bool, typer.Option(
         "--compile", help="Also time the step under torch.compile, side by side.")] = False,
+    precision: Annotated[str, typer.Option(
+        "--precision", help="auto (bf16 where native, as uqbench run), fp32 or bf16.")] = "auto",
 ) -> None:
     """Training throughput of each segmenter's recipe on ACDC-sized synthetic slices: iterations/s,
     images/s, peak memory, and the time the full recipe would take at that pace."""
@@ -83,14 +85,15 @@ def train_cmd(
     except ValueError:
         raise UsageError(f"--profile {profile!r}: expected one of {', '.join(p.value for p in Profile)}") from None
     dev = resolve_device(device)
+    prec = resolve_precision(precision, dev)
     for name in segmenter:
         registry().create("segmenter", name)  # a bad name fails before any timing
-    table = Table(title=f"uqbench bench train: profile {prof.value}, device {_device_name(dev)}")
+    table = Table(title=f"uqbench bench train: profile {prof.value}, {prec}, device {_device_name(dev)}")
     for col in ("segmenter", "compiled", "batch x patch", "it/s", "images/s", "full recipe", "peak memory MiB"):
         table.add_column(col)
     for name in segmenter:
         for compiled in (False, True) if compile_model else (False,):
-            r = train_speed(name, prof, iterations, dev, compile_model=compiled)
+            r = train_speed(name, prof, iterations, dev, compile_model=compiled, precision=prec)
             mem = r.get("peak_gpu_mib", r.get("peak_rss_mib", 0.0))
             table.add_row(name, "yes" if compiled else "no", f"{r['batch_size']} x {r['patch_size']}",
                           f"{r['iterations_per_s']:.2f}", f"{r['images_per_s']:.1f}",
@@ -107,22 +110,26 @@ def infer_cmd(
     width: Annotated[float | None, typer.Option(
         "--width", help="Channel multiplier (default: the quick recipe's on CPU, the paper's on CUDA).")] = None,
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
+    precision: Annotated[str, typer.Option(
+        "--precision", help="auto (bf16 where native, as uqbench run), fp32 or bf16; the other is timed beside.")]
+    = "auto",
 ) -> None:
-    """MC-inference time per volume, samples one at a time against all in one batch, and running moments
-    against stacked samples, side by side."""
+    """MC-inference time per volume, samples one at a time against all in one batch, running moments
+    against stacked samples, and fp32 against bf16 autocast, side by side."""
     from uqbench.bench.speed import infer_speed
     from uqbench.registry import registry
 
     if samples < 2 or volumes < 1:
         raise UsageError(f"--samples {samples} --volumes {volumes}: need at least 2 samples and 1 volume")
     dev = resolve_device(device)
+    prec = resolve_precision(precision, dev)
     registry().create("segmenter", segmenter)
     umap = registry().create("uncertainty", uncertainty)
     if umap.samples < 2:
         raise UsageError(f"--uncertainty {uncertainty}: a one-pass map; MC inference needs an MC map")
-    r = infer_speed(segmenter, uncertainty, samples, volumes, dev, width)
+    r = infer_speed(segmenter, uncertainty, samples, volumes, dev, width, precision=prec)
     table = Table(title=f"uqbench bench infer: {segmenter} (width {r['width']}), {uncertainty}, T={samples}, "
-                        f"device {_device_name(dev)}")
+                        f"{prec}, device {_device_name(dev)}")
     table.add_column("variant")
     table.add_column("s/volume")
     table.add_column("relative")

@@ -38,6 +38,9 @@ def run_cmd(
         "--profile", help="quick (CPU) or paper; default: paper with CUDA, else quick.")] = None,
     samples: Annotated[int | None, typer.Option("--samples", help="MC samples T (default: the map's).")] = None,
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
+    precision: Annotated[str, typer.Option(
+        "--precision", help="auto (bf16 autocast where the device computes bf16 natively, else fp32), fp32 or bf16.")]
+    = "auto",
     iterations: Annotated[int | None, typer.Option(
         "--iterations", help="Override the recipe's training steps (smoke tests); recorded in config.json.")] = None,
     failure_preset: Annotated[str, typer.Option(
@@ -56,8 +59,9 @@ def run_cmd(
         raise UsageError(f"--folds {folds!r}: {exc}") from exc
     cfg = pipeline.resolve(segmenter, uncertainty, None if detector in (None, "none") else detector, loss, data,
                            dataset, fold_list, profile, samples, device, seed, out, iterations,
-                           failure_preset, correction)
-    console.print(f"run → {cfg.out}  (profile {cfg.profile}, device {cfg.device}, T={cfg.samples})", highlight=False)
+                           failure_preset, correction, precision)
+    console.print(f"run → {cfg.out}  (profile {cfg.profile}, device {cfg.device}, {cfg.precision}, T={cfg.samples})",
+                  highlight=False)
     with Progress(SpinnerColumn(), TextColumn("{task.description:<16}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=console) as progress:
         summary = pipeline.run(cfg, progress)

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from uqbench.api import MOMENTS, Moments, UncertaintyMap
+from uqbench.devices import autocast
 
 
 def mc_mode(model: nn.Module) -> nn.Module:
@@ -74,14 +75,16 @@ def moments(probs: torch.Tensor, needs: Iterable[str] = MOMENTS) -> Moments:
 
 @torch.inference_mode()
 def predict_volume(model: nn.Module, image: np.ndarray, umap: UncertaintyMap, samples: int, multiple: int,
-                   device: str, seed: int, per_pass: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+                   device: str, seed: int, per_pass: int | None = None, precision: str = "fp32"
+                   ) -> tuple[np.ndarray, np.ndarray]:
     """(mean softmax [Z, C, Y, X], uncertainty [Z, Y, X]) for a [Z, Y, X] image on the network grid.
 
     ``samples == 1`` is one deterministic pass (dropout off); more is MC dropout with that many passes,
     ``per_pass`` samples per forward pass (the slices repeated; default: all T on CUDA, where one large
     batch is fastest, one at a time on CPU, where stacking is slower). Maps with ``from_moments`` get running
-    sums and the T samples are never held together; other maps get the stacked samples. On CUDA the
-    forward passes run under bf16 autocast with channels-last input; the softmax is taken in float32.
+    sums and the T samples are never held together; other maps get the stacked samples. ``precision`` bf16
+    runs the forward passes under bf16 autocast (uqbench.devices); the softmax is always taken in float32.
+    On CUDA the input is channels-last.
     Slices are zero-padded at the bottom and right to a multiple of the network's ``multiple``."""
     h, w = image.shape[1:]
     ph, pw = -h % multiple, -w % multiple
@@ -99,7 +102,7 @@ def predict_volume(model: nn.Module, image: np.ndarray, umap: UncertaintyMap, sa
     done = 0
     while done < samples:
         k = min(group, samples - done)
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=x.is_cuda):
+        with autocast(device, precision):
             logits = model(x.repeat(k, 1, 1, 1))
         out = logits.float().softmax(1)[..., :h, :w]
         p = out.view(k, x.shape[0], *out.shape[1:])

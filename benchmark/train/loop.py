@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from uqbench.api import NUM_CLASSES, Loss, Recipe, Segmenter
+from uqbench.devices import autocast
 
 
 class PatchSampler:
@@ -121,12 +122,13 @@ class DeviceSampler:
 
 def train(segmenter: Segmenter, recipe: Recipe, loss: Loss, slices: Sequence[tuple[np.ndarray, np.ndarray]],
           device: str, seed: int, checkpoint: Path, advance: Callable[[int], None] | None = None,
-          compile_model: bool = False) -> torch.nn.Module:
+          compile_model: bool = False, precision: str = "fp32") -> torch.nn.Module:
     """Train and return the network; resumes from ``checkpoint`` when it exists and finishes by writing it.
-    ``compile_model`` runs the training steps through ``torch.compile`` (the returned module is not compiled).
+    ``compile_model`` runs the training steps through ``torch.compile`` (the returned module is not compiled);
+    ``precision`` bf16 runs the forward pass under bf16 autocast (the loss in float32; see uqbench.devices).
 
-    On CUDA the slices live on the device (:class:`DeviceSampler`), the forward pass runs under bf16
-    autocast with channels-last tensors (the loss in float32), and no step waits for the host."""
+    On CUDA the slices live on the device (:class:`DeviceSampler`), tensors are channels-last, and no step
+    waits for the host."""
     if recipe.patch_size % segmenter.size_multiple:
         raise ValueError(f"patch size {recipe.patch_size} is not a multiple of {segmenter.size_multiple}")
     gpu = torch.device(device).type == "cuda"
@@ -160,12 +162,13 @@ def train(segmenter: Segmenter, recipe: Recipe, loss: Loss, slices: Sequence[tup
     while step < recipe.iterations:
         if isinstance(sampler, DeviceSampler):
             x, y = sampler.batch(recipe.batch_size)
-            with torch.autocast("cuda", dtype=torch.bfloat16):
-                logits = forward(x.contiguous(memory_format=torch.channels_last))
-            value = loss(logits.float(), y)
+            x = x.contiguous(memory_format=torch.channels_last)
         else:
             xs, ys = sampler.batch(recipe.batch_size)
-            value = loss(forward(torch.from_numpy(xs).to(device)), torch.from_numpy(ys).to(device))
+            x, y = torch.from_numpy(xs).to(device), torch.from_numpy(ys).to(device)
+        with autocast(device, precision):
+            logits = forward(x)
+        value = loss(logits.float(), y)
         opt.zero_grad(set_to_none=True)
         value.backward()
         opt.step()

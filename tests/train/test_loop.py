@@ -117,3 +117,15 @@ def test_device_sampler_centres_on_labels_and_repeats_with_its_seed() -> None:
     a = DeviceSampler(_slices(), 16, "cpu", seed=3).batch(8)
     b = DeviceSampler(_slices(), 16, "cpu", seed=3).batch(8)
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+
+
+def test_bf16_training_on_cpu_keeps_float32_weights_and_learns(tmp_path: Path) -> None:
+    seg = registry().create("segmenter", "drn")
+    recipe = replace(seg.recipe(Profile.QUICK), iterations=3, batch_size=2, patch_size=32)
+    loss = registry().create("loss", "ce")
+    torch.manual_seed(3)
+    init = seg.build(1, 4, recipe.dropout, recipe.width).state_dict()
+    model = train(seg, recipe, loss, _slices(), "cpu", 3, tmp_path / "c.pt", precision="bf16")
+    weights = {k: v for k, v in model.state_dict().items() if v.is_floating_point()}
+    assert all(v.dtype == torch.float32 and torch.isfinite(v).all() for v in weights.values())
+    assert any(not torch.equal(v, init[k]) for k, v in weights.items() if k.endswith("weight"))
