@@ -85,7 +85,7 @@ def resolve(segmenter: str, uncertainty: str, detector: str | None, loss: str | 
     seg = reg.create("segmenter", segmenter)
     umap = reg.create("uncertainty", uncertainty)
     if detector is not None:
-        reg.entry("detector", detector.split(":")[0])
+        reg.create("detector", detector)  # its arguments are checked before any work
     reg.entry("dataset", dataset.split(":")[0])
     dev = resolve_device(device)
     prec = resolve_precision(precision, dev)
@@ -366,7 +366,7 @@ def _write_nifti(stem: Path, c: cache.Prepared, labels: np.ndarray, probs: np.nd
 def _detect(cfg: RunConfig, volumes: list[Volume], images: dict[str, np.ndarray], progress: Progress | None
             ) -> list[Volume]:
     """Out of fold: fold k's detector learns from the other folds' predictions, then scores fold k's patches.
-    Its probabilities are kept in OUT/foldK/detector/probs.npz."""
+    Its state and probabilities are kept in OUT/foldK/detector/; a fitted state is loaded, not refitted."""
     assert cfg.detector is not None
     reg = registry()
 
@@ -383,8 +383,13 @@ def _detect(cfg: RunConfig, volumes: list[Volume], images: dict[str, np.ndarray]
         train_ex = [ex for v in volumes if v.fold != k for ex in examples(v, True)]
         ctx = Context(Profile(cfg.profile), cfg.device, cfg.seed + k, fdir / "detector")
         ctx.workdir.mkdir(exist_ok=True)
-        _plugin_call(cfg, "detector", det.fit, train_ex, ctx)
-        _plugin_call(cfg, "detector", det.save, ctx.workdir / "state")
+        state = ctx.workdir / "state"
+        if state.is_file():  # fitted before this run was interrupted
+            _plugin_call(cfg, "detector", det.load, state)
+        else:
+            _plugin_call(cfg, "detector", det.fit, train_ex, ctx)
+            _plugin_call(cfg, "detector", det.save, state.with_name("state.part"))
+            state.with_name("state.part").replace(state)
         probs: dict[str, np.ndarray] = {}
         for v in volumes:
             if v.fold != k:

@@ -153,3 +153,28 @@ def test_config_records_the_resolved_precision(tiny_phantom: Path, tmp_path: Pat
 
     assert _cfg(tiny_phantom, tmp_path / "a").precision == resolve_precision("auto", "cpu")
     assert _cfg(tiny_phantom, tmp_path / "b", precision="bf16").precision == "bf16"
+
+
+def test_a_fitted_detector_is_loaded_not_refitted_when_a_run_resumes(
+        tiny_phantom: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from uqbench_plugins.detectors import SResNetDetector
+
+    cfg = _cfg(tiny_phantom, tmp_path / "run", detector="sresnet:5")
+    pipeline.run(cfg)
+    before = {k: np.load(tmp_path / "run" / f"fold{k}" / "detector" / "probs.npz") for k in (0, 1)}
+    (tmp_path / "run" / "summary.json").unlink()  # as if interrupted after the detectors were fitted
+
+    def refit(*args: object) -> None:
+        raise AssertionError("refitted")
+
+    monkeypatch.setattr(SResNetDetector, "fit", refit)
+    pipeline.run(cfg)
+    for k in (0, 1):
+        after = np.load(tmp_path / "run" / f"fold{k}" / "detector" / "probs.npz")
+        assert before[k].files == after.files and all(np.array_equal(before[k][f], after[f]) for f in after.files)
+
+
+def test_a_bad_detector_argument_is_refused_before_any_work(tiny_phantom: Path, tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="detector 'sresnet:0': bad arguments"):
+        _cfg(tiny_phantom, tmp_path / "run", detector="sresnet:0")
+    assert not (tmp_path / "run").exists()

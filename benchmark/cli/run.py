@@ -29,7 +29,7 @@ def run_cmd(
     segmenter: Annotated[str, typer.Option("--segmenter", "-s", help="Segmenter (see `uqbench plugins`).")] = "drn",
     uncertainty: Annotated[str, typer.Option("--uncertainty", "-u", help="Uncertainty map.")] = "bmap",
     detector: Annotated[str | None, typer.Option(
-        "--detector", help="Failure detector, fitted out of fold (needs 2+ folds); 'none' to skip.")] = "threshold",
+        "--detector", help="Failure detector, fitted out of fold (needs 2+ folds); 'none' to skip.")] = "sresnet",
     loss: Annotated[str | None, typer.Option("--loss", help="Loss (default: the segmenter's recipe).")] = None,
     data: Annotated[Path | None, typer.Option("--data", help="Dataset folder; default: the built-in phantom.")] = None,
     dataset: Annotated[str, typer.Option("--dataset", help="Reader for --data.")] = "acdc",

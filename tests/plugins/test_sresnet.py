@@ -1,0 +1,114 @@
+"""The paper's detection network: architecture, patch-grid alignment of crops and targets, the test-time
+crop box, Eq. 6's weight, and that it learns to find planted failures."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from uqbench import Context, DetectorExample, Profile
+from uqbench.protocol.detection import average_precision
+from uqbench.protocol.patches import patch_max
+from uqbench.registry import registry
+from uqbench.testing import tiny_examples
+from uqbench_plugins.detectors import sresnet
+
+
+def test_sresnet_has_the_papers_layers_and_parameter_count() -> None:
+    def conv(cin: int, cout: int, k: int) -> int:
+        return cin * cout * k * k + 2 * cout  # no bias; batch norm weight and bias
+
+    def block(cin: int, cout: int) -> int:
+        return conv(cin, cout, 3) + conv(cout, cout, 3) + conv(cin, cout, 1)
+
+    by_hand = (conv(2, 16, 7) + conv(16, 32, 3) + block(32, 32) + block(32, 64) + block(64, 128)
+               + (128 * 128 + 128) * 2 + 128 * 2 + 2)
+    net = sresnet.SResNet()
+    assert sum(p.numel() for p in net.parameters()) == by_hand == 347_074
+    assert sum(isinstance(m, torch.nn.Dropout) and m.p == 0.5 for m in net.modules()) == 5
+
+
+@pytest.mark.parametrize("shape", [(80, 80), (96, 112), (160, 88)])
+def test_each_output_cell_scores_one_8x8_patch(shape: tuple[int, int]) -> None:
+    out = sresnet.SResNet(width=0.25).eval()(torch.rand(2, 2, *shape))
+    assert out.shape == (2, 2, shape[0] // 8, shape[1] // 8)
+
+
+def test_positive_weight_is_the_ratio_of_negative_to_positive_patch_shares() -> None:
+    a, b = np.zeros((10, 10), np.uint8), np.zeros((10, 10), np.uint8)
+    a[0, :4] = 1  # 4 failing patches of 200
+    assert sresnet.positive_weight([a, b]) == pytest.approx(196 / 4)
+    assert sresnet.positive_weight([b]) == 0.0
+
+
+def _examples_with_uncertainty_equal_to_failures() -> list[DetectorExample]:
+    out = []
+    for ex in tiny_examples(6, seed=1):
+        assert ex.failures is not None
+        out.append(DetectorExample(ex.image, ex.failures.astype(np.float32), ex.segmentation, ex.failures))
+    return out
+
+
+def test_training_crops_and_targets_stay_on_the_patch_grid_under_rotation() -> None:
+    examples = _examples_with_uncertainty_equal_to_failures()
+    inputs = [sresnet.padded_inputs(ex) for ex in examples]
+    targets = [sresnet.patch_targets(ex, x.shape[1:]) for ex, x in zip(examples, inputs, strict=True)]
+    recipe = replace(sresnet.QUICK, forced=1.0)
+    xs, ts = sresnet.sample_crops(inputs, targets, 24, recipe, np.random.default_rng(0))
+    assert xs.shape == (24, 2, 80, 80) and ts.shape == (24, 10, 10)
+    for x, t in zip(xs, ts, strict=True):  # channel 1 is the failure map itself
+        assert np.array_equal(patch_max(x[1]) > 0, t > 0)
+        assert t.any()  # forced crops all hold a failure
+
+
+def test_crop_box_is_the_segmentation_box_grown_to_ten_patches_inside_the_grid() -> None:
+    seg = np.zeros((200, 160), np.uint8)
+    seg[50:130, 20:40] = 2  # patches rows 6..16, columns 2..4
+    assert sresnet.crop_box(seg, (25, 20), 10) == (6, 17, 0, 10)  # columns grown to 10, clamped at 0
+    assert sresnet.crop_box(np.zeros_like(seg), (25, 20), 10) == (7, 17, 5, 15)  # empty: centred
+    seg[:] = 1
+    assert sresnet.crop_box(seg, (25, 20), 10) == (0, 25, 0, 20)
+
+
+def test_patches_outside_the_crop_box_are_not_flagged(tmp_path: Path) -> None:
+    det = registry().create("detector", "sresnet:5")
+    det.fit(tiny_examples(4), Context(Profile.QUICK, "cpu", 0, tmp_path))
+    seg = np.zeros((200, 120), np.uint8)
+    seg[100:120, 60:80] = 3
+    ex = DetectorExample(np.random.rand(200, 120).astype(np.float32), np.ones((200, 120), np.float32), seg, None)
+    p = det.predict(ex)
+    y0, y1, x0, x1 = sresnet.crop_box(seg, (25, 15), 10)
+    assert p.shape == (25, 15) and p[y0:y1, x0:x1].min() > 0
+    inside = np.zeros(p.shape, bool)
+    inside[y0:y1, x0:x1] = True
+    assert (p[~inside] == 0).all()
+
+
+def test_sresnet_learns_to_find_planted_failures(tmp_path: Path) -> None:
+    det = registry().create("detector", "sresnet:150")
+    det.fit(tiny_examples(16, seed=2), Context(Profile.QUICK, "cpu", 0, tmp_path))
+    held_out = tiny_examples(8, seed=3)
+    scores = np.concatenate([det.predict(replace(ex, failures=None)).ravel() for ex in held_out])
+    truth = np.concatenate([(patch_max(ex.failures) > 0).ravel() for ex in held_out if ex.failures is not None])
+    assert average_precision(scores, truth) > 0.5 > 4 * truth.mean()  # chance would be the base rate
+
+
+def test_an_interrupted_detector_training_resumes_to_the_same_weights(tmp_path: Path) -> None:
+    examples = tiny_examples(4)
+    recipe = replace(sresnet.QUICK, iterations=6, batch_size=4, width=0.25)
+    straight, _ = sresnet.train_network(examples, recipe, "cpu", 0, tmp_path / "a.pt")
+    sresnet.train_network(examples, replace(recipe, iterations=3), "cpu", 0, tmp_path / "b.pt")
+    resumed, _ = sresnet.train_network(examples, recipe, "cpu", 0, tmp_path / "b.pt")
+    for (k, a), b in zip(straight.state_dict().items(), resumed.state_dict().values(), strict=True):
+        assert torch.equal(a, b), k
+
+
+def test_bad_step_count_is_a_usage_error() -> None:
+    from uqbench.errors import UsageError
+
+    with pytest.raises(UsageError, match="sresnet:N: N must be a positive integer, got 'many'"):
+        registry().create("detector", "sresnet:many")
