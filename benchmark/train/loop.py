@@ -12,6 +12,7 @@ import torch
 
 from uqbench.api import NUM_CLASSES, Loss, Recipe, Segmenter
 from uqbench.devices import autocast
+from uqbench.train import checkpoint as checkpoints
 
 
 class PatchSampler:
@@ -142,20 +143,13 @@ def train(segmenter: Segmenter, recipe: Recipe, loss: Loss, slices: Sequence[tup
     sampler: PatchSampler | DeviceSampler = (
         DeviceSampler(slices, recipe.patch_size, device, seed, recipe.foreground) if gpu
         else PatchSampler(slices, recipe.patch_size, rng, recipe.foreground))
-    step = 0
-    if checkpoint.is_file():
-        state = torch.load(checkpoint, map_location=device, weights_only=False)
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        rng.bit_generator.state = state["rng"]
-        torch.set_rng_state(state["torch_rng"])
-        if isinstance(sampler, DeviceSampler) and "sampler_rng" in state:
-            sampler.gen.set_state(state["sampler_rng"])
-            torch.cuda.set_rng_state(state["cuda_rng"])
-        step = state["step"]
-        if advance:
-            advance(step)
+    state = checkpoints.resume(checkpoint, model, opt, sched, rng, device)
+    step = state["step"]
+    if isinstance(sampler, DeviceSampler) and "sampler_rng" in state:
+        sampler.gen.set_state(state["sampler_rng"])
+        torch.cuda.set_rng_state(state["cuda_rng"])
+    if advance and step:
+        advance(step)
     every = max(50, recipe.iterations // 10)
     model.train()
     forward = torch.compile(model) if compile_model else model
@@ -179,7 +173,7 @@ def train(segmenter: Segmenter, recipe: Recipe, loss: Loss, slices: Sequence[tup
         if step % every == 0 or step == recipe.iterations:
             extra = ({"sampler_rng": sampler.gen.get_state(), "cuda_rng": torch.cuda.get_rng_state()}
                      if isinstance(sampler, DeviceSampler) else {})
-            _save(checkpoint, model, opt, sched, rng, step, extra)
+            checkpoints.save(checkpoint, model, opt, sched, rng, step, extra)
     return model
 
 
@@ -190,11 +184,3 @@ def lr_scheduler(opt: torch.optim.Optimizer, recipe: Recipe) -> torch.optim.lr_s
     if recipe.schedule == "snapshot":
         return torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(opt, recipe.lr_decay_every)
     raise ValueError(f"unknown learning-rate schedule {recipe.schedule!r}: expected 'step' or 'snapshot'")
-
-
-def _save(path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, sched: object,
-          rng: np.random.Generator, step: int, extra: dict | None = None) -> None:
-    tmp = path.with_suffix(".part")
-    torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),  # type: ignore[attr-defined]
-                "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(), "step": step, **(extra or {})}, tmp)
-    tmp.replace(path)

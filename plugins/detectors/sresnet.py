@@ -26,6 +26,7 @@ from torch import nn
 from uqbench import DetectorExample
 from uqbench.api import PATCH
 from uqbench.protocol.patches import patch_max
+from uqbench.train import checkpoint as checkpoints
 
 WIDTHS = (16, 32, 32, 64, 128)  # level 1 (two convolutions), then the blocks of levels 2, 3, 4
 CLASSIFIER = 128
@@ -172,14 +173,7 @@ def train_network(examples: Sequence[DetectorExample], recipe: DetectorRecipe, d
     model = SResNet(recipe.dropout, recipe.width).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=recipe.learning_rate, weight_decay=recipe.weight_decay)
     sched = torch.optim.lr_scheduler.StepLR(opt, recipe.lr_decay_every, recipe.lr_decay)
-    step = 0
-    if checkpoint.is_file():
-        state = torch.load(checkpoint, map_location=device, weights_only=False)
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        rng.bit_generator.state, step = state["rng"], state["step"]
-        torch.set_rng_state(state["torch_rng"])
+    step = checkpoints.resume(checkpoint, model, opt, sched, rng, device)["step"]
     weights = torch.tensor([1.0, w_pos], device=device)
     every = max(50, recipe.iterations // 10)
     model.train()
@@ -194,10 +188,7 @@ def train_network(examples: Sequence[DetectorExample], recipe: DetectorRecipe, d
         sched.step()
         step += 1
         if step % every == 0 or step == recipe.iterations:
-            tmp = checkpoint.with_suffix(".part")
-            torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                        "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(), "step": step}, tmp)
-            tmp.replace(checkpoint)
+            checkpoints.save(checkpoint, model, opt, sched, rng, step)
     return model.eval(), w_pos
 
 

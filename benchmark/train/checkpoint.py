@@ -1,0 +1,36 @@
+"""Resumable training state: what a training loop writes at intervals so that an interrupted run continues
+where it stopped and ends with the same weights (the harness's loop and trained detectors both use it)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+
+def save(path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, sched: Any, rng: np.random.Generator,
+         step: int, extra: dict[str, Any] | None = None) -> None:
+    """Write weights, optimiser, schedule, both random generators and the step, atomically (a crash while
+    writing leaves the previous checkpoint)."""
+    tmp = path.with_suffix(".part")
+    torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(), "step": step, **(extra or {})},
+               tmp)
+    tmp.replace(path)
+
+
+def resume(path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, sched: Any, rng: np.random.Generator,
+           device: str) -> dict[str, Any]:
+    """Restore what :func:`save` wrote into the given objects; returns the whole state (``step`` and any
+    extras), or ``{"step": 0}`` when there is no checkpoint yet."""
+    if not path.is_file():
+        return {"step": 0}
+    state = torch.load(path, map_location=device, weights_only=False)
+    model.load_state_dict(state["model"])
+    opt.load_state_dict(state["optimizer"])
+    sched.load_state_dict(state["scheduler"])
+    rng.bit_generator.state = state["rng"]
+    torch.set_rng_state(state["torch_rng"])
+    return state
