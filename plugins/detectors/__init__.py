@@ -11,8 +11,7 @@ from typing import Any
 import numpy as np
 
 from uqbench import Context, DetectorExample, Profile, hookimpl
-from uqbench.api import PATCH
-from uqbench.protocol.patches import patch_max, patch_mean
+from uqbench.protocol.patches import grid_shape, patch_max, patch_mean
 
 
 class Threshold:
@@ -95,7 +94,7 @@ class SResNetDetector:
         if self.model is None:
             raise RuntimeError("sresnet detector: predict() before fit() or load()")
         if self.w_pos == 0:  # no failure among the training patches: nothing was learnt to flag
-            return np.zeros((-(-example.image.shape[0] // PATCH), -(-example.image.shape[1] // PATCH)), np.float32)
+            return np.zeros(grid_shape(example.image.shape), np.float32)
         return sresnet.predict_slice(self.model, example, self.crop)
 
     def save(self, path: Path) -> None:

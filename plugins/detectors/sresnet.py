@@ -25,7 +25,7 @@ from torch import nn
 
 from uqbench import DetectorExample
 from uqbench.api import PATCH
-from uqbench.protocol.patches import patch_max
+from uqbench.protocol.patches import grid_shape, patch_max
 from uqbench.train import checkpoint as checkpoints
 
 WIDTHS = (16, 32, 32, 64, 128)  # level 1 (two convolutions), then the blocks of levels 2, 3, 4
@@ -95,8 +95,8 @@ def padded_inputs(ex: DetectorExample, crop: int = 80) -> np.ndarray:
     """[2, Yp, Xp] float32 (image, uncertainty), zero-padded at the bottom and right to multiples of 8 and at
     least ``crop``, so the network's output cells are the harness's 8x8 patches (anchored at voxel 0, 0)."""
     y, x = ex.image.shape
-    yp, xp = max(crop, -(-y // PATCH) * PATCH), max(crop, -(-x // PATCH) * PATCH)
-    out = np.zeros((2, yp, xp), np.float32)
+    gy, gx = grid_shape(ex.image.shape)
+    out = np.zeros((2, max(crop, gy * PATCH), max(crop, gx * PATCH)), np.float32)
     out[0, :y, :x], out[1, :y, :x] = ex.image, ex.uncertainty
     return out
 
@@ -203,4 +203,5 @@ def predict_slice(model: SResNet, ex: DetectorExample, crop: int) -> np.ndarray:
     logits = model(torch.from_numpy(x[None, :, y0 * PATCH:y1 * PATCH, x0 * PATCH:x1 * PATCH]).to(device))
     out = np.zeros(grid, np.float32)
     out[y0:y1, x0:x1] = logits.float().softmax(1)[0, 1].cpu().numpy()
-    return out[: -(-ex.image.shape[0] // PATCH), : -(-ex.image.shape[1] // PATCH)]
+    gy, gx = grid_shape(ex.image.shape)
+    return out[:gy, :gx]
