@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from uqbench import pipeline
+from uqbench import config, pipeline
 from uqbench.data import layout
 from uqbench.registry import registry
 
@@ -51,9 +51,11 @@ def test_three_real_patients_run_end_to_end(acdc_root: Path, tmp_path: Path) -> 
     data = tmp_path / "acdc3"
     for p in ("patient016", "patient001", "patient006"):  # folds 0, 3, 2
         shutil.copytree(acdc_root / p, data / p)
-    cfg = pipeline.resolve("drn", "bmap", None, None, data, "acdc", [0], "quick", 2, "cpu", 0, tmp_path / "run", 10)
+    cfg = config.resolve(segmenter="drn", uncertainty="bmap", detector=None, loss=None, data=data, dataset="acdc",
+                         folds=[0], profile="quick", samples=2, device="cpu", seed=0, out=tmp_path / "run",
+                         iterations=10)
     summary = pipeline.run(cfg)
-    assert summary["cases"] == 2 and summary["dataset"]["fingerprint"] == registry().create(
+    assert summary.segmentation.volumes == 2 and summary.dataset.fingerprint == registry().create(
         "dataset", "acdc", data).fingerprint()
     rows = list(csv.DictReader((tmp_path / "run" / "cases.csv").open()))
     assert len(rows) == 6 and all(0 <= float(r["dice"]) <= 1 for r in rows)

@@ -33,11 +33,13 @@ def test_explicit_precision_is_kept_and_an_unknown_one_is_refused() -> None:
 def test_bf16_inference_on_cpu_matches_fp32_to_bf16_accuracy() -> None:
     seg = registry().create("segmenter", "drn")
     torch.manual_seed(0)
-    model = seg.build(1, 4, 0.1, 0.125)
+    model = seg.build(in_channels=1, num_classes=4, dropout=0.1, width=0.125)
     image = np.random.default_rng(0).random((2, 40, 48)).astype(np.float32)
     umap = registry().create("uncertainty", "bmap")
-    p32, u32 = predict_volume(model, image, umap, 3, seg.size_multiple, "cpu", 0, precision="fp32")
-    p16, u16 = predict_volume(model, image, umap, 3, seg.size_multiple, "cpu", 0, precision="bf16")
+    p32, u32 = predict_volume(model, image, umap=umap, samples=3, multiple=seg.size_multiple, device="cpu", seed=0,
+                              precision="fp32")
+    p16, u16 = predict_volume(model, image, umap=umap, samples=3, multiple=seg.size_multiple, device="cpu", seed=0,
+                              precision="bf16")
     assert p16.dtype == np.float32 and np.allclose(p16.sum(1), 1, atol=1e-5)
     assert 0 < np.abs(p16 - p32).max() < 0.05  # bf16 keeps 8 significant bits: close, but not identical
     assert np.abs(u16 - u32).max() < 0.05

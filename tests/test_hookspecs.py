@@ -12,9 +12,9 @@ HOOKS = [name for name, fn in vars(hookspecs).items() if name.startswith("regist
 
 
 def test_there_are_five_hooks_one_per_kind() -> None:
-    from uqbench.registry import HOOKS as BY_KIND
+    from uqbench.kinds import KINDS
 
-    assert sorted(HOOKS) == sorted(BY_KIND.values())
+    assert sorted(HOOKS) == sorted(k.hook for k in KINDS)
 
 
 def test_every_hook_has_a_test_hook_test() -> None:

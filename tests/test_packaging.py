@@ -33,10 +33,13 @@ def test_cli_import_and_plugin_listing_do_not_import_torch() -> None:
     assert out.strip() == "False"
 
 
-def test_ci_runs_the_readme_test_command_verbatim() -> None:
-    readme = (REPO / "README.md").read_text()
-    command = next(line.strip() for line in readme.splitlines() if ".venv/bin/pytest" in line)
-    assert command in (REPO / ".ci" / "run").read_text().splitlines()
+def test_ci_runs_the_readme_test_command_then_its_checks_verbatim() -> None:
+    readme = (REPO / "README.md").read_text().splitlines()
+    tests = next(line.strip() for line in readme if ".venv/bin/pytest" in line)
+    checks = next(line.strip() for line in readme if ".venv/bin/mypy" in line)
+    ci = (REPO / ".ci" / "run").read_text().splitlines()
+    assert tests in ci and checks in ci and ci.index(tests) < ci.index(checks)
+    assert "ruff check" in checks and "'.[lint]'" in checks
 
 
 def test_regular_wheel_contains_every_module_and_the_fold_table(tmp_path: Path) -> None:

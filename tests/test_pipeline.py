@@ -4,40 +4,45 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
 
-from uqbench import pipeline
+from uqbench import config, pipeline
 from uqbench.data import layout, nifti
-from uqbench.errors import PluginError, UsageError
+from uqbench.errors import DataError, PluginError, UsageError
+from uqbench.kinds import LOSS, Kind
 from uqbench.protocol.metrics import dice
+from uqbench.results import summary as summaries
 
 
-def _cfg(data: Path, out: Path, **kw: object) -> pipeline.RunConfig:
-    args = dict(segmenter="drn", uncertainty="bmap", detector="threshold", loss=None, data=data, dataset="acdc",
-                folds=[0, 1], profile="quick", samples=3, device="cpu", seed=0, out=out, iterations=4)
+def _cfg(data: Path | None, out: Path, **kw: Any) -> config.RunConfig:
+    args: dict[str, Any] = dict(segmenter="drn", uncertainty="bmap", detector="threshold", loss=None, data=data,
+                                dataset="acdc", folds=[0, 1], profile="quick", samples=3, device="cpu", seed=0, out=out,
+                                iterations=4)
     args.update(kw)
-    return pipeline.resolve(**args)  # type: ignore[arg-type]
+    return config.resolve(**args)
 
 
 def test_run_writes_config_cases_summary_and_detection(tiny_phantom: Path, tmp_path: Path) -> None:
     cfg = _cfg(tiny_phantom, tmp_path / "run")
     summary = pipeline.run(cfg)
     out = tmp_path / "run"
-    config = json.loads((out / "config.json").read_text())
-    assert config["recipe"]["iterations"] == 4 and config["profile"] == "quick" and config["samples"] == 3
+    written = json.loads((out / "config.json").read_text())
+    assert written["recipe"]["iterations"] == 4 and written["profile"] == "quick" and written["samples"] == 3
     cases = pd.read_csv(out / "cases.csv")
     assert len(cases) == 2 * 2 * 3  # two test patients (folds 0, 1) x ED/ES x RV/MYO/LV
     assert cases["dice"].between(0, 1).all() and cases["dice_corrected"].between(0, 1).all()
     assert (cases["hd"] >= cases["hd95"]).all() and (cases["assd"] >= 0).all() and cases["hd_corrected"].notna().all()
     assert set(cases["fold"]) == {0, 1}
-    assert json.loads((out / "summary.json").read_text())["cases"] == 4 == summary["cases"]
+    assert summary.segmentation.volumes == 4
+    assert json.loads((out / "summary.json").read_text())["segmentation"]["volumes"] == 4
     det = pd.read_csv(out / "detection.csv")
     assert (det["true_positive_patches"] <= det["flagged_patches"]).all()
-    assert summary["failure_rule"]["name"] == "paper"
+    assert summary.failure_rule.name == "paper"
     tested = [c for c in layout.iter_cases(tiny_phantom) if c.patient in set(cases["patient"])]
     assert len(tested) == 4
     for case in tested:  # NIfTI outputs in original geometry, source affine
@@ -51,32 +56,45 @@ def test_run_writes_config_cases_summary_and_detection(tiny_phantom: Path, tmp_p
         assert unc.min() >= 0 and unc.max() <= 1 + 1e-4
         row = cases[(cases["patient"] == case.patient) & (cases["phase"] == case.phase) & (cases["class"] == "LV")]
         assert dice(labels, case.labels, 3) == pytest.approx(float(row["dice"].iloc[0]), abs=1e-6)
-    assert summary["failure_rule"]["hash"] == config["failure_rule"]["hash"]
+    assert summary.failure_rule.digest() == written["failure_rule"]["hash"]
+    # both files read back as the values the run returned
+    assert config.read(out / "config.json") == cfg
+    text = (out / "summary.json").read_text()
+    assert json.dumps(summaries.read(out / "summary.json").record(), indent=1) == text
+    damaged = json.loads(text)
+    damaged["segmentation"]["dice"]["ED"]["LV"]["mean"] = "high"
+    (out / "summary.json").write_text(json.dumps(damaged))
+    with pytest.raises(DataError, match=r"malformed summary: summary\.segmentation\.dice\.ED\.LV\.mean: expected a "
+                                        r"number, got 'high'"):
+        summaries.read(out / "summary.json")
 
 
 def test_run_reports_every_protocol_measure(tiny_phantom: Path, tmp_path: Path) -> None:
     summary = pipeline.run(_cfg(tiny_phantom, tmp_path / "run", failure_preset="seed-code",
                                 correction="failures-only"))
     cases = pd.read_csv(tmp_path / "run" / "cases.csv")
-    assert summary["failure_rule"]["name"] == "seed-code" and summary["correction"] == "failures-only"
+    assert summary.failure_rule.name == "seed-code" and summary.correction == "failures-only"
     assert cases["dice_corrected"].mean() >= cases["dice"].mean()  # failures-only correction removes errors
-    rc = summary["risk_coverage"]
-    assert rc["volumes"] == 4 and rc["e_aurc"] >= -1e-12 and rc["aurc"] >= rc["e_aurc"]
-    cal = summary["calibration"]
-    assert sum(cal["pooled"]["voxels"]) == 4 * cal["voxels"] and 0 <= cal["brier"] <= 2
-    assert set(cal["per_class"]) == {"background", "RV", "MYO", "LV"}
-    lv_ef = summary["clinical"]["lv_ef"]
-    assert summary["clinical"]["patients"] == 2 and lv_ef["n"] + lv_ef["undefined"] == 2
-    assert summary["clinical"]["lv_edv"]["n"] == 2
-    assert summary["clinical_corrected"]["lv_edv"]["mae"] <= summary["clinical"]["lv_edv"]["mae"] + 1e-9
-    froc = summary["detection_curves"]["froc"]
-    assert froc["sensitivity"] == sorted(froc["sensitivity"], reverse=True)  # thresholds rise
-    assert 0 <= summary["detection_curves"]["slices"]["ap_pooled"] <= 1
-    effort = summary["correction_effort"]["points"]
-    assert effort[0]["share_of_patches"] == 0 and effort[-1]["share_of_patches"] == 1
-    assert effort[0]["dice"] == pytest.approx(cases["dice"].mean())  # nothing flagged: nothing corrected
-    sig = summary["significance"]
-    assert 0 <= sig["dice"]["ED"]["LV"]["wilcoxon_p"] <= 1 and sig["dice"]["ED"]["LV"]["n"] == 2
+    rc = summary.risk_coverage
+    assert rc.volumes == 4 and rc.e_aurc >= -1e-12 and rc.aurc >= rc.e_aurc
+    cal = summary.calibration
+    assert sum(cal.pooled.voxels) == 4 * cal.voxels and 0 <= cal.brier <= 2
+    assert set(cal.per_class) == {"background", "RV", "MYO", "LV"}
+    lv_ef = summary.clinical.indices["lv_ef"]
+    assert summary.clinical.patients == 2 and lv_ef.n + lv_ef.undefined == 2
+    assert summary.clinical.indices["lv_edv"].n == 2 and summary.clinical.units["lv_edv"] == "mL"
+    assert summary.clinical_corrected is not None
+    assert summary.clinical_corrected.indices["lv_edv"].mae <= summary.clinical.indices["lv_edv"].mae + 1e-9
+    assert summary.detection_curves is not None and summary.correction_effort is not None
+    froc = summary.detection_curves.froc
+    assert froc.sensitivity == sorted(froc.sensitivity, reverse=True)  # thresholds rise
+    assert 0 <= summary.detection_curves.slices.ap_pooled <= 1
+    effort = summary.correction_effort.points
+    assert effort[0].share_of_patches == 0 and effort[-1].share_of_patches == 1
+    assert effort[0].dice == pytest.approx(cases["dice"].mean())  # nothing flagged: nothing corrected
+    assert summary.significance is not None
+    sig = summary.significance.dice["ED"]["LV"]
+    assert 0 <= sig.wilcoxon_p <= 1 and sig.n == 2
 
 
 def test_interrupted_run_resumes_without_redoing_finished_folds(tiny_phantom: Path, tmp_path: Path) -> None:
@@ -101,15 +119,15 @@ def test_out_folder_with_other_settings_is_refused(tiny_phantom: Path, tmp_path:
 
 def test_single_fold_run_notes_that_the_detector_needs_two_folds(tiny_phantom: Path, tmp_path: Path) -> None:
     summary = pipeline.run(_cfg(tiny_phantom, tmp_path / "run", folds=[0]))
-    assert "dice_corrected" not in summary and "needs 2 or more --folds" in summary["notes"][0]
+    assert summary.corrected is None and "needs 2 or more --folds" in summary.notes[0]
 
 
 @pytest.mark.slow
 def test_quick_profile_on_the_phantom_is_learnable_but_not_trivial(tmp_path: Path) -> None:
     """The default data and recipe, fold 0: mean foreground Dice between 0.75 and 0.95 (full 4-fold run: 0.82)."""
-    cfg = _cfg(None, tmp_path / "run", folds=[0], detector=None, samples=None, iterations=None)  # type: ignore[arg-type]
+    cfg = _cfg(None, tmp_path / "run", folds=[0], detector=None, samples=None, iterations=None)
     summary = pipeline.run(cfg)
-    assert 0.75 <= summary["mean_foreground_dice"] <= 0.95, summary["dice"]
+    assert 0.75 <= summary.segmentation.mean_foreground_dice <= 0.95, summary.segmentation.dice
 
 
 @pytest.mark.parametrize(("segmenter", "uncertainty"), [("dn", "mi"), ("unet", "maxprob"),
@@ -119,8 +137,8 @@ def test_every_paper_segmenter_and_estimator_runs_end_to_end(tiny_phantom: Path,
     cfg = _cfg(tiny_phantom, tmp_path / "run", segmenter=segmenter, uncertainty=uncertainty, folds=[0],
                detector=None, iterations=2, samples=2)
     summary = pipeline.run(cfg)
-    assert summary["cases"] == 2 and 0 <= summary["mean_foreground_dice"] <= 1
-    assert summary["provenance"]["methods"]["segmenter"]["spec"] == segmenter
+    assert summary.segmentation.volumes == 2 and 0 <= summary.segmentation.mean_foreground_dice <= 1
+    assert summary.provenance.methods["segmenter"].spec == segmenter
     expected_loss = "brier" if segmenter == "dn" else "ce"  # the paper's per-architecture choice
     assert json.loads((tmp_path / "run" / "config.json").read_text())["loss"] == expected_loss
 
@@ -139,8 +157,8 @@ def test_a_failing_loss_is_reported_as_the_loss_not_the_segmenter(
         def __getattr__(self, attr: str) -> object:
             return getattr(real, attr)
 
-        def create(self, kind: str, spec: str, *args: object) -> object:
-            return BrokenLoss() if kind == "loss" else real.create(kind, spec, *args)
+        def create(self, kind: Kind[Any], spec: str, *args: object) -> object:
+            return BrokenLoss() if kind is LOSS else real.create(kind, spec, *args)
 
     cfg = _cfg(tiny_phantom, tmp_path / "run", folds=[0], detector=None)
     monkeypatch.setattr(pipeline, "registry", Registry)

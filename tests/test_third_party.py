@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from uqbench.registry import registry, reset
+from uqbench.results.summary import read as read_summary
 from uqbench.testing import check_detector, check_loss, check_segmenter, check_uncertainty_map
 
 EXAMPLE = Path(__file__).parent / "example_plugin"
@@ -72,10 +73,10 @@ def test_example_plugin_runs_end_to_end(tiny_phantom: Path, tmp_path: Path) -> N
                      "example-everywhere", "--data", str(tiny_phantom), "--dataset", "example-folder",
                      "--folds", "0,1", "--iterations", "3", "--out", str(tmp_path / "run"))
     assert code == 0, out
-    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
-    assert summary["provenance"]["methods"]["segmenter"]["distribution"] == "uqbench-example"
-    assert summary["provenance"]["methods"]["loss"]["name"] == "example-l2"
-    assert "dice_corrected" in summary
+    summary = read_summary(tmp_path / "run" / "summary.json")
+    assert summary.provenance.methods["segmenter"].distribution == "uqbench-example"
+    assert summary.provenance.methods["loss"].name == "example-l2"
+    assert summary.corrected is not None
 
 
 @pytest.mark.slow

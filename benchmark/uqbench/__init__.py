@@ -11,13 +11,14 @@ from uqbench.api import (
     Detector,
     DetectorExample,
     Loss,
+    MomentMap,
     Moments,
     Profile,
     Recipe,
     Segmenter,
     UncertaintyMap,
 )
-from uqbench.hookspecs import hookimpl
+from uqbench.hookspecs import Register, hookimpl
 
 __version__ = "0.1.0"
 __all__ = [
@@ -28,9 +29,11 @@ __all__ = [
     "Detector",
     "DetectorExample",
     "Loss",
+    "MomentMap",
     "Moments",
     "Profile",
     "Recipe",
+    "Register",
     "Segmenter",
     "UncertaintyMap",
     "__version__",

@@ -6,7 +6,8 @@ Z slices, Y/X in-plane. Images are float32, label maps uint8, maps float32 in [0
 A registered class is instantiated with the ``:``-separated arguments that follow its name on
 the command line, as strings, all defaulted: ``smp:unet:resnet34`` calls ``Smp("unet", "resnet34")``.
 Class attributes (``name``, ``samples``, ``size_multiple``) are read without instantiating, so
-listing plugins stays cheap; import torch inside methods, never at module import time.
+listing plugins stays cheap; import torch inside methods, never at module import time. The contracts declare
+them as read-only properties only so that a type checker accepts a plain ``name = "drn"`` in the class body.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -36,7 +37,7 @@ class Profile(StrEnum):
     PAPER = "paper"  # the paper's recipe (section V-A); wants a GPU
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Case:
     """One patient at one phase, in original geometry."""
 
@@ -51,7 +52,7 @@ class Case:
     weight: float | None = None  # kg, from Info.cfg
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Recipe:
     """How the harness trains a segmenter under one profile."""
 
@@ -70,7 +71,7 @@ class Recipe:
     # lr_decay_every steps (the snapshot ensembles of Huang et al. 2017, as the paper trains DN)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Context:
     """Run settings a plugin may need: passed, never read from globals."""
 
@@ -88,11 +89,19 @@ class Segmenter(Protocol):
     switches exactly those on for MC sampling and keeps batch norm in inference mode).
     """
 
-    name: ClassVar[str]
-    size_multiple: ClassVar[int]  # H and W given to the network are multiples of this
+    @property
+    def name(self) -> str:
+        """Registry and CLI name, ``^[a-z][a-z0-9-]{0,31}$``."""
+        ...
 
-    def build(self, in_channels: int, num_classes: int, dropout: float, width: float = 1.0) -> torch.nn.Module:
-        """Return a module mapping float32 [B, in_channels, H, W] to logits [B, num_classes, H, W]."""
+    @property
+    def size_multiple(self) -> int:
+        """H and W given to the network are multiples of this."""
+        ...
+
+    def build(self, *, in_channels: int, num_classes: int, dropout: float, width: float = 1.0) -> torch.nn.Module:
+        """Return a module mapping float32 [B, in_channels, H, W] to logits [B, num_classes, H, W]; the harness
+        passes every argument by name."""
         ...
 
     def recipe(self, profile: Profile) -> Recipe:
@@ -104,7 +113,10 @@ class Segmenter(Protocol):
 class Loss(Protocol):
     """A training loss."""
 
-    name: ClassVar[str]
+    @property
+    def name(self) -> str:
+        """Registry and CLI name, ``^[a-z][a-z0-9-]{0,31}$``."""
+        ...
 
     def __call__(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """logits [B, C, H, W] float, labels [B, H, W] int64 -> differentiable scalar."""
@@ -114,7 +126,7 @@ class Loss(Protocol):
 MOMENTS = ("variance", "mean_entropy")  # the optional running statistics a map can ask for
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Moments:
     """Running statistics of T softmax samples, accumulated as they come so that the T samples are never
     stored: the mean, the variance (divided by T) and the mean of each sample's entropy (nats). The last
@@ -136,15 +148,31 @@ class UncertaintyMap(Protocol):
     others (default: all). The contract kit checks that both give the same map, with only the declared
     statistics present."""
 
-    name: ClassVar[str]
-    samples: ClassVar[int]  # T it is computed from; 1 = one deterministic pass (dropout off)
+    @property
+    def name(self) -> str:
+        """Registry and CLI name, ``^[a-z][a-z0-9-]{0,31}$``."""
+        ...
+
+    @property
+    def samples(self) -> int:
+        """T, the samples it is computed from; 1 = one deterministic pass (dropout off)."""
+        ...
 
     def __call__(self, probs: torch.Tensor) -> torch.Tensor:
         """Softmax samples [T, B, C, H, W] -> map [B, H, W] in [0, 1]; higher = less certain."""
         ...
 
 
-@dataclass(frozen=True, slots=True)
+@runtime_checkable
+class MomentMap(Protocol):
+    """The optional part of an uncertainty map (see UncertaintyMap): the same map from running statistics."""
+
+    def from_moments(self, m: Moments) -> torch.Tensor:
+        """Running statistics of the T samples -> map [B, H, W] in [0, 1], equal to ``__call__`` on them."""
+        ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class DetectorExample:
     """One preprocessed slice (1.4 mm in-plane grid) as a detector sees it."""
 
@@ -158,7 +186,10 @@ class DetectorExample:
 class Detector(Protocol):
     """Scores each 8x8 patch of a slice with the probability that it holds a segmentation failure."""
 
-    name: ClassVar[str]
+    @property
+    def name(self) -> str:
+        """Registry and CLI name, ``^[a-z][a-z0-9-]{0,31}$``."""
+        ...
 
     def fit(self, examples: Sequence[DetectorExample], ctx: Context) -> None:
         """Learn from labelled slices (``failures`` set) of the training folds."""
@@ -177,7 +208,10 @@ class Detector(Protocol):
 class Dataset(Protocol):
     """A reader; the registered class is called as ``cls(root, *args)``."""
 
-    name: ClassVar[str]
+    @property
+    def name(self) -> str:
+        """Registry and CLI name, ``^[a-z][a-z0-9-]{0,31}$``."""
+        ...
 
     def problems(self) -> list[str]:
         """Every problem found, one line each naming the file; empty when the data is clean."""
@@ -194,13 +228,3 @@ class Dataset(Protocol):
     def fingerprint(self) -> str:
         """A hash of the source files' content: equal fingerprints mean equal data."""
         ...
-
-
-CONTRACTS: dict[str, type] = {
-    "segmenter": Segmenter,
-    "loss": Loss,
-    "uncertainty": UncertaintyMap,
-    "detector": Detector,
-    "dataset": Dataset,
-}
-"""Kind -> contract; the kind is also the CLI flag and the registry key."""

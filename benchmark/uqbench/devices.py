@@ -8,10 +8,13 @@ other CPUs it is emulated and slower, so ``auto`` keeps float32 there; ``--preci
 from __future__ import annotations
 
 from contextlib import AbstractContextManager
+from typing import Literal, cast
 
+from uqbench.api import Profile
 from uqbench.errors import UsageError
 
 PRECISIONS = ("auto", "fp32", "bf16")
+Precision = Literal["fp32", "bf16"]
 
 
 def resolve_device(requested: str) -> str:
@@ -37,7 +40,7 @@ def native_bf16(device: str) -> bool:
     return bool(caps.get("avx512_bf16") or caps.get("amx_bf16"))
 
 
-def resolve_precision(requested: str, device: str) -> str:
+def resolve_precision(requested: str, device: str) -> Precision:
     """``auto`` -> bf16 where native (see the module docstring), else fp32; UsageError for other values."""
     if requested not in PRECISIONS:
         raise UsageError(f"--precision {requested!r}: expected one of {', '.join(PRECISIONS)}")
@@ -45,7 +48,17 @@ def resolve_precision(requested: str, device: str) -> str:
         return "bf16" if native_bf16(device) else "fp32"
     if requested == "bf16" and device == "cuda" and not native_bf16(device):
         raise UsageError("--precision bf16: this CUDA device has no bf16 support (use fp32 or auto)")
-    return requested
+    return cast(Precision, requested)
+
+
+def resolve_profile(requested: str | None, device: str) -> Profile:
+    """The named recipe profile; by default ``paper`` on CUDA and ``quick`` elsewhere."""
+    if requested is None:
+        return Profile.PAPER if device == "cuda" else Profile.QUICK
+    try:
+        return Profile(requested)
+    except ValueError:
+        raise UsageError(f"--profile {requested!r}: expected one of {', '.join(p.value for p in Profile)}") from None
 
 
 def autocast(device: str, precision: str) -> AbstractContextManager[object]:

@@ -8,7 +8,7 @@ gathers volumes, applies them and summarises.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -16,9 +16,10 @@ import numpy as np
 from uqbench.api import CLASS_NAMES, PHASES
 from uqbench.protocol import calibration, clinical, detection, stats
 from uqbench.protocol.metrics import score
+from uqbench.results.summary import Calibration, Clinical, DetectionCurves, EffortCurve, EffortPoint, Significance
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Volume:
     """One predicted volume with its reference: original geometry for scoring, the 1.4 mm grid for the rest."""
 
@@ -46,7 +47,7 @@ ToOriginal = Callable[[Volume, np.ndarray], np.ndarray]
 def case_rows(v: Volume, original: np.ndarray) -> list[dict[str, Any]]:
     """One row per foreground class: Dice, HD, HD95, ASSD, voxel counts and volumes (mL)."""
     rows = []
-    scores = score(original, v.reference, v.spacing, v.where)  # checks shapes and label values first
+    scores = score(original, v.reference, spacing=v.spacing, where=v.where)  # checks shapes and label values first
     ref_n = np.bincount(v.reference.ravel(), minlength=len(CLASS_NAMES))
     pred_n = np.bincount(original.ravel(), minlength=len(CLASS_NAMES))
     for cls, metrics in scores.items():
@@ -65,65 +66,65 @@ def _patient_indices(rows: Sequence[dict[str, Any]], column: str) -> dict[str, d
     return {p: clinical.indices(v["ED"], v["ES"]) for p, v in vols.items() if "ED" in v and "ES" in v}
 
 
-def clinical_summary(rows: Sequence[dict[str, Any]], column: str = "predicted_ml") -> dict[str, Any]:
+def clinical_summary(rows: Sequence[dict[str, Any]], column: str = "predicted_ml") -> Clinical:
     """Agreement of each clinical index computed from ``column`` with the reference, over patients with both
-    phases; also the per-patient absolute errors (for significance tests)."""
+    phases."""
     auto, ref = _patient_indices(rows, column), _patient_indices(rows, "reference_ml")
     patients = sorted(auto)
-    out: dict[str, Any] = {"patients": len(patients)}
-    for name, unit in clinical.INDICES.items():
-        a = [auto[p][name] for p in patients]
-        r = [ref[p][name] for p in patients]
-        out[name] = {"unit": unit, **clinical.agreement(a, r)}
-    return out
+    return Clinical(patients=len(patients), units=dict(clinical.INDICES),
+                    indices={name: clinical.agreement([auto[p][name] for p in patients],
+                                                      [ref[p][name] for p in patients])
+                             for name in clinical.INDICES})
 
 
-def significance(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+def significance(rows: Sequence[dict[str, Any]]) -> Significance:
     """Corrected against segmentation-only: Dice and HD per phase and class, and the clinical indices'
     absolute errors (patients where both are defined), with Mann-Whitney U and paired Wilcoxon p-values."""
-    out: dict[str, Any] = {}
-    for metric in ("dice", "hd"):
+    by_metric: dict[str, dict[str, dict[str, stats.Comparison]]] = {"dice": {}, "hd": {}}
+    for metric, out in by_metric.items():
         for phase in PHASES:
             for cls in CLASS_NAMES[1:]:
                 sel = [r for r in rows if r["phase"] == phase and r["class"] == cls and f"{metric}_corrected" in r]
                 if sel:
-                    out.setdefault(metric, {}).setdefault(phase, {})[cls] = stats.compare(
-                        [r[metric] for r in sel], [r[f"{metric}_corrected"] for r in sel])
+                    out.setdefault(phase, {})[cls] = stats.compare([r[metric] for r in sel],
+                                                                   [r[f"{metric}_corrected"] for r in sel])
     corrected = [r for r in rows if "predicted_ml_corrected" in r]
     ref = _patient_indices(corrected, "reference_ml")
     before, after = _patient_indices(corrected, "predicted_ml"), _patient_indices(corrected, "predicted_ml_corrected")
+    clinical_abs_error = {}
     for name in clinical.INDICES:
         pairs = [(abs(before[p][name] - ref[p][name]), abs(after[p][name] - ref[p][name])) for p in sorted(after)]
         pairs = [(b, a) for b, a in pairs if np.isfinite(b) and np.isfinite(a)]
-        out.setdefault("clinical_abs_error", {})[name] = stats.compare([b for b, _ in pairs], [a for _, a in pairs])
-    return out
+        clinical_abs_error[name] = stats.compare([b for b, _ in pairs], [a for _, a in pairs])
+    return Significance(dice=by_metric["dice"], hd=by_metric["hd"], clinical_abs_error=clinical_abs_error)
 
 
-def risk_coverage_summary(volumes: Sequence[Volume]) -> dict[str, Any]:
+def risk_coverage_summary(volumes: Sequence[Volume]) -> calibration.RiskCoverage:
     """Mean risk-coverage curve, AURC and e-AURC over volumes (1.4 mm grid)."""
     curves, best = [], []
     for v in volumes:
         r, b = calibration.risk_coverage(v.uncertainty.astype(np.float64), v.prediction_grid, v.reference_grid,
-                                         v.where)
+                                         where=v.where)
         curves.append(r)
         best.append(b)
     return calibration.aurc(curves, best)
 
 
-def calibration_summary(counts: np.ndarray, brier_sum: float, voxels: int) -> dict[str, Any]:
+def calibration_summary(counts: np.ndarray, brier_sum: float, voxels: int) -> Calibration:
     """Reliability data per class and pooled, ECE and Brier, from summed ``reliability_counts``."""
-    return {"bins": calibration.BINS,
-            "per_class": {CLASS_NAMES[c]: calibration.reliability(counts[c]) for c in range(counts.shape[0])},
-            "pooled": calibration.reliability(counts.sum(0)),
-            "brier": brier_sum / voxels if voxels else float("nan"), "voxels": voxels}
+    return Calibration(bins=calibration.BINS,
+                       per_class={CLASS_NAMES[c]: calibration.reliability(counts[c]) for c in range(counts.shape[0])},
+                       pooled=calibration.reliability(counts.sum(0)),
+                       brier=brier_sum / voxels if voxels else float("nan"), voxels=voxels)
 
 
-def detection_summary(volumes: Sequence[Volume]) -> dict[str, Any]:
+def detection_summary(volumes: Sequence[Volume]) -> DetectionCurves:
     """Voxel-level FROC and slice-level average precision of the detector's patch probabilities."""
     scored = [v for v in volumes if v.patch_probs is not None]
     probs = [v.patch_probs for v in scored if v.patch_probs is not None]
-    return {"froc": detection.froc(probs, [v.failures for v in scored]),
-            "slices": detection.slice_detection([v.patient for v in scored], probs, [v.failures for v in scored])}
+    return DetectionCurves(froc=detection.froc(probs, [v.failures for v in scored]),
+                           slices=detection.slice_detection([v.patient for v in scored], probs,
+                                                            [v.failures for v in scored]))
 
 
 EFFORT_SHARES = (0.0, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
@@ -138,8 +139,8 @@ def effort_thresholds(probs: Sequence[np.ndarray], shares: Sequence[float] = EFF
     return [-1.0 if s >= 1 else float(np.quantile(p, 1 - s)) for s in shares]
 
 
-def effort_curve(volumes: Sequence[Volume], to_original: ToOriginal, mode: detection.CorrectionMode,
-                 shares: Sequence[float] = EFFORT_SHARES) -> dict[str, Any]:
+def effort_curve(volumes: Sequence[Volume], *, to_original: ToOriginal, mode: detection.CorrectionMode,
+                 shares: Sequence[float] = EFFORT_SHARES) -> EffortCurve:
     """Quality after simulated correction against the share of patches and of slices an expert inspects.
 
     At each threshold (``effort_thresholds``) the patches with probability above it are corrected
@@ -151,27 +152,25 @@ def effort_curve(volumes: Sequence[Volume], to_original: ToOriginal, mode: detec
     total_patches = sum(int(v.patch_probs.size) for v in scored if v.patch_probs is not None)
     thresholds = effort_thresholds([v.patch_probs for v in scored if v.patch_probs is not None], shares)
     total_slices = sum(v.prediction_grid.shape[0] for v in scored)
-    points: list[dict[str, Any]] = []
+    points: list[EffortPoint] = []
     for t in thresholds:
         flags = [v.patch_probs > t for v in scored if v.patch_probs is not None]
         n_flagged = sum(int(f.sum()) for f in flags)
-        if points and points[-1]["flagged_patches"] == n_flagged:  # nested sets: same count, same set
-            points.append(points[-1] | {"threshold": t})
+        if points and points[-1].flagged_patches == n_flagged:  # nested sets: same count, same set
+            points.append(replace(points[-1], threshold=t))
             continue
         rows: list[dict[str, Any]] = []
         for v, f in zip(scored, flags, strict=True):
-            fixed = detection.correct(v.prediction_grid, v.reference_grid, f, mode, v.failures)
+            fixed = detection.correct(v.prediction_grid, v.reference_grid, f, mode=mode, failures=v.failures)
             rows += case_rows(v, to_original(v, fixed))
         clin = clinical_summary(rows)
-        points.append({"threshold": t, "flagged_patches": n_flagged,
-                       "share_of_patches": n_flagged / total_patches,
-                       "share_of_slices": sum(int(f.any((1, 2)).sum()) for f in flags) / total_slices,
-                       "dice": float(np.mean([r["dice"] for r in rows])),
-                       "hd": float(np.mean([r["hd"] for r in rows])),
-                       "clinical_mae": {name: clin[name]["mae"] for name in clinical.INDICES}})
-    return {"mode": mode, "points": points,
-            "auc_dice_vs_patches": detection.area_under([p["share_of_patches"] for p in points],
-                                                        [p["dice"] for p in points]),
-            "auc_dice_vs_slices": detection.area_under([p["share_of_slices"] for p in points],
-                                                       [p["dice"] for p in points])}
-
+        points.append(EffortPoint(threshold=t, flagged_patches=n_flagged, share_of_patches=n_flagged / total_patches,
+                                  share_of_slices=sum(int(f.any((1, 2)).sum()) for f in flags) / total_slices,
+                                  dice=float(np.mean([r["dice"] for r in rows])),
+                                  hd=float(np.mean([r["hd"] for r in rows])),
+                                  clinical_mae={name: clin.indices[name].mae for name in clinical.INDICES}))
+    return EffortCurve(mode=mode, points=points,
+                       auc_dice_vs_patches=detection.area_under([p.share_of_patches for p in points],
+                                                                [p.dice for p in points]),
+                       auc_dice_vs_slices=detection.area_under([p.share_of_slices for p in points],
+                                                               [p.dice for p in points]))

@@ -14,7 +14,7 @@ hook plus a new contract and nothing else.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 
 import pluggy
 
@@ -23,30 +23,35 @@ if TYPE_CHECKING:
 
 PROJECT = "uqbench"
 _F = TypeVar("_F", bound=Callable[..., Any])
+_T = TypeVar("_T")
 hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl: Callable[[_F], _F] = pluggy.HookimplMarker(PROJECT)
 
+Register: TypeAlias = Callable[[type[_T]], None]
+"""The callback a hook receives: ``register: Register[Segmenter]`` lets a type checker hold your class to its
+contract."""
+
 
 @hookspec
-def register_segmenters(register: Callable[[type[Segmenter]], None]) -> None:
+def register_segmenters(register: Register[Segmenter]) -> None:
     """Register segmenters: networks the harness trains and samples with MC dropout."""
 
 
 @hookspec
-def register_losses(register: Callable[[type[Loss]], None]) -> None:
+def register_losses(register: Register[Loss]) -> None:
     """Register training losses: (logits, labels) -> scalar."""
 
 
 @hookspec
-def register_uncertainty_maps(register: Callable[[type[UncertaintyMap]], None]) -> None:
+def register_uncertainty_maps(register: Register[UncertaintyMap]) -> None:
     """Register uncertainty maps: softmax samples -> voxel map in [0, 1]."""
 
 
 @hookspec
-def register_detectors(register: Callable[[type[Detector]], None]) -> None:
+def register_detectors(register: Register[Detector]) -> None:
     """Register failure detectors: slice, uncertainty, segmentation -> failure probability per 8x8 patch."""
 
 
 @hookspec
-def register_datasets(register: Callable[[type[Dataset]], None]) -> None:
+def register_datasets(register: Register[Dataset]) -> None:
     """Register dataset readers that yield cases in their original geometry."""

@@ -16,47 +16,25 @@ import os
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar, overload
 
 import pluggy
 
 from uqbench import hookspecs
 from uqbench.errors import PluginError, UsageError
+from uqbench.kinds import KINDS, Kind, kind
 
 GROUP = "uqbench"
-HOOKS = {
-    "segmenter": "register_segmenters",
-    "loss": "register_losses",
-    "uncertainty": "register_uncertainty_maps",
-    "detector": "register_detectors",
-    "dataset": "register_datasets",
-}
-"""Kind -> the hook that registers methods of that kind."""
-
-KIND_WORDS = {
-    "segmenter": "segmenter",
-    "loss": "loss",
-    "uncertainty": "uncertainty map",
-    "detector": "detector",
-    "dataset": "dataset",
-}
-REQUIRED = {
-    "segmenter": ("size_multiple", "build", "recipe"),
-    "loss": ("__call__",),
-    "uncertainty": ("samples", "__call__"),
-    "detector": ("fit", "predict", "save", "load"),
-    "dataset": ("problems", "cases", "folds", "fingerprint"),
-}
-"""Attributes each kind's class must define besides ``name`` (the contracts in ``uqbench.api``)."""
+T = TypeVar("T")
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,31}$")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Entry:
     """One registered method and where it came from."""
 
-    kind: str
+    kind: str  # a Kind's name
     name: str
     factory: type
     plugin: str  # entry-point name, e.g. "segmenters"
@@ -74,7 +52,7 @@ class Entry:
                 "version": self.version, "plugin": self.plugin, "description": self.description}
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class PluginFailure:
     """A plugin (or one of its registrations) that could not be used, and why."""
 
@@ -87,32 +65,32 @@ class PluginFailure:
         return f"plugin {self.distribution} {self.version} [{self.plugin}] {self.error}"
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, kw_only=True)
 class Registry:
     """Every method registered through the ``uqbench`` entry points, by kind and name."""
 
-    entries: dict[str, dict[str, Entry]] = field(default_factory=lambda: {k: {} for k in HOOKS})
+    entries: dict[str, dict[str, Entry]] = field(default_factory=lambda: {k.name: {} for k in KINDS})
     conflicts: dict[tuple[str, str], list[Entry]] = field(default_factory=dict)
     failures: list[PluginFailure] = field(default_factory=list)
     allowed: list[str] | None = None
 
-    def names(self, kind: str) -> list[str]:
-        """Sorted names of the usable methods of ``kind``."""
-        return sorted(self._kind(kind))
+    def names(self, of: Kind[Any] | str) -> list[str]:
+        """Sorted names of the usable methods of a kind."""
+        return sorted(self._kind(of))
 
     def all_entries(self) -> list[Entry]:
-        return [e for kind in HOOKS for _, e in sorted(self.entries[kind].items())]
+        return [e for k in KINDS for _, e in sorted(self.entries[k.name].items())]
 
-    def entry(self, kind: str, name: str) -> Entry:
+    def entry(self, of: Kind[Any] | str, name: str) -> Entry:
         """The entry for ``name``; an unknown or conflicting name is a one-line error with suggestions."""
-        known = self._kind(kind)
-        if (kind, name) in self.conflicts:
-            both = " and ".join(f"{e.distribution} {e.version}" for e in self.conflicts[(kind, name)])
-            raise PluginError(f"{KIND_WORDS[kind]} name '{name}' is registered by both {both}")
+        k = of if isinstance(of, Kind) else kind(of)
+        known = self._kind(k)
+        if (k.name, name) in self.conflicts:
+            both = " and ".join(f"{e.distribution} {e.version}" for e in self.conflicts[(k.name, name)])
+            raise PluginError(f"{k.label} name '{name}' is registered by both {both}")
         if name in known:
             return known[name]
-        word = KIND_WORDS[kind]
-        msg = f"unknown {word} '{name}'."
+        msg = f"unknown {k.label} '{name}'."
         close = difflib.get_close_matches(name, list(known), n=1)
         if close:
             msg += f" Did you mean '{close[0]}'?"
@@ -123,54 +101,62 @@ class Registry:
             msg += f"; no plugins found in entry-point group '{GROUP}': is uqbench installed? (pip install -e .)"
         raise UsageError(msg)
 
-    def create(self, kind: str, spec: str, *leading: Any) -> Any:
-        """Instantiate ``name[:arg...]`` as ``cls(*leading, *args)``, e.g. ``smp:unet:resnet34``."""
+    @overload
+    def create(self, of: Kind[T], spec: str, *leading: Any) -> T: ...
+
+    @overload
+    def create(self, of: str, spec: str, *leading: Any) -> Any: ...
+
+    def create(self, of: Kind[Any] | str, spec: str, *leading: Any) -> Any:
+        """Instantiate ``name[:arg...]`` as ``cls(*leading, *args)``, e.g. ``smp:unet:resnet34``; typed by the
+        kind's contract when given a ``Kind``."""
+        k = of if isinstance(of, Kind) else kind(of)
         name, *args = spec.split(":")
-        entry = self.entry(kind, name)
+        entry = self.entry(k, name)
         try:
             return entry.factory(*leading, *args)
         except (TypeError, ValueError) as exc:
-            raise UsageError(f"{KIND_WORDS[kind]} '{spec}': bad arguments: {exc}") from exc
+            raise UsageError(f"{k.label} '{spec}': bad arguments: {exc}") from exc
 
     def provenance(self, used: dict[str, str]) -> dict[str, Any]:
         """Which distributions were allowed and, per kind, the entry each used method came from."""
         out: dict[str, Any] = {"allowed_distributions": self.allowed, "methods": {}}
-        for kind, spec in used.items():
-            out["methods"][kind] = self.entry(kind, spec.split(":")[0]).record() | {"spec": spec}
+        for kind_name, spec in used.items():
+            out["methods"][kind_name] = self.entry(kind_name, spec.split(":")[0]).record() | {"spec": spec}
         return out
 
-    def _kind(self, kind: str) -> dict[str, Entry]:
-        if kind not in self.entries:
-            raise UsageError(f"unknown plugin kind '{kind}'. Known: {', '.join(HOOKS)}")
-        return self.entries[kind]
+    def _kind(self, of: Kind[Any] | str) -> dict[str, Entry]:
+        return self.entries[(of if isinstance(of, Kind) else kind(of)).name]
 
 
 class _Registrar:
     """The ``register`` callback handed to one plugin's hook: validates and records each class."""
 
-    def __init__(self, reg: Registry, kind: str, plugin: str, dist: str, version: str,
+    def __init__(self, reg: Registry, of: Kind[Any], *, plugin: str, dist: str, version: str,
                  seen: dict[tuple[str, str], list[Entry]]) -> None:
-        self.reg, self.kind, self.plugin, self.dist, self.version, self.seen = reg, kind, plugin, dist, version, seen
+        self.reg, self.kind, self.seen = reg, of, seen
+        self.plugin, self.dist, self.version = plugin, dist, version
 
     def __call__(self, cls: type) -> None:
         problem = _validate(self.kind, cls)
         if problem:
-            self.reg.failures.append(PluginFailure(self.plugin, self.dist, self.version,
-                                                   f"registered a bad {KIND_WORDS[self.kind]}: {problem}"))
+            self.reg.failures.append(PluginFailure(plugin=self.plugin, distribution=self.dist, version=self.version,
+                                                   error=f"registered a bad {self.kind.label}: {problem}"))
             return
         name: str = getattr(cls, "name")  # noqa: B009  (checked by _validate)
-        entry = Entry(self.kind, name, cls, self.plugin, self.dist, self.version)
-        self.seen.setdefault((self.kind, name), []).append(entry)
+        entry = Entry(kind=self.kind.name, name=name, factory=cls, plugin=self.plugin, distribution=self.dist,
+                      version=self.version)
+        self.seen.setdefault((self.kind.name, name), []).append(entry)
 
 
-def _validate(kind: str, cls: Any) -> str | None:
+def _validate(of: Kind[Any], cls: Any) -> str | None:
     """Why ``cls`` does not meet its kind's contract, or None."""
     if not isinstance(cls, type):
         return f"{cls!r} is not a class"
     name = getattr(cls, "name", None)
     if not isinstance(name, str) or not NAME_RE.match(name):
         return f"{cls.__name__}.name {name!r} must match {NAME_RE.pattern}"
-    missing = [a for a in REQUIRED[kind] if not any(a in vars(k) for k in cls.__mro__ if k is not object)]
+    missing = [a for a in of.required if not any(a in vars(k) for k in cls.__mro__ if k is not object)]
     if missing:
         return f"{cls.__name__} ('{name}') lacks {', '.join(missing)}"
     if not inspect.getdoc(cls):
@@ -211,30 +197,30 @@ def build_registry() -> Registry:
             module = ep.load()
             pm.register(module, name=key)
         except Exception as exc:  # a plugin's bug must not hide the others
-            reg.failures.append(PluginFailure(ep.name, dist, version,
-                                              f"failed to load: {type(exc).__name__}: {exc}"))
+            reg.failures.append(PluginFailure(plugin=ep.name, distribution=dist, version=version,
+                                              error=f"failed to load: {type(exc).__name__}: {exc}"))
             continue
         bad = _unknown_hooks(pm, module)
         if bad:
-            hints = [f"'{b}'" + _suggest(b, HOOKS.values())
-                     for b in bad]
-            reg.failures.append(PluginFailure(ep.name, dist, version, f"defines unknown hook {', '.join(hints)}"))
+            hints = [f"'{b}'" + _suggest(b, [k.hook for k in KINDS]) for b in bad]
+            reg.failures.append(PluginFailure(plugin=ep.name, distribution=dist, version=version,
+                                              error=f"defines unknown hook {', '.join(hints)}"))
         loaded[key] = (module, ep.name, dist, version)
     seen: dict[tuple[str, str], list[Entry]] = {}
-    for kind, hook in HOOKS.items():
+    for k in KINDS:
         for key, (_module, plugin, dist, version) in loaded.items():
-            others = [mod for k, (mod, *_) in loaded.items() if k != key]
-            caller = pm.subset_hook_caller(hook, remove_plugins=others)
+            others = [mod for other, (mod, *_) in loaded.items() if other != key]
+            caller = pm.subset_hook_caller(k.hook, remove_plugins=others)
             try:
-                caller(register=_Registrar(reg, kind, plugin, dist, version, seen))
+                caller(register=_Registrar(reg, k, plugin=plugin, dist=dist, version=version, seen=seen))
             except Exception as exc:
-                why = f"{hook}() raised {type(exc).__name__}: {exc}"
-                reg.failures.append(PluginFailure(plugin, dist, version, why))
-    for (kind, name), entries in seen.items():
+                why = f"{k.hook}() raised {type(exc).__name__}: {exc}"
+                reg.failures.append(PluginFailure(plugin=plugin, distribution=dist, version=version, error=why))
+    for (kind_name, name), entries in seen.items():
         if len({(e.distribution, e.factory) for e in entries}) > 1:
-            reg.conflicts[(kind, name)] = entries
+            reg.conflicts[(kind_name, name)] = entries
         else:
-            reg.entries[kind][name] = entries[0]
+            reg.entries[kind_name][name] = entries[0]
     return reg
 
 

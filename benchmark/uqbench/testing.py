@@ -17,6 +17,7 @@ Requires pytest (the ``test`` extra) for the contract classes; the check functio
 from __future__ import annotations
 
 import inspect
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -54,7 +55,7 @@ def check_segmenter(seg: Any) -> None:
         registry().entry("loss", recipe.loss.split(":")[0])
     width = seg.recipe(Profile.QUICK).width
     torch.manual_seed(0)
-    net = seg.build(1, NUM_CLASSES, 0.1, width)
+    net = seg.build(in_channels=1, num_classes=NUM_CLASSES, dropout=0.1, width=width)
     assert isinstance(net, torch.nn.Module), f"{who}: build() must return a torch.nn.Module"
     net.train()
     for k in (1, 2, 3):
@@ -77,7 +78,7 @@ def check_segmenter(seg: Any) -> None:
     outs = []
     for _ in range(2):
         torch.manual_seed(1)
-        n = seg.build(1, NUM_CLASSES, 0.1, width).eval()
+        n = seg.build(in_channels=1, num_classes=NUM_CLASSES, dropout=0.1, width=width).eval()
         with torch.no_grad():
             outs.append(n(x))
     assert torch.equal(outs[0], outs[1]), f"{who}: two builds after the same seed differ"
@@ -151,7 +152,8 @@ def tiny_examples(n: int = 6, seed: int = 0) -> list[DetectorExample]:
         unc = np.clip(0.1 * rng.random(ref.shape) + 0.8 * failures + 0.2 * (np.abs(r - 13) < 1), 0, 1)
         noise = 0.05 * rng.standard_normal(ref.shape)
         image = np.clip(np.where(ref == 3, 0.9, np.where(ref == 2, 0.3, 0.5)) + noise, 0, 1)
-        out.append(DetectorExample(image.astype(np.float32), unc.astype(np.float32), seg, failures))
+        out.append(DetectorExample(image=image.astype(np.float32), uncertainty=unc.astype(np.float32), segmentation=seg,
+                                   failures=failures))
     return out
 
 
@@ -160,8 +162,8 @@ def check_detector(det: Any, tmp_path: Path) -> None:
     who = _who(det)
     _check_names(det)
     examples = tiny_examples()
-    det.fit(examples, Context(Profile.QUICK, "cpu", 0, tmp_path))
-    probe = DetectorExample(examples[0].image, examples[0].uncertainty, examples[0].segmentation, None)
+    det.fit(examples, Context(profile=Profile.QUICK, device="cpu", seed=0, workdir=tmp_path))
+    probe = replace(examples[0], failures=None)
     p = np.asarray(det.predict(probe))
     shape = (-(-44 // PATCH), -(-52 // PATCH))
     assert p.shape == shape, f"{who}: predict() gave {p.shape}, expected {shape}"

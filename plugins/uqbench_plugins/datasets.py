@@ -5,10 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
-from uqbench import Case, hookimpl
-from uqbench.data import layout
-from uqbench.data.folds import acdc_folds
-from uqbench.errors import DataError
+from uqbench import Case, Dataset, Register, hookimpl
+from uqbench.plugin import DataError, acdc_cases, acdc_fingerprint, acdc_folds, acdc_patient_dirs, acdc_problems
 
 
 class ACDC:
@@ -20,30 +18,32 @@ class ACDC:
         self.root = Path(root)
 
     def problems(self) -> list[str]:
-        found, _, _ = layout.problems(self.root)
+        found, _, _ = acdc_problems(self.root)
         table = acdc_folds()
-        if self.root.is_dir():
-            found += [f"{p}: not an ACDC training patient id (no fold in the committed split)"
-                      for p in layout.patient_dirs_or_empty(self.root) if p.name not in table]
-        return found
+        try:
+            dirs = acdc_patient_dirs(self.root)
+        except DataError:
+            return found  # a missing or empty folder, already among the problems
+        return found + [f"{p}: not an ACDC training patient id (no fold in the committed split)"
+                        for p in dirs if p.name not in table]
 
     def cases(self) -> Iterator[Case]:
         self.folds()
-        return layout.iter_cases(self.root)
+        return acdc_cases(self.root)
 
     def folds(self) -> Mapping[str, int]:
         table = acdc_folds()
         out = {}
-        for pdir in layout.patient_dirs(self.root):
+        for pdir in acdc_patient_dirs(self.root):
             if pdir.name not in table:
                 raise DataError(f"{pdir}: not an ACDC training patient id (no fold in the committed split)")
             out[pdir.name] = table[pdir.name]
         return out
 
     def fingerprint(self) -> str:
-        return layout.fingerprint(self.root)
+        return acdc_fingerprint(self.root)
 
 
 @hookimpl
-def register_datasets(register) -> None:  # type: ignore[no-untyped-def]
+def register_datasets(register: Register[Dataset]) -> None:
     register(ACDC)

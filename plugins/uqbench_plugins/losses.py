@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from uqbench import hookimpl
+from uqbench import Loss, Register, hookimpl
 
 
 def _one_hot(labels: Any, num_classes: int) -> Any:
@@ -49,7 +49,7 @@ class Brier:
 
 
 @hookimpl
-def register_losses(register) -> None:  # type: ignore[no-untyped-def]
+def register_losses(register: Register[Loss]) -> None:
     register(CrossEntropy)
     register(SoftDice)
     register(Brier)

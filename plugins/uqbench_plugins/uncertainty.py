@@ -5,11 +5,16 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from uqbench import Moments, hookimpl
+from uqbench import Moments, Register, UncertaintyMap, hookimpl
 
 
 def _entropy(mean: Any) -> Any:
     return -(mean * mean.clamp_min(1e-12).log()).sum(1)
+
+
+def _mean_only(probs: Any) -> Moments:
+    """The moments of stacked samples a map that reads only their mean needs."""
+    return Moments(samples=probs.shape[0], mean=probs.float().mean(0), variance=None, mean_entropy=None)
 
 
 class EntropyMap:
@@ -20,7 +25,7 @@ class EntropyMap:
     needs: frozenset[str] = frozenset()
 
     def __call__(self, probs: Any) -> Any:
-        return self.from_moments(Moments(probs.shape[0], probs.float().mean(0), None, None))
+        return self.from_moments(_mean_only(probs))
 
     def from_moments(self, m: Moments) -> Any:
         return (_entropy(m.mean) / math.log(m.mean.shape[1])).clamp(0, 1)
@@ -69,7 +74,7 @@ class MutualInformation:
             raise ValueError("mi needs at least 2 MC samples")
         p = probs.float()
         expected = -(p * p.clamp_min(1e-12).log()).sum(2).mean(0)
-        return self.from_moments(Moments(p.shape[0], p.mean(0), None, expected))
+        return self.from_moments(Moments(samples=p.shape[0], mean=p.mean(0), variance=None, mean_entropy=expected))
 
     def from_moments(self, m: Moments) -> Any:
         if m.samples < 2:
@@ -87,7 +92,7 @@ class MaxProbability:
     needs: frozenset[str] = frozenset()
 
     def __call__(self, probs: Any) -> Any:
-        return self.from_moments(Moments(probs.shape[0], probs.float().mean(0), None, None))
+        return self.from_moments(_mean_only(probs))
 
     def from_moments(self, m: Moments) -> Any:
         c = m.mean.shape[1]
@@ -95,7 +100,7 @@ class MaxProbability:
 
 
 @hookimpl
-def register_uncertainty_maps(register) -> None:  # type: ignore[no-untyped-def]
+def register_uncertainty_maps(register: Register[UncertaintyMap]) -> None:
     register(EntropyMap)
     register(BayesianMap)
     register(MutualInformation)

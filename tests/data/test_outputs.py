@@ -32,9 +32,10 @@ def test_maps_return_to_original_geometry_as_probabilities() -> None:
     probs = rng.random((4, 3, 40, 50)).astype(np.float32)
     probs /= probs.sum(0)
     grid = np.stack([resample_image(p, spacing) for p in probs])
-    back = map_to_original(grid, (3, 40, 50), spacing)
+    back = map_to_original(grid, original_shape=(3, 40, 50), spacing=spacing)
     assert back.shape == (4, 3, 40, 50)
     np.testing.assert_allclose(back.sum(0), 1.0, atol=1e-5)  # interpolation weights sum to one
     assert back.min() >= 0 and back.max() <= 1
-    np.testing.assert_allclose(map_to_original(np.full((3, *grid.shape[2:]), 0.3), (3, 40, 50), spacing), 0.3,
+    np.testing.assert_allclose(map_to_original(np.full((3, *grid.shape[2:]), 0.3), original_shape=(3, 40, 50),
+                                               spacing=spacing), 0.3,
                                atol=1e-6)

@@ -39,7 +39,7 @@ def test_label_resampling_invents_no_value_and_keeps_area() -> None:
 def test_resampling_at_target_spacing_is_identity() -> None:
     lab = np.random.default_rng(1).integers(0, 4, (2, 20, 24)).astype(np.uint8)
     assert np.array_equal(pp.resample_labels(lab, (10, 1.4, 1.4)), lab)
-    assert np.array_equal(pp.labels_to_original(lab, lab.shape, (10, 1.4, 1.4)), lab)
+    assert np.array_equal(pp.labels_to_original(lab, original_shape=lab.shape, spacing=(10, 1.4, 1.4)), lab)
 
 
 def test_labels_round_trip_to_original_grid_nearly_exactly() -> None:
@@ -48,7 +48,7 @@ def test_labels_round_trip_to_original_grid_nearly_exactly() -> None:
     lab[:, (np.hypot(yy - 45, xx - 40) < 25)] = 2
     lab[:, (np.hypot(yy - 45, xx - 40) < 15)] = 3
     spacing = (10.0, 1.62, 1.62)
-    back = pp.labels_to_original(pp.resample_labels(lab, spacing), lab.shape, spacing)
+    back = pp.labels_to_original(pp.resample_labels(lab, spacing), original_shape=lab.shape, spacing=spacing)
     assert (back == lab).mean() > 0.995
 
 

@@ -14,10 +14,20 @@ from typing import Any
 import numpy as np
 
 import uqbench
-from uqbench import Case, Context, DetectorExample, Profile, Recipe
-from uqbench.data import layout
-from uqbench.data.folds import acdc_folds
-from uqbench.protocol.patches import patch_max
+from uqbench import (
+    Case,
+    Context,
+    Dataset,
+    Detector,
+    DetectorExample,
+    Loss,
+    Profile,
+    Recipe,
+    Register,
+    Segmenter,
+    UncertaintyMap,
+)
+from uqbench.plugin import acdc_cases, acdc_fingerprint, acdc_folds, acdc_patient_dirs, acdc_problems, patch_max
 
 
 class TinyNet:
@@ -26,7 +36,7 @@ class TinyNet:
     name = "example-net"
     size_multiple = 1
 
-    def build(self, in_channels: int, num_classes: int, dropout: float, width: float = 1.0) -> Any:
+    def build(self, *, in_channels: int, num_classes: int, dropout: float, width: float = 1.0) -> Any:
         from torch import nn
 
         c = max(4, int(16 * width))
@@ -80,7 +90,7 @@ class Everywhere:
 
 
 class Folder:
-    """ACDC layout read through uqbench's public layout helpers (shows the dataset contract)."""
+    """ACDC layout read through uqbench.plugin's layout helpers (shows the dataset contract)."""
 
     name = "example-folder"
 
@@ -88,39 +98,39 @@ class Folder:
         self.root = Path(root)
 
     def problems(self) -> list[str]:
-        return layout.problems(self.root)[0]
+        return acdc_problems(self.root)[0]
 
     def cases(self) -> Iterator[Case]:
-        return layout.iter_cases(self.root)
+        return acdc_cases(self.root)
 
     def folds(self) -> Mapping[str, int]:
         table = acdc_folds()
-        return {p.name: table[p.name] for p in layout.patient_dirs(self.root)}
+        return {p.name: table[p.name] for p in acdc_patient_dirs(self.root)}
 
     def fingerprint(self) -> str:
-        return layout.fingerprint(self.root)
+        return acdc_fingerprint(self.root)
 
 
 @uqbench.hookimpl
-def register_segmenters(register: Any) -> None:
+def register_segmenters(register: Register[Segmenter]) -> None:
     register(TinyNet)
 
 
 @uqbench.hookimpl
-def register_losses(register: Any) -> None:
+def register_losses(register: Register[Loss]) -> None:
     register(SquaredError)
 
 
 @uqbench.hookimpl
-def register_uncertainty_maps(register: Any) -> None:
+def register_uncertainty_maps(register: Register[UncertaintyMap]) -> None:
     register(MaxVariance)
 
 
 @uqbench.hookimpl
-def register_detectors(register: Any) -> None:
+def register_detectors(register: Register[Detector]) -> None:
     register(Everywhere)
 
 
 @uqbench.hookimpl
-def register_datasets(register: Any) -> None:
+def register_datasets(register: Register[Dataset]) -> None:
     register(Folder)

@@ -29,13 +29,15 @@ def test_moments_of_grouped_samples_equal_one_at_a_time() -> None:
 
 def test_samples_per_pass_do_not_change_a_deterministic_network() -> None:
     seg = registry().create("segmenter", "drn")
-    model = seg.build(1, 4, 0.0, 0.125)  # dropout 0: every sample is the same
+    model = seg.build(in_channels=1, num_classes=4, dropout=0.0, width=0.125)  # dropout 0: every sample is the same
     image = np.random.default_rng(0).random((3, 40, 48)).astype(np.float32)
     for name in ("bmap", "mi", "emap"):
         umap = registry().create("uncertainty", name)
         t = umap.samples
-        a = predict_volume(model, image, umap, t, seg.size_multiple, "cpu", 0, per_pass=1)
-        b = predict_volume(model, image, umap, t, seg.size_multiple, "cpu", 0, per_pass=t)
+        a = predict_volume(model, image, umap=umap, samples=t, multiple=seg.size_multiple, device="cpu", seed=0,
+                           per_pass=1)
+        b = predict_volume(model, image, umap=umap, samples=t, multiple=seg.size_multiple, device="cpu", seed=0,
+                           per_pass=t)
         np.testing.assert_allclose(a[0], b[0], atol=1e-6)
         np.testing.assert_allclose(a[1], b[1], atol=1e-6)
 

@@ -40,17 +40,17 @@ def _drn_by_hand(ch: tuple[int, ...], classes: int = 4) -> int:
 
 
 def test_unet_parameter_count_matches_the_description() -> None:
-    model = registry().create("segmenter", "unet").build(1, 4, 0.1, 1.0)
+    model = registry().create("segmenter", "unet").build(in_channels=1, num_classes=4, dropout=0.1, width=1.0)
     assert _params(model) == _unet_by_hand((64, 128, 256, 512, 1024)) == 31_038_724
 
 
 def test_drn_parameter_count_matches_the_description() -> None:
-    model = registry().create("segmenter", "drn").build(1, 4, 0.1, 1.0)
+    model = registry().create("segmenter", "drn").build(in_channels=1, num_classes=4, dropout=0.1, width=1.0)
     assert _params(model) == _drn_by_hand((16, 32, 64, 128, 256, 512, 512, 512))
 
 
 def test_dn_parameter_count_matches_the_description() -> None:
-    model = registry().create("segmenter", "dn").build(1, 4, 0.1, 1.0)
+    model = registry().create("segmenter", "dn").build(in_channels=1, num_classes=4, dropout=0.1, width=1.0)
     first = 1 * 32 * 9 + 32  # layer 1: bias, no batch norm
     dilated = 7 * (32 * 32 * 9 + 2 * 32)  # layers 2-8: batch norm
     fc = 32 * 128 + 2 * 128 + 128 * 4 + 4  # layer 9 (batch norm) and the classifier
@@ -58,7 +58,7 @@ def test_dn_parameter_count_matches_the_description() -> None:
 
 
 def test_dn_receptive_field_is_131_voxels() -> None:
-    model = registry().create("segmenter", "dn").build(1, 4, 0.0, 1.0).eval()
+    model = registry().create("segmenter", "dn").build(in_channels=1, num_classes=4, dropout=0.0, width=1.0).eval()
     with torch.no_grad():
         for m in model.modules():
             if isinstance(m, torch.nn.Conv2d):
@@ -73,7 +73,7 @@ def test_dn_receptive_field_is_131_voxels() -> None:
 @pytest.mark.parametrize("name", ["drn", "dn", "unet"])
 def test_output_has_input_size_at_each_declared_multiple(name: str) -> None:
     seg = registry().create("segmenter", name)
-    model = seg.build(1, 4, 0.1, 0.125).eval()
+    model = seg.build(in_channels=1, num_classes=4, dropout=0.1, width=0.125).eval()
     for k in (1, 2, 3):
         side = seg.size_multiple * k
         assert model(torch.zeros(1, 1, side, 2 * side)).shape == (1, 4, side, 2 * side)
@@ -81,17 +81,18 @@ def test_output_has_input_size_at_each_declared_multiple(name: str) -> None:
 
 def test_smp_adds_mc_dropout_to_decoder_and_head_of_any_architecture() -> None:
     for spec in ("smp:unet:resnet18", "smp:fpn:efficientnet-b0", "smp:unet:tu-resnet18"):
-        model = registry().create("segmenter", spec).build(1, 4, 0.1)
+        model = registry().create("segmenter", spec).build(in_channels=1, num_classes=4, dropout=0.1)
         decoder_drop = [m for m in model.decoder.modules() if isinstance(m, torch.nn.Dropout)]
         assert decoder_drop and isinstance(model.segmentation_head[0], torch.nn.Dropout), spec
         assert model.eval()(torch.zeros(1, 1, 64, 96)).shape == (1, 4, 64, 96)
 
 
 def test_smp_loads_encoder_weights_only_from_a_local_file(tmp_path: Path) -> None:
-    source = registry().create("segmenter", "smp:unet:resnet18").build(1, 4, 0.1)
+    source = registry().create("segmenter", "smp:unet:resnet18").build(in_channels=1, num_classes=4, dropout=0.1)
     path = tmp_path / "encoder.pt"
     torch.save(source.encoder.state_dict(), path)
-    loaded = registry().create("segmenter", f"smp:unet:resnet18:{path}").build(1, 4, 0.1)
+    loaded = registry().create("segmenter", f"smp:unet:resnet18:{path}").build(in_channels=1, num_classes=4,
+                                                                                dropout=0.1)
     for a, b in zip(source.encoder.state_dict().values(), loaded.encoder.state_dict().values(), strict=True):
         assert torch.equal(a, b)
     with pytest.raises(UsageError, match="no such file \\(weights are never downloaded\\)"):

@@ -82,7 +82,7 @@ def test_threshold_detector_picks_the_f1_best_cut_and_maps_it_to_one_half(tmp_pa
 
     det = registry().create("detector", "threshold")
     ex = tiny_examples()
-    det.fit(ex, Context(Profile.QUICK, "cpu", 0, tmp_path))
+    det.fit(ex, Context(profile=Profile.QUICK, device="cpu", seed=0, workdir=tmp_path))
     assert 0 < det.threshold < 1
     probe = ex[0]
     p = det.predict(probe)

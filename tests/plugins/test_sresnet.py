@@ -49,7 +49,7 @@ def _examples_with_uncertainty_equal_to_failures() -> list[DetectorExample]:
     out = []
     for ex in tiny_examples(6, seed=1):
         assert ex.failures is not None
-        out.append(DetectorExample(ex.image, ex.failures.astype(np.float32), ex.segmentation, ex.failures))
+        out.append(replace(ex, uncertainty=ex.failures.astype(np.float32)))
     return out
 
 
@@ -58,7 +58,7 @@ def test_training_crops_and_targets_stay_on_the_patch_grid_under_rotation() -> N
     inputs = [sresnet.padded_inputs(ex) for ex in examples]
     targets = [sresnet.patch_targets(ex, x.shape[1:]) for ex, x in zip(examples, inputs, strict=True)]
     recipe = replace(sresnet.QUICK, forced=1.0)
-    xs, ts = sresnet.sample_crops(inputs, targets, 24, recipe, np.random.default_rng(0))
+    xs, ts = sresnet.sample_crops(inputs, targets, 24, recipe=recipe, rng=np.random.default_rng(0))
     assert xs.shape == (24, 2, 80, 80) and ts.shape == (24, 10, 10)
     for x, t in zip(xs, ts, strict=True):  # channel 1 is the failure map itself
         assert np.array_equal(patch_max(x[1]) > 0, t > 0)
@@ -76,10 +76,11 @@ def test_crop_box_is_the_segmentation_box_grown_to_ten_patches_inside_the_grid()
 
 def test_patches_outside_the_crop_box_are_not_flagged(tmp_path: Path) -> None:
     det = registry().create("detector", "sresnet:5")
-    det.fit(tiny_examples(4), Context(Profile.QUICK, "cpu", 0, tmp_path))
+    det.fit(tiny_examples(4), Context(profile=Profile.QUICK, device="cpu", seed=0, workdir=tmp_path))
     seg = np.zeros((200, 120), np.uint8)
     seg[100:120, 60:80] = 3
-    ex = DetectorExample(np.random.rand(200, 120).astype(np.float32), np.ones((200, 120), np.float32), seg, None)
+    ex = DetectorExample(image=np.random.rand(200, 120).astype(np.float32), uncertainty=np.ones((200, 120), np.float32),
+                         segmentation=seg, failures=None)
     p = det.predict(ex)
     y0, y1, x0, x1 = sresnet.crop_box(seg, (25, 15), 10)
     assert p.shape == (25, 15) and p[y0:y1, x0:x1].min() > 0
@@ -90,7 +91,7 @@ def test_patches_outside_the_crop_box_are_not_flagged(tmp_path: Path) -> None:
 
 def test_sresnet_learns_to_find_planted_failures(tmp_path: Path) -> None:
     det = registry().create("detector", "sresnet:150")
-    det.fit(tiny_examples(16, seed=2), Context(Profile.QUICK, "cpu", 0, tmp_path))
+    det.fit(tiny_examples(16, seed=2), Context(profile=Profile.QUICK, device="cpu", seed=0, workdir=tmp_path))
     held_out = tiny_examples(8, seed=3)
     scores = np.concatenate([det.predict(replace(ex, failures=None)).ravel() for ex in held_out])
     truth = np.concatenate([(patch_max(ex.failures) > 0).ravel() for ex in held_out if ex.failures is not None])
@@ -100,9 +101,12 @@ def test_sresnet_learns_to_find_planted_failures(tmp_path: Path) -> None:
 def test_an_interrupted_detector_training_resumes_to_the_same_weights(tmp_path: Path) -> None:
     examples = tiny_examples(4)
     recipe = replace(sresnet.QUICK, iterations=6, batch_size=4, width=0.25)
-    straight, _ = sresnet.train_network(examples, recipe, "cpu", 0, tmp_path / "a.pt")
-    sresnet.train_network(examples, replace(recipe, iterations=3), "cpu", 0, tmp_path / "b.pt")
-    resumed, _ = sresnet.train_network(examples, recipe, "cpu", 0, tmp_path / "b.pt")
+    def fit(recipe: sresnet.DetectorRecipe, checkpoint: Path) -> torch.nn.Module:
+        return sresnet.train_network(examples, recipe=recipe, device="cpu", seed=0, checkpoint=checkpoint)[0]
+
+    straight = fit(recipe, tmp_path / "a.pt")
+    fit(replace(recipe, iterations=3), tmp_path / "b.pt")  # "interrupted"
+    resumed = fit(recipe, tmp_path / "b.pt")
     for (k, a), b in zip(straight.state_dict().items(), resumed.state_dict().values(), strict=True):
         assert torch.equal(a, b), k
 

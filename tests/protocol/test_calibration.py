@@ -17,14 +17,14 @@ def test_reliability_bins_by_hand() -> None:
     probs, ref = _two_class()
     counts, brier, n = reliability_counts(probs, ref)
     cls1 = reliability(counts[1])
-    assert cls1["voxels"] == [1, 1, 0, 0, 0, 0, 0, 0, 0, 2]
-    assert cls1["confidence"][0] == pytest.approx(0.05) and cls1["frequency"][0] == 0.0
-    assert cls1["confidence"][9] == pytest.approx(0.975) and cls1["frequency"][9] == 1.0
-    assert cls1["confidence"][4] is None
-    assert cls1["ece"] == pytest.approx((0.05 + 0.85 + 0.05) / 4)
+    assert cls1.voxels == [1, 1, 0, 0, 0, 0, 0, 0, 0, 2]
+    assert cls1.confidence[0] == pytest.approx(0.05) and cls1.frequency[0] == 0.0
+    assert cls1.confidence[9] == pytest.approx(0.975) and cls1.frequency[9] == 1.0
+    assert cls1.confidence[4] is None
+    assert cls1.ece == pytest.approx((0.05 + 0.85 + 0.05) / 4)
     assert brier / n == pytest.approx((0.005 + 1.445 + 0.005 + 0.0) / 4)
     pooled = reliability(counts.sum(0))
-    assert sum(pooled["voxels"]) == 8
+    assert sum(pooled.voxels) == 8
 
 
 def test_probability_one_falls_in_the_last_bin() -> None:
@@ -53,8 +53,8 @@ def test_risk_coverage_of_a_perfect_ranking() -> None:
     risk, best = risk_coverage(unc, pred, ref)
     assert risk[75] == 0.0 and risk[100] == pytest.approx(0.25) and risk[90] == pytest.approx(0.25 * 15 / 25)
     out = aurc([risk], [best])
-    assert out["aurc"] == pytest.approx(0.5 * 0.25 * 0.25)
-    assert out["e_aurc"] == pytest.approx(0.0)
+    assert out.aurc == pytest.approx(0.5 * 0.25 * 0.25)
+    assert out.e_aurc == pytest.approx(0.0)
 
 
 def test_risk_coverage_of_the_worst_ranking() -> None:
@@ -63,7 +63,7 @@ def test_risk_coverage_of_the_worst_ranking() -> None:
     assert risk[0] == 1.0 and risk[25] == 1.0 and risk[50] == 0.5
     area = 0.25 + (1.5 / 2 + (0.5 + 1 / 3) / 2 + (1 / 3 + 0.25) / 2) * 0.25
     out = aurc([risk], [best])
-    assert out["aurc"] == pytest.approx(area) and out["e_aurc"] == pytest.approx(area - 0.03125)
+    assert out.aurc == pytest.approx(area) and out.e_aurc == pytest.approx(area - 0.03125)
 
 
 def test_risk_coverage_crops_to_the_reference_box() -> None:
@@ -75,6 +75,6 @@ def test_risk_coverage_crops_to_the_reference_box() -> None:
 def test_bad_uncertainty_maps_are_value_errors() -> None:
     unc, pred, ref = _line([0.1, np.nan, 0.3, 0.4], err_at=3)
     with pytest.raises(ValueError, match="case 3: uncertainty map holds NaN"):
-        risk_coverage(unc, pred, ref, "case 3")
+        risk_coverage(unc, pred, ref, where="case 3")
     with pytest.raises(ValueError, match="empty"):
         aurc([], [])

@@ -32,15 +32,15 @@ def test_agreement_by_hand_and_against_scipy() -> None:
     auto, ref = [1.0, 2.0, 3.0, 7.0], [1.0, 2.0, 4.0, 5.0]
     got = agreement(auto, ref)
     d = np.array([0.0, 0.0, -1.0, 2.0])
-    assert got["bias"] == pytest.approx(0.25)
-    assert got["sd"] == pytest.approx(math.sqrt(((d - 0.25) ** 2).sum() / 3))
-    assert got["mae"] == pytest.approx(0.75)
-    assert got["r"] == pytest.approx(stats.pearsonr(auto, ref).statistic)
-    assert got["n"] == 4 and got["undefined"] == 0
+    assert got.bias == pytest.approx(0.25)
+    assert got.sd == pytest.approx(math.sqrt(((d - 0.25) ** 2).sum() / 3))
+    assert got.mae == pytest.approx(0.75)
+    assert got.r == pytest.approx(stats.pearsonr(auto, ref).statistic)
+    assert got.n == 4 and got.undefined == 0
 
 
 def test_agreement_leaves_out_and_counts_undefined_values() -> None:
     got = agreement([1.0, float("nan"), 3.0], [1.0, 2.0, 4.0])
-    assert got["n"] == 2 and got["undefined"] == 1 and got["mae"] == pytest.approx(0.5)
+    assert got.n == 2 and got.undefined == 1 and got.mae == pytest.approx(0.5)
     with pytest.raises(ValueError, match="3 automatic values against 2"):
         agreement([1.0, 2.0, 3.0], [1.0, 2.0])

@@ -26,8 +26,8 @@ def _volume() -> tuple[np.ndarray, np.ndarray]:
 def test_froc_points_by_hand() -> None:
     probs, fails = _volume()
     out = froc([probs], [fails], np.array([0.3, 0.5, 0.95]))
-    assert out["sensitivity"] == [1.0, 0.75, 0.0]
-    assert out["false_positives_per_volume"] == [1.0, 1.0, 0.0]
+    assert out.sensitivity == [1.0, 0.75, 0.0]
+    assert out.false_positives_per_volume == [1.0, 1.0, 0.0]
 
 
 def test_average_precision_by_hand() -> None:
@@ -38,7 +38,7 @@ def test_average_precision_by_hand() -> None:
 
 def test_precision_recall_points_by_hand() -> None:
     got = precision_recall(np.array([0.9, 0.8, 0.7, 0.6]), np.array([1, 0, 1, 0]), np.array([0.85, 0.65, 0.95]))
-    assert got["precision"] == [1.0, 2 / 3, 1.0] and got["recall"] == [0.5, 1.0, 0.0]
+    assert got.precision == [1.0, 2 / 3, 1.0] and got.recall == [0.5, 1.0, 0.0]
 
 
 def test_slice_detection_pools_and_averages_per_patient() -> None:
@@ -47,9 +47,9 @@ def test_slice_detection_pools_and_averages_per_patient() -> None:
     a = np.array([[[0.9]], [[0.8]]])  # patient a: the failing slice ranks first: AP 1
     b = np.array([[[0.95]], [[0.1]]])  # patient b: no failure
     got = slice_detection(["a", "b"], [a, b], [f_pos, np.zeros((2, 8, 8), bool)])
-    assert got["ap_per_patient"] == 1.0 and got["patients_scored"] == 1 and got["patients_without_failure"] == 1
-    assert got["ap_pooled"] == pytest.approx(0.5)  # pooled, b's 0.95 ranks first
-    assert got["share_of_slices_with_failures"] == 0.25
+    assert got.ap_per_patient == 1.0 and got.patients_scored == 1 and got.patients_without_failure == 1
+    assert got.ap_pooled == pytest.approx(0.5)  # pooled, b's 0.95 ranks first
+    assert got.share_of_slices_with_failures == 0.25
 
 
 def test_patch_correction_and_failures_only() -> None:
@@ -60,10 +60,10 @@ def test_patch_correction_and_failures_only() -> None:
     assert fixed[0, :8, :8].all() and fixed.sum() == 64
     fails = np.zeros(pred.shape, bool)
     fails[0, 2, 2] = fails[0, 12, 12] = True
-    only = correct(pred, ref, flagged, "failures-only", fails)
+    only = correct(pred, ref, flagged, mode="failures-only", failures=fails)
     assert only.sum() == 1 and only[0, 2, 2] == 1
     with pytest.raises(ValueError, match="expected one of patch, failures-only"):
-        correct(pred, ref, flagged, "all")  # type: ignore[arg-type]
+        correct(pred, ref, flagged, mode="all")  # type: ignore[arg-type]
 
 
 def test_area_under_sorts_by_x() -> None:

@@ -83,7 +83,7 @@ def test_cluster_size_counts_tolerated_error_voxels_of_the_same_class() -> None:
     f = failure_map(pred, ref)[0]
     assert f[20, 32:39].all() and not f[20, 28:31].any()
     small = FailureRule(min_cluster=12)
-    assert not failure_map(pred, ref, small)[0].any()
+    assert not failure_map(pred, ref, rule=small)[0].any()
 
 
 def test_failure_map_is_or_over_classes() -> None:
@@ -103,13 +103,13 @@ def test_seed_code_margins_are_in_mm() -> None:
     # a 1-voxel-wide strip from the disc edge: distances 1..11 voxels = 1.4..15.4 mm
     pred = ref.copy()
     pred[0, 20, 28:39] = 3
-    f = failure_map(pred, ref, SEED_CODE, spacing=1.4)[0]
+    f = failure_map(pred, ref, rule=SEED_CODE, spacing=1.4)[0]
     assert f[20, 28:39].all()  # whole component: tolerated voxels included
     # at spacing 2 mm, 4.6 mm is 2.3 voxels: a 2-voxel dilation is tolerated; at 4 mm (1.15 voxels) it is not
     pred = ref.copy()
     pred[0][(r >= 8) & (r < 10)] = 3
-    assert not failure_map(pred, ref, SEED_CODE, spacing=2.0)[0].any()
-    assert failure_map(pred, ref, SEED_CODE, spacing=4.0)[0].any()
+    assert not failure_map(pred, ref, rule=SEED_CODE, spacing=2.0)[0].any()
+    assert failure_map(pred, ref, rule=SEED_CODE, spacing=4.0)[0].any()
 
 
 def test_seed_code_marks_whole_component_only_when_one_voxel_is_beyond_tolerance() -> None:
@@ -117,9 +117,9 @@ def test_seed_code_marks_whole_component_only_when_one_voxel_is_beyond_tolerance
     pred = ref.copy()
     pred[0, 20, 28:31] = 3  # 3 voxels all within 4.6 mm
     pred[0, 19:23, 28:31] = 3  # 12-voxel component, every voxel within 3 voxels (4.2 mm) of the disc
-    assert not failure_map(pred, ref, SEED_CODE)[0].any()
+    assert not failure_map(pred, ref, rule=SEED_CODE)[0].any()
     pred[0, 20, 31] = 3  # one voxel 4 voxels (5.6 mm) away joins it: the whole component fails
-    f = failure_map(pred, ref, SEED_CODE)[0]
+    f = failure_map(pred, ref, rule=SEED_CODE)[0]
     assert f[19:23, 28:31].all() and f[20, 31] and f.sum() == 13
 
 
@@ -127,9 +127,9 @@ def test_seed_code_needs_ten_voxels_outside_the_apex() -> None:
     ref = _ring_volume(4)
     pred = ref.copy()
     pred[0, 2:5, 2:5] = 3  # 9 voxels, far away
-    assert not failure_map(pred, ref, SEED_CODE)[0].any()
+    assert not failure_map(pred, ref, rule=SEED_CODE)[0].any()
     pred[0, 5, 2] = 3  # 10
-    assert failure_map(pred, ref, SEED_CODE)[0].sum() == 10
+    assert failure_map(pred, ref, rule=SEED_CODE)[0].sum() == 10
 
 
 def test_seed_code_apex_drops_distance_rule_and_needs_fifteen() -> None:
@@ -138,25 +138,25 @@ def test_seed_code_apex_drops_distance_rule_and_needs_fifteen() -> None:
     ring = (np.hypot(yy - 20, xx - 20) >= 8) & (np.hypot(yy - 20, xx - 20) < 10)  # a 2-voxel dilation
     pred = ref.copy()
     pred[2][ring] = 3  # tolerated anywhere else, but not at the apex
-    assert failure_map(pred, ref, SEED_CODE)[2].sum() == ring.sum()
+    assert failure_map(pred, ref, rule=SEED_CODE)[2].sum() == ring.sum()
     pred = ref.copy()
     pred[1][ring] = 3
-    assert not failure_map(pred, ref, SEED_CODE)[1].any()
+    assert not failure_map(pred, ref, rule=SEED_CODE)[1].any()
     pred = ref.copy()
     pred[2, 2:6, 2:5] = 3  # 12 voxels far away: below 15
-    assert not failure_map(pred, ref, SEED_CODE)[2].any()
+    assert not failure_map(pred, ref, rule=SEED_CODE)[2].any()
     pred[2, 6, 2:5] = 3  # 15
-    assert failure_map(pred, ref, SEED_CODE)[2].sum() == 15
+    assert failure_map(pred, ref, rule=SEED_CODE)[2].sum() == 15
 
 
 def test_seed_code_unlabelled_slices_keep_the_size_rule() -> None:
     ref = _ring_volume()  # slice 2 unlabelled
     pred = ref.copy()
     pred[2, 10, 10] = 2
-    assert not failure_map(pred, ref, SEED_CODE)[2].any()  # 1 voxel: the paper would flag it
-    assert failure_map(pred, ref, PAPER)[2].sum() == 1
+    assert not failure_map(pred, ref, rule=SEED_CODE)[2].any()  # 1 voxel: the paper would flag it
+    assert failure_map(pred, ref, rule=PAPER)[2].sum() == 1
     pred[2, 10:12, 10:15] = 2  # 10 voxels
-    assert failure_map(pred, ref, SEED_CODE)[2].sum() == 10
+    assert failure_map(pred, ref, rule=SEED_CODE)[2].sum() == 10
 
 
 def test_seed_code_absent_class_errors_are_beyond_tolerance() -> None:
@@ -164,7 +164,7 @@ def test_seed_code_absent_class_errors_are_beyond_tolerance() -> None:
     pred = ref.copy()
     pred[0, 20, 28:30] = 1  # RV right next to the LV, where the reference has no RV: no tolerance for RV
     pred[0, 21:25, 28:30] = 1  # 10 voxels
-    assert failure_map(pred, ref, SEED_CODE)[0].sum() >= 10
+    assert failure_map(pred, ref, rule=SEED_CODE)[0].sum() >= 10
 
 
 def test_eight_connectivity_joins_diagonal_voxels() -> None:
@@ -173,7 +173,7 @@ def test_eight_connectivity_joins_diagonal_voxels() -> None:
     for i in range(10):
         pred[0, 2 + i, 2 + i] = 3  # a diagonal line: ten 1-voxel clusters under 4-connectivity
     assert not failure_map(pred, ref)[0].any()
-    assert failure_map(pred, ref, replace(PAPER, connectivity=8))[0].sum() == 10
+    assert failure_map(pred, ref, rule=replace(PAPER, connectivity=8))[0].sum() == 10
 
 
 # --- versioning -----------------------------------------------------------------------------------
@@ -221,6 +221,6 @@ def test_vectorised_failures_equal_the_per_slice_loop(rule: FailureRule) -> None
         pred[0, 30:34, 40:44] = 3
         if rng.random() < 0.5:  # structures cut by the image border
             ref, pred = np.roll(ref, 30, axis=2), np.roll(pred, 30, axis=2)
-        got = failure_map(pred, ref, rule, spacing=1.4)
-        want = failure_map_loop(pred, ref, rule, spacing=1.4)
+        got = failure_map(pred, ref, rule=rule, spacing=1.4)
+        want = failure_map_loop(pred, ref, rule=rule, spacing=1.4)
         assert got.any() and np.array_equal(got, want)

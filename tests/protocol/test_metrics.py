@@ -47,8 +47,8 @@ def test_check_pair_names_the_case_on_shape_or_label_errors() -> None:
     with pytest.raises(ValueError, match=r"label values outside 0\.\.3"):
         check_pair(a + 7, a, "patient001 ED")
     with pytest.raises(ValueError, match=r"patient001 ED: prediction spacing \(10.0, 1.5, 1.5\) differs"):
-        score(a, a, (10.0, 1.4, 1.4), "patient001 ED", pred_spacing=(10.0, 1.5, 1.5))
-    assert score(a, a, (10.0, 1.4, 1.4), "patient001 ED", pred_spacing=(10.0, 1.4, 1.4))[3]["dice"] == 1.0
+        score(a, a, spacing=(10.0, 1.4, 1.4), where="patient001 ED", pred_spacing=(10.0, 1.5, 1.5))
+    assert score(a, a, spacing=(10.0, 1.4, 1.4), where="patient001 ED", pred_spacing=(10.0, 1.4, 1.4))[3]["dice"] == 1.0
 
 
 def test_cropped_largest_component_equals_the_whole_volume_computation() -> None:
@@ -82,7 +82,7 @@ def _random_pair(seed: int) -> tuple[np.ndarray, np.ndarray, tuple[float, float,
 @pytest.mark.parametrize("seed", range(6))
 def test_hd_pooled_hd95_and_assd_match_medpy(seed: int) -> None:
     pred, ref, spacing = _random_pair(seed)
-    ours = surface_distances(pred, ref, 3, spacing)
+    ours = surface_distances(pred, ref, 3, spacing=spacing)
     p, r = pred == 3, ref == 3
     assert ours["hd"] == pytest.approx(binary.hd(p, r, spacing), abs=1e-9)
     assert ours["hd95"] == pytest.approx(binary.hd95(p, r, spacing), abs=1e-9)
@@ -94,7 +94,7 @@ def test_directed_max_hd95_by_hand_on_two_voxel_lines() -> None:
     b = a.copy()
     a[0, 0, 0:10] = 1  # every voxel of a 1-voxel-thick line is surface
     b[0, 0, 0:20] = 1
-    ours = surface_distances(a, b, 1, (1.0, 1.0, 2.0), hd95="directed-max")
+    ours = surface_distances(a, b, 1, spacing=(1.0, 1.0, 2.0), hd95="directed-max")
     # a -> b: all 0; b -> a: voxels 10..19 are 1..10 voxels (2..20 mm) away, others 0
     d_ba = np.r_[np.zeros(10), 2.0 * np.arange(1, 11)]
     assert ours["hd95"] == pytest.approx(max(0.0, np.percentile(d_ba, 95)))
@@ -105,8 +105,8 @@ def test_empty_structures_give_zero_or_the_volume_diagonal() -> None:
     a = np.zeros((2, 3, 4), np.uint8)
     b = a.copy()
     b[1, 1, 1] = 2
-    assert surface_distances(a, a, 2, (10.0, 1.5, 1.5)) == {"hd": 0.0, "hd95": 0.0, "assd": 0.0}
+    assert surface_distances(a, a, 2, spacing=(10.0, 1.5, 1.5)) == {"hd": 0.0, "hd95": 0.0, "assd": 0.0}
     diag = np.sqrt(20 ** 2 + 4.5 ** 2 + 6 ** 2)
-    assert surface_distances(a, b, 2, (10.0, 1.5, 1.5))["hd"] == pytest.approx(diag)
+    assert surface_distances(a, b, 2, spacing=(10.0, 1.5, 1.5))["hd"] == pytest.approx(diag)
     with pytest.raises(ValueError, match="unknown HD95 definition"):
-        surface_distances(b, b, 2, (1.0, 1.0, 1.0), hd95="median")  # type: ignore[arg-type]
+        surface_distances(b, b, 2, spacing=(1.0, 1.0, 1.0), hd95="median")  # type: ignore[arg-type]

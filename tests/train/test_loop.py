@@ -51,16 +51,21 @@ def test_interrupted_training_resumes_to_the_same_weights(tmp_path: Path) -> Non
     seg = registry().create("segmenter", "drn")
     recipe = replace(seg.recipe(Profile.QUICK), iterations=6, batch_size=2, patch_size=32, lr_decay_every=4)
     loss = registry().create("loss", "ce")
-    straight = train(seg, recipe, loss, _slices(), "cpu", 3, tmp_path / "a.pt")
-    train(seg, replace(recipe, iterations=3), loss, _slices(), "cpu", 3, tmp_path / "b.pt")  # "interrupted"
-    resumed = train(seg, recipe, loss, _slices(), "cpu", 3, tmp_path / "b.pt")
+    def fit(recipe: Recipe, checkpoint: Path) -> torch.nn.Module:
+        return train(segmenter=seg, recipe=recipe, loss=loss, slices=_slices(), device="cpu", seed=3,
+                     checkpoint=checkpoint)
+
+    straight = fit(recipe, tmp_path / "a.pt")
+    fit(replace(recipe, iterations=3), tmp_path / "b.pt")  # "interrupted"
+    resumed = fit(recipe, tmp_path / "b.pt")
     for (k, a), b in zip(straight.state_dict().items(), resumed.state_dict().values(), strict=True):
         assert torch.equal(a, b), k
 
 
 def test_snapshot_schedule_restarts_the_learning_rate_every_cycle() -> None:
     opt = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=0.02)
-    sched = lr_scheduler(opt, Recipe("ce", 30, 1, 8, 0.02, 10, schedule="snapshot"))
+    sched = lr_scheduler(opt, Recipe(loss="ce", iterations=30, batch_size=1, patch_size=8, learning_rate=0.02,
+                                     lr_decay_every=10, schedule="snapshot"))
     lrs = []
     for _ in range(21):
         lrs.append(opt.param_groups[0]["lr"])
@@ -69,7 +74,8 @@ def test_snapshot_schedule_restarts_the_learning_rate_every_cycle() -> None:
     assert lrs[0] == lrs[10] == lrs[20] == pytest.approx(0.02)
     assert lrs[5] == pytest.approx(0.01) and lrs[9] < 0.001  # cosine half-way, near zero at the cycle's end
     with pytest.raises(ValueError, match="unknown learning-rate schedule 'cyclic'"):
-        lr_scheduler(opt, Recipe("ce", 30, 1, 8, 0.02, 10, schedule="cyclic"))
+        lr_scheduler(opt, Recipe(loss="ce", iterations=30, batch_size=1, patch_size=8, learning_rate=0.02,
+                                   lr_decay_every=10, schedule="cyclic"))
 
 
 def _slices() -> list[tuple[np.ndarray, np.ndarray]]:
@@ -86,7 +92,7 @@ def _slices() -> list[tuple[np.ndarray, np.ndarray]]:
 
 def test_device_sampler_draws_rotated_crops_of_the_slices() -> None:
     slices = _slices()
-    sampler = DeviceSampler(slices, 32, "cpu", seed=0)
+    sampler = DeviceSampler(slices, 32, device="cpu", seed=0)
     x, y = sampler.batch(24)
     assert x.shape == (24, 1, 32, 32) and x.dtype == torch.float32 and y.shape == (24, 32, 32)
     assert y.dtype == torch.int64
@@ -111,11 +117,11 @@ def test_device_sampler_draws_rotated_crops_of_the_slices() -> None:
 
 
 def test_device_sampler_centres_on_labels_and_repeats_with_its_seed() -> None:
-    sampler = DeviceSampler(_slices(), 16, "cpu", seed=3, foreground=1.0)
+    sampler = DeviceSampler(_slices(), 16, device="cpu", seed=3, foreground=1.0)
     _, y = sampler.batch(40)
     assert (y.reshape(40, -1) > 0).any(1).all()  # every patch holds the labelled voxel it is centred on
-    a = DeviceSampler(_slices(), 16, "cpu", seed=3).batch(8)
-    b = DeviceSampler(_slices(), 16, "cpu", seed=3).batch(8)
+    a = DeviceSampler(_slices(), 16, device="cpu", seed=3).batch(8)
+    b = DeviceSampler(_slices(), 16, device="cpu", seed=3).batch(8)
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
 
 
@@ -124,8 +130,9 @@ def test_bf16_training_on_cpu_keeps_float32_weights_and_learns(tmp_path: Path) -
     recipe = replace(seg.recipe(Profile.QUICK), iterations=3, batch_size=2, patch_size=32)
     loss = registry().create("loss", "ce")
     torch.manual_seed(3)
-    init = seg.build(1, 4, recipe.dropout, recipe.width).state_dict()
-    model = train(seg, recipe, loss, _slices(), "cpu", 3, tmp_path / "c.pt", precision="bf16")
+    init = seg.build(in_channels=1, num_classes=4, dropout=recipe.dropout, width=recipe.width).state_dict()
+    model = train(segmenter=seg, recipe=recipe, loss=loss, slices=_slices(), device="cpu", seed=3,
+                  checkpoint=tmp_path / "c.pt", precision="bf16")
     weights = {k: v for k, v in model.state_dict().items() if v.is_floating_point()}
     assert all(v.dtype == torch.float32 and torch.isfinite(v).all() for v in weights.values())
     assert any(not torch.equal(v, init[k]) for k, v in weights.items() if k.endswith("weight"))

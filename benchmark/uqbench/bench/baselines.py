@@ -13,7 +13,7 @@ from uqbench.protocol.failures import FailureRule
 from uqbench.protocol.metrics import FOREGROUND
 
 
-def failure_map_loop(pred: np.ndarray, ref: np.ndarray, rule: FailureRule, spacing: float = 1.4) -> np.ndarray:
+def failure_map_loop(pred: np.ndarray, ref: np.ndarray, *, rule: FailureRule, spacing: float = 1.4) -> np.ndarray:
     """Failure voxels computed slice by slice and class by class with plain scipy calls."""
     outside, inside = rule.tolerances(spacing)
     structure = ndimage.generate_binary_structure(2, 1 if rule.connectivity == 4 else 2)

@@ -86,12 +86,13 @@ def acdc_pairs(root: Any, seed: int = 0) -> Iterator[Pair]:
     rng = np.random.default_rng(seed)
     for case in iter_cases(root):
         ref = np.asarray(case.labels, dtype=np.uint8)
-        yield Pair(_errors(rng, ref), ref, tuple(float(s) for s in case.spacing))  # type: ignore[arg-type]
+        sz, sy, sx = (float(s) for s in case.spacing)
+        yield Pair(_errors(rng, ref), ref, (sz, sy, sx))
 
 
 def ours(p: Pair) -> dict[int, dict[str, float]]:
     """Our full scoring: largest component, Dice, HD, both HD95, ASSD for three classes."""
-    return score(largest_component(p.pred), p.ref, p.spacing, "bench")
+    return score(largest_component(p.pred), p.ref, spacing=p.spacing, where="bench")
 
 
 def medpy_scores(p: Pair) -> dict[int, dict[str, float]]:
@@ -114,10 +115,11 @@ def monai_scores(p: Pair) -> dict[int, dict[str, float]]:
 
     pred = largest_component(p.pred)
     onehot = [torch.from_numpy(np.stack([x == c for c in range(4)])[None]) for x in (pred, p.ref)]
-    dice = compute_dice(*onehot, include_background=False)[0]
-    hd = compute_hausdorff_distance(*onehot, spacing=p.spacing)[0]
-    hd95 = compute_hausdorff_distance(*onehot, percentile=95, spacing=p.spacing)[0]
-    assd = compute_average_surface_distance(*onehot, symmetric=True, spacing=p.spacing)[0]
+    y_pred, y = onehot
+    dice = compute_dice(y_pred, y, include_background=False)[0]
+    hd = compute_hausdorff_distance(y_pred, y, spacing=p.spacing)[0]
+    hd95 = compute_hausdorff_distance(y_pred, y, percentile=95, spacing=p.spacing)[0]
+    assd = compute_average_surface_distance(y_pred, y, symmetric=True, spacing=p.spacing)[0]
     return {c: {"dice": float(dice[c - 1]), "hd": float(hd[c - 1]), "hd95": float(hd95[c - 1]),
                 "assd": float(assd[c - 1])} for c in FOREGROUND}
 
@@ -156,8 +158,8 @@ def scoring(pairs: list[Pair]) -> dict[str, Any]:
 
 def failure_labels(pairs: list[Pair], rule: FailureRule = PAPER) -> dict[str, Any]:
     """Per-volume seconds of the vectorised failure map against the per-slice, per-class loop."""
-    t_fast, fast = _time(lambda p: failure_map(p.pred, p.ref, rule), pairs)
-    t_loop, slow = _time(lambda p: failure_map_loop(p.pred, p.ref, rule), pairs)
+    t_fast, fast = _time(lambda p: failure_map(p.pred, p.ref, rule=rule), pairs)
+    t_loop, slow = _time(lambda p: failure_map_loop(p.pred, p.ref, rule=rule), pairs)
     same = all(np.array_equal(a, b) for a, b in zip(fast, slow, strict=True))
     return {"rule": rule.name, "ours_s": t_fast, "loop_s": t_loop, "ratio": t_loop / t_fast, "identical": same}
 

@@ -36,7 +36,7 @@ def _peak_memory(device: str) -> dict[str, float]:
     return {"peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
-def train_speed(segmenter: str, profile: Profile, iterations: int, device: str, seed: int = 0,
+def train_speed(segmenter: str, *, profile: Profile, iterations: int, device: str, seed: int = 0,
                 compile_model: bool = False, precision: str = "fp32") -> dict[str, Any]:
     """Iterations and images per second of the recipe's training step, after a few warm-up steps (which
     also pay for compilation), and the time the full recipe would take at that pace."""
@@ -55,13 +55,13 @@ def train_speed(segmenter: str, profile: Profile, iterations: int, device: str, 
         torch.cuda.reset_peak_memory_stats()
     with tempfile.TemporaryDirectory() as tmp:
         warm = min(5, iterations)
-        train(seg, replace(recipe, iterations=warm), loss, data, device, seed, Path(tmp) / "warm.pt",
-              compile_model=compile_model, precision=precision)
+        train(segmenter=seg, recipe=replace(recipe, iterations=warm), loss=loss, slices=data, device=device, seed=seed,
+              checkpoint=Path(tmp) / "warm.pt", compile_model=compile_model, precision=precision)
         if device == "cuda":
             torch.cuda.synchronize()
         t0 = time.perf_counter()
-        train(seg, replace(recipe, iterations=iterations), loss, data, device, seed, Path(tmp) / "timed.pt",
-              compile_model=compile_model, precision=precision)
+        train(segmenter=seg, recipe=replace(recipe, iterations=iterations), loss=loss, slices=data, device=device,
+              seed=seed, checkpoint=Path(tmp) / "timed.pt", compile_model=compile_model, precision=precision)
         if device == "cuda":
             torch.cuda.synchronize()
         elapsed = time.perf_counter() - t0
@@ -73,7 +73,7 @@ def train_speed(segmenter: str, profile: Profile, iterations: int, device: str, 
             **_peak_memory(device)}
 
 
-def infer_speed(segmenter: str, uncertainty: str, samples: int, volumes: int, device: str,
+def infer_speed(segmenter: str, uncertainty: str, *, samples: int, volumes: int, device: str,
                 width: float | None = None, seed: int = 0, precision: str = "fp32") -> dict[str, Any]:
     """Seconds per 10-slice volume of MC inference at ``precision``, for samples one at a time and all in one
     batch, with the map from running moments and from stacked samples, and at the other precision."""
@@ -87,7 +87,7 @@ def infer_speed(segmenter: str, uncertainty: str, samples: int, volumes: int, de
     seg = reg.create("segmenter", segmenter)
     umap = reg.create("uncertainty", uncertainty)
     w = width if width is not None else seg.recipe(Profile.QUICK if device == "cpu" else Profile.PAPER).width
-    model = seg.build(1, 4, 0.1, w).to(device)
+    model = seg.build(in_channels=1, num_classes=4, dropout=0.1, width=w).to(device)
     images = [np.stack([s for s, _ in _slices(10, seed + v)]) for v in range(volumes)]
 
     class Stacked:  # the same map without from_moments: the harness stacks the samples
@@ -106,13 +106,15 @@ def infer_speed(segmenter: str, uncertainty: str, samples: int, volumes: int, de
                            "seconds_per_volume": {}}
     totals = dict.fromkeys(variants, 0.0)
     for m, per_pass, prec in variants.values():  # warm-up
-        predict_volume(model, images[0], m, samples, seg.size_multiple, device, seed, per_pass, prec)
+        predict_volume(model, images[0], umap=m, samples=samples, multiple=seg.size_multiple, device=device, seed=seed,
+                       per_pass=per_pass, precision=prec)
     for i, img in enumerate(images):  # variants interleaved, so drifting machine load hits them alike
         for label, (m, per_pass, prec) in variants.items():
             if device == "cuda":
                 torch.cuda.synchronize()
             t0 = time.perf_counter()
-            predict_volume(model, img, m, samples, seg.size_multiple, device, seed + i, per_pass, prec)
+            predict_volume(model, img, umap=m, samples=samples, multiple=seg.size_multiple, device=device,
+                           seed=seed + i, per_pass=per_pass, precision=prec)
             if device == "cuda":
                 torch.cuda.synchronize()
             totals[label] += time.perf_counter() - t0

@@ -1,4 +1,5 @@
-"""`uqbench bench metrics`: speed of the protocol code, measured side by side in one process."""
+"""`uqbench bench metrics|train|infer`: speed of the protocol code, of training and of MC inference, measured
+side by side in one process."""
 
 from __future__ import annotations
 
@@ -8,13 +9,16 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from uqbench.cli import options
 from uqbench.cli.app import bench_app, console
-from uqbench.devices import resolve_device, resolve_precision
+from uqbench.devices import resolve_device, resolve_precision, resolve_profile
 from uqbench.errors import DataError, UsageError
+from uqbench.kinds import SEGMENTER, UNCERTAINTY
 
 
 @bench_app.command("metrics")
 def metrics_cmd(
+    *,
     volumes: Annotated[int, typer.Option("--volumes", help="Synthetic volumes to time each implementation on.")]
     = 20,
     data: Annotated[Path | None, typer.Option(
@@ -62,38 +66,34 @@ def metrics_cmd(
 
 @bench_app.command("train")
 def train_cmd(
-    segmenter: Annotated[list[str], typer.Option("--segmenter", "-s", help="Segmenter(s) to time (repeatable).")]
-    = ["drn"],  # noqa: B006  (typer reads the default)
-    profile: Annotated[str, typer.Option("--profile", help="Recipe: quick or paper.")] = "quick",
+    *,
+    segmenter: options.Segmenters = ["drn"],  # noqa: B006  (typer reads the default)
+    profile: options.Profile = None,
     iterations: Annotated[int, typer.Option("--iterations", help="Timed training steps.")] = 20,
-    device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
+    device: options.Device = "auto",
     compile_model: Annotated[bool, typer.Option(
         "--compile", help="Also time the step under torch.compile, side by side.")] = False,
-    precision: Annotated[str, typer.Option(
-        "--precision", help="auto (bf16 where native, as uqbench run), fp32 or bf16.")] = "auto",
+    precision: options.Precision = "auto",
 ) -> None:
     """Training throughput of each segmenter's recipe on ACDC-sized synthetic slices: iterations/s,
     images/s, peak memory, and the time the full recipe would take at that pace."""
-    from uqbench.api import Profile
     from uqbench.bench.speed import train_speed
     from uqbench.registry import registry
 
     if iterations < 1:
         raise UsageError(f"--iterations {iterations}: must be at least 1")
-    try:
-        prof = Profile(profile)
-    except ValueError:
-        raise UsageError(f"--profile {profile!r}: expected one of {', '.join(p.value for p in Profile)}") from None
     dev = resolve_device(device)
     prec = resolve_precision(precision, dev)
+    prof = resolve_profile(profile, dev)
     for name in segmenter:
-        registry().create("segmenter", name)  # a bad name fails before any timing
+        registry().create(SEGMENTER, name)  # a bad name fails before any timing
     table = Table(title=f"uqbench bench train: profile {prof.value}, {prec}, device {_device_name(dev)}")
     for col in ("segmenter", "compiled", "batch x patch", "it/s", "images/s", "full recipe", "peak memory MiB"):
         table.add_column(col)
     for name in segmenter:
         for compiled in (False, True) if compile_model else (False,):
-            r = train_speed(name, prof, iterations, dev, compile_model=compiled, precision=prec)
+            r = train_speed(name, profile=prof, iterations=iterations, device=dev, compile_model=compiled,
+                            precision=prec)
             mem = r.get("peak_gpu_mib", r.get("peak_rss_mib", 0.0))
             table.add_row(name, "yes" if compiled else "no", f"{r['batch_size']} x {r['patch_size']}",
                           f"{r['iterations_per_s']:.2f}", f"{r['images_per_s']:.1f}",
@@ -103,19 +103,18 @@ def train_cmd(
 
 @bench_app.command("infer")
 def infer_cmd(
-    segmenter: Annotated[str, typer.Option("--segmenter", "-s", help="Segmenter to time.")] = "drn",
-    uncertainty: Annotated[str, typer.Option("--uncertainty", "-u", help="Uncertainty map.")] = "bmap",
+    *,
+    segmenter: options.Segmenter = "drn",
+    uncertainty: options.Uncertainty = "bmap",
     samples: Annotated[int, typer.Option("--samples", help="MC samples T.")] = 10,
     volumes: Annotated[int, typer.Option("--volumes", help="10-slice 224 x 224 volumes to time.")] = 3,
     width: Annotated[float | None, typer.Option(
         "--width", help="Channel multiplier (default: the quick recipe's on CPU, the paper's on CUDA).")] = None,
-    device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
-    precision: Annotated[str, typer.Option(
-        "--precision", help="auto (bf16 where native, as uqbench run), fp32 or bf16; the other is timed beside.")]
-    = "auto",
+    device: options.Device = "auto",
+    precision: options.Precision = "auto",
 ) -> None:
     """MC-inference time per volume, samples one at a time against all in one batch, running moments
-    against stacked samples, and fp32 against bf16 autocast, side by side."""
+    against stacked samples, and fp32 against bf16 autocast (the precision not chosen is timed beside)."""
     from uqbench.bench.speed import infer_speed
     from uqbench.registry import registry
 
@@ -123,11 +122,11 @@ def infer_cmd(
         raise UsageError(f"--samples {samples} --volumes {volumes}: need at least 2 samples and 1 volume")
     dev = resolve_device(device)
     prec = resolve_precision(precision, dev)
-    registry().create("segmenter", segmenter)
-    umap = registry().create("uncertainty", uncertainty)
+    registry().create(SEGMENTER, segmenter)
+    umap = registry().create(UNCERTAINTY, uncertainty)
     if umap.samples < 2:
         raise UsageError(f"--uncertainty {uncertainty}: a one-pass map; MC inference needs an MC map")
-    r = infer_speed(segmenter, uncertainty, samples, volumes, dev, width, precision=prec)
+    r = infer_speed(segmenter, uncertainty, samples=samples, volumes=volumes, device=dev, width=width, precision=prec)
     table = Table(title=f"uqbench bench infer: {segmenter} (width {r['width']}), {uncertainty}, T={samples}, "
                         f"{prec}, device {_device_name(dev)}")
     table.add_column("variant")

@@ -10,18 +10,20 @@ from rich.table import Table
 
 from uqbench.cli.app import app, console
 from uqbench.errors import UsageError
-from uqbench.registry import HOOKS, registry
+from uqbench.kinds import KINDS
+from uqbench.registry import registry
 
 
 @app.command("plugins")
 def plugins_cmd(
-    kind: Annotated[str | None, typer.Option("--kind", help=f"Only this kind: {', '.join(HOOKS)}.")] = None,
+    kind: Annotated[str | None, typer.Option(
+        "--kind", help=f"Only this kind: {', '.join(k.name for k in KINDS)}.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the records as JSON.")] = False,
 ) -> None:
     """List registered methods: kind, name, distribution, version, description."""
     reg = registry()
-    if kind is not None and kind not in HOOKS:
-        raise UsageError(f"--kind {kind!r}: expected one of {', '.join(HOOKS)}")
+    if kind is not None and kind not in [k.name for k in KINDS]:
+        raise UsageError(f"--kind {kind!r}: expected one of {', '.join(k.name for k in KINDS)}")
     entries = [e.record() for e in reg.all_entries() if kind in (None, e.kind)]
     failed = [{"plugin": f.plugin, "distribution": f.distribution, "version": f.version, "error": f.error}
               for f in reg.failures]
@@ -42,6 +44,6 @@ def plugins_cmd(
             bad.add_column(col)
         for f in failed:
             bad.add_row(f["plugin"], f"{f['distribution']} {f['version']}", f["error"])
-        for c in conflicts:
-            bad.add_row(c["name"], ", ".join(c["distributions"]), f"{c['kind']} name registered twice")
+        for (kind_name, name), clashing in reg.conflicts.items():
+            bad.add_row(name, ", ".join(e.distribution for e in clashing), f"{kind_name} name registered twice")
         console.print(bad)

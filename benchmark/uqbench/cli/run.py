@@ -17,30 +17,30 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from uqbench import pipeline
+from uqbench import config, pipeline
 from uqbench.api import CLASS_NAMES, PHASES
+from uqbench.cli import options
 from uqbench.cli.app import app, console
 from uqbench.data.folds import parse_folds
 from uqbench.errors import UsageError
+from uqbench.results.summary import Summary
 
 
 @app.command("run")
 def run_cmd(
-    segmenter: Annotated[str, typer.Option("--segmenter", "-s", help="Segmenter (see `uqbench plugins`).")] = "drn",
-    uncertainty: Annotated[str, typer.Option("--uncertainty", "-u", help="Uncertainty map.")] = "bmap",
+    *,
+    segmenter: options.Segmenter = "drn",
+    uncertainty: options.Uncertainty = "bmap",
     detector: Annotated[str | None, typer.Option(
         "--detector", help="Failure detector, fitted out of fold (needs 2+ folds); 'none' to skip.")] = "sresnet",
     loss: Annotated[str | None, typer.Option("--loss", help="Loss (default: the segmenter's recipe).")] = None,
     data: Annotated[Path | None, typer.Option("--data", help="Dataset folder; default: the built-in phantom.")] = None,
     dataset: Annotated[str, typer.Option("--dataset", help="Reader for --data.")] = "acdc",
     folds: Annotated[str, typer.Option("--folds", help="Comma list of test folds.")] = "0,1,2,3",
-    profile: Annotated[str | None, typer.Option(
-        "--profile", help="quick (CPU) or paper; default: paper with CUDA, else quick.")] = None,
+    profile: options.Profile = None,
     samples: Annotated[int | None, typer.Option("--samples", help="MC samples T (default: the map's).")] = None,
-    device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
-    precision: Annotated[str, typer.Option(
-        "--precision", help="auto (bf16 autocast where the device computes bf16 natively, else fp32), fp32 or bf16.")]
-    = "auto",
+    device: options.Device = "auto",
+    precision: options.Precision = "auto",
     iterations: Annotated[int | None, typer.Option(
         "--iterations", help="Override the recipe's training steps (smoke tests); recorded in config.json.")] = None,
     failure_preset: Annotated[str, typer.Option(
@@ -57,57 +57,57 @@ def run_cmd(
         fold_list = parse_folds(folds)
     except ValueError as exc:
         raise UsageError(f"--folds {folds!r}: {exc}") from exc
-    cfg = pipeline.resolve(segmenter, uncertainty, None if detector in (None, "none") else detector, loss, data,
-                           dataset, fold_list, profile, samples, device, seed, out, iterations,
-                           failure_preset, correction, precision)
-    console.print(f"run → {cfg.out}  (profile {cfg.profile}, device {cfg.device}, {cfg.precision}, T={cfg.samples})",
-                  highlight=False)
+    cfg = config.resolve(segmenter=segmenter, uncertainty=uncertainty,
+                         detector=None if detector in (None, "none") else detector, loss=loss, data=data,
+                         dataset=dataset, folds=fold_list, profile=profile, samples=samples, device=device, seed=seed,
+                         out=out, iterations=iterations, failure_preset=failure_preset, correction=correction,
+                         precision=precision)
+    console.print(f"run → {cfg.out}  (profile {cfg.profile.value}, device {cfg.device}, {cfg.precision}, "
+                  f"T={cfg.samples})", highlight=False)
     with Progress(SpinnerColumn(), TextColumn("{task.description:<16}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=console) as progress:
         summary = pipeline.run(cfg, progress)
     console.print(summary_table(summary))
     console.print(protocol_line(summary), highlight=False)
-    for note in summary["notes"]:
+    for note in summary.notes:
         console.print(f"[yellow]note:[/yellow] {note}", highlight=False)
     console.print(f"wrote {cfg.out}/config.json, cases.csv, summary.json", highlight=False)
 
 
-def summary_table(summary: dict) -> Table:
+def summary_table(summary: Summary) -> Table:
     """Mean ± sd Dice and HD per phase and class, before and (when scored) after simulated correction."""
-    corrected = summary.get("dice_corrected")
-    table = Table(title=f"Dice and Hausdorff distance ({summary['cases']} volumes, profile {summary['profile']})")
+    seg, fixed = summary.segmentation, summary.corrected
+    table = Table(title=f"Dice and Hausdorff distance ({seg.volumes} volumes, profile {summary.profile})")
     table.add_column("phase")
     table.add_column("class")
     table.add_column("Dice")
     table.add_column("HD mm")
-    if corrected:
+    if fixed:
         table.add_column("Dice, corrected")
         table.add_column("HD mm, corrected")
     for phase in PHASES:
         for cls in CLASS_NAMES[1:]:
-            s = summary["dice"].get(phase, {}).get(cls)
+            s = seg.dice.get(phase, {}).get(cls)
             if s is None:
                 continue
-            h = summary["hd"][phase][cls]
-            row = [phase, cls, f"{s['mean']:.3f} ± {s['sd']:.3f}", f"{h['mean']:.1f} ± {h['sd']:.1f}"]
-            if corrected:
-                c = corrected.get(phase, {}).get(cls)
-                hc = summary["hd_corrected"].get(phase, {}).get(cls)
-                row.append(f"{c['mean']:.3f} ± {c['sd']:.3f}" if c else "-")
-                row.append(f"{hc['mean']:.1f} ± {hc['sd']:.1f}" if hc else "-")
+            h = seg.hd[phase][cls]
+            row = [phase, cls, f"{s.mean:.3f} ± {s.sd:.3f}", f"{h.mean:.1f} ± {h.sd:.1f}"]
+            if fixed:
+                c = fixed.dice.get(phase, {}).get(cls)
+                hc = fixed.hd.get(phase, {}).get(cls)
+                row.append(f"{c.mean:.3f} ± {c.sd:.3f}" if c else "-")
+                row.append(f"{hc.mean:.1f} ± {hc.sd:.1f}" if hc else "-")
             table.add_row(*row)
     return table
 
 
-def protocol_line(summary: dict) -> str:
+def protocol_line(summary: Summary) -> str:
     """One line of the run's uncertainty and detection measures (all of them are in summary.json)."""
-    rule = summary["failure_rule"]
-    parts = [f"failure rule {rule['name']} ({rule['hash']})",
-             f"AURC {summary['risk_coverage']['aurc']:.4f}, e-AURC {summary['risk_coverage']['e_aurc']:.4f}",
-             f"ECE {summary['calibration']['pooled']['ece']:.4f}, Brier {summary['calibration']['brier']:.4f}"]
-    if "detection_curves" in summary:
-        slices = summary["detection_curves"]["slices"]
-        effort = summary["correction_effort"]
-        parts += [f"slice AP {slices['ap_pooled']:.3f} pooled, {slices['ap_per_patient']:.3f} per patient",
-                  f"effort AUC (Dice vs share of slices) {effort['auc_dice_vs_slices']:.3f}"]
+    rule, rc, cal = summary.failure_rule, summary.risk_coverage, summary.calibration
+    parts = [f"failure rule {rule.name} ({rule.digest()})", f"AURC {rc.aurc:.4f}, e-AURC {rc.e_aurc:.4f}",
+             f"ECE {cal.pooled.ece:.4f}, Brier {cal.brier:.4f}"]
+    if summary.detection_curves and summary.correction_effort:
+        slices = summary.detection_curves.slices
+        parts += [f"slice AP {slices.ap_pooled:.3f} pooled, {slices.ap_per_patient:.3f} per patient",
+                  f"effort AUC (Dice vs share of slices) {summary.correction_effort.auc_dice_vs_slices:.3f}"]
     return "; ".join(parts)

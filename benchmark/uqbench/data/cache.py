@@ -22,6 +22,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -31,7 +32,7 @@ from uqbench.data import preprocess as pp
 FORMAT = 1
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Prepared:
     """One case on both grids: the 1.4 mm network grid and the original scoring grid."""
 
@@ -62,7 +63,7 @@ def _decode(raw: bytes, shape: tuple[int, int, int]) -> np.ndarray:
     return np.cumsum(np.cumsum(r, axis=1, dtype=np.uint8), axis=2, dtype=np.uint8)
 
 
-def _write_case(path: Path, case: Case, params: pp.PreprocessParams) -> dict:
+def _write_case(path: Path, case: Case, params: pp.PreprocessParams) -> dict[str, Any]:
     norm = pp.normalise(case.image, params.low_percentile, params.high_percentile)
     q = np.round(norm * (params.levels - 1)).astype(np.uint8)
     assert case.labels is not None
@@ -75,21 +76,22 @@ def _write_case(path: Path, case: Case, params: pp.PreprocessParams) -> dict:
             "weight": case.weight, "file": path.name}
 
 
-def _read_case(folder: Path, meta: dict, params: pp.PreprocessParams) -> Prepared:
-    shape = tuple(meta["shape"])
+def _read_case(folder: Path, meta: dict[str, Any], params: pp.PreprocessParams) -> Prepared:
+    nz, ny, nx = (int(v) for v in meta["shape"])
     raw = lzma.decompress((folder / meta["file"]).read_bytes())
-    n = int(np.prod(shape))
-    image = _decode(raw[:n], shape).astype(np.float32) / (params.levels - 1)  # type: ignore[arg-type]
-    labels = np.frombuffer(raw[n:], np.uint8).reshape(shape).copy()
-    spacing = tuple(float(s) for s in meta["spacing"])
-    return Prepared(meta["patient"], meta["phase"], meta["group"],
-                    pp.resample_image(image, spacing, params.spacing),  # type: ignore[arg-type]
-                    pp.resample_labels(labels, spacing, params.spacing),  # type: ignore[arg-type]
-                    labels, spacing, np.asarray(meta["affine"]), meta["height"], meta["weight"])  # type: ignore[arg-type]
+    n = nz * ny * nx
+    image = _decode(raw[:n], (nz, ny, nx)).astype(np.float32) / (params.levels - 1)
+    labels = np.frombuffer(raw[n:], np.uint8).reshape(nz, ny, nx).copy()
+    sz, sy, sx = (float(s) for s in meta["spacing"])
+    spacing = (sz, sy, sx)
+    return Prepared(patient=meta["patient"], phase=meta["phase"], group=meta["group"],
+                    image=pp.resample_image(image, spacing, params.spacing),
+                    labels=pp.resample_labels(labels, spacing, params.spacing), original_labels=labels,
+                    spacing=spacing, affine=np.asarray(meta["affine"]), height=meta["height"], weight=meta["weight"])
 
 
-def prepare(dataset: Dataset, params: pp.PreprocessParams, fingerprint: str, root: Path | None = None,
-            advance: Callable[[int], None] | None = None) -> tuple[Path, list[dict]]:
+def prepare(dataset: Dataset, *, params: pp.PreprocessParams, fingerprint: str, root: Path | None = None,
+            advance: Callable[[int], None] | None = None) -> tuple[Path, list[dict[str, Any]]]:
     """The prepared folder for ``dataset`` with content ``fingerprint`` (created on first use) and its
     manifest entries."""
     key = f"{fingerprint[:16]}-{params.fingerprint()}"
@@ -122,7 +124,7 @@ def prepare(dataset: Dataset, params: pp.PreprocessParams, fingerprint: str, roo
         shutil.rmtree(work, ignore_errors=True)
 
 
-def load(folder: Path, entries: list[dict], params: pp.PreprocessParams,
+def load(folder: Path, entries: list[dict[str, Any]], *, params: pp.PreprocessParams,
          advance: Callable[[int], None] | None = None) -> list[Prepared]:
     """Every prepared case of ``folder`` on both grids."""
     out = []

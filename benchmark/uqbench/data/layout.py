@@ -27,7 +27,7 @@ PATIENT_RE = re.compile(r"^patient\d{3}$")
 AFFINE_TOL = 1e-3  # mm: image and gt affines must agree to this
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class PatientInfo:
     """The fields of one Info.cfg that uqbench uses."""
 
@@ -84,8 +84,9 @@ def read_info(pdir: Path) -> PatientInfo:
             raise DataError(f"{path}: malformed Info.cfg: {phase} frame {fields[phase]!r} is not an integer") from exc
     if fields["Group"] not in GROUPS:
         raise DataError(f"{path}: malformed Info.cfg: unknown Group {fields['Group']!r} (known: {', '.join(GROUPS)})")
-    return PatientInfo(pdir.name, fields["Group"], frames, _number(fields.get("Height"), path, "Height"),
-                       _number(fields.get("Weight"), path, "Weight"))
+    return PatientInfo(patient=pdir.name, group=fields["Group"], frames=frames,
+                       height=_number(fields.get("Height"), path, "Height"),
+                       weight=_number(fields.get("Weight"), path, "Weight"))
 
 
 def _number(raw: str | None, path: Path, key: str) -> float | None:
@@ -123,8 +124,8 @@ def read_case(pdir: Path, info: PatientInfo, phase: str) -> Case:
     bad = np.setdiff1d(np.unique(labels_raw), [0, 1, 2, 3])
     if bad.size:
         raise DataError(f"{gt_path}: label values {', '.join(str(int(v)) for v in bad[:5])} outside 0..3")
-    return Case(info.patient, phase, info.group, image, labels_raw.astype(np.uint8), spacing, affine,
-                info.height, info.weight)
+    return Case(patient=info.patient, phase=phase, group=info.group, image=image, labels=labels_raw.astype(np.uint8),
+                spacing=spacing, affine=affine, height=info.height, weight=info.weight)
 
 
 def iter_cases(root: Path) -> Iterator[Case]:

@@ -33,7 +33,7 @@ def read(path: Path) -> tuple[np.ndarray, tuple[float, float, float], np.ndarray
     return np.ascontiguousarray(data.transpose(2, 1, 0)), spacing, affine
 
 
-def write(path: Path, data: np.ndarray, affine: np.ndarray, quantum: float | None = None) -> None:
+def write(path: Path, data: np.ndarray, affine: np.ndarray, *, quantum: float | None = None) -> None:
     """Write [Z, Y, X] (or [C, Z, Y, X], stored as a 4-D image with C last) ``data`` with ``affine`` (voxel
     sizes are taken from the affine). With ``quantum``, floats are stored as int16 multiples of it with the
     NIfTI scale factor set to it, which readers apply on load: NIfTI has no float16, and rounding to, say,

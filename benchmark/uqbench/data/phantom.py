@@ -42,7 +42,7 @@ def phantom_ids(n: int) -> list[str]:
     return sorted(order[:n])
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Anatomy:
     """Per-patient heart geometry at ED, in mm."""
 
@@ -57,15 +57,15 @@ class Anatomy:
 def _anatomy(group: str, rng: np.random.Generator) -> Anatomy:
     j = lambda v, s=0.1: float(v * rng.uniform(1 - s, 1 + s))
     if group == "DCM":
-        return Anatomy(j(33), j(7.5), j(0.22, 0.3), j(1.1), j(0.35), None)
+        return Anatomy(lv_radius=j(33), wall=j(7.5), ef=j(0.22, 0.3), rv_scale=j(1.1), rv_ef=j(0.35), infarct=None)
     if group == "HCM":
-        return Anatomy(j(19), j(16), j(0.7, 0.08), j(0.95), j(0.55), None)
+        return Anatomy(lv_radius=j(19), wall=j(16), ef=j(0.7, 0.08), rv_scale=j(0.95), rv_ef=j(0.55), infarct=None)
     if group == "MINF":
-        return Anatomy(j(29), j(10), j(0.33, 0.2), j(1.0), j(0.45),
-                       (float(rng.uniform(0, 2 * np.pi)), float(rng.uniform(0.5, 0.9))))
+        return Anatomy(lv_radius=j(29), wall=j(10), ef=j(0.33, 0.2), rv_scale=j(1.0), rv_ef=j(0.45),
+                       infarct=(float(rng.uniform(0, 2 * np.pi)), float(rng.uniform(0.5, 0.9))))
     if group == "RV":
-        return Anatomy(j(23), j(9.5), j(0.58, 0.1), j(1.6), j(0.3, 0.2), None)
-    return Anatomy(j(24), j(10), j(0.62, 0.08), j(1.0), j(0.55, 0.1), None)
+        return Anatomy(lv_radius=j(23), wall=j(9.5), ef=j(0.58, 0.1), rv_scale=j(1.6), rv_ef=j(0.3, 0.2), infarct=None)
+    return Anatomy(lv_radius=j(24), wall=j(10), ef=j(0.62, 0.08), rv_scale=j(1.0), rv_ef=j(0.55, 0.1), infarct=None)
 
 
 def _smooth_field(shape: tuple[int, ...], sigma: float, rng: np.random.Generator) -> np.ndarray:
@@ -200,7 +200,7 @@ class _Patient:
         return np.round(image * self.gain).astype(np.int16), labels
 
 
-def write_phantom(out: Path, patients: int = 20, seed: int = 0,
+def write_phantom(out: Path, patients: int = 20, seed: int = 0, *,
                   advance: Callable[[int], None] | None = None) -> list[str]:
     """Write ``patients`` synthetic patients in the ACDC layout under ``out``; returns their ids."""
     ids = phantom_ids(patients)

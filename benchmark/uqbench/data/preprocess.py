@@ -26,7 +26,7 @@ import numpy as np
 from uqbench.api import NUM_CLASSES
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class PreprocessParams:
     """Everything that decides the prepared data; its hash keys the cache."""
 
@@ -42,7 +42,8 @@ class PreprocessParams:
 
 def resampled_shape(shape_yx: tuple[int, int], spacing_yx: tuple[float, float], target: float) -> tuple[int, int]:
     """In-plane shape on the ``target`` mm grid."""
-    return tuple(max(1, int(round(n * s / target))) for n, s in zip(shape_yx, spacing_yx, strict=True))  # type: ignore[return-value]
+    ny, nx = (max(1, int(round(n * s / target))) for n, s in zip(shape_yx, spacing_yx, strict=True))
+    return ny, nx
 
 
 def _interp_matrix(n_out: int, n_in: int, step: float) -> np.ndarray:
@@ -91,7 +92,7 @@ def resample_labels(labels: np.ndarray, spacing: tuple[float, float, float], tar
     return _resample_labels(labels, shape, (target / spacing[1], target / spacing[2]))
 
 
-def labels_to_original(labels: np.ndarray, original_shape: tuple[int, int, int],
+def labels_to_original(labels: np.ndarray, *, original_shape: tuple[int, int, int],
                        spacing: tuple[float, float, float], target: float = 1.4) -> np.ndarray:
     """Map a label map on the ``target`` mm grid back onto the original [Z, Y, X] grid."""
     if labels.shape[0] != original_shape[0]:
@@ -99,7 +100,7 @@ def labels_to_original(labels: np.ndarray, original_shape: tuple[int, int, int],
     return _resample_labels(labels, original_shape[1:], (spacing[1] / target, spacing[2] / target))
 
 
-def map_to_original(values: np.ndarray, original_shape: tuple[int, int, int],
+def map_to_original(values: np.ndarray, *, original_shape: tuple[int, int, int],
                     spacing: tuple[float, float, float], target: float = 1.4) -> np.ndarray:
     """Map a float map [..., Z, Y', X'] on the ``target`` mm grid back onto the original [Z, Y, X] grid by
     linear interpolation (weights sum to 1, so probabilities stay probabilities and maps stay in range)."""

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from uqbench.api import MOMENTS, Moments, UncertaintyMap
+from uqbench.api import MOMENTS, MomentMap, Moments, UncertaintyMap
 from uqbench.devices import autocast
 
 
@@ -62,7 +62,7 @@ class _Accumulator:
         assert self.mean is not None
         var = None if self.m2 is None else self.m2 / self.n
         ent = None if self.se is None else self.se / self.n
-        return Moments(self.n, self.mean, var, ent)
+        return Moments(samples=self.n, mean=self.mean, variance=var, mean_entropy=ent)
 
 
 def moments(probs: torch.Tensor, needs: Iterable[str] = MOMENTS) -> Moments:
@@ -74,7 +74,7 @@ def moments(probs: torch.Tensor, needs: Iterable[str] = MOMENTS) -> Moments:
 
 
 @torch.inference_mode()
-def predict_volume(model: nn.Module, image: np.ndarray, umap: UncertaintyMap, samples: int, multiple: int,
+def predict_volume(model: nn.Module, image: np.ndarray, *, umap: UncertaintyMap, samples: int, multiple: int,
                    device: str, seed: int, per_pass: int | None = None, precision: str = "fp32"
                    ) -> tuple[np.ndarray, np.ndarray]:
     """(mean softmax [Z, C, Y, X], uncertainty [Z, Y, X]) for a [Z, Y, X] image on the network grid.
@@ -97,7 +97,7 @@ def predict_volume(model: nn.Module, image: np.ndarray, umap: UncertaintyMap, sa
     if x.is_cuda:
         x = x.contiguous(memory_format=torch.channels_last)
     group = per_pass or (samples if x.is_cuda else 1)
-    streaming = hasattr(umap, "from_moments")
+    streaming = isinstance(umap, MomentMap)
     acc, stacked = _Accumulator(getattr(umap, "needs", MOMENTS)), []
     done = 0
     while done < samples:
@@ -111,9 +111,9 @@ def predict_volume(model: nn.Module, image: np.ndarray, umap: UncertaintyMap, sa
         else:
             stacked.append(p)
         done += k
-    if streaming:
+    if isinstance(umap, MomentMap):
         m = acc.result()
-        unc, mean = umap.from_moments(m), m.mean  # type: ignore[attr-defined]
+        unc, mean = umap.from_moments(m), m.mean
     else:
         probs = torch.cat(stacked)
         unc, mean = umap(probs), probs.mean(0)

@@ -22,6 +22,8 @@ the same kept counts and interpolated the same way, so e-AURC is 0 for a perfect
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from uqbench.protocol.metrics import bounding_box
@@ -68,7 +70,29 @@ def reliability_counts(probs: np.ndarray, ref: np.ndarray, where: str = "volume"
     return counts, brier, int(ref.size)
 
 
-def reliability(counts: np.ndarray) -> dict[str, object]:
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Reliability:
+    """A reliability diagram: per bin the mean probability, the observed frequency (None for an empty bin)
+    and the voxel count; and the expected calibration error."""
+
+    confidence: list[float | None]
+    frequency: list[float | None]
+    voxels: list[int]
+    ece: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RiskCoverage:
+    """The mean risk-coverage curve over ``volumes`` (coverage in percent), its AURC and e-AURC."""
+
+    coverage: list[float]
+    risk: list[float]
+    aurc: float
+    e_aurc: float
+    volumes: int
+
+
+def reliability(counts: np.ndarray) -> Reliability:
     """Confidence, frequency and voxels per bin, and the ECE, from [BINS, 3] counts (empty bins: None)."""
     total = counts[:, 2].sum()
     if total == 0:
@@ -77,10 +101,10 @@ def reliability(counts: np.ndarray) -> dict[str, object]:
         conf = counts[:, 0] / counts[:, 2]
         freq = counts[:, 1] / counts[:, 2]
     empty = counts[:, 2] == 0
-    return {"confidence": [None if e else float(v) for e, v in zip(empty, conf, strict=True)],
-            "frequency": [None if e else float(v) for e, v in zip(empty, freq, strict=True)],
-            "voxels": [int(v) for v in counts[:, 2]],
-            "ece": float(np.abs(counts[:, 0] - counts[:, 1]).sum() / total)}
+    return Reliability(confidence=[None if e else float(v) for e, v in zip(empty, conf, strict=True)],
+                       frequency=[None if e else float(v) for e, v in zip(empty, freq, strict=True)],
+                       voxels=[int(v) for v in counts[:, 2]],
+                       ece=float(np.abs(counts[:, 0] - counts[:, 1]).sum() / total))
 
 
 def _crop_to_reference(ref: np.ndarray) -> tuple[slice, ...]:
@@ -88,7 +112,7 @@ def _crop_to_reference(ref: np.ndarray) -> tuple[slice, ...]:
     return bounding_box(ref > 0) or tuple(slice(None) for _ in ref.shape)
 
 
-def risk_coverage(uncertainty: np.ndarray, pred: np.ndarray, ref: np.ndarray, where: str = "volume"
+def risk_coverage(uncertainty: np.ndarray, pred: np.ndarray, ref: np.ndarray, *, where: str = "volume"
                   ) -> tuple[np.ndarray, np.ndarray]:
     """One volume's selective risk on the coverage grid 0..100 %, and the optimal ranking's (module docstring)."""
     check_map(uncertainty, where)
@@ -108,12 +132,12 @@ def risk_coverage(uncertainty: np.ndarray, pred: np.ndarray, ref: np.ndarray, wh
     return np.interp(GRID, coverage, risk), np.interp(GRID, coverage, best)
 
 
-def aurc(curves: list[np.ndarray], optimal: list[np.ndarray]) -> dict[str, object]:
+def aurc(curves: list[np.ndarray], optimal: list[np.ndarray]) -> RiskCoverage:
     """Mean risk-coverage curve over volumes, its AURC and e-AURC."""
     if not curves:
         raise ValueError("risk-coverage: the case list is empty")
     mean = np.mean(curves, axis=0)
     area = float(np.trapezoid(mean, GRID / 100.0))
     best = float(np.trapezoid(np.mean(optimal, axis=0), GRID / 100.0))
-    return {"coverage": GRID.tolist(), "risk": mean.tolist(), "aurc": area, "e_aurc": area - best,
-            "volumes": len(curves)}
+    return RiskCoverage(coverage=GRID.tolist(), risk=mean.tolist(), aurc=area, e_aurc=area - best,
+                        volumes=len(curves))

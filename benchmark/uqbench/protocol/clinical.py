@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -41,7 +42,19 @@ def indices(ed: Mapping[str, float], es: Mapping[str, float]) -> dict[str, float
             "lv_mass": ed["MYO"] * MYOCARDIAL_DENSITY}
 
 
-def agreement(auto: Sequence[float], ref: Sequence[float]) -> dict[str, float]:
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Agreement:
+    """Automatic against reference values of one index over ``n`` patients (``undefined`` left out)."""
+
+    n: int
+    undefined: int
+    r: float  # Pearson; NaN below 2 patients or without variation
+    bias: float  # mean of automatic - reference
+    sd: float  # sample sd of the differences
+    mae: float
+
+
+def agreement(auto: Sequence[float], ref: Sequence[float]) -> Agreement:
     """Pearson r, bias, sd of the differences and MAE of automatic against reference values."""
     a, r = np.asarray(auto, dtype=np.float64), np.asarray(ref, dtype=np.float64)
     if a.shape != r.shape:
@@ -49,13 +62,12 @@ def agreement(auto: Sequence[float], ref: Sequence[float]) -> dict[str, float]:
     ok = np.isfinite(a) & np.isfinite(r)
     a, r = a[ok], r[ok]
     n = int(a.size)
-    out = {"n": n, "undefined": int((~ok).sum()), "r": math.nan, "bias": math.nan, "sd": math.nan, "mae": math.nan}
+    undefined = int((~ok).sum())
     if n == 0:
-        return out
+        return Agreement(n=0, undefined=undefined, r=math.nan, bias=math.nan, sd=math.nan, mae=math.nan)
     d = a - r
-    out |= {"bias": float(d.mean()), "mae": float(np.abs(d).mean()), "sd": float(d.std(ddof=1)) if n > 1 else 0.0}
     da, dr = a - a.mean(), r - r.mean()
     denom = math.sqrt(float((da * da).sum()) * float((dr * dr).sum()))
-    if n > 1 and denom > 0:
-        out["r"] = float((da * dr).sum() / denom)
-    return out
+    return Agreement(n=n, undefined=undefined,
+                     r=float((da * dr).sum() / denom) if n > 1 and denom > 0 else math.nan,
+                     bias=float(d.mean()), sd=float(d.std(ddof=1)) if n > 1 else 0.0, mae=float(np.abs(d).mean()))

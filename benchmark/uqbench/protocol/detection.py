@@ -16,7 +16,8 @@ threshold t when its probability exceeds t (the run's operating point is t = 0.5
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
@@ -26,6 +27,36 @@ from uqbench.protocol.patches import expand, grid_shape
 THRESHOLDS = np.round(np.linspace(0.0, 1.0, 101), 2)
 CorrectionMode = Literal["patch", "failures-only"]
 MODES: tuple[CorrectionMode, ...] = ("patch", "failures-only")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Froc:
+    """Voxel sensitivity and false-positive patches per volume at each threshold."""
+
+    threshold: list[float]
+    sensitivity: list[float]
+    false_positives_per_volume: list[float]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PrCurve:
+    """Precision and recall of "score > t" at each threshold t."""
+
+    threshold: list[float]
+    precision: list[float]
+    recall: list[float]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SliceDetection:
+    """Slice-level detection: AP pooled over slices and averaged per patient, and the pooled PR curve."""
+
+    ap_pooled: float
+    ap_per_patient: float
+    patients_scored: int  # patients with a failing slice, over which ap_per_patient is averaged
+    patients_without_failure: int
+    share_of_slices_with_failures: float
+    pr_curve: PrCurve
 
 
 def check_patch_probabilities(probs: np.ndarray, shape_zyx: tuple[int, ...], where: str) -> None:
@@ -43,11 +74,11 @@ def voxels_per_patch(mask: np.ndarray, patch: int = PATCH) -> np.ndarray:
     gy, gx = grid_shape((y, x), patch)
     padded = np.zeros((z, gy * patch, gx * patch), dtype=np.int64)
     padded[:, :y, :x] = mask
-    return padded.reshape(z, gy, patch, gx, patch).sum(axis=(2, 4))
+    out: np.ndarray = padded.reshape(z, gy, patch, gx, patch).sum(axis=(2, 4))
+    return out
 
 
-def froc(probs: Sequence[np.ndarray], failures: Sequence[np.ndarray],
-         thresholds: np.ndarray = THRESHOLDS) -> dict[str, list[float]]:
+def froc(probs: Sequence[np.ndarray], failures: Sequence[np.ndarray], thresholds: np.ndarray = THRESHOLDS) -> Froc:
     """Voxel sensitivity and false-positive patches per volume at each threshold (see module docstring)."""
     if not probs:
         raise ValueError("FROC: the case list is empty")
@@ -60,7 +91,7 @@ def froc(probs: Sequence[np.ndarray], failures: Sequence[np.ndarray],
         flagged = p > t
         sens.append(float(v[flagged].sum() / total) if total else float("nan"))
         fp.append(float((flagged & (v == 0)).sum() / len(probs)))
-    return {"threshold": [float(t) for t in thresholds], "sensitivity": sens, "false_positives_per_volume": fp}
+    return Froc(threshold=[float(t) for t in thresholds], sensitivity=sens, false_positives_per_volume=fp)
 
 
 def average_precision(scores: np.ndarray, positive: np.ndarray) -> float:
@@ -81,11 +112,10 @@ def average_precision(scores: np.ndarray, positive: np.ndarray) -> float:
 
 def slice_scores(probs: np.ndarray, failures: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per slice of one volume: highest patch probability, and whether it holds a failure voxel."""
-    return probs.reshape(probs.shape[0], -1).max(1), failures.reshape(failures.shape[0], -1).any(1)
+    return probs.reshape(probs.shape[0], -1).max(1), np.asarray(failures.reshape(failures.shape[0], -1).any(1))
 
 
-def precision_recall(scores: np.ndarray, positive: np.ndarray, thresholds: np.ndarray = THRESHOLDS
-                     ) -> dict[str, list[float]]:
+def precision_recall(scores: np.ndarray, positive: np.ndarray, thresholds: np.ndarray = THRESHOLDS) -> PrCurve:
     """Precision and recall of "score > t" at each threshold (precision 1 where nothing is flagged)."""
     scores, positive = np.asarray(scores, dtype=np.float64), np.asarray(positive, dtype=bool)
     n_pos = max(1, int(positive.sum()))
@@ -95,11 +125,11 @@ def precision_recall(scores: np.ndarray, positive: np.ndarray, thresholds: np.nd
         tp = int((flagged & positive).sum())
         precision.append(tp / int(flagged.sum()) if flagged.any() else 1.0)
         recall.append(tp / n_pos)
-    return {"threshold": [float(t) for t in thresholds], "precision": precision, "recall": recall}
+    return PrCurve(threshold=[float(t) for t in thresholds], precision=precision, recall=recall)
 
 
 def slice_detection(patients: Sequence[str], probs: Sequence[np.ndarray], failures: Sequence[np.ndarray]
-                    ) -> dict[str, Any]:
+                    ) -> SliceDetection:
     """Slice-level AP pooled and per patient averaged, the pooled precision-recall curve, and the share of
     slices holding a failure."""
     if not probs:
@@ -113,13 +143,13 @@ def slice_detection(patients: Sequence[str], probs: Sequence[np.ndarray], failur
     all_y = np.concatenate([np.concatenate(y) for _, y in per.values()])
     aps = [average_precision(np.concatenate(s), np.concatenate(y)) for s, y in per.values()]
     scored = [a for a in aps if np.isfinite(a)]
-    return {"ap_pooled": average_precision(all_s, all_y),
-            "ap_per_patient": float(np.mean(scored)) if scored else float("nan"),
-            "patients_scored": len(scored), "patients_without_failure": len(aps) - len(scored),
-            "share_of_slices_with_failures": float(all_y.mean()), "pr_curve": precision_recall(all_s, all_y)}
+    return SliceDetection(ap_pooled=average_precision(all_s, all_y),
+                          ap_per_patient=float(np.mean(scored)) if scored else float("nan"),
+                          patients_scored=len(scored), patients_without_failure=len(aps) - len(scored),
+                          share_of_slices_with_failures=float(all_y.mean()), pr_curve=precision_recall(all_s, all_y))
 
 
-def correct(pred: np.ndarray, ref: np.ndarray, flagged: np.ndarray, mode: CorrectionMode = "patch",
+def correct(pred: np.ndarray, ref: np.ndarray, flagged: np.ndarray, *, mode: CorrectionMode = "patch",
             failures: np.ndarray | None = None) -> np.ndarray:
     """Labels after simulated correction of the flagged patches [Z, gy, gx] of a volume [Z, Y, X]."""
     if pred.shape != ref.shape:

@@ -43,18 +43,20 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from scipy import ndimage
 
 from uqbench.protocol.metrics import FOREGROUND, bounding_box
+from uqbench.records import fields_from_json
 
 DEFINITION_VERSION = 1
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class FailureRule:
     """Every parameter of the failure definition; ``unit`` applies to ``outside`` and ``inside``."""
 
@@ -87,6 +89,20 @@ class FailureRule:
         """The rule as results record it: its parameters, name and hash."""
         return asdict(self) | {"hash": self.digest(), "definition_version": DEFINITION_VERSION}
 
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any], where: str = "failure_rule") -> FailureRule:
+        """The rule a record describes; ValueError naming ``where`` when the record was written under another
+        definition version or its hash does not match its parameters (edited by hand)."""
+        version = record.get("definition_version")
+        if version != DEFINITION_VERSION:
+            raise ValueError(f"{where}: definition version {version!r}; this uqbench has {DEFINITION_VERSION}")
+        params = {k: v for k, v in record.items() if k not in ("hash", "definition_version")}
+        rule: FailureRule = fields_from_json(cls, params, where)
+        if record.get("hash") != rule.digest():
+            raise ValueError(f"{where}: rule {rule.name!r} has hash {record.get('hash')!r}, but its parameters hash "
+                             f"to {rule.digest()} (edited by hand?)")
+        return rule
+
     def tolerances(self, spacing: float) -> tuple[float, float]:
         """(outside, inside) in voxels of a grid with in-plane ``spacing`` mm."""
         scale = 1.0 / spacing if self.unit == "mm" else 1.0
@@ -94,7 +110,7 @@ class FailureRule:
 
 
 PAPER = FailureRule()
-SEED_CODE = FailureRule("seed-code", outside=4.6, inside=3.1, unit="mm", mark="component",
+SEED_CODE = FailureRule(name="seed-code", outside=4.6, inside=3.1, unit="mm", mark="component",
                         apical_tolerance=False, apical_min_cluster=15, unlabelled="size-rule")
 PRESETS = {r.name: r for r in (PAPER, SEED_CODE)}
 
@@ -116,12 +132,13 @@ def apex_index(ref: np.ndarray) -> int:
 def _disk(radius: float) -> np.ndarray:
     r = int(np.floor(radius))
     yy, xx = np.mgrid[-r:r + 1, -r:r + 1]
-    return (yy * yy + xx * xx <= radius * radius)[None]
+    disk: np.ndarray = (yy * yy + xx * xx <= radius * radius)[None]
+    return disk
 
 
 def _box(mask: np.ndarray, margin: int) -> tuple[slice, ...]:
     """Every slice, cropped in-plane to the box of ``mask`` (not empty) over all slices, grown by ``margin``."""
-    yx = bounding_box(mask.any(0), margin)
+    yx = bounding_box(np.asarray(mask.any(0)), margin)
     assert yx is not None
     return (slice(None), *yx)
 
@@ -144,7 +161,8 @@ def _deep(mask: np.ndarray, radius: float) -> np.ndarray:
     return out
 
 
-def failure_map(pred: np.ndarray, ref: np.ndarray, rule: FailureRule = PAPER, spacing: float = 1.4) -> np.ndarray:
+def failure_map(pred: np.ndarray, ref: np.ndarray, *, rule: FailureRule = PAPER, spacing: float = 1.4
+                ) -> np.ndarray:
     """Boolean failure voxels [Z, Y, X] of a predicted volume against its reference on one grid whose
     in-plane spacing is ``spacing`` mm (used only by rules in mm)."""
     if pred.shape != ref.shape or pred.ndim != 3:
@@ -156,7 +174,7 @@ def failure_map(pred: np.ndarray, ref: np.ndarray, rule: FailureRule = PAPER, sp
     box = _box(fg, 1)
     p, r = pred[box], ref[box]
     nz = r.shape[0]
-    labelled = r.reshape(nz, -1).any(1)
+    labelled = np.asarray(r.reshape(nz, -1).any(1))
     apex = apex_index(r)
     is_apex = (np.arange(nz) == apex)[:, None, None]
     outside, inside = rule.tolerances(spacing)

@@ -32,7 +32,7 @@ FOREGROUND = (1, 2, 3)
 SIX_CONNECTED = ndimage.generate_binary_structure(3, 1)
 
 
-def check_pair(pred: np.ndarray, ref: np.ndarray, where: str, pred_spacing: tuple[float, ...] | None = None,
+def check_pair(pred: np.ndarray, ref: np.ndarray, where: str, *, pred_spacing: tuple[float, ...] | None = None,
                ref_spacing: tuple[float, ...] | None = None) -> None:
     """Raise ValueError naming ``where`` if the two label maps cannot be compared (shape, spacing when both
     are given, to 1e-3 mm, or label values)."""
@@ -98,7 +98,7 @@ def _directed(a: np.ndarray, b: np.ndarray, spacing: tuple[float, ...]) -> tuple
     return to_b[sa], to_a[sb]
 
 
-def distance_metrics(pred: np.ndarray, ref: np.ndarray, label: int, spacing: tuple[float, float, float]
+def distance_metrics(pred: np.ndarray, ref: np.ndarray, label: int, *, spacing: tuple[float, float, float]
                      ) -> dict[str, float]:
     """HD, HD95 in both definitions (``hd95`` pooled, ``hd95_directed_max``) and ASSD in mm of one class
     between two label maps of one grid."""
@@ -116,19 +116,19 @@ def distance_metrics(pred: np.ndarray, ref: np.ndarray, label: int, spacing: tup
             "assd": float(pooled.mean())}
 
 
-def surface_distances(pred: np.ndarray, ref: np.ndarray, label: int, spacing: tuple[float, float, float],
+def surface_distances(pred: np.ndarray, ref: np.ndarray, label: int, *, spacing: tuple[float, float, float],
                       hd95: Literal["pooled", "directed-max"] = "pooled") -> dict[str, float]:
     """HD, HD95 (``hd95`` definition) and ASSD in mm of one class between two label maps of one grid."""
     if hd95 not in ("pooled", "directed-max"):
         raise ValueError(f"unknown HD95 definition {hd95!r}: expected 'pooled' or 'directed-max'")
-    d = distance_metrics(pred, ref, label, spacing)
+    d = distance_metrics(pred, ref, label, spacing=spacing)
     return {"hd": d["hd"], "hd95": d["hd95" if hd95 == "pooled" else "hd95_directed_max"], "assd": d["assd"]}
 
 
-def score(pred: np.ndarray, ref: np.ndarray, spacing: tuple[float, float, float],
+def score(pred: np.ndarray, ref: np.ndarray, *, spacing: tuple[float, float, float],
           where: str, pred_spacing: tuple[float, float, float] | None = None) -> dict[int, dict[str, float]]:
     """Dice, HD, both HD95 and ASSD per foreground class of a predicted volume in original geometry;
     a shape, spacing (when ``pred_spacing`` is given) or label-value mismatch is a ValueError naming
     ``where`` (the case)."""
-    check_pair(pred, ref, where, pred_spacing, spacing)
-    return {c: {"dice": dice(pred, ref, c)} | distance_metrics(pred, ref, c, spacing) for c in FOREGROUND}
+    check_pair(pred, ref, where, pred_spacing=pred_spacing, ref_spacing=spacing)
+    return {c: {"dice": dice(pred, ref, c)} | distance_metrics(pred, ref, c, spacing=spacing) for c in FOREGROUND}

@@ -23,14 +23,16 @@ def _blocks(arr: np.ndarray, patch: int, fill: float) -> np.ndarray:
 
 def patch_max(arr: np.ndarray, patch: int = PATCH) -> np.ndarray:
     """Largest value per patch (for a bool map: whether the patch holds any True voxel)."""
-    return _blocks(arr.astype(np.float64), patch, -np.inf).max(axis=(2, 3))
+    out: np.ndarray = _blocks(arr.astype(np.float64), patch, -np.inf).max(axis=(2, 3))
+    return out
 
 
 def patch_mean(arr: np.ndarray, patch: int = PATCH) -> np.ndarray:
     """Mean per patch over the voxels the patch really covers."""
     s = _blocks(arr.astype(np.float64), patch, 0.0).sum(axis=(2, 3))
     n = _blocks(np.ones(arr.shape), patch, 0.0).sum(axis=(2, 3))
-    return s / n
+    out: np.ndarray = s / n
+    return out
 
 
 def expand(grid: np.ndarray, shape_yx: tuple[int, ...], patch: int = PATCH) -> np.ndarray:

@@ -10,12 +10,22 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from scipy import stats
 
 
-def compare(before: Sequence[float], after: Sequence[float]) -> dict[str, float]:
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Comparison:
+    """Two-sided p-values of paired samples of size ``n`` (NaN below 2)."""
+
+    n: int
+    mann_whitney_p: float
+    wilcoxon_p: float
+
+
+def compare(before: Sequence[float], after: Sequence[float]) -> Comparison:
     """p-values of Mann-Whitney U and paired Wilcoxon between two equally long, paired samples."""
     b, a = np.asarray(before, dtype=np.float64), np.asarray(after, dtype=np.float64)
     if b.shape != a.shape or b.ndim != 1:
@@ -24,7 +34,7 @@ def compare(before: Sequence[float], after: Sequence[float]) -> dict[str, float]
         raise ValueError("paired test: NaN or infinite values")
     n = int(b.size)
     if n < 2:
-        return {"n": n, "mann_whitney_p": math.nan, "wilcoxon_p": math.nan}
+        return Comparison(n=n, mann_whitney_p=math.nan, wilcoxon_p=math.nan)
     mw = float(stats.mannwhitneyu(b, a, alternative="two-sided").pvalue)
     wx = 1.0 if np.all(b == a) else float(stats.wilcoxon(b, a, alternative="two-sided").pvalue)
-    return {"n": n, "mann_whitney_p": mw, "wilcoxon_p": wx}
+    return Comparison(n=n, mann_whitney_p=mw, wilcoxon_p=wx)

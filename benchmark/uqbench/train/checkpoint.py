@@ -4,16 +4,20 @@ where it stopped and ends with the same weights (the harness's loop and trained 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # torch is imported when used, so importing this module (uqbench.plugin does) stays cheap
+    import torch
 
 
-def save(path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, sched: Any, rng: np.random.Generator,
+def save(path: Path, *, model: torch.nn.Module, opt: torch.optim.Optimizer, sched: Any, rng: np.random.Generator,
          step: int, extra: dict[str, Any] | None = None) -> None:
     """Write weights, optimiser, schedule, both random generators and the step, atomically (a crash while
     writing leaves the previous checkpoint)."""
+    import torch
+
     tmp = path.with_suffix(".part")
     torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                 "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(), "step": step, **(extra or {})},
@@ -21,10 +25,12 @@ def save(path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, sched: 
     tmp.replace(path)
 
 
-def resume(path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, sched: Any, rng: np.random.Generator,
+def resume(path: Path, *, model: torch.nn.Module, opt: torch.optim.Optimizer, sched: Any, rng: np.random.Generator,
            device: str) -> dict[str, Any]:
     """Restore what :func:`save` wrote into the given objects; returns the whole state (``step`` and any
     extras), or ``{"step": 0}`` when there is no checkpoint yet."""
+    import torch
+
     if not path.is_file():
         return {"step": 0}
     state = torch.load(path, map_location=device, weights_only=False)

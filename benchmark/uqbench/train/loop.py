@@ -21,7 +21,7 @@ class PatchSampler:
     A ``foreground`` share of the patches is centred on a random labelled voxel (the rest are placed
     uniformly), so short CPU recipes see enough of the small structures; 0 samples uniformly."""
 
-    def __init__(self, slices: Sequence[tuple[np.ndarray, np.ndarray]], patch: int, rng: np.random.Generator,
+    def __init__(self, slices: Sequence[tuple[np.ndarray, np.ndarray]], patch: int, rng: np.random.Generator, *,
                  foreground: float = 0.0) -> None:
         self.patch, self.rng, self.foreground = patch, rng, foreground
         self.images, self.labels, self.fg = [], [], []
@@ -62,7 +62,7 @@ class DeviceSampler:
     Slices are zero-padded to a common size; a slice's patch corners stay inside its own (padded-to-patch)
     extent, and a centred patch picks a slice with labels uniformly, then one of its labelled voxels."""
 
-    def __init__(self, slices: Sequence[tuple[np.ndarray, np.ndarray]], patch: int, device: str, seed: int,
+    def __init__(self, slices: Sequence[tuple[np.ndarray, np.ndarray]], patch: int, *, device: str, seed: int,
                  foreground: float = 0.0) -> None:
         self.patch, self.foreground, self.device = patch, foreground, device
         h = max(patch, *(img.shape[0] for img, _ in slices))
@@ -121,7 +121,7 @@ class DeviceSampler:
         return xs[:, None], ys.long()
 
 
-def train(segmenter: Segmenter, recipe: Recipe, loss: Loss, slices: Sequence[tuple[np.ndarray, np.ndarray]],
+def train(*, segmenter: Segmenter, recipe: Recipe, loss: Loss, slices: Sequence[tuple[np.ndarray, np.ndarray]],
           device: str, seed: int, checkpoint: Path, advance: Callable[[int], None] | None = None,
           compile_model: bool = False, precision: str = "fp32") -> torch.nn.Module:
     """Train and return the network; resumes from ``checkpoint`` when it exists and finishes by writing it.
@@ -134,16 +134,17 @@ def train(segmenter: Segmenter, recipe: Recipe, loss: Loss, slices: Sequence[tup
         raise ValueError(f"patch size {recipe.patch_size} is not a multiple of {segmenter.size_multiple}")
     gpu = torch.device(device).type == "cuda"
     torch.manual_seed(seed)
-    model = segmenter.build(1, NUM_CLASSES, recipe.dropout, recipe.width).to(device)
+    model = segmenter.build(in_channels=1, num_classes=NUM_CLASSES, dropout=recipe.dropout, width=recipe.width)
+    model = model.to(device)
     if gpu:
         model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.Adam(model.parameters(), lr=recipe.learning_rate, weight_decay=recipe.weight_decay)
     sched = lr_scheduler(opt, recipe)
     rng = np.random.default_rng(seed)
     sampler: PatchSampler | DeviceSampler = (
-        DeviceSampler(slices, recipe.patch_size, device, seed, recipe.foreground) if gpu
-        else PatchSampler(slices, recipe.patch_size, rng, recipe.foreground))
-    state = checkpoints.resume(checkpoint, model, opt, sched, rng, device)
+        DeviceSampler(slices, recipe.patch_size, device=device, seed=seed, foreground=recipe.foreground) if gpu
+        else PatchSampler(slices, recipe.patch_size, rng, foreground=recipe.foreground))
+    state = checkpoints.resume(checkpoint, model=model, opt=opt, sched=sched, rng=rng, device=device)
     step = state["step"]
     if isinstance(sampler, DeviceSampler) and "sampler_rng" in state:
         sampler.gen.set_state(state["sampler_rng"])
@@ -173,7 +174,7 @@ def train(segmenter: Segmenter, recipe: Recipe, loss: Loss, slices: Sequence[tup
         if step % every == 0 or step == recipe.iterations:
             extra = ({"sampler_rng": sampler.gen.get_state(), "cuda_rng": torch.cuda.get_rng_state()}
                      if isinstance(sampler, DeviceSampler) else {})
-            checkpoints.save(checkpoint, model, opt, sched, rng, step, extra)
+            checkpoints.save(checkpoint, model=model, opt=opt, sched=sched, rng=rng, step=step, extra=extra)
     return model
 
 

@@ -10,8 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from uqbench import Context, DetectorExample, Profile, hookimpl
-from uqbench.protocol.patches import grid_shape, patch_max, patch_mean
+from uqbench import Context, Detector, DetectorExample, Profile, Register, hookimpl
+from uqbench.plugin import grid_shape, patch_max, patch_mean
 
 
 class Threshold:
@@ -85,8 +85,8 @@ class SResNetDetector:
         if self.iterations is not None:
             recipe = replace(recipe, iterations=self.iterations)
         self.crop = recipe.crop
-        self.model, self.w_pos = sresnet.train_network(examples, recipe, ctx.device, ctx.seed,
-                                                       Path(ctx.workdir) / "sresnet-checkpoint.pt")
+        self.model, self.w_pos = sresnet.train_network(examples, recipe=recipe, device=ctx.device, seed=ctx.seed,
+                                                       checkpoint=Path(ctx.workdir) / "sresnet-checkpoint.pt")
 
     def predict(self, example: DetectorExample) -> np.ndarray:
         from uqbench_plugins.detectors import sresnet
@@ -124,6 +124,6 @@ def _positive_int(value: str | None, what: str) -> int | None:
 
 
 @hookimpl
-def register_detectors(register) -> None:  # type: ignore[no-untyped-def]
+def register_detectors(register: Register[Detector]) -> None:
     register(Threshold)
     register(SResNetDetector)

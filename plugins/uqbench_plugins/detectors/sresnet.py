@@ -24,15 +24,13 @@ import torch
 from torch import nn
 
 from uqbench import DetectorExample
-from uqbench.api import PATCH
-from uqbench.protocol.patches import grid_shape, patch_max
-from uqbench.train import checkpoint as checkpoints
+from uqbench.plugin import PATCH, grid_shape, patch_max, resume_checkpoint, save_checkpoint
 
 WIDTHS = (16, 32, 32, 64, 128)  # level 1 (two convolutions), then the blocks of levels 2, 3, 4
 CLASSIFIER = 128
 
 
-def _conv_bn(cin: int, cout: int, kernel: int, stride: int = 1) -> list[nn.Module]:
+def _conv_bn(cin: int, cout: int, kernel: int, *, stride: int = 1) -> list[nn.Module]:
     return [nn.Conv2d(cin, cout, kernel, stride, kernel // 2, bias=False), nn.BatchNorm2d(cout)]
 
 
@@ -41,8 +39,8 @@ class _Block(nn.Module):
 
     def __init__(self, cin: int, cout: int) -> None:
         super().__init__()
-        self.body = nn.Sequential(*_conv_bn(cin, cout, 3, 2), nn.ReLU(inplace=True), *_conv_bn(cout, cout, 3))
-        self.shortcut = nn.Sequential(*_conv_bn(cin, cout, 1, 2))
+        self.body = nn.Sequential(*_conv_bn(cin, cout, 3, stride=2), nn.ReLU(inplace=True), *_conv_bn(cout, cout, 3))
+        self.shortcut = nn.Sequential(*_conv_bn(cin, cout, 1, stride=2))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.relu(self.body(x) + self.shortcut(x))
@@ -69,7 +67,7 @@ class SResNet(nn.Module):
         return self.classifier(self.features(x))
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class DetectorRecipe:
     """How the detection network is trained (paper V-B: Adam, batch 32, lr 1e-4 x0.1 after 10k steps,
     20k steps, dropout 0.5, weight decay, 80x80 training crops, a third forced to hold a failure)."""
@@ -116,7 +114,7 @@ def positive_weight(targets: Sequence[np.ndarray]) -> float:
     return (total - pos) / pos if pos else 0.0
 
 
-def sample_crops(inputs: Sequence[np.ndarray], targets: Sequence[np.ndarray], n: int, recipe: DetectorRecipe,
+def sample_crops(inputs: Sequence[np.ndarray], targets: Sequence[np.ndarray], n: int, *, recipe: DetectorRecipe,
                  rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """``n`` training crops [n, 2, crop, crop] with their patch targets [n, crop/8, crop/8], on the patch grid,
     randomly rotated by multiples of 90 degrees. Each is forced with probability ``recipe.forced`` to hold a
@@ -161,7 +159,7 @@ def crop_box(segmentation: np.ndarray, grid: tuple[int, int], minimum: int) -> t
     return spans[0], spans[1], spans[2], spans[3]
 
 
-def train_network(examples: Sequence[DetectorExample], recipe: DetectorRecipe, device: str, seed: int,
+def train_network(examples: Sequence[DetectorExample], *, recipe: DetectorRecipe, device: str, seed: int,
                   checkpoint: Path) -> tuple[SResNet, float]:
     """Train on labelled slices with the weighted cross-entropy of Eq. 6 (averaged over patches); resumes
     from ``checkpoint`` when it exists and writes it at intervals and at the end. Returns (network, w_pos)."""
@@ -173,12 +171,12 @@ def train_network(examples: Sequence[DetectorExample], recipe: DetectorRecipe, d
     model = SResNet(recipe.dropout, recipe.width).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=recipe.learning_rate, weight_decay=recipe.weight_decay)
     sched = torch.optim.lr_scheduler.StepLR(opt, recipe.lr_decay_every, recipe.lr_decay)
-    step = checkpoints.resume(checkpoint, model, opt, sched, rng, device)["step"]
+    step = resume_checkpoint(checkpoint, model=model, opt=opt, sched=sched, rng=rng, device=device)["step"]
     weights = torch.tensor([1.0, w_pos], device=device)
     every = max(50, recipe.iterations // 10)
     model.train()
     while step < recipe.iterations:
-        xs, ts = sample_crops(inputs, targets, recipe.batch_size, recipe, rng)
+        xs, ts = sample_crops(inputs, targets, recipe.batch_size, recipe=recipe, rng=rng)
         t = torch.from_numpy(ts).to(device)
         ce = torch.nn.functional.cross_entropy(model(torch.from_numpy(xs).to(device)), t, reduction="none")
         loss = (weights[t] * ce).mean()
@@ -188,7 +186,7 @@ def train_network(examples: Sequence[DetectorExample], recipe: DetectorRecipe, d
         sched.step()
         step += 1
         if step % every == 0 or step == recipe.iterations:
-            checkpoints.save(checkpoint, model, opt, sched, rng, step)
+            save_checkpoint(checkpoint, model=model, opt=opt, sched=sched, rng=rng, step=step)
     return model.eval(), w_pos
 
 

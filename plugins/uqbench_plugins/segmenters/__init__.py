@@ -6,7 +6,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from uqbench import Profile, Recipe, hookimpl
+from uqbench import Profile, Recipe, Register, Segmenter, hookimpl
 
 # Paper V-A for DRN and U-Net: CE, Adam, batch 16, 128x128 patches, lr 1e-3 x0.1 every 25k steps, 100k steps.
 # The weight-decay value is not stated in the paper; 1e-4 is ours.
@@ -24,10 +24,10 @@ class DRN:
     name = "drn"
     size_multiple = 8
 
-    def build(self, in_channels: int, num_classes: int, dropout: float, width: float = 1.0) -> Any:
+    def build(self, *, in_channels: int, num_classes: int, dropout: float, width: float = 1.0) -> Any:
         from uqbench_plugins.segmenters.drn import DRND22
 
-        return DRND22(in_channels, num_classes, dropout, width)
+        return DRND22(in_channels, num_classes, dropout, width=width)
 
     def recipe(self, profile: Profile) -> Recipe:
         return PAPER_2D if profile is Profile.PAPER else QUICK_2D
@@ -39,10 +39,10 @@ class UNetSegmenter:
     name = "unet"
     size_multiple = 16
 
-    def build(self, in_channels: int, num_classes: int, dropout: float, width: float = 1.0) -> Any:
+    def build(self, *, in_channels: int, num_classes: int, dropout: float, width: float = 1.0) -> Any:
         from uqbench_plugins.segmenters.unet import UNet
 
-        return UNet(in_channels, num_classes, dropout, width)
+        return UNet(in_channels, num_classes, dropout, width=width)
 
     def recipe(self, profile: Profile) -> Recipe:
         return PAPER_2D if profile is Profile.PAPER else QUICK_2D  # as DRN's (paper V-A)
@@ -54,10 +54,10 @@ class DN:
     name = "dn"
     size_multiple = 1
 
-    def build(self, in_channels: int, num_classes: int, dropout: float, width: float = 1.0) -> Any:
+    def build(self, *, in_channels: int, num_classes: int, dropout: float, width: float = 1.0) -> Any:
         from uqbench_plugins.segmenters.dn import DilatedCNN
 
-        return DilatedCNN(in_channels, num_classes, dropout, width)
+        return DilatedCNN(in_channels, num_classes, dropout, width=width)
 
     def recipe(self, profile: Profile) -> Recipe:
         if profile is Profile.PAPER:
@@ -94,12 +94,13 @@ class SMP:
             raise ValueError(f"encoder weights {weights}: no such file (weights are never downloaded)")
         self.arch, self.encoder, self.weights = arch.lower(), encoder, None if weights is None else Path(weights)
 
-    def build(self, in_channels: int, num_classes: int, dropout: float, width: float = 1.0) -> Any:
+    def build(self, *, in_channels: int, num_classes: int, dropout: float, width: float = 1.0) -> Any:
         from uqbench_plugins.segmenters.smp import build
 
         if width != 1.0:
             raise ValueError("smp models have no width multiplier; use a smaller encoder instead")
-        return build(self.arch, self.encoder, self.weights, in_channels, num_classes, dropout)
+        return build(self.arch, self.encoder, self.weights, in_channels=in_channels, num_classes=num_classes,
+                     dropout=dropout)
 
     def recipe(self, profile: Profile) -> Recipe:
         # the paper's DRN/U-Net recipe; on CPU full width (smp has no width) and a gentler learning rate
@@ -107,7 +108,7 @@ class SMP:
 
 
 @hookimpl
-def register_segmenters(register) -> None:  # type: ignore[no-untyped-def]
+def register_segmenters(register: Register[Segmenter]) -> None:
     register(DRN)
     register(DN)
     register(SMP)

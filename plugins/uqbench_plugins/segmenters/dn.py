@@ -24,7 +24,7 @@ MARGIN = RECEPTIVE_FIELD // 2  # 65
 class DilatedCNN(nn.Module):
     """[B, in_channels, H, W] -> logits [B, num_classes, H, W] for any H, W."""
 
-    def __init__(self, in_channels: int, num_classes: int, dropout: float = 0.1, width: float = 1.0) -> None:
+    def __init__(self, in_channels: int, num_classes: int, dropout: float = 0.1, *, width: float = 1.0) -> None:
         super().__init__()
         ch, hidden = max(4, int(round(32 * width))), max(8, int(round(128 * width)))
         layers: list[nn.Module] = []

@@ -17,7 +17,7 @@ from torch.nn import functional as F
 CHANNELS = (16, 32, 64, 128, 256, 512, 512, 512)
 
 
-def _conv(cin: int, cout: int, p: float, stride: int = 1, dilation: int = 1, k: int = 3) -> nn.Sequential:
+def _conv(cin: int, cout: int, p: float, *, stride: int = 1, dilation: int = 1, k: int = 3) -> nn.Sequential:
     pad = dilation * (k // 2)
     return nn.Sequential(nn.Conv2d(cin, cout, k, stride, pad, dilation, bias=False), nn.BatchNorm2d(cout),
                          nn.ReLU(inplace=True), nn.Dropout(p))
@@ -26,9 +26,9 @@ def _conv(cin: int, cout: int, p: float, stride: int = 1, dilation: int = 1, k: 
 class _Residual(nn.Module):
     """conv-bn-relu-dropout, conv-bn, plus the (projected) input, then relu and dropout."""
 
-    def __init__(self, cin: int, cout: int, p: float, stride: int = 1, dilation: int = 1) -> None:
+    def __init__(self, cin: int, cout: int, p: float, *, stride: int = 1, dilation: int = 1) -> None:
         super().__init__()
-        self.first = _conv(cin, cout, p, stride, dilation)
+        self.first = _conv(cin, cout, p, stride=stride, dilation=dilation)
         self.second = nn.Sequential(nn.Conv2d(cout, cout, 3, 1, dilation, dilation, bias=False), nn.BatchNorm2d(cout))
         self.skip = (nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
                      if stride != 1 or cin != cout else nn.Identity())
@@ -41,7 +41,7 @@ class _Residual(nn.Module):
 class DRND22(nn.Module):
     """[B, in_channels, H, W] -> logits [B, num_classes, H, W]; H and W multiples of 8."""
 
-    def __init__(self, in_channels: int, num_classes: int, dropout: float = 0.1, width: float = 1.0) -> None:
+    def __init__(self, in_channels: int, num_classes: int, dropout: float = 0.1, *, width: float = 1.0) -> None:
         super().__init__()
         c = [max(4, int(round(n * width))) for n in CHANNELS]
         p = dropout

@@ -27,7 +27,7 @@ def _add_dropout(module: nn.Module, p: float) -> int:
     return count
 
 
-def build(arch: str, encoder: str, weights: Path | None, in_channels: int, num_classes: int,
+def build(arch: str, encoder: str, weights: Path | None, *, in_channels: int, num_classes: int,
           dropout: float) -> nn.Module:
     """The smp model with MC dropout in its decoder and before its head, encoder weights from ``weights``."""
     import segmentation_models_pytorch as smp

@@ -15,7 +15,7 @@ from torch import nn
 CHANNELS = (64, 128, 256, 512, 1024)
 
 
-def _block(cin: int, cout: int, p: float, norm: bool) -> nn.Sequential:
+def _block(cin: int, cout: int, p: float, *, norm: bool) -> nn.Sequential:
     layers: list[nn.Module] = []
     for a, b in ((cin, cout), (cout, cout)):
         layers.append(nn.Conv2d(a, b, 3, padding=1))
@@ -29,14 +29,14 @@ def _block(cin: int, cout: int, p: float, norm: bool) -> nn.Sequential:
 class UNet(nn.Module):
     """[B, in_channels, H, W] -> logits [B, num_classes, H, W]; H and W multiples of 16."""
 
-    def __init__(self, in_channels: int, num_classes: int, dropout: float = 0.1, width: float = 1.0) -> None:
+    def __init__(self, in_channels: int, num_classes: int, dropout: float = 0.1, *, width: float = 1.0) -> None:
         super().__init__()
         c = [max(4, int(round(n * width))) for n in CHANNELS]
-        self.down = nn.ModuleList([_block(in_channels, c[0], dropout, True)]
-                                  + [_block(c[i], c[i + 1], dropout, True) for i in range(3)])
-        self.bottleneck = _block(c[3], c[4], dropout, True)
+        self.down = nn.ModuleList([_block(in_channels, c[0], dropout, norm=True)]
+                                  + [_block(c[i], c[i + 1], dropout, norm=True) for i in range(3)])
+        self.bottleneck = _block(c[3], c[4], dropout, norm=True)
         self.up = nn.ModuleList([nn.ConvTranspose2d(c[i + 1], c[i], 2, stride=2) for i in reversed(range(4))])
-        self.decode = nn.ModuleList([_block(2 * c[i], c[i], dropout, False) for i in reversed(range(4))])
+        self.decode = nn.ModuleList([_block(2 * c[i], c[i], dropout, norm=False) for i in reversed(range(4))])
         self.pool = nn.MaxPool2d(2)
         self.classifier = nn.Conv2d(c[0], num_classes, 1)
 

@@ -1,0 +1,127 @@
+"""A run's settings: resolved once from the command line against the registry and the machine, held as typed
+values, and recorded in ``OUT/config.json``. They decide a run's results, so a resumed run must match them."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from uqbench.api import Profile, Recipe
+from uqbench.data.preprocess import PreprocessParams
+from uqbench.devices import Precision, resolve_device, resolve_precision, resolve_profile
+from uqbench.errors import DataError, UsageError
+from uqbench.kinds import DATASET, DETECTOR, KINDS, LOSS, SEGMENTER, UNCERTAINTY, Kind
+from uqbench.protocol import failures as failure_rules
+from uqbench.protocol.detection import MODES, CorrectionMode
+from uqbench.records import fields_from_json, fields_to_json
+from uqbench.registry import registry
+
+PROVENANCE_KEYS = ("uqbench", "python")
+"""What config.json records beside the settings: the versions that wrote it (not part of the settings)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunConfig:
+    """Every setting of a run, resolved; the field names are the keys of config.json."""
+
+    segmenter: str  # the spec, "name[:arg...]"
+    uncertainty: str
+    detector: str | None  # None: no detection and correction
+    loss: str
+    data: str | None  # an absolute dataset folder; None = the built-in phantom
+    dataset: str
+    folds: tuple[int, ...]
+    profile: Profile
+    samples: int  # MC samples T (1: one deterministic pass)
+    device: str  # "cpu" or "cuda"
+    seed: int
+    out: Path
+    recipe: Recipe  # the segmenter's recipe under the profile, with --loss and --iterations applied
+    preprocess: PreprocessParams
+    failure_rule: failure_rules.FailureRule
+    correction: CorrectionMode
+    precision: Precision
+
+    def record(self) -> dict[str, Any]:
+        """The JSON form config.json holds (with PROVENANCE_KEYS added by the run)."""
+        return fields_to_json(self)
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any], where: str = "config") -> RunConfig:
+        """The settings a config.json record holds; ValueError naming the first field that does not fit."""
+        settings = {k: v for k, v in record.items() if k not in PROVENANCE_KEYS}
+        config: RunConfig = fields_from_json(cls, settings, where)
+        return config
+
+    def identity(self) -> dict[str, Any]:
+        """The settings that decide the results (a resumed run must match them): all but ``out``."""
+        d = self.record()
+        d.pop("out")
+        return d
+
+    def method(self, of: Kind[Any]) -> str | None:
+        """The spec of the method of kind ``of`` this run uses (None: a detector was not asked for)."""
+        return {SEGMENTER: self.segmenter, UNCERTAINTY: self.uncertainty, LOSS: self.loss,
+                DETECTOR: self.detector, DATASET: self.dataset}[of]
+
+    def methods(self) -> dict[str, str]:
+        """Kind name -> spec of every method this run uses."""
+        return {k.name: spec for k in KINDS if (spec := self.method(k)) is not None}
+
+
+def read(path: Path) -> RunConfig:
+    """The settings in a run's config.json; DataError naming the file when it is missing or malformed."""
+    try:
+        return RunConfig.from_record(json.loads(path.read_text()))
+    except FileNotFoundError:
+        raise DataError(f"{path}: missing (not a run folder)") from None
+    except (OSError, ValueError, TypeError) as exc:
+        raise DataError(f"{path}: malformed run configuration: {exc}") from None
+
+
+def resolve(*, segmenter: str, uncertainty: str, detector: str | None, loss: str | None, data: Path | None,
+            dataset: str, folds: list[int], profile: str | None, samples: int | None, device: str, seed: int,
+            out: Path | None, iterations: int | None = None, failure_preset: str = "paper",
+            correction: str = "patch", precision: str = "auto") -> RunConfig:
+    """Check every option against the registry and the machine; UsageError names the bad one."""
+    reg = registry()
+    seg = reg.create(SEGMENTER, segmenter)
+    umap = reg.create(UNCERTAINTY, uncertainty)
+    if detector is not None:
+        reg.create(DETECTOR, detector)  # its arguments are checked before any work
+    reg.entry(DATASET, dataset.split(":")[0])
+    dev = resolve_device(device)
+    prec = resolve_precision(precision, dev)
+    prof = resolve_profile(profile, dev)
+    recipe = seg.recipe(prof)
+    recipe = replace(recipe, loss=loss) if loss else recipe
+    if iterations is not None:
+        if iterations < 1:
+            raise UsageError(f"--iterations {iterations}: must be at least 1")
+        recipe = replace(recipe, iterations=iterations)
+    reg.entry(LOSS, recipe.loss.split(":")[0])
+    if samples is None:
+        samples = umap.samples
+    elif umap.samples == 1 and samples != 1:
+        raise UsageError(f"--samples {samples}: uncertainty map '{uncertainty}' uses one deterministic pass")
+    elif umap.samples > 1 and samples < 2:
+        raise UsageError(f"--samples {samples}: uncertainty map '{uncertainty}' needs at least 2 MC samples")
+    try:
+        rule = failure_rules.preset(failure_preset)
+    except ValueError as exc:
+        raise UsageError(f"--failure-preset: {exc}") from None
+    if correction not in MODES:
+        raise UsageError(f"--correction {correction!r}: expected one of {', '.join(MODES)}")
+    if data is not None and not data.is_dir():
+        raise UsageError(f"--data {data}: not a folder")
+    if not folds:
+        raise UsageError("--folds: no fold given")
+    source = "phantom" if data is None else data.name
+    out = out or Path("runs") / f"{segmenter}-{uncertainty}-{source}-{prof.value}".replace(":", "_")
+    return RunConfig(segmenter=segmenter, uncertainty=uncertainty, detector=detector, loss=recipe.loss,
+                     data=None if data is None else str(data.resolve()), dataset=dataset, folds=tuple(folds),
+                     profile=prof, samples=samples, device=dev, seed=seed, out=out, recipe=recipe,
+                     preprocess=PreprocessParams(), failure_rule=rule, correction=correction,
+                     precision=prec)
