@@ -7,6 +7,7 @@ import json
 import shutil
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pytest
 
@@ -59,4 +60,15 @@ def test_three_real_patients_run_end_to_end(acdc_root: Path, tmp_path: Path) -> 
         "dataset", "acdc", data).fingerprint()
     rows = list(csv.DictReader((tmp_path / "run" / "cases.csv").open()))
     assert len(rows) == 6 and all(0 <= float(r["dice"]) <= 1 for r in rows)
+    # the written label maps keep the source's voxel size, so volumes measured from them match cases.csv
+    for r in rows:
+        written = nib.load(str(tmp_path / "run" / "fold0" / "nifti" / f"{r['patient']}_{r['phase']}_labels.nii.gz"))
+        info = layout.read_info(data / r["patient"])
+        source = nib.load(str(layout.frame_paths(data / r["patient"], info.frames[r["phase"]])[0]))
+        assert written.header.get_zooms() == source.header.get_zooms()
+        assert np.array_equal(written.affine, source.affine)
+        label = {"RV": 1, "MYO": 2, "LV": 3}[r["class"]]
+        ml = (np.asarray(written.dataobj) == label).sum() * np.prod(written.header.get_zooms()) / 1000
+        assert ml == pytest.approx(float(r["predicted_ml"]), abs=1e-5)
+    assert any(float(r["predicted_ml"]) > 0 for r in rows)
     assert json.loads((tmp_path / "run" / "config.json").read_text())["data"] == str(data.resolve())

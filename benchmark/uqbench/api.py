@@ -50,6 +50,7 @@ class Case:
     affine: np.ndarray  # float64 [4, 4], the source file's
     height: float | None = None  # cm, from Info.cfg
     weight: float | None = None  # kg, from Info.cfg
+    header: bytes | None = None  # the source NIfTI-1 header (348 bytes): outputs are written with its geometry
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -297,15 +297,15 @@ def _infer_fold(cfg: RunConfig, *, predict: Callable[..., tuple[np.ndarray, np.n
 def _write_nifti(stem: Path, c: cache.Prepared, *, labels: np.ndarray, probs: np.ndarray, unc: np.ndarray,
                  uncertainty: str, params: PreprocessParams) -> None:
     """The case's label map, mean probabilities [4-D, classes last] and uncertainty map in original geometry,
-    with the source affine."""
+    with the source's header (zooms, qform, sform) when the reader gave it, else its affine."""
     shape = c.original_labels.shape
-    nifti.write(stem.with_name(f"{stem.name}_labels.nii.gz"), labels.astype(np.uint8), c.affine)
+    nifti.write(stem.with_name(f"{stem.name}_labels.nii.gz"), labels.astype(np.uint8), c.affine, header=c.header)
     nifti.write(stem.with_name(f"{stem.name}_probs.nii.gz"),
                 map_to_original(probs, original_shape=shape, spacing=c.spacing, target=params.spacing), c.affine,
-                quantum=NIFTI_QUANTUM)
+                header=c.header, quantum=NIFTI_QUANTUM)
     nifti.write(stem.with_name(f"{stem.name}_{uncertainty.replace(':', '_')}.nii.gz"),
                 map_to_original(unc, original_shape=shape, spacing=c.spacing, target=params.spacing), c.affine,
-                quantum=NIFTI_QUANTUM)
+                header=c.header, quantum=NIFTI_QUANTUM)
 
 
 def _detect(cfg: RunConfig, volumes: list[Volume], *, images: dict[str, np.ndarray], progress: Progress | None

@@ -14,6 +14,7 @@ definition, applied for every run alike: see PreprocessParams.levels.
 
 from __future__ import annotations
 
+import base64
 import json
 import lzma
 import os
@@ -29,7 +30,7 @@ import numpy as np
 from uqbench.api import Case, Dataset
 from uqbench.data import preprocess as pp
 
-FORMAT = 1
+FORMAT = 2  # part of the folder key: 2 added each case's source NIfTI header
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -46,6 +47,7 @@ class Prepared:
     affine: np.ndarray
     height: float | None
     weight: float | None
+    header: bytes | None  # the source NIfTI header, for outputs in the same geometry
 
 
 def cache_root() -> Path:
@@ -73,7 +75,8 @@ def _write_case(path: Path, case: Case, params: pp.PreprocessParams) -> dict[str
     tmp.replace(path)
     return {"patient": case.patient, "phase": case.phase, "group": case.group, "shape": list(case.image.shape),
             "spacing": list(case.spacing), "affine": case.affine.tolist(), "height": case.height,
-            "weight": case.weight, "file": path.name}
+            "weight": case.weight, "file": path.name,
+            "header": None if case.header is None else base64.b64encode(case.header).decode()}
 
 
 def _read_case(folder: Path, meta: dict[str, Any], params: pp.PreprocessParams) -> Prepared:
@@ -87,14 +90,15 @@ def _read_case(folder: Path, meta: dict[str, Any], params: pp.PreprocessParams) 
     return Prepared(patient=meta["patient"], phase=meta["phase"], group=meta["group"],
                     image=pp.resample_image(image, spacing, params.spacing),
                     labels=pp.resample_labels(labels, spacing, params.spacing), original_labels=labels,
-                    spacing=spacing, affine=np.asarray(meta["affine"]), height=meta["height"], weight=meta["weight"])
+                    spacing=spacing, affine=np.asarray(meta["affine"]), height=meta["height"], weight=meta["weight"],
+                    header=None if meta["header"] is None else base64.b64decode(meta["header"]))
 
 
 def prepare(dataset: Dataset, *, params: pp.PreprocessParams, fingerprint: str, root: Path | None = None,
             advance: Callable[[int], None] | None = None) -> tuple[Path, list[dict[str, Any]]]:
     """The prepared folder for ``dataset`` with content ``fingerprint`` (created on first use) and its
     manifest entries."""
-    key = f"{fingerprint[:16]}-{params.fingerprint()}"
+    key = f"{fingerprint[:16]}-{params.fingerprint()}-f{FORMAT}"
     folder = (root or cache_root()) / "prepared" / key
     manifest = folder / "manifest.json"
     if manifest.is_file():

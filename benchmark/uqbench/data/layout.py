@@ -125,7 +125,8 @@ def read_case(pdir: Path, info: PatientInfo, phase: str) -> Case:
     if bad.size:
         raise DataError(f"{gt_path}: label values {', '.join(str(int(v)) for v in bad[:5])} outside 0..3")
     return Case(patient=info.patient, phase=phase, group=info.group, image=image, labels=labels_raw.astype(np.uint8),
-                spacing=spacing, affine=affine, height=info.height, weight=info.weight)
+                spacing=spacing, affine=affine, height=info.height, weight=info.weight,
+                header=nifti.header_block(img_path))
 
 
 def iter_cases(root: Path) -> Iterator[Case]:

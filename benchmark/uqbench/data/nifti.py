@@ -1,4 +1,8 @@
-"""Read and write NIfTI volumes as [Z, Y, X] arrays, keeping spacing and affine; every failure names the file."""
+"""Read and write NIfTI volumes as [Z, Y, X] arrays, keeping spacing and affine; every failure names the file.
+
+Outputs are written with their source's header when it is known: ACDC's files carry their voxel size only in
+``pixdim`` (qform_code 0) beside a unit-scale sform, so a header rebuilt from the affine would say 1 x 1 x 1 mm.
+"""
 
 from __future__ import annotations
 
@@ -33,18 +37,36 @@ def read(path: Path) -> tuple[np.ndarray, tuple[float, float, float], np.ndarray
     return np.ascontiguousarray(data.transpose(2, 1, 0)), spacing, affine
 
 
-def write(path: Path, data: np.ndarray, affine: np.ndarray, *, quantum: float | None = None) -> None:
-    """Write [Z, Y, X] (or [C, Z, Y, X], stored as a 4-D image with C last) ``data`` with ``affine`` (voxel
-    sizes are taken from the affine). With ``quantum``, floats are stored as int16 multiples of it with the
-    NIfTI scale factor set to it, which readers apply on load: NIfTI has no float16, and rounding to, say,
-    1e-3 (float16's step near 1) lets gzip shrink probability maps about threefold."""
+def header_block(path: Path) -> bytes:
+    """The 348-byte NIfTI-1 header of ``path`` (what :func:`write` needs to give an output the same geometry)."""
+    try:
+        img: Any = nib.load(str(path))
+        return bytes(img.header.binaryblock)
+    except FileNotFoundError as exc:
+        raise DataError(f"{path}: missing") from exc
+    except Exception as exc:  # as in read(): many error types for damaged files
+        raise DataError(f"{path}: unreadable NIfTI header ({type(exc).__name__}: {exc})") from exc
+
+
+def write(path: Path, data: np.ndarray, affine: np.ndarray, *, header: bytes | None = None,
+          quantum: float | None = None) -> None:
+    """Write [Z, Y, X] (or [C, Z, Y, X], stored as a 4-D image with C last) ``data``. With the source's
+    ``header`` (:func:`header_block`) the output keeps its zooms, qform and sform; without, voxel sizes are
+    taken from ``affine``. With ``quantum``, floats are stored as int16 multiples of it with the NIfTI scale
+    factor set to it, which readers apply on load: NIfTI has no float16, and rounding to, say, 1e-3 (float16's
+    step near 1) lets gzip shrink probability maps about threefold."""
     arr = data.transpose(2, 1, 0) if data.ndim == 3 else data.transpose(3, 2, 1, 0)
     if quantum is not None:
         steps = np.round(arr / quantum)
         if steps.size and np.abs(steps).max() > np.iinfo(np.int16).max:
             raise ValueError(f"{path}: values too large for int16 steps of {quantum}")
         arr = steps.astype(np.int16)
-    img = nib.Nifti1Image(np.ascontiguousarray(arr), affine)
+    if header is None:
+        img = nib.Nifti1Image(np.ascontiguousarray(arr), affine)
+    else:  # no affine given: nibabel then keeps the header's qform, sform and pixdim as they are
+        img = nib.Nifti1Image(np.ascontiguousarray(arr), None, header=nib.Nifti1Header(binaryblock=header))
+        img.set_data_dtype(arr.dtype)  # not the source's
+    img.header.set_slope_inter(np.nan, np.nan)  # the source's scaling does not apply to these values
     if quantum is not None:
         img.header.set_slope_inter(quantum, 0.0)
     img.header.set_xyzt_units("mm")
