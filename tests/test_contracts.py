@@ -7,7 +7,14 @@ from pathlib import Path
 import pytest
 
 from uqbench.registry import build_registry, registry
-from uqbench.testing import check_dataset, check_detector, check_loss, check_segmenter, check_uncertainty_map
+from uqbench.testing import (
+    DetectorContract,
+    check_dataset,
+    check_detector,
+    check_loss,
+    check_segmenter,
+    check_uncertainty_map,
+)
 
 NAMES = build_registry()  # collected once for parametrisation (UQBENCH_PLUGINS=uqbench, set in conftest)
 SHORT = {"sresnet": "sresnet:20"}  # trained detectors: a few steps are enough for the contract
@@ -89,3 +96,46 @@ def test_uncertainty_check_catches_a_map_reading_moments_it_did_not_declare() ->
         check_uncertainty_map(StdMap())
     StdMap.needs = frozenset({"variance"})
     check_uncertainty_map(StdMap())
+
+
+class TestSResNetWithArguments(DetectorContract):
+    """The contract classes check methods created with arguments, each variant into a fresh instance."""
+
+    name = "sresnet:20"
+    variants = ("sresnet:25",)
+
+
+def test_a_map_out_of_range_is_reported_with_its_spread() -> None:
+    class Triple:
+        """Three times a probability: up to 3."""
+
+        name = "triple"
+        samples = 2
+
+        def __call__(self, probs):  # type: ignore[no-untyped-def]  # a deliberately bad plugin, untyped on purpose
+            return probs.mean(0).max(1).values * 3
+
+    with pytest.raises(AssertionError, match=r"values outside \[0, 1\] \(min 0\.\d+, max [12]\.\d+, 0 NaN, "
+                                             r"0 infinite\)"):
+        check_uncertainty_map(Triple())
+
+
+def test_a_wrong_size_multiple_gets_a_hint() -> None:
+    class Halves:
+        """Downsamples by 2 and back, so odd sizes come back one larger; claims any size works."""
+
+        name = "halves"
+        size_multiple = 1
+
+        def build(self, *, in_channels, num_classes, dropout, width=1.0):  # type: ignore[no-untyped-def]  # as above
+            import torch
+
+            return torch.nn.Sequential(torch.nn.Conv2d(in_channels, num_classes, 3, stride=2, padding=1),
+                                       torch.nn.Dropout(dropout), torch.nn.Upsample(scale_factor=2))
+
+        def recipe(self, profile):  # type: ignore[no-untyped-def]  # as above
+            return registry().create("segmenter", "drn").recipe(profile)
+
+    with pytest.raises(AssertionError, match=r"logits \(2, 4, 2, 2\) for input \(2, 1, 1, 2\) \(is size_multiple = 1 "
+                                             r"right\?"):
+        check_segmenter(Halves())

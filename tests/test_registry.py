@@ -106,24 +106,62 @@ def test_misspelled_hook_is_reported_with_suggestion(sandbox: Path) -> None:
     assert "unknown hook 'register_segmenter' (did you mean 'register_segmenters'?)" in f.error
 
 
-def test_same_name_from_two_distributions_is_a_conflict_naming_both(sandbox: Path) -> None:
-    install_fake(sandbox, "uqbench-dup", "uqbench_fake_dup", '''
-        import uqbench
+EMAP_AGAIN = '''
+    import uqbench
 
-        class Entropy:
-            """Another emap."""
-            name = "emap"
-            samples = 1
-            def __call__(self, probs): return probs[0, :, 0]
+    class Entropy:
+        """Another emap."""
+        name = "emap"
+        samples = 1
+        def __call__(self, probs): return probs[0, :, 0]
 
-        @uqbench.hookimpl
-        def register_uncertainty_maps(register):
-            register(Entropy)
-    ''')
+    @uqbench.hookimpl
+    def register_uncertainty_maps(register):
+        register(Entropy)
+'''
+
+
+def test_a_builtin_name_registered_again_still_means_the_builtin(sandbox: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    install_fake(sandbox, "uqbench-dup", "uqbench_fake_dup", EMAP_AGAIN)
     allow("uqbench-dup")
-    with pytest.raises(PluginError, match=r"'emap' is registered by both uqbench 0\.1\.0 and uqbench-dup 0\.3"):
-        registry().entry("uncertainty", "emap")
-    assert "bmap" in registry().names("uncertainty")
+    reg = registry()
+    assert reg.entry("uncertainty", "emap").distribution == "uqbench"  # the README's default command keeps working
+    assert reg.entry("uncertainty", "uqbench/emap").distribution == "uqbench"
+    other = reg.create("uncertainty", "uqbench-dup/emap")
+    assert type(other).__module__ == "uqbench_fake_dup" and "bmap" in reg.names("uncertainty")
+    from uqbench.cli.plugins import plugins_cmd
+
+    plugins_cmd(kind=None, as_json=False)
+    out = " ".join(capsys.readouterr().out.split())
+    assert "uncertainty 'emap' is registered by uqbench, uqbench-dup; 'emap' means the built-in" in out
+    assert "'uqbench-dup/emap'" in out and "UQBENCH_PLUGINS" in out
+
+
+def test_a_name_two_third_parties_register_means_neither(sandbox: Path) -> None:
+    install_fake(sandbox, "uqbench-one", "uqbench_fake_one", EMAP_AGAIN.replace('"emap"', '"shared"'))
+    install_fake(sandbox, "uqbench_Two", "uqbench_fake_two", EMAP_AGAIN.replace('"emap"', '"shared"'))
+    allow("uqbench-one", "uqbench-two")
+    reg = registry()
+    with pytest.raises(PluginError, match=r"'shared' is registered by both uqbench-one 0\.3 and uqbench_Two 0\.3: "
+                                          r"name one as 'uqbench-one/shared' or 'uqbench-two/shared', or load only one "
+                                          r"of them with UQBENCH_PLUGINS"):
+        reg.entry("uncertainty", "shared")
+    assert type(reg.create("uncertainty", "uqbench-two/shared")).__module__ == "uqbench_fake_two"
+    assert type(reg.create("uncertainty", "uqbench-one/shared")).__module__ == "uqbench_fake_one"
+
+
+def test_the_filter_compares_names_as_pip_does_and_warns_about_unknown_ones(sandbox: Path) -> None:
+    install_fake(sandbox, "uqbench-other", "uqbench_fake_other", EMAP_AGAIN.replace('"emap"', '"other-map"'))
+    os.environ["UQBENCH_PLUGINS"] = "UQBench, uqbench_Other, uqbench-typo"
+    reset()
+    reg = registry()
+    assert "other-map" in reg.names("uncertainty") and "drn" in reg.names("segmenter")
+    (warning,) = reg.warnings
+    assert warning.startswith("UQBENCH_PLUGINS names 'uqbench-typo', which matches no installed plugin distribution")
+    with pytest.raises(UsageError, match="UQBENCH_PLUGINS limits loading to uqbench, uqbench-other, uqbench-typo, "
+                                         "which may hide it"):
+        reg.entry("segmenter", "nnunet")
 
 
 def test_unknown_name_suggests_the_closest() -> None:
@@ -176,3 +214,43 @@ def test_class_lacking_a_contract_method_is_refused(sandbox: Path) -> None:
     reg = registry()
     assert "forgot" not in reg.names("loss")
     assert any("NotCallable ('forgot') lacks __call__" in str(f) for f in reg.failures)
+
+
+def _main(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    from uqbench.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["uqbench", *args])
+    try:
+        main()
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_text_in_square_brackets_is_shown_not_taken_for_markup(sandbox: Path, monkeypatch: pytest.MonkeyPatch,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    install_fake(sandbox, "uqbench-badname", "uqbench_fake_badname", EMAP_AGAIN.replace('"emap"', '"Bad Name"'))
+    allow("uqbench-badname")
+    monkeypatch.setenv("COLUMNS", "300")
+    code, out, _ = _main(monkeypatch, capsys, "plugins")
+    assert code == 0 and "must match ^[a-z][a-z0-9-]{0,31}$" in out
+    code, _, err = _main(monkeypatch, capsys, "run", "--segmenter", "no[bold]pe")
+    assert code == 2 and "unknown segmenter 'no[bold]pe'" in err
+
+
+def test_debug_shows_the_import_traceback_of_a_broken_plugin(sandbox: Path, monkeypatch: pytest.MonkeyPatch,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    install_fake(sandbox, "uqbench-broken", "uqbench_fake_broken", "import not_a_module_anywhere\n")
+    allow("uqbench-broken")
+    monkeypatch.setenv("COLUMNS", "300")
+    code, out, _ = _main(monkeypatch, capsys, "plugins")
+    assert code == 0 and "Traceback" not in out
+    monkeypatch.setenv("UQBENCH_DEBUG", "1")
+    code, out, _ = _main(monkeypatch, capsys, "plugins")
+    assert "Traceback (most recent call last)" in out and 'uqbench_fake_broken.py", line 1' in out
+    with pytest.raises(UsageError):  # a one-line error is re-raised with its traceback under UQBENCH_DEBUG ...
+        _main(monkeypatch, capsys, "run", "--segmenter", "nnunet")
+    err = capsys.readouterr().err  # ... after the import tracebacks of the plugins that failed
+    assert "plugin uqbench-broken [uqbench_fake_broken] failed to import" in err and "ModuleNotFoundError" in err

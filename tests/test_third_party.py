@@ -13,7 +13,17 @@ import pytest
 
 from uqbench.registry import registry, reset
 from uqbench.results.summary import read as read_summary
-from uqbench.testing import check_detector, check_loss, check_segmenter, check_uncertainty_map
+from uqbench.testing import (
+    DatasetContract,
+    DetectorContract,
+    LossContract,
+    SegmenterContract,
+    UncertaintyMapContract,
+    check_detector,
+    check_loss,
+    check_segmenter,
+    check_uncertainty_map,
+)
 
 EXAMPLE = Path(__file__).parent / "example_plugin"
 
@@ -91,3 +101,33 @@ def test_pip_installed_example_is_discovered_in_a_fresh_process(tmp_path: Path) 
     names = {m["name"]: m["distribution"] for m in json.loads(out)["methods"]}
     assert names == {"dn": "uqbench", "drn": "uqbench", "smp": "uqbench", "unet": "uqbench",
                      "example-net": "uqbench-example"}
+
+
+# The README's recommended way to test a plugin, applied to the example: the *Contract base classes.
+@pytest.mark.usefixtures("example")
+class TestExampleNet(SegmenterContract):
+    name = "example-net"
+
+
+@pytest.mark.usefixtures("example")
+class TestExampleLoss(LossContract):
+    name = "example-l2"
+
+
+@pytest.mark.usefixtures("example")
+class TestExampleMap(UncertaintyMapContract):
+    name = "example-maxvar"
+
+
+@pytest.mark.usefixtures("example")
+class TestExampleDetector(DetectorContract):
+    name = "example-everywhere"
+
+
+@pytest.mark.usefixtures("example")
+class TestExampleDataset(DatasetContract):
+    name = "example-folder"
+
+    @pytest.fixture
+    def root(self, tiny_phantom: Path) -> Path:
+        return tiny_phantom

@@ -200,9 +200,14 @@ class Detector(Protocol):
         """Failure probability per 8x8 patch, float32 [ceil(Y/8), ceil(X/8)] in [0, 1]; 0.5 flags."""
         ...
 
-    def save(self, path: Path) -> None: ...
+    def save(self, path: Path) -> None:
+        """Write the fitted state as one file at ``path`` (the harness renames it into place afterwards); keep
+        anything bigger, such as a training checkpoint, in ``Context.workdir``."""
+        ...
 
-    def load(self, path: Path) -> None: ...
+    def load(self, path: Path) -> None:
+        """Read back what ``save`` wrote to ``path``, into a new instance: predictions must not change."""
+        ...
 
 
 @runtime_checkable

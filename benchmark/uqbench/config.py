@@ -119,7 +119,7 @@ def resolve(*, segmenter: str, uncertainty: str, detector: str | None, loss: str
     if not folds:
         raise UsageError("--folds: no fold given")
     source = "phantom" if data is None else data.name
-    out = out or Path("runs") / f"{segmenter}-{uncertainty}-{source}-{prof.value}".replace(":", "_")
+    out = out or Path("runs") / f"{segmenter}-{uncertainty}-{source}-{prof.value}".replace(":", "_").replace("/", "_")
     return RunConfig(segmenter=segmenter, uncertainty=uncertainty, detector=detector, loss=recipe.loss,
                      data=None if data is None else str(data.resolve()), dataset=dataset, folds=tuple(folds),
                      profile=prof, samples=samples, device=dev, seed=seed, out=out, recipe=recipe,

@@ -3,7 +3,10 @@
 pluggy's own ``load_setuptools_entrypoints`` aborts on the first broken plugin, so each entry point is
 imported and registered here under its own ``try``; a failure is recorded (``Registry.failures``) and
 shown by ``uqbench plugins`` while every other method keeps working. ``UQBENCH_PLUGINS`` (a comma list of
-distribution names) restricts which distributions load, for reproducible runs.
+distribution names, compared as pip compares them) restricts which distributions load, for reproducible runs.
+
+A name registered by two distributions is reachable as ``<distribution>/<name>`` for each; the bare name means
+the built-in (distribution ``uqbench``) when one of them is it, and nobody otherwise.
 """
 
 from __future__ import annotations
@@ -14,8 +17,9 @@ import importlib.metadata as md
 import inspect
 import os
 import re
+import traceback
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar, overload
 
 import pluggy
@@ -25,6 +29,7 @@ from uqbench.errors import PluginError, UsageError
 from uqbench.kinds import KINDS, Kind, kind
 
 GROUP = "uqbench"
+BUILTIN = "uqbench"  # the distribution whose methods a bare conflicting name means
 T = TypeVar("T")
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,31}$")
@@ -60,6 +65,7 @@ class PluginFailure:
     distribution: str
     version: str
     error: str
+    traceback: str = ""  # of an import that failed (shown with UQBENCH_DEBUG=1)
 
     def __str__(self) -> str:
         return f"plugin {self.distribution} {self.version} [{self.plugin}] {self.error}"
@@ -72,7 +78,14 @@ class Registry:
     entries: dict[str, dict[str, Entry]] = field(default_factory=lambda: {k.name: {} for k in KINDS})
     conflicts: dict[tuple[str, str], list[Entry]] = field(default_factory=dict)
     failures: list[PluginFailure] = field(default_factory=list)
-    allowed: list[str] | None = None
+    allowed: list[str] | None = None  # canonical distribution names from UQBENCH_PLUGINS; None: all load
+    warnings: list[str] = field(default_factory=list)
+
+    def filter_note(self) -> str:
+        """'' when every distribution loads, else a sentence naming the UQBENCH_PLUGINS filter."""
+        if self.allowed is None:
+            return ""
+        return f"UQBENCH_PLUGINS limits loading to {', '.join(self.allowed) or 'nothing'}"
 
     def names(self, of: Kind[Any] | str) -> list[str]:
         """Sorted names of the usable methods of a kind."""
@@ -85,11 +98,14 @@ class Registry:
         """The entry for ``name``; an unknown or conflicting name is a one-line error with suggestions."""
         k = of if isinstance(of, Kind) else kind(of)
         known = self._kind(k)
-        if (k.name, name) in self.conflicts:
-            both = " and ".join(f"{e.distribution} {e.version}" for e in self.conflicts[(k.name, name)])
-            raise PluginError(f"{k.label} name '{name}' is registered by both {both}")
         if name in known:
             return known[name]
+        if (k.name, name) in self.conflicts:
+            clash = self.conflicts[(k.name, name)]
+            both = " and ".join(f"{e.distribution} {e.version}" for e in clash)
+            pick = " or ".join(f"'{canonical(e.distribution)}/{name}'" for e in clash)
+            raise PluginError(f"{k.label} name '{name}' is registered by both {both}: name one as {pick}, or load "
+                              f"only one of them with UQBENCH_PLUGINS")
         msg = f"unknown {k.label} '{name}'."
         close = difflib.get_close_matches(name, list(known), n=1)
         if close:
@@ -99,6 +115,8 @@ class Registry:
             msg += "; " + "; ".join(f"{f} (may provide it)" for f in self.failures)
         if not any(self.entries.values()) and not self.failures:
             msg += f"; no plugins found in entry-point group '{GROUP}': is uqbench installed? (pip install -e .)"
+        if self.allowed is not None:
+            msg += f"; {self.filter_note()}, which may hide it"
         raise UsageError(msg)
 
     @overload
@@ -169,11 +187,16 @@ def _suggest(word: str, known: Iterable[str]) -> str:
     return "".join(f" (did you mean '{m}'?)" for m in difflib.get_close_matches(word, list(known), 1))
 
 
+def canonical(distribution: str) -> str:
+    """A distribution name as pip compares them: lower case, each run of '-', '_' and '.' as one '-'."""
+    return re.sub(r"[-_.]+", "-", distribution).lower()
+
+
 def _allowed() -> list[str] | None:
     raw = os.environ.get("UQBENCH_PLUGINS")
     if raw is None:
         return None
-    return [d.strip() for d in raw.split(",") if d.strip()]
+    return [canonical(d.strip()) for d in raw.split(",") if d.strip()]
 
 
 def _unknown_hooks(pm: pluggy.PluginManager, plugin: object) -> list[str]:
@@ -190,7 +213,7 @@ def build_registry() -> Registry:
     for ep in eps:
         dist = ep.dist.name if ep.dist else "?"
         version = ep.dist.version if ep.dist else "?"
-        if reg.allowed is not None and dist not in reg.allowed:
+        if reg.allowed is not None and canonical(dist) not in reg.allowed:
             continue
         key = f"{dist}:{ep.name}"
         try:
@@ -198,7 +221,8 @@ def build_registry() -> Registry:
             pm.register(module, name=key)
         except Exception as exc:  # a plugin's bug must not hide the others
             reg.failures.append(PluginFailure(plugin=ep.name, distribution=dist, version=version,
-                                              error=f"failed to load: {type(exc).__name__}: {exc}"))
+                                              error=f"failed to load: {type(exc).__name__}: {exc}",
+                                              traceback=traceback.format_exc()))
             continue
         bad = _unknown_hooks(pm, module)
         if bad:
@@ -217,10 +241,21 @@ def build_registry() -> Registry:
                 why = f"{k.hook}() raised {type(exc).__name__}: {exc}"
                 reg.failures.append(PluginFailure(plugin=plugin, distribution=dist, version=version, error=why))
     for (kind_name, name), entries in seen.items():
-        if len({(e.distribution, e.factory) for e in entries}) > 1:
-            reg.conflicts[(kind_name, name)] = entries
-        else:
+        if len({(e.distribution, e.factory) for e in entries}) == 1:
             reg.entries[kind_name][name] = entries[0]
+            continue
+        reg.conflicts[(kind_name, name)] = entries
+        for e in entries:
+            qualified = f"{canonical(e.distribution)}/{name}"
+            reg.entries[kind_name][qualified] = replace(e, name=qualified)
+        builtin = [e for e in entries if e.distribution == BUILTIN]
+        if builtin:
+            reg.entries[kind_name][name] = builtin[0]
+    if reg.allowed is not None:
+        installed = {canonical(ep.dist.name) for ep in eps if ep.dist}
+        reg.warnings += [f"UQBENCH_PLUGINS names '{d}', which matches no installed plugin distribution "
+                         f"(installed: {', '.join(sorted(installed)) or 'none'})" for d in reg.allowed
+                         if d not in installed]
     return reg
 
 

@@ -11,18 +11,20 @@ Two layers over one set of checks:
       class TestMyNet(SegmenterContract):
           name = "my-net"
 
-Requires pytest (the ``test`` extra) for the contract classes; the check functions need only torch.
+The contract classes are plain classes pytest collects by their ``test_`` methods (the detector's takes pytest's
+``tmp_path``); the check functions need only torch.
 """
 
 from __future__ import annotations
 
+import functools
 import inspect
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
-import pytest
 
 from uqbench.api import NUM_CLASSES, PATCH, Context, DetectorExample, Profile, Recipe
 from uqbench.registry import NAME_RE, registry
@@ -58,11 +60,15 @@ def check_segmenter(seg: Any) -> None:
     net = seg.build(in_channels=1, num_classes=NUM_CLASSES, dropout=0.1, width=width)
     assert isinstance(net, torch.nn.Module), f"{who}: build() must return a torch.nn.Module"
     net.train()
+    hint = f"is size_multiple = {m} right? Inputs are any multiple of it"
     for k in (1, 2, 3):
         x = torch.rand(2, 1, k * m, (k + 1) * m)
-        out = net(x)
+        try:
+            out = net(x)
+        except RuntimeError as exc:
+            raise AssertionError(f"{who}: forward pass failed on input {tuple(x.shape)} ({hint}): {exc}") from exc
         expect = (2, NUM_CLASSES, k * m, (k + 1) * m)
-        assert out.shape == expect, f"{who}: logits {tuple(out.shape)} for input {tuple(x.shape)}"
+        assert out.shape == expect, f"{who}: logits {tuple(out.shape)} for input {tuple(x.shape)} ({hint})"
         assert out.dtype == torch.float32 and torch.isfinite(out).all(), f"{who}: logits not finite float32"
     out.sum().backward()
     grads = [p.grad for p in net.parameters() if p.requires_grad]
@@ -113,7 +119,8 @@ def check_uncertainty_map(um: Any) -> None:
     probs = torch.rand(t, 2, NUM_CLASSES, 5, 6, generator=g).softmax(2)
     out = um(probs)
     assert out.shape == (2, 5, 6) and out.is_floating_point(), f"{who}: output {tuple(out.shape)}, expected (2, 5, 6)"
-    assert torch.isfinite(out).all() and out.min() >= 0 and out.max() <= 1, f"{who}: values outside [0, 1]"
+    assert torch.isfinite(out).all() and out.min() >= 0 and out.max() <= 1, f"{who}: values outside [0, 1] " + _spread(
+        out.detach().float().numpy())
     if t > 1:
         perm = um(probs[torch.randperm(t, generator=g)])
         assert torch.allclose(out, perm, atol=1e-6), f"{who}: depends on the order of the samples"
@@ -157,8 +164,16 @@ def tiny_examples(n: int = 6, seed: int = 0) -> list[DetectorExample]:
     return out
 
 
-def check_detector(det: Any, tmp_path: Path) -> None:
-    """fit on tiny_examples(); predict [ceil(Y/8), ceil(X/8)] in [0, 1] without labels; save/load round-trips."""
+def _spread(values: np.ndarray) -> str:
+    """'(min .., max .., N NaN)' of an array's finite values, for a failed range check."""
+    finite = values[np.isfinite(values)]
+    low, high = (f"{finite.min():.4g}", f"{finite.max():.4g}") if finite.size else ("-", "-")
+    return f"(min {low}, max {high}, {int(np.isnan(values).sum())} NaN, {int(np.isinf(values).sum())} infinite)"
+
+
+def check_detector(det: Any, tmp_path: Path, make: Callable[[], Any] | None = None) -> None:
+    """fit on tiny_examples(); predict [ceil(Y/8), ceil(X/8)] in [0, 1] without labels; save/load round-trips
+    into a new instance (``make()``, default the class called without arguments)."""
     who = _who(det)
     _check_names(det)
     examples = tiny_examples()
@@ -167,9 +182,10 @@ def check_detector(det: Any, tmp_path: Path) -> None:
     p = np.asarray(det.predict(probe))
     shape = (-(-44 // PATCH), -(-52 // PATCH))
     assert p.shape == shape, f"{who}: predict() gave {p.shape}, expected {shape}"
-    assert np.isfinite(p).all() and p.min() >= 0 and p.max() <= 1, f"{who}: probabilities outside [0, 1]"
+    assert np.isfinite(p).all() and p.min() >= 0 and p.max() <= 1, f"{who}: probabilities outside [0, 1] " + _spread(
+        p.astype(np.float64))
     det.save(tmp_path / "state")
-    fresh = type(det)()
+    fresh = make() if make else type(det)()
     fresh.load(tmp_path / "state")
     assert np.array_equal(np.asarray(fresh.predict(probe)), p), f"{who}: save/load changes predictions"
 
@@ -199,21 +215,26 @@ def check_dataset(ds: Any) -> None:
 
 class _Contract:
     kind: ClassVar[str]
-    name: ClassVar[str]
+    name: ClassVar[str]  # a spec: "my-net", or with arguments "my-net:64"
+    variants: ClassVar[tuple[str, ...]] = ()  # more specs checked the same way, e.g. ("my-net:32",)
 
-    @pytest.fixture
-    def method(self) -> Any:
+    def specs(self) -> tuple[str, ...]:
+        return (self.name, *self.variants)
+
+    def create(self, spec: str) -> Any:
         """The registered method (creating it also proves the entry point is installed)."""
-        return registry().create(self.kind, self.name)
+        return registry().create(self.kind, spec)
 
 
 class SegmenterContract(_Contract):
-    """Subclass in your tests and set ``name``; pytest then runs the segmenter checks on it."""
+    """Subclass in your tests and set ``name`` (and optionally ``variants``, more ``name:arg`` specs); pytest then
+    runs the segmenter checks on each."""
 
     kind = "segmenter"
 
-    def test_segmenter_contract(self, method: Any) -> None:
-        check_segmenter(method)
+    def test_segmenter_contract(self) -> None:
+        for spec in self.specs():
+            check_segmenter(self.create(spec))
 
 
 class LossContract(_Contract):
@@ -221,8 +242,9 @@ class LossContract(_Contract):
 
     kind = "loss"
 
-    def test_loss_contract(self, method: Any) -> None:
-        check_loss(method)
+    def test_loss_contract(self) -> None:
+        for spec in self.specs():
+            check_loss(self.create(spec))
 
 
 class UncertaintyMapContract(_Contract):
@@ -230,8 +252,9 @@ class UncertaintyMapContract(_Contract):
 
     kind = "uncertainty"
 
-    def test_uncertainty_map_contract(self, method: Any) -> None:
-        check_uncertainty_map(method)
+    def test_uncertainty_map_contract(self) -> None:
+        for spec in self.specs():
+            check_uncertainty_map(self.create(spec))
 
 
 class DetectorContract(_Contract):
@@ -239,8 +262,11 @@ class DetectorContract(_Contract):
 
     kind = "detector"
 
-    def test_detector_contract(self, method: Any, tmp_path: Path) -> None:
-        check_detector(method, tmp_path)
+    def test_detector_contract(self, tmp_path: Path) -> None:
+        for i, spec in enumerate(self.specs()):
+            folder = tmp_path / str(i)
+            folder.mkdir()
+            check_detector(self.create(spec), folder, functools.partial(self.create, spec))
 
 
 class DatasetContract:

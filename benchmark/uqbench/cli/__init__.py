@@ -10,6 +10,7 @@ import os
 import sys
 
 from rich.console import Console
+from rich.markup import escape
 
 from uqbench.cli import bench, data, folds, plugins, run  # noqa: F401  (commands register on import)
 from uqbench.cli.app import app
@@ -22,8 +23,9 @@ def main() -> None:
         code = app(standalone_mode=False)  # returns a command's typer.Exit code instead of raising it
     except UqbenchError as exc:
         if os.environ.get("UQBENCH_DEBUG"):
+            _print_plugin_tracebacks()
             raise
-        Console(stderr=True).print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        Console(stderr=True).print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
         Console(stderr=True).print("[yellow]interrupted[/yellow]: finished folds are kept; run again to resume")
@@ -38,3 +40,14 @@ def main() -> None:
         sys.exit(code)
     if isinstance(code, int) and code:
         sys.exit(code)
+
+
+def _print_plugin_tracebacks() -> None:
+    """The import tracebacks of plugins that failed to load, if any were looked for (the error may be theirs)."""
+    from uqbench.registry import registry
+
+    if registry.cache_info().currsize:
+        for failure in registry().failures:
+            if failure.traceback:
+                print(f"plugin {failure.distribution} [{failure.plugin}] failed to import:\n{failure.traceback}",
+                      file=sys.stderr)

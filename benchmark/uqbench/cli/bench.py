@@ -7,7 +7,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from uqbench.cli import options
 from uqbench.cli.app import bench_app, console
@@ -95,7 +97,7 @@ def train_cmd(
             r = train_speed(name, profile=prof, iterations=iterations, device=dev, compile_model=compiled,
                             precision=prec)
             mem = r.get("peak_gpu_mib", r.get("peak_rss_mib", 0.0))
-            table.add_row(name, "yes" if compiled else "no", f"{r['batch_size']} x {r['patch_size']}",
+            table.add_row(Text(name), "yes" if compiled else "no", f"{r['batch_size']} x {r['patch_size']}",
                           f"{r['iterations_per_s']:.2f}", f"{r['images_per_s']:.1f}",
                           f"{r['full_recipe_s'] / 60:.1f} min", f"{mem:.0f}")
     console.print(table)
@@ -127,7 +129,8 @@ def infer_cmd(
     if umap.samples < 2:
         raise UsageError(f"--uncertainty {uncertainty}: a one-pass map; MC inference needs an MC map")
     r = infer_speed(segmenter, uncertainty, samples=samples, volumes=volumes, device=dev, width=width, precision=prec)
-    table = Table(title=f"uqbench bench infer: {segmenter} (width {r['width']}), {uncertainty}, T={samples}, "
+    table = Table(title=f"uqbench bench infer: {escape(segmenter)} (width {r['width']}), {escape(uncertainty)}, "
+                        f"T={samples}, "
                         f"{prec}, device {_device_name(dev)}")
     table.add_column("variant")
     table.add_column("s/volume")

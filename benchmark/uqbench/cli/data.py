@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from uqbench.cli.app import console, data_app
 from uqbench.data import layout
@@ -25,9 +26,9 @@ def check_cmd(
     patients = len(layout.patient_dirs_or_empty(path))
     volumes = 2 * patients
     for line in found:
-        console.print(f"[red]problem[/red] {line}", highlight=False, soft_wrap=True)
-    console.print(f"{path}: {patients} patients, {volumes} volumes, {len(found)} problems", highlight=False,
-                  soft_wrap=True)
+        console.print(f"[red]problem[/red] {escape(line)}", highlight=False, soft_wrap=True)
+    console.print(f"{path}: {patients} patients, {volumes} volumes, {len(found)} problems", markup=False,
+                  highlight=False, soft_wrap=True)
     if found:
         raise typer.Exit(2)
 
@@ -45,4 +46,4 @@ def phantom_cmd(
         ids = write_phantom(out, patients, seed)
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
-    console.print(f"wrote {len(ids)} patients ({2 * len(ids)} volumes) to {out}")
+    console.print(f"wrote {len(ids)} patients ({2 * len(ids)} volumes) to {out}", markup=False)

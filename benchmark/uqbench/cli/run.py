@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -23,6 +24,7 @@ from uqbench.cli import options
 from uqbench.cli.app import app, console
 from uqbench.data.folds import parse_folds
 from uqbench.errors import UsageError
+from uqbench.registry import registry
 from uqbench.results.summary import Summary
 
 
@@ -62,16 +64,18 @@ def run_cmd(
                          dataset=dataset, folds=fold_list, profile=profile, samples=samples, device=device, seed=seed,
                          out=out, iterations=iterations, failure_preset=failure_preset, correction=correction,
                          precision=precision)
+    for warning in registry().warnings:
+        console.print(f"[yellow]warning:[/yellow] {escape(warning)}", highlight=False)
     console.print(f"run → {cfg.out}  (profile {cfg.profile.value}, device {cfg.device}, {cfg.precision}, "
-                  f"T={cfg.samples})", highlight=False)
+                  f"T={cfg.samples})", markup=False, highlight=False)
     with Progress(SpinnerColumn(), TextColumn("{task.description:<16}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=console) as progress:
         summary = pipeline.run(cfg, progress)
     console.print(summary_table(summary))
-    console.print(protocol_line(summary), highlight=False)
+    console.print(protocol_line(summary), markup=False, highlight=False)
     for note in summary.notes:
-        console.print(f"[yellow]note:[/yellow] {note}", highlight=False)
-    console.print(f"wrote {cfg.out}/config.json, cases.csv, summary.json", highlight=False)
+        console.print(f"[yellow]note:[/yellow] {escape(note)}", highlight=False)
+    console.print(f"wrote {cfg.out}/config.json, cases.csv, summary.json", markup=False, highlight=False)
 
 
 def summary_table(summary: Summary) -> Table:
