@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from uqbench.cli import main
@@ -138,3 +140,17 @@ def test_bench_train_and_infer_print_their_figures(monkeypatch: pytest.MonkeyPat
     assert code == 0 and "drn" in out and "unet" in out and "8 x 96" in out and "min" in out
     code, out, _ = run_main(monkeypatch, capsys, "bench", "infer", "--volumes", "1", "--samples", "2")
     assert code == 0 and "2 samples per pass, running moments" in out and "stacked samples" in out
+
+
+def test_run_refuses_an_absurd_voxel_size_before_any_work(monkeypatch: pytest.MonkeyPatch,
+                                                         capsys: pytest.CaptureFixture[str], phantom_copy: Path,
+                                                         tmp_path: Path) -> None:
+    """1e6 mm voxels once passed the checks and the run died allocating 98 GiB."""
+    img = phantom_copy / "patient001" / "patient001_frame01.nii.gz"
+    raw = bytearray(gzip.decompress(img.read_bytes()))
+    raw[80:88] = np.asarray([1e6, 1e6], "<f4").tobytes()  # pixdim[1:3]
+    img.write_bytes(gzip.compress(bytes(raw)))
+    code, _, err = run_main(monkeypatch, capsys, "run", "--data", str(phantom_copy), "--out", str(tmp_path / "r"))
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert f"{img}: voxel spacing 1e+06 x 1e+06 x" in err and "is implausible" in err
+    assert not (tmp_path / "r").exists()

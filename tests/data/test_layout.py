@@ -100,3 +100,34 @@ def test_gzip_garbage_is_a_data_error_not_a_traceback(tmp_path: Path) -> None:
     p.write_bytes(gzip.compress(b"not a nifti"))
     with pytest.raises(DataError, match=r"x.nii.gz: unreadable NIfTI"):
         nifti.read(p)
+
+
+def _set_pixdim(path: Path, zooms_xyz: tuple[float, float, float]) -> None:
+    """Overwrite the voxel size stored in a file's header bytes (pixdim[1:4], little-endian float32 at byte 80),
+    as a damaged file would carry it: nibabel itself would not write a 0 or a negative size."""
+    raw = bytearray(gzip.decompress(path.read_bytes()))
+    assert np.frombuffer(bytes(raw[:4]), "<i4")[0] == 348  # a little-endian NIfTI-1 header
+    raw[80:92] = np.asarray(zooms_xyz, "<f4").tobytes()
+    path.write_bytes(gzip.compress(bytes(raw)))
+
+
+@pytest.mark.parametrize(("zooms", "message"), [
+    ((0.0, 1.5, 10.0), "voxel spacing 0 x 1.5 x 10 mm is not positive and finite"),
+    ((-1.5, 1.5, 10.0), "voxel spacing -1.5 x 1.5 x 10 mm is not positive and finite"),
+    ((np.nan, 1.5, 10.0), "voxel spacing nan x 1.5 x 10 mm is not positive and finite"),
+    ((1e6, 1e6, 10.0), "voxel spacing 1e+06 x 1e+06 x 10 mm is implausible (in-plane 0.1-20 mm, slices 0.5-50 mm)"),
+    ((0.05, 1.5, 10.0), "voxel spacing 0.05 x 1.5 x 10 mm is implausible"),
+    ((1.5, 1.5, 0.2), "voxel spacing 1.5 x 1.5 x 0.2 mm is implausible"),
+    ((1.5, 1.5, 80.0), "voxel spacing 1.5 x 1.5 x 80 mm is implausible"),
+])
+def test_a_damaged_voxel_size_is_named(phantom_copy: Path, zooms: tuple[float, float, float], message: str) -> None:
+    _set_pixdim(_img(phantom_copy), zooms)
+    (found,) = layout.problems(phantom_copy)[0]
+    assert found.startswith(f"{_img(phantom_copy)}: {message}")
+
+
+def test_a_constant_image_is_named(phantom_copy: Path) -> None:
+    data, _, affine = nifti.read(_img(phantom_copy))
+    nifti.write(_img(phantom_copy), np.full_like(data, 7), affine)
+    assert layout.problems(phantom_copy)[0] == [f"{_img(phantom_copy)}: constant image (every voxel is 7): it "
+                                                "cannot be normalised"]

@@ -25,6 +25,8 @@ from uqbench.errors import DataError
 
 PATIENT_RE = re.compile(r"^patient\d{3}$")
 AFFINE_TOL = 1e-3  # mm: image and gt affines must agree to this
+IN_PLANE_MM = (0.1, 20.0)  # a voxel size outside these is a damaged header, not a cardiac MR image
+THROUGH_PLANE_MM = (0.5, 50.0)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -110,6 +112,12 @@ def read_case(pdir: Path, info: PatientInfo, phase: str) -> Case:
         if not p.is_file():
             raise DataError(f"{p}: missing ({phase} frame {info.frames[phase]} named in Info.cfg)")
     image, spacing, affine = nifti.read(img_path)
+    z, y, x = spacing
+    if not (IN_PLANE_MM[0] <= min(y, x) and max(y, x) <= IN_PLANE_MM[1]
+            and THROUGH_PLANE_MM[0] <= z <= THROUGH_PLANE_MM[1]):
+        raise DataError(f"{img_path}: voxel spacing {x:g} x {y:g} x {z:g} mm is implausible (in-plane "
+                        f"{IN_PLANE_MM[0]:g}-{IN_PLANE_MM[1]:g} mm, slices {THROUGH_PLANE_MM[0]:g}-"
+                        f"{THROUGH_PLANE_MM[1]:g} mm)")
     labels_raw, _, gt_affine = nifti.read(gt_path)
     if labels_raw.shape != image.shape:
         raise DataError(f"{gt_path}: shape {labels_raw.shape[::-1]} differs from the image's {image.shape[::-1]}")
@@ -118,6 +126,8 @@ def read_case(pdir: Path, info: PatientInfo, phase: str) -> Case:
     image = image.astype(np.float32)
     if not np.isfinite(image).all():
         raise DataError(f"{img_path}: {int((~np.isfinite(image)).sum())} non-finite voxels")
+    if image.size and image.min() == image.max():
+        raise DataError(f"{img_path}: constant image (every voxel is {image.flat[0]:g}): it cannot be normalised")
     if np.issubdtype(labels_raw.dtype, np.floating) and (
             not np.isfinite(labels_raw).all() or not np.all(labels_raw == np.round(labels_raw))):
         raise DataError(f"{gt_path}: non-integer or non-finite label values")

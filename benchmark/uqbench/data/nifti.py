@@ -11,6 +11,7 @@ from typing import Any
 
 import nibabel as nib
 import numpy as np
+from nibabel.openers import ImageOpener
 
 from uqbench.errors import DataError
 
@@ -29,12 +30,24 @@ def read(path: Path) -> tuple[np.ndarray, tuple[float, float, float], np.ndarray
         data = data[..., 0]
     if data.ndim != 3:
         raise DataError(f"{path}: expected a 3-D volume, found shape {data.shape}")
-    zooms = img.header.get_zooms()[:3]
+    zooms = _stored_zooms(path)
     spacing = (float(zooms[2]), float(zooms[1]), float(zooms[0]))
     if not all(np.isfinite(spacing)) or min(spacing) <= 0:
-        raise DataError(f"{path}: voxel spacing {spacing} is not positive and finite")
+        raise DataError(f"{path}: voxel spacing {_mm(spacing)} is not positive and finite")
     affine = np.asarray(img.affine, dtype=np.float64)
     return np.ascontiguousarray(data.transpose(2, 1, 0)), spacing, affine
+
+
+def _stored_zooms(path: Path) -> np.ndarray:
+    """pixdim[1:4] as the file stores it: nibabel's checked load turns a 0 into 1 mm without a word."""
+    with ImageOpener(str(path)) as f:
+        raw = nib.Nifti1Header.from_fileobj(f, check=False)
+    return np.asarray(raw["pixdim"][1:4], dtype=np.float64)
+
+
+def _mm(spacing: tuple[float, float, float]) -> str:
+    """'x x y x z mm' of a (z, y, x) spacing, in the file's axis order."""
+    return " x ".join(f"{s:g}" for s in spacing[::-1]) + " mm"
 
 
 def header_block(path: Path) -> bytes:
