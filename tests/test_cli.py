@@ -31,6 +31,9 @@ def run_main(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
     (["run", "--loss", "dice"], "unknown loss 'dice'"),
     (["run", "--detector", "oracle"], "unknown detector 'oracle'"),
     (["run", "--folds", "0,5"], "--folds '0,5': fold '5' is not one of 0..3"),
+    (["run", "--folds", "0,0"], "--folds '0,0': fold '0' is given twice"),
+    (["run", "--seed", "-1"], "--seed -1: must be 0 or more"),
+    (["run", "--out", ""], "--out '': name a folder (an empty name would mean the current one)"),
     (["run", "--profile", "fast"], "--profile 'fast': expected one of quick, paper"),
     (["run", "--device", "tpu"], "--device 'tpu': expected auto, cpu or cuda"),
     (["run", "--precision", "fp16"], "--precision 'fp16': expected one of auto, fp32, bf16"),
@@ -154,3 +157,61 @@ def test_run_refuses_an_absurd_voxel_size_before_any_work(monkeypatch: pytest.Mo
     assert code == 2 and len(err.strip().splitlines()) == 1
     assert f"{img}: voxel spacing 1e+06 x 1e+06 x" in err and "is implausible" in err
     assert not (tmp_path / "r").exists()
+
+
+def _no_fold3(root: Path) -> Path:
+    """The tiny phantom without its fold-3 patient."""
+    import shutil
+
+    shutil.rmtree(root / "patient001")  # patient001 is in fold 3
+    return root
+
+
+# Faults of the machine and of the output folder: one line naming the path or option, exit 2, and whatever
+# was there before is left as it was.
+@pytest.mark.parametrize(("case", "message"), [
+    ("out-is-a-file", "is a file, not a folder"),
+    ("out-cannot-be-created", "/sys/uqbench-out: "),
+    ("cache-cannot-be-created", "/sys/uqbench-cache"),
+    ("corrupt-config", "config.json: not a uqbench run configuration"),
+    ("refused-leaves-no-config", "--folds: fold 3 has no patients"),
+])
+def test_a_fault_is_one_line_naming_the_path_and_exit_2(monkeypatch: pytest.MonkeyPatch,
+                                                        capsys: pytest.CaptureFixture[str], tiny_phantom: Path,
+                                                        phantom_copy: Path, tmp_path: Path, case: str,
+                                                        message: str) -> None:
+    data, out = tiny_phantom, tmp_path / "run"
+    if case == "out-is-a-file":
+        out.write_text("mine")
+    elif case == "out-cannot-be-created":
+        out = Path("/sys/uqbench-out")  # sysfs refuses new folders, even to root
+    elif case == "cache-cannot-be-created":
+        monkeypatch.setenv("UQBENCH_CACHE", "/sys/uqbench-cache")
+    elif case == "corrupt-config":
+        out.mkdir()
+        (out / "config.json").write_text("{half a file")
+    elif case == "refused-leaves-no-config":
+        data = _no_fold3(phantom_copy)
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    args = ["run", "--out", str(out), "--folds", "3" if case == "refused-leaves-no-config" else "0",
+            "--detector", "none", "--iterations", "1"]
+    if case != "cache-cannot-be-created":  # that one uses the built-in phantom, which lives in the cache
+        args += ["--data", str(data)]
+    code, _, err = run_main(monkeypatch, capsys, *args)
+    assert code == 2 and err.startswith("error: ") and len(err.strip().splitlines()) == 1, err
+    assert message in err, err
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before  # nothing written
+    assert not (tmp_path / "run" / "config.json").exists() or case == "corrupt-config"
+
+
+def test_ctrl_c_says_what_was_kept_and_how_to_resume(monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture[str], tiny_phantom: Path,
+                                                     tmp_path: Path) -> None:
+    from uqbench import pipeline
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline, "run", interrupted)
+    code, _, err = run_main(monkeypatch, capsys, "run", "--data", str(tiny_phantom), "--out", str(tmp_path / "r"))
+    assert code == 130 and "interrupted: what finished is kept" in err and "run the same command again" in err

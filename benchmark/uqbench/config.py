@@ -118,6 +118,10 @@ def resolve(*, segmenter: str, uncertainty: str, detector: str | None, loss: str
         raise UsageError(f"--data {data}: not a folder")
     if not folds:
         raise UsageError("--folds: no fold given")
+    if seed < 0:
+        raise UsageError(f"--seed {seed}: must be 0 or more")
+    if out is not None and out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out}: is a file, not a folder")
     source = "phantom" if data is None else data.name
     out = out or Path("runs") / f"{segmenter}-{uncertainty}-{source}-{prof.value}".replace(":", "_").replace("/", "_")
     return RunConfig(segmenter=segmenter, uncertainty=uncertainty, detector=detector, loss=recipe.loss,

@@ -83,7 +83,11 @@ def _check_out(cfg: RunConfig) -> Path:
     out = cfg.out
     path = out / "config.json"
     if path.is_file():
-        old = json.loads(path.read_text())
+        try:
+            old = json.loads(path.read_text())
+        except ValueError as exc:
+            raise DataError(f"{path}: not a uqbench run configuration ({exc}); delete that folder or choose "
+                            "another --out") from None
         new = json.loads(json.dumps(cfg.identity()))  # as it would read back from config.json
         diff = [k for k in new if old.get(k) != new[k]]
         if diff:
@@ -119,16 +123,16 @@ def run(cfg: RunConfig, progress: Progress | None = None) -> Summary:
         more = f" (and {len(problems) - 1} more; run `uqbench data check {root}`)" if len(problems) > 1 else ""
         raise DataError(problems[0] + more)
     fold_of = dict(ds.folds())
+    for k in cfg.folds:  # before anything is written, so a refused run leaves nothing behind
+        if k not in fold_of.values():
+            raise UsageError(f"--folds: fold {k} has no patients in {root}")
+        if set(fold_of.values()) == {k}:
+            raise UsageError(f"--folds: fold {k} leaves no training patients in {root}")
     fingerprint = _plugin_call(cfg, DATASET, ds.fingerprint)
     out = _check_out(cfg)
     folder, entries = cache.prepare(ds, params=params, fingerprint=fingerprint,
                                     advance=_tracker(progress, "prepare", 2 * len(fold_of)))
     cases = cache.load(folder, entries, params=params, advance=_tracker(progress, "load", len(entries)))
-    for k in cfg.folds:
-        if not any(fold_of[c.patient] == k for c in cases):
-            raise UsageError(f"--folds: fold {k} has no patients in {root}")
-        if not any(fold_of[c.patient] != k for c in cases):
-            raise UsageError(f"--folds: fold {k} leaves no training patients in {root}")
     seg = reg.create(SEGMENTER, cfg.segmenter)
     umap = reg.create(UNCERTAINTY, cfg.uncertainty)
     loss = reg.create(LOSS, cfg.loss)

@@ -26,7 +26,9 @@ def test_positions_in_each_block_map_to_the_stated_fold(patient: str, fold: int,
     assert acdc_groups()[patient] == group
 
 
-def test_parse_folds_rejects_out_of_range() -> None:
-    assert parse_folds("3,0,0") == [0, 3]
+def test_parse_folds_sorts_and_rejects_out_of_range_and_repeats() -> None:
+    assert parse_folds("3, 0") == [0, 3]
     with pytest.raises(ValueError, match="'4'"):
         parse_folds("0,4")
+    with pytest.raises(ValueError, match="fold '0' is given twice"):
+        parse_folds("3,0,0")

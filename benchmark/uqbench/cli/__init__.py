@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import NoReturn
 
 from rich.console import Console
 from rich.markup import escape
@@ -15,6 +16,9 @@ from rich.markup import escape
 from uqbench.cli import bench, data, folds, plugins, run  # noqa: F401  (commands register on import)
 from uqbench.cli.app import app
 from uqbench.errors import UqbenchError
+
+INTERRUPTED = ("[yellow]interrupted[/yellow]: what finished is kept (folds, fitted detectors, the last training "
+               "checkpoint); run the same command again to resume")
 
 
 def main() -> None:
@@ -25,10 +29,14 @@ def main() -> None:
         if os.environ.get("UQBENCH_DEBUG"):
             _print_plugin_tracebacks()
             raise
-        Console(stderr=True).print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
-        sys.exit(2)
+        _error(str(exc))
+    except OSError as exc:  # the harness's own reads and writes: a full disk, a read-only folder, ...
+        if os.environ.get("UQBENCH_DEBUG"):
+            raise
+        where = f"{exc.filename}: " if exc.filename else ""
+        _error(f"{where}{exc.strerror or exc} (nothing finished is lost; run again once this is fixed)")
     except KeyboardInterrupt:
-        Console(stderr=True).print("[yellow]interrupted[/yellow]: finished folds are kept; run again to resume")
+        Console(stderr=True).print(INTERRUPTED)
         sys.exit(130)
     except Exception as exc:  # typer/click usage errors carry their own exit code
         code = getattr(exc, "exit_code", None)
@@ -38,8 +46,15 @@ def main() -> None:
         if show:
             show()
         sys.exit(code)
+    if code == 130:  # typer turns Ctrl-C inside a command into exit status 130
+        Console(stderr=True).print(INTERRUPTED)
     if isinstance(code, int) and code:
         sys.exit(code)
+
+
+def _error(message: str) -> NoReturn:
+    Console(stderr=True).print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
+    sys.exit(2)
 
 
 def _print_plugin_tracebacks() -> None:

@@ -51,7 +51,7 @@ def run_cmd(
     correction: Annotated[str, typer.Option(
         "--correction", help="Simulated correction: patch (whole flagged patches) or failures-only.")] = "patch",
     seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
-    out: Annotated[Path | None, typer.Option("--out", help="Output folder (default: runs/<method>-<data>-<profile>).")]
+    out: Annotated[str | None, typer.Option("--out", help="Output folder (default: runs/<method>-<data>-<profile>).")]
     = None,
 ) -> None:
     """Train, predict and score one method on every fold; writes config.json, cases.csv and summary.json."""
@@ -59,11 +59,13 @@ def run_cmd(
         fold_list = parse_folds(folds)
     except ValueError as exc:
         raise UsageError(f"--folds {folds!r}: {exc}") from exc
+    if out is not None and not out.strip():
+        raise UsageError("--out '': name a folder (an empty name would mean the current one)")
     cfg = config.resolve(segmenter=segmenter, uncertainty=uncertainty,
                          detector=None if detector in (None, "none") else detector, loss=loss, data=data,
                          dataset=dataset, folds=fold_list, profile=profile, samples=samples, device=device, seed=seed,
-                         out=out, iterations=iterations, failure_preset=failure_preset, correction=correction,
-                         precision=precision)
+                         out=None if out is None else Path(out), iterations=iterations,
+                         failure_preset=failure_preset, correction=correction, precision=precision)
     for warning in registry().warnings:
         console.print(f"[yellow]warning:[/yellow] {escape(warning)}", highlight=False)
     console.print(f"run → {cfg.out}  (profile {cfg.profile.value}, device {cfg.device}, {cfg.precision}, "

@@ -31,6 +31,7 @@ def parse_folds(spec: str) -> list[int]:
         item = item.strip()
         if not item.isdigit() or int(item) >= NUM_FOLDS:
             raise ValueError(f"fold {item!r} is not one of 0..{NUM_FOLDS - 1}")
-        if int(item) not in out:
-            out.append(int(item))
+        if int(item) in out:
+            raise ValueError(f"fold {item!r} is given twice")
+        out.append(int(item))
     return sorted(out)
