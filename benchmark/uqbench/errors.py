@@ -20,3 +20,12 @@ class DataError(UqbenchError):
 
 class PluginError(UqbenchError):
     """A plugin failed: names kind, method, distribution and version, and the case when at run time."""
+
+
+class MethodFault(PluginError):
+    """Raised where the harness finds that a method of ``kind`` broke its contract (a bad output, or it raised);
+    the run reports it as a PluginError naming the method, the stage and the case."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(f"{kind}: {message}")
+        self.kind, self.detail = kind, message

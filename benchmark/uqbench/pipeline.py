@@ -11,7 +11,8 @@ import json
 import platform
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -24,10 +25,10 @@ from uqbench.api import CLASS_NAMES, Context, DetectorExample
 from uqbench.config import RunConfig
 from uqbench.data import cache, nifti, phantom
 from uqbench.data.preprocess import PreprocessParams, labels_to_original, map_to_original
-from uqbench.errors import DataError, PluginError, UsageError
+from uqbench.errors import DataError, MethodFault, PluginError, UsageError
 from uqbench.evaluation import Volume
 from uqbench.infer.postprocess import finalise
-from uqbench.kinds import DATASET, DETECTOR, LOSS, SEGMENTER, UNCERTAINTY, Kind
+from uqbench.kinds import DATASET, DETECTOR, LOSS, SEGMENTER, UNCERTAINTY, Kind, kind
 from uqbench.protocol import calibration
 from uqbench.protocol import failures as failure_rules
 from uqbench.protocol.detection import check_patch_probabilities, correct, voxels_per_patch
@@ -118,7 +119,7 @@ def run(cfg: RunConfig, progress: Progress | None = None) -> Summary:
     params = cfg.preprocess
     root = Path(cfg.data) if cfg.data else phantom_root(advance=_tracker(progress, "phantom", PHANTOM_PATIENTS))
     ds = reg.create(DATASET, cfg.dataset, root)
-    problems = _plugin_call(cfg, DATASET, ds.problems)
+    problems = _plugin_call(cfg, DATASET, ds.problems, where="checking the data")
     if problems:
         more = f" (and {len(problems) - 1} more; run `uqbench data check {root}`)" if len(problems) > 1 else ""
         raise DataError(problems[0] + more)
@@ -128,7 +129,7 @@ def run(cfg: RunConfig, progress: Progress | None = None) -> Summary:
             raise UsageError(f"--folds: fold {k} has no patients in {root}")
         if set(fold_of.values()) == {k}:
             raise UsageError(f"--folds: fold {k} leaves no training patients in {root}")
-    fingerprint = _plugin_call(cfg, DATASET, ds.fingerprint)
+    fingerprint = _plugin_call(cfg, DATASET, ds.fingerprint, where="reading the data")
     out = _check_out(cfg)
     folder, entries = cache.prepare(ds, params=params, fingerprint=fingerprint,
                                     advance=_tracker(progress, "prepare", 2 * len(fold_of)))
@@ -151,8 +152,9 @@ def run(cfg: RunConfig, progress: Progress | None = None) -> Summary:
             train_slices = [(c.image[z], c.labels[z]) for c in cases if fold_of[c.patient] != k
                             for z in range(c.image.shape[0])]
             t0 = time.perf_counter()
-            model = _plugin_call(cfg, SEGMENTER, train, segmenter=seg, recipe=recipe,
-                                 loss=_Attributed(cfg, LOSS, loss), slices=train_slices, device=cfg.device,
+            model = _plugin_call(cfg, SEGMENTER, train, where=f"training, fold {k}", segmenter=seg, recipe=recipe,
+                                 loss=_Attributed(cfg, LOSS, loss, f"training, fold {k}"), slices=train_slices,
+                                 device=cfg.device,
                                  seed=cfg.seed + k, checkpoint=fdir / "checkpoint.pt",
                                  advance=_tracker(progress, f"fold {k} train", recipe.iterations),
                                  precision=cfg.precision)
@@ -241,24 +243,39 @@ class _Attributed:
     """A plugin object handed to harness code: errors raised in its calls name it, not the caller's plugin
     (a failing loss inside training is the loss's fault, not the segmenter's)."""
 
-    def __init__(self, cfg: RunConfig, of: Kind[Any], obj: Callable[..., Any]) -> None:
-        self.cfg, self.kind, self.obj = cfg, of, obj
+    def __init__(self, cfg: RunConfig, of: Kind[Any], obj: Callable[..., Any], where: str) -> None:
+        self.cfg, self.kind, self.obj, self.where = cfg, of, obj, where
 
     def __call__(self, *args: Any) -> Any:
-        return _plugin_call(self.cfg, self.kind, self.obj, *args)
+        return _plugin_call(self.cfg, self.kind, self.obj, *args, where=self.where)
 
 
-def _plugin_call(cfg: RunConfig, of: Kind[Any], fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """Call into a plugin of kind ``of``; its unexpected exception becomes a PluginError naming the method."""
+@contextmanager
+def _blame(cfg: RunConfig, of: Kind[Any], where: str) -> Iterator[None]:
+    """Code run inside is a method of kind ``of`` at work in stage ``where``: its unexpected exception, or a
+    MethodFault the harness raised on a method's output, becomes a PluginError naming that method, its
+    distribution and version, the stage and the case."""
     try:
-        return fn(*args, **kwargs)
-    except (UsageError, DataError, PluginError, KeyboardInterrupt):
+        yield
+    except MethodFault as exc:
+        raise _fault(cfg, kind(exc.kind), where, exc.detail) from exc
+    except (UsageError, DataError, PluginError, KeyboardInterrupt, OSError):
         raise
     except Exception as exc:
-        spec = str(cfg.method(of))
-        entry = registry().entry(of, spec.split(":")[0])
-        raise PluginError(f"{of.name} '{spec}' ({entry.distribution} {entry.version}) failed: "
-                          f"{type(exc).__name__}: {exc}") from exc
+        raise _fault(cfg, of, where, f"{type(exc).__name__}: {exc}") from exc
+
+
+def _fault(cfg: RunConfig, of: Kind[Any], where: str, detail: str) -> PluginError:
+    spec = str(cfg.method(of))
+    entry = registry().entry(of, spec.split(":")[0])
+    return PluginError(f"{of.name} '{spec}' ({entry.distribution} {entry.version}) failed in {where}: {detail}")
+
+
+def _plugin_call(cfg: RunConfig, of: Kind[Any], fn: Callable[..., Any], *args: Any, where: str, **kwargs: Any
+                 ) -> Any:
+    """Call into a plugin of kind ``of`` during stage ``where``, blamed as in :func:`_blame`."""
+    with _blame(cfg, of, where):
+        return fn(*args, **kwargs)
 
 
 def _infer_fold(cfg: RunConfig, *, predict: Callable[..., tuple[np.ndarray, np.ndarray]], model: Any, umap: Any,
@@ -272,8 +289,9 @@ def _infer_fold(cfg: RunConfig, *, predict: Callable[..., tuple[np.ndarray, np.n
     counts = np.zeros((len(CLASS_NAMES), calibration.BINS, 3))
     brier, voxels = 0.0, 0
     for i, c in enumerate(test):
-        mean, unc = predict(model, c.image, umap=umap, samples=cfg.samples, multiple=multiple, device=cfg.device,
-                            seed=cfg.seed * 100_003 + fold * 1000 + i, precision=cfg.precision)
+        with _blame(cfg, SEGMENTER, f"inference, fold {fold}, {c.patient} {c.phase}"):
+            mean, unc = predict(model, c.image, umap=umap, samples=cfg.samples, multiple=multiple,
+                                device=cfg.device, seed=cfg.seed * 100_003 + fold * 1000 + i, precision=cfg.precision)
         if not np.isfinite(unc).all() or unc.min() < 0 or unc.max() > 1:
             raise PluginError(f"uncertainty map '{cfg.uncertainty}' returned values outside [0, 1] or NaN "
                               f"for {c.patient} {c.phase}")
@@ -335,16 +353,18 @@ def _detect(cfg: RunConfig, volumes: list[Volume], *, images: dict[str, np.ndarr
         ctx.workdir.mkdir(exist_ok=True)
         state = ctx.workdir / "state"
         if state.is_file():  # fitted before this run was interrupted
-            _plugin_call(cfg, DETECTOR, det.load, state)
+            _plugin_call(cfg, DETECTOR, det.load, state, where=f"loading the detector of fold {k}")
         else:
-            _plugin_call(cfg, DETECTOR, det.fit, train_ex, ctx)
-            _plugin_call(cfg, DETECTOR, det.save, state.with_name("state.part"))
+            _plugin_call(cfg, DETECTOR, det.fit, train_ex, ctx, where=f"fitting the detector of fold {k}")
+            _plugin_call(cfg, DETECTOR, det.save, state.with_name("state.part"),
+                         where=f"saving the detector of fold {k}")
             state.with_name("state.part").replace(state)
         probs: dict[str, np.ndarray] = {}
         for v in volumes:
             if v.fold != k:
                 continue
-            p = np.stack([_plugin_call(cfg, DETECTOR, det.predict, ex) for ex in examples(v, False)])
+            p = np.stack([_plugin_call(cfg, DETECTOR, det.predict, ex, where=f"detection, fold {k}, {v.where}")
+                          for ex in examples(v, False)])
             try:
                 check_patch_probabilities(p, v.prediction_grid.shape, v.where)
             except ValueError as exc:

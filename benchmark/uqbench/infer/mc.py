@@ -8,8 +8,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from uqbench.api import MOMENTS, MomentMap, Moments, UncertaintyMap
+from uqbench.api import MOMENTS, NUM_CLASSES, MomentMap, Moments, UncertaintyMap
 from uqbench.devices import autocast
+from uqbench.errors import MethodFault
 
 
 def mc_mode(model: nn.Module) -> nn.Module:
@@ -104,6 +105,10 @@ def predict_volume(model: nn.Module, image: np.ndarray, *, umap: UncertaintyMap,
         k = min(group, samples - done)
         with autocast(device, precision):
             logits = model(x.repeat(k, 1, 1, 1))
+        if logits.shape[1:] != (NUM_CLASSES, *x.shape[2:]):
+            raise MethodFault("segmenter", f"the network returned logits {tuple(logits.shape)} for input "
+                                           f"{(k * x.shape[0], *x.shape[1:])}; expected {NUM_CLASSES} classes at the "
+                                           "input's size")
         out = logits.float().softmax(1)[..., :h, :w]
         p = out.view(k, x.shape[0], *out.shape[1:])
         if streaming:
@@ -111,10 +116,16 @@ def predict_volume(model: nn.Module, image: np.ndarray, *, umap: UncertaintyMap,
         else:
             stacked.append(p)
         done += k
-    if isinstance(umap, MomentMap):
-        m = acc.result()
-        unc, mean = umap.from_moments(m), m.mean
-    else:
-        probs = torch.cat(stacked)
-        unc, mean = umap(probs), probs.mean(0)
+    try:
+        if isinstance(umap, MomentMap):
+            m = acc.result()
+            unc, mean = umap.from_moments(m), m.mean
+        else:
+            probs = torch.cat(stacked)
+            unc, mean = umap(probs), probs.mean(0)
+    except Exception as exc:  # the map's own failure, not the segmenter's
+        raise MethodFault("uncertainty", f"{type(exc).__name__}: {exc}") from exc
+    if tuple(unc.shape) != (x.shape[0], h, w):
+        raise MethodFault("uncertainty", f"returned a map of shape {tuple(unc.shape)} for {x.shape[0]} slices of "
+                                         f"{h} x {w}; expected {(x.shape[0], h, w)}")
     return mean.cpu().numpy(), unc.float().cpu().numpy()

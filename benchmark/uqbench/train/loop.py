@@ -12,6 +12,7 @@ import torch
 
 from uqbench.api import NUM_CLASSES, Loss, Recipe, Segmenter
 from uqbench.devices import autocast
+from uqbench.errors import MethodFault
 from uqbench.train import checkpoint as checkpoints
 
 
@@ -154,6 +155,7 @@ def train(*, segmenter: Segmenter, recipe: Recipe, loss: Loss, slices: Sequence[
     every = max(50, recipe.iterations // 10)
     model.train()
     forward = torch.compile(model) if compile_model else model
+    first_bad = torch.full((2,), -1, dtype=torch.long, device=device)  # first step of non-finite logits, loss
     while step < recipe.iterations:
         if isinstance(sampler, DeviceSampler):
             x, y = sampler.batch(recipe.batch_size)
@@ -163,7 +165,14 @@ def train(*, segmenter: Segmenter, recipe: Recipe, loss: Loss, slices: Sequence[
             x, y = torch.from_numpy(xs).to(device), torch.from_numpy(ys).to(device)
         with autocast(device, precision):
             logits = forward(x)
+        if logits.shape != (x.shape[0], NUM_CLASSES, *x.shape[2:]):
+            raise MethodFault("segmenter", f"the network returned logits {tuple(logits.shape)} for a batch "
+                                           f"{tuple(x.shape)}; expected {(x.shape[0], NUM_CLASSES, *x.shape[2:])}")
         value = loss(logits.float(), y)
+        if value.ndim != 0:
+            raise MethodFault("loss", f"returned a tensor of shape {tuple(value.shape)}, not a scalar")
+        bad = torch.stack([~torch.isfinite(logits).all(), ~torch.isfinite(value)])
+        first_bad = torch.where(bad & (first_bad < 0), step + 1, first_bad)  # on the device: no wait per step
         opt.zero_grad(set_to_none=True)
         value.backward()
         opt.step()
@@ -172,10 +181,20 @@ def train(*, segmenter: Segmenter, recipe: Recipe, loss: Loss, slices: Sequence[
         if advance:
             advance(1)
         if step % every == 0 or step == recipe.iterations:
+            _check_finite(first_bad)  # before a checkpoint could keep the damage
             extra = ({"sampler_rng": sampler.gen.get_state(), "cuda_rng": torch.cuda.get_rng_state()}
                      if isinstance(sampler, DeviceSampler) else {})
             checkpoints.save(checkpoint, model=model, opt=opt, sched=sched, rng=rng, step=step, extra=extra)
     return model
+
+
+def _check_finite(first_bad: torch.Tensor) -> None:
+    """Blame whichever went non-finite first: the network's logits (the segmenter) or the loss's value."""
+    logits_step, loss_step = (int(s) for s in first_bad.tolist())
+    if logits_step > 0 and (loss_step < 0 or logits_step <= loss_step):
+        raise MethodFault("segmenter", f"the network's logits became NaN or infinite at training step {logits_step}")
+    if loss_step > 0:
+        raise MethodFault("loss", f"returned NaN or infinity at training step {loss_step} (the logits were finite)")
 
 
 def lr_scheduler(opt: torch.optim.Optimizer, recipe: Recipe) -> torch.optim.lr_scheduler.LRScheduler:
