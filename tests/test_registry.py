@@ -254,3 +254,42 @@ def test_debug_shows_the_import_traceback_of_a_broken_plugin(sandbox: Path, monk
         _main(monkeypatch, capsys, "run", "--segmenter", "nnunet")
     err = capsys.readouterr().err  # ... after the import tracebacks of the plugins that failed
     assert "plugin uqbench-broken [uqbench_fake_broken] failed to import" in err and "ModuleNotFoundError" in err
+
+
+def test_a_plugin_failing_at_creation_or_in_its_recipe_is_named(sandbox: Path, tmp_path: Path) -> None:
+    install_fake(sandbox, "uqbench-fragile", "uqbench_fake_fragile", '''
+        import uqbench
+
+        class Fragile:
+            """Cannot be created."""
+            name = "fragile"
+            samples = 1
+            def __init__(self): raise RuntimeError("no GPU driver")
+            def __call__(self, probs): return probs[0, :, 0]
+
+        class NoRecipe:
+            """Has no recipe for any profile."""
+            name = "norecipe"
+            size_multiple = 8
+            def build(self, **kwargs): raise AssertionError("not reached")
+            def recipe(self, profile): raise KeyError(profile)
+
+        @uqbench.hookimpl
+        def register_uncertainty_maps(register):
+            register(Fragile)
+
+        @uqbench.hookimpl
+        def register_segmenters(register):
+            register(NoRecipe)
+    ''')
+    allow("uqbench-fragile")
+    with pytest.raises(PluginError, match=r"^uncertainty 'fragile' \(uqbench-fragile 0\.3\) failed when created: "
+                                          r"RuntimeError: no GPU driver$"):
+        registry().create("uncertainty", "fragile")
+    from uqbench import config
+
+    with pytest.raises(PluginError, match=r"^segmenter 'norecipe' \(uqbench-fragile 0\.3\) failed giving its quick "
+                                          r"recipe: KeyError"):
+        config.resolve(segmenter="norecipe", uncertainty="emap", detector=None, loss=None, data=None,
+                       dataset="acdc", folds=[0], profile="quick", samples=None, device="cpu", seed=0,
+                       out=tmp_path / "run")

@@ -11,7 +11,7 @@ from typing import Any
 from uqbench.api import Profile, Recipe
 from uqbench.data.preprocess import PreprocessParams
 from uqbench.devices import Precision, resolve_device, resolve_precision, resolve_profile
-from uqbench.errors import DataError, UsageError
+from uqbench.errors import DataError, PluginError, UsageError
 from uqbench.kinds import DATASET, DETECTOR, KINDS, LOSS, SEGMENTER, UNCERTAINTY, Kind
 from uqbench.protocol import failures as failure_rules
 from uqbench.protocol.detection import MODES, CorrectionMode
@@ -95,7 +95,15 @@ def resolve(*, segmenter: str, uncertainty: str, detector: str | None, loss: str
     dev = resolve_device(device)
     prec = resolve_precision(precision, dev)
     prof = resolve_profile(profile, dev)
-    recipe = seg.recipe(prof)
+    try:
+        recipe = seg.recipe(prof)
+    except Exception as exc:
+        entry = reg.entry(SEGMENTER, segmenter.split(":")[0])
+        raise PluginError(f"segmenter '{segmenter}' ({entry.distribution} {entry.version}) failed giving its "
+                          f"{prof.value} recipe: {type(exc).__name__}: {exc}") from exc
+    if not isinstance(recipe, Recipe):
+        raise PluginError(f"segmenter '{segmenter}': recipe({prof.value}) returned {type(recipe).__name__}, "
+                          "not a uqbench.Recipe")
     recipe = replace(recipe, loss=loss) if loss else recipe
     if iterations is not None:
         if iterations < 1:

@@ -25,7 +25,7 @@ from typing import Any, TypeVar, overload
 import pluggy
 
 from uqbench import hookspecs
-from uqbench.errors import PluginError, UsageError
+from uqbench.errors import DataError, PluginError, UsageError
 from uqbench.kinds import KINDS, Kind, kind
 
 GROUP = "uqbench"
@@ -135,6 +135,11 @@ class Registry:
             return entry.factory(*leading, *args)
         except (TypeError, ValueError) as exc:
             raise UsageError(f"{k.label} '{spec}': bad arguments: {exc}") from exc
+        except (UsageError, DataError, PluginError):
+            raise
+        except Exception as exc:  # the plugin's own bug, at creation
+            raise PluginError(f"{k.name} '{spec}' ({entry.distribution} {entry.version}) failed when created: "
+                              f"{type(exc).__name__}: {exc}") from exc
 
     def provenance(self, used: dict[str, str]) -> dict[str, Any]:
         """Which distributions were allowed and, per kind, the entry each used method came from."""
