@@ -215,3 +215,22 @@ def test_ctrl_c_says_what_was_kept_and_how_to_resume(monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(pipeline, "run", interrupted)
     code, _, err = run_main(monkeypatch, capsys, "run", "--data", str(tiny_phantom), "--out", str(tmp_path / "r"))
     assert code == 130 and "interrupted: what finished is kept" in err and "run the same command again" in err
+
+
+def test_version_and_the_help_name_the_method_syntax_and_the_default_output(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    import uqbench
+
+    code, out, _ = run_main(monkeypatch, capsys, "--version")
+    assert code == 0 and out.strip() == f"uqbench {uqbench.__version__}"
+    monkeypatch.setenv("COLUMNS", "400")
+    code, out, _ = run_main(monkeypatch, capsys, "run", "--help")
+    flat = " ".join(out.split())
+    assert code == 0 and "name:arg:... (e.g. smp:unet:resnet34)" in flat and "runs/drn-bmap-phantom-quick" in flat
+
+
+def test_plugin_descriptions_are_whole_sentences() -> None:
+    from uqbench.registry import registry
+
+    cut = [(e.name, e.description) for e in registry().all_entries() if not e.description.endswith(".")]
+    assert not cut, cut

@@ -37,7 +37,8 @@ def test_settings_are_typed_values(tmp_path: Path) -> None:
 def test_config_json_reads_back_as_the_same_settings(tmp_path: Path) -> None:
     cfg = _resolve(tmp_path, detector=None)
     path = tmp_path / "config.json"
-    path.write_text(json.dumps(cfg.record() | {"uqbench": "0.1.0", "python": "3.11.7"}))
+    path.write_text(json.dumps(cfg.record() | {"uqbench": "0.1.0", "python": "3.11.7",
+                                                "machine": {"cpu": "AMD EPYC", "cuda": None}}))
     assert config.read(path) == cfg
     assert "detector" not in cfg.methods()
 

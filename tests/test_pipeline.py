@@ -14,6 +14,7 @@ import pytest
 
 from uqbench import config, pipeline
 from uqbench.data import layout, nifti
+from uqbench.devices import cpu_model
 from uqbench.errors import DataError, PluginError, UsageError
 from uqbench.kinds import LOSS, SEGMENTER, UNCERTAINTY, Kind
 from uqbench.protocol.metrics import dice
@@ -34,6 +35,7 @@ def test_run_writes_config_cases_summary_and_detection(tiny_phantom: Path, tmp_p
     out = tmp_path / "run"
     written = json.loads((out / "config.json").read_text())
     assert written["recipe"]["iterations"] == 4 and written["profile"] == "quick" and written["samples"] == 3
+    assert written["machine"] == {"cpu": cpu_model(), "cuda": None} and written["precision"] == cfg.precision
     cases = pd.read_csv(out / "cases.csv")
     assert len(cases) == 2 * 2 * 3  # two test patients (folds 0, 1) x ED/ES x RV/MYO/LV
     assert cases["dice"].between(0, 1).all() and cases["dice_corrected"].between(0, 1).all()

@@ -18,8 +18,9 @@ from uqbench.protocol.detection import MODES, CorrectionMode
 from uqbench.records import fields_from_json, fields_to_json
 from uqbench.registry import registry
 
-PROVENANCE_KEYS = ("uqbench", "python")
-"""What config.json records beside the settings: the versions that wrote it (not part of the settings)."""
+PROVENANCE_KEYS = ("uqbench", "python", "machine")
+"""What config.json records beside the settings (not part of them): the versions that wrote it and the machine
+(CPU model, CUDA device), since ``--precision auto`` and so the numbers depend on it."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

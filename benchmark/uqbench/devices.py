@@ -8,6 +8,7 @@ other CPUs it is emulated and slower, so ``auto`` keeps float32 there; ``--preci
 from __future__ import annotations
 
 from contextlib import AbstractContextManager
+from pathlib import Path
 from typing import Literal, cast
 
 from uqbench.api import Profile
@@ -28,6 +29,26 @@ def resolve_device(requested: str) -> str:
     if requested not in ("cpu", "cuda"):
         raise UsageError(f"--device {requested!r}: expected auto, cpu or cuda")
     return requested
+
+
+def cpu_model() -> str:
+    """The CPU's model name (Linux: /proc/cpuinfo), else what the platform module says."""
+    import platform
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine(device: str) -> dict[str, str | None]:
+    """What config.json records beside the resolved precision: the numbers of a run depend on both."""
+    import torch
+
+    return {"cpu": cpu_model(), "cuda": torch.cuda.get_device_name() if device == "cuda" else None}
 
 
 def native_bf16(device: str) -> bool:

@@ -25,6 +25,7 @@ from uqbench.api import CLASS_NAMES, Context, DetectorExample
 from uqbench.config import RunConfig
 from uqbench.data import cache, nifti, phantom
 from uqbench.data.preprocess import PreprocessParams, labels_to_original, map_to_original
+from uqbench.devices import machine
 from uqbench.errors import DataError, MethodFault, PluginError, UsageError
 from uqbench.evaluation import Volume
 from uqbench.infer.postprocess import finalise
@@ -95,7 +96,8 @@ def _check_out(cfg: RunConfig) -> Path:
             raise UsageError(f"--out {out}: holds a run with other settings ({', '.join(diff)}); "
                              "choose another --out or delete that folder")
     out.mkdir(parents=True, exist_ok=True)
-    _write_json(path, cfg.record() | {"uqbench": uqbench.__version__, "python": platform.python_version()})
+    _write_json(path, cfg.record() | {"uqbench": uqbench.__version__, "python": platform.python_version(),
+                                      "machine": machine(cfg.device)})
     return out
 
 

@@ -48,8 +48,8 @@ class Entry:
 
     @property
     def description(self) -> str:
-        """First line of the class docstring."""
-        return (inspect.getdoc(self.factory) or "").partition("\n")[0]
+        """The first paragraph of the class docstring, on one line (a sentence may wrap in the source)."""
+        return " ".join((inspect.getdoc(self.factory) or "").split("\n\n")[0].split())
 
     def record(self) -> dict[str, str]:
         """The JSON-able form used by `uqbench plugins --json` and run provenance."""

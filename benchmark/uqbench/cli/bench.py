@@ -13,7 +13,7 @@ from rich.text import Text
 
 from uqbench.cli import options
 from uqbench.cli.app import bench_app, console
-from uqbench.devices import resolve_device, resolve_precision, resolve_profile
+from uqbench.devices import cpu_model, resolve_device, resolve_precision, resolve_profile
 from uqbench.errors import DataError, UsageError
 from uqbench.kinds import SEGMENTER, UNCERTAINTY
 
@@ -145,10 +145,8 @@ def infer_cmd(
 
 
 def _device_name(device: str) -> str:
-    import platform
-
     import torch
 
     if device == "cuda":
         return torch.cuda.get_device_name()
-    return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+    return f"CPU ({cpu_model()}, {torch.get_num_threads()} threads)"

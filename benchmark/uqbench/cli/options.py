@@ -6,10 +6,11 @@ from typing import Annotated
 
 import typer
 
-Segmenter = Annotated[str, typer.Option("--segmenter", "-s", help="Segmenter (see `uqbench plugins`).")]
-Segmenters = Annotated[list[str], typer.Option("--segmenter", "-s", help="Segmenter(s) (see `uqbench plugins`); "
-                                                                          "repeatable.")]
-Uncertainty = Annotated[str, typer.Option("--uncertainty", "-u", help="Uncertainty map (see `uqbench plugins`).")]
+METHOD = "a name from `uqbench plugins`, with arguments as name:arg:... (e.g. smp:unet:resnet34)"
+Segmenter = Annotated[str, typer.Option("--segmenter", "-s", help=f"Segmenter: {METHOD}.")]
+Segmenters = Annotated[list[str], typer.Option("--segmenter", "-s", help=f"Segmenter(s): {METHOD}; repeatable.")]
+Uncertainty = Annotated[str, typer.Option("--uncertainty", "-u", help="Uncertainty map: a name from `uqbench "
+                                                                        "plugins` (name:arg:... with arguments).")]
 Profile = Annotated[str | None, typer.Option(
     "--profile", help="Training recipe: quick (CPU) or paper (section V-A); default: paper with CUDA, else quick.")]
 Device = Annotated[str, typer.Option("--device", help="auto (cuda when available), cpu or cuda.")]

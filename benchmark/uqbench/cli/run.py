@@ -34,8 +34,9 @@ def run_cmd(
     segmenter: options.Segmenter = "drn",
     uncertainty: options.Uncertainty = "bmap",
     detector: Annotated[str | None, typer.Option(
-        "--detector", help="Failure detector, fitted out of fold (needs 2+ folds); 'none' to skip.")] = "sresnet",
-    loss: Annotated[str | None, typer.Option("--loss", help="Loss (default: the segmenter's recipe).")] = None,
+        "--detector", help="Failure detector (name or name:arg, e.g. sresnet:500), fitted out of fold (needs 2+ "
+                           "folds); 'none' to skip.")] = "sresnet",
+    loss: Annotated[str | None, typer.Option("--loss", help="Loss (default: the segmenter's recipe's).")] = None,
     data: Annotated[Path | None, typer.Option("--data", help="Dataset folder; default: the built-in phantom.")] = None,
     dataset: Annotated[str, typer.Option("--dataset", help="Reader for --data.")] = "acdc",
     folds: Annotated[str, typer.Option("--folds", help="Comma list of test folds.")] = "0,1,2,3",
@@ -51,8 +52,9 @@ def run_cmd(
     correction: Annotated[str, typer.Option(
         "--correction", help="Simulated correction: patch (whole flagged patches) or failures-only.")] = "patch",
     seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
-    out: Annotated[str | None, typer.Option("--out", help="Output folder (default: runs/<method>-<data>-<profile>).")]
-    = None,
+    out: Annotated[str | None, typer.Option(
+        "--out", help="Output folder (default: runs/<segmenter>-<uncertainty>-<data folder name or phantom>-<profile>, "
+                      "':' and '/' as '_', e.g. runs/drn-bmap-phantom-quick).")] = None,
 ) -> None:
     """Train, predict and score one method on every fold; writes config.json, cases.csv and summary.json."""
     try:
