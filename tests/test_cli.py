@@ -234,3 +234,32 @@ def test_plugin_descriptions_are_whole_sentences() -> None:
 
     cut = [(e.name, e.description) for e in registry().all_entries() if not e.description.endswith(".")]
     assert not cut, cut
+
+
+def test_a_full_disk_is_one_line_and_the_rerun_completes(monkeypatch: pytest.MonkeyPatch,
+                                                         capsys: pytest.CaptureFixture[str], tiny_phantom: Path,
+                                                         tmp_path: Path) -> None:
+    """The disk fills while fold 1's predictions are written: fold 0 stays finished, and once there is room
+    again the same command finishes the run."""
+    import errno
+
+    out = tmp_path / "run"
+    args = ["run", "--data", str(tiny_phantom), "--out", str(out), "--folds", "0,1", "--detector", "none",
+            "--iterations", "2", "--samples", "2"]
+    real = np.savez_compressed
+    written: list[str] = []
+
+    def full_disk(file: object, *arrays: object, **named: object) -> None:
+        written.append(str(file))
+        if "fold1" in str(file):
+            raise OSError(errno.ENOSPC, "No space left on device", str(file))
+        real(file, *arrays, **named)  # type: ignore[arg-type]  # passes numpy's own arguments through
+
+    monkeypatch.setattr(np, "savez_compressed", full_disk)
+    code, _, err = run_main(monkeypatch, capsys, *args)
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert f"{out / 'fold1' / 'predictions.npz'}: No space left on device" in err
+    assert (out / "fold0" / "results.json").is_file() and not (out / "fold1" / "results.json").exists()
+    monkeypatch.setattr(np, "savez_compressed", real)
+    code, _, _ = run_main(monkeypatch, capsys, *args)
+    assert code == 0 and (out / "fold1" / "results.json").is_file() and (out / "summary.json").is_file()
