@@ -155,7 +155,7 @@ def run(cfg: RunConfig, progress: Progress | None = None) -> Summary:
                             for z in range(c.image.shape[0])]
             t0 = time.perf_counter()
             model = _plugin_call(cfg, SEGMENTER, train, where=f"training, fold {k}", segmenter=seg, recipe=recipe,
-                                 loss=_Attributed(cfg, LOSS, loss, f"training, fold {k}"), slices=train_slices,
+                                 loss=_Attributed(cfg, LOSS, loss, where=f"training, fold {k}"), slices=train_slices,
                                  device=cfg.device,
                                  seed=cfg.seed + k, checkpoint=fdir / "checkpoint.pt",
                                  advance=_tracker(progress, f"fold {k} train", recipe.iterations),
@@ -245,7 +245,7 @@ class _Attributed:
     """A plugin object handed to harness code: errors raised in its calls name it, not the caller's plugin
     (a failing loss inside training is the loss's fault, not the segmenter's)."""
 
-    def __init__(self, cfg: RunConfig, of: Kind[Any], obj: Callable[..., Any], where: str) -> None:
+    def __init__(self, cfg: RunConfig, of: Kind[Any], obj: Callable[..., Any], *, where: str) -> None:
         self.cfg, self.kind, self.obj, self.where = cfg, of, obj, where
 
     def __call__(self, *args: Any) -> Any:
@@ -260,14 +260,14 @@ def _blame(cfg: RunConfig, of: Kind[Any], where: str) -> Iterator[None]:
     try:
         yield
     except MethodFault as exc:
-        raise _fault(cfg, kind(exc.kind), where, exc.detail) from exc
+        raise _fault(cfg, kind(exc.kind), where=where, detail=exc.detail) from exc
     except (UsageError, DataError, PluginError, KeyboardInterrupt, OSError):
         raise
     except Exception as exc:
-        raise _fault(cfg, of, where, f"{type(exc).__name__}: {exc}") from exc
+        raise _fault(cfg, of, where=where, detail=f"{type(exc).__name__}: {exc}") from exc
 
 
-def _fault(cfg: RunConfig, of: Kind[Any], where: str, detail: str) -> PluginError:
+def _fault(cfg: RunConfig, of: Kind[Any], *, where: str, detail: str) -> PluginError:
     spec = str(cfg.method(of))
     entry = registry().entry(of, spec.split(":")[0])
     return PluginError(f"{of.name} '{spec}' ({entry.distribution} {entry.version}) failed in {where}: {detail}")
