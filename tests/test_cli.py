@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
+from uqbench import pipeline
 from uqbench.cli import main
 from uqbench.data import nifti
+from uqbench.kinds import LOSS, SEGMENTER, UNCERTAINTY, Kind
 
 
 def run_main(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
@@ -263,3 +268,85 @@ def test_a_full_disk_is_one_line_and_the_rerun_completes(monkeypatch: pytest.Mon
     monkeypatch.setattr(np, "savez_compressed", real)
     code, _, _ = run_main(monkeypatch, capsys, *args)
     assert code == 0 and (out / "fold1" / "results.json").is_file() and (out / "summary.json").is_file()
+
+
+# Methods that break during a run: blamed where their output is produced, with the stage and the case.
+def _break(monkeypatch: pytest.MonkeyPatch, of: Kind[Any], make: Callable[[Any], Any]) -> None:
+    """Make the run create ``make(real method)`` for kind ``of``, and the real methods for every other kind."""
+    real = pipeline.registry()
+
+    class Registry:
+        def __getattr__(self, attr: str) -> object:
+            return getattr(real, attr)
+
+        def create(self, kind: Kind[Any], spec: str, *args: object) -> object:
+            method = real.create(kind, spec, *args)
+            return make(method) if kind is of else method
+
+    monkeypatch.setattr(pipeline, "registry", Registry)
+
+
+class _RaisingLoss:
+    name = "ce"
+
+    def __init__(self, real: object) -> None:
+        pass
+
+    def __call__(self, logits, labels):  # type: ignore[no-untyped-def]  # a deliberately broken plugin
+        raise RuntimeError("labels out of range")
+
+
+class _NanLoss(_RaisingLoss):
+    def __call__(self, logits, labels):  # type: ignore[no-untyped-def]  # as above
+        return (logits * float("nan")).mean()
+
+
+class _ThreeClasses:
+    def __init__(self, real: Any) -> None:
+        self.real, self.size_multiple = real, real.size_multiple
+
+    def recipe(self, profile):  # type: ignore[no-untyped-def]  # as above
+        return self.real.recipe(profile)
+
+    def build(self, **kwargs):  # type: ignore[no-untyped-def]  # as above
+        return self.real.build(**(kwargs | {"num_classes": 3}))
+
+
+class _WideMap:
+    def __init__(self, real: Any) -> None:
+        self.real, self.samples, self.needs = real, real.samples, real.needs
+
+    def __call__(self, probs):  # type: ignore[no-untyped-def]  # as above
+        return self.real(probs)
+
+    def from_moments(self, m):  # type: ignore[no-untyped-def]  # as above
+        import torch
+
+        return torch.nn.functional.pad(self.real.from_moments(m), (0, 1))  # one pixel too wide
+
+
+class _RaisingMap(_WideMap):
+    def from_moments(self, m):  # type: ignore[no-untyped-def]  # as above
+        raise ZeroDivisionError("no samples")
+
+
+@pytest.mark.parametrize(("of", "make", "message"), [
+    (LOSS, _RaisingLoss, r"^loss 'ce' \(uqbench \S+\) failed in training, fold 0: RuntimeError: labels out of range$"),
+    (LOSS, _NanLoss, r"^loss 'ce' \(uqbench \S+\) failed in training, fold 0: returned NaN or infinity at training "
+                     r"step 1 \(the logits were finite\)$"),
+    (SEGMENTER, _ThreeClasses, r"^segmenter 'drn' \(uqbench \S+\) failed in training, fold 0: the network returned "
+                               r"logits \(8, 3, 96, 96\) for a batch \(8, 1, 96, 96\); expected \(8, 4, 96, 96\)$"),
+    (UNCERTAINTY, _WideMap, r"^uncertainty 'bmap' \(uqbench \S+\) failed in inference, fold 0, patient\d{3} ED: "
+                            r"returned a map of shape \(\d+, (\d+), (\d+)\) for \d+ slices of \1 x \d+"),
+    (UNCERTAINTY, _RaisingMap, r"^uncertainty 'bmap' \(uqbench \S+\) failed in inference, fold 0, patient\d{3} ED: "
+                               r"ZeroDivisionError: no samples$"),
+])
+def test_a_method_that_breaks_is_one_line_naming_it_with_its_stage_and_case(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tiny_phantom: Path, tmp_path: Path,
+        of: Kind[Any], make: Callable[[Any], Any], message: str) -> None:
+    _break(monkeypatch, of, make)
+    code, _, err = run_main(monkeypatch, capsys, "run", "--data", str(tiny_phantom), "--out", str(tmp_path / "run"),
+                            "--folds", "0", "--detector", "none", "--iterations", "2")
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert re.match(message, err.strip().removeprefix("error: ")), err
+    assert not (tmp_path / "run" / "fold0" / "results.json").exists()  # a broken fold is never saved as finished
