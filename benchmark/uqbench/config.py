@@ -99,9 +99,8 @@ def resolve(*, segmenter: str, uncertainty: str, detector: str | None, loss: str
     try:
         recipe = seg.recipe(prof)
     except Exception as exc:
-        entry = reg.entry(SEGMENTER, segmenter.split(":")[0])
-        raise PluginError(f"segmenter '{segmenter}' ({entry.distribution} {entry.version}) failed giving its "
-                          f"{prof.value} recipe: {type(exc).__name__}: {exc}") from exc
+        raise reg.fault(SEGMENTER, segmenter, f"failed giving its {prof.value} recipe: {type(exc).__name__}: "
+                                              f"{exc}") from exc
     if not isinstance(recipe, Recipe):
         raise PluginError(f"segmenter '{segmenter}': recipe({prof.value}) returned {type(recipe).__name__}, "
                           "not a uqbench.Recipe")

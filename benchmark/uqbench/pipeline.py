@@ -34,10 +34,11 @@ from uqbench.protocol import calibration
 from uqbench.protocol import failures as failure_rules
 from uqbench.protocol.detection import check_patch_probabilities, correct, voxels_per_patch
 from uqbench.protocol.patches import expand
+from uqbench.records import from_json, write_json
 from uqbench.registry import registry
 from uqbench.results import summary as summaries
 from uqbench.results import tables
-from uqbench.results.summary import METRICS, DatasetInfo, MethodRecord, Provenance, Summary
+from uqbench.results.summary import METRICS, DatasetInfo, Provenance, Summary
 
 NIFTI_QUANTUM = 1e-3  # probabilities and maps are written in steps of 0.001 (see nifti.write)
 PHANTOM_PATIENTS = 20
@@ -96,15 +97,9 @@ def _check_out(cfg: RunConfig) -> Path:
             raise UsageError(f"--out {out}: holds a run with other settings ({', '.join(diff)}); "
                              "choose another --out or delete that folder")
     out.mkdir(parents=True, exist_ok=True)
-    _write_json(path, cfg.record() | {"uqbench": uqbench.__version__, "python": platform.python_version(),
+    write_json(path, cfg.record() | {"uqbench": uqbench.__version__, "python": platform.python_version(),
                                       "machine": machine(cfg.device)})
     return out
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(path.name + ".part")
-    tmp.write_text(json.dumps(obj, indent=1, default=str))
-    tmp.replace(path)
 
 
 def run(cfg: RunConfig, progress: Progress | None = None) -> Summary:
@@ -156,8 +151,7 @@ def run(cfg: RunConfig, progress: Progress | None = None) -> Summary:
             t0 = time.perf_counter()
             model = _plugin_call(cfg, SEGMENTER, train, where=f"training, fold {k}", segmenter=seg, recipe=recipe,
                                  loss=_Attributed(cfg, LOSS, loss, where=f"training, fold {k}"), slices=train_slices,
-                                 device=cfg.device,
-                                 seed=cfg.seed + k, checkpoint=fdir / "checkpoint.pt",
+                                 device=cfg.device, seed=cfg.seed + k, checkpoint=fdir / "checkpoint.pt",
                                  advance=_tracker(progress, f"fold {k} train", recipe.iterations),
                                  precision=cfg.precision)
             t1 = time.perf_counter()
@@ -167,7 +161,7 @@ def run(cfg: RunConfig, progress: Progress | None = None) -> Summary:
             t2 = time.perf_counter()
             # numpy's stub lets a **dict reach allow_pickle; these are all arrays
             np.savez_compressed(fdir / "predictions.npz", **arrays)  # type: ignore[arg-type]  # see above
-            _write_json(done, {"rows": fold_rows, "calibration": fold_calib, "train_s": t1 - t0,
+            write_json(done, {"rows": fold_rows, "calibration": fold_calib, "train_s": t1 - t0,
                                "infer_s": t2 - t1, "device": cfg.device, "torch": torch.__version__})
         result = json.loads(done.read_text())
         rows += result["rows"]
@@ -203,8 +197,7 @@ def run(cfg: RunConfig, progress: Progress | None = None) -> Summary:
         risk_coverage=risk_coverage, calibration=calibration_summary, detection_curves=curves,
         correction_effort=effort, significance=significance,
         clinical=evaluation.clinical_summary(rows),
-        clinical_corrected=(evaluation.clinical_summary(rows, "predicted_ml_corrected")
-                            if any("predicted_ml_corrected" in r for r in rows) else None),
+        clinical_corrected=evaluation.clinical_summary(rows, "predicted_ml_corrected") if corrected_rows else None,
         profile=cfg.profile.value, device=cfg.device, timings_s=timings, notes=notes,
         failure_rule=cfg.failure_rule, correction=cfg.correction,
         dataset=DatasetInfo(name=cfg.dataset, root=str(root), fingerprint=fingerprint, phantom=cfg.data is None),
@@ -218,13 +211,8 @@ def run(cfg: RunConfig, progress: Progress | None = None) -> Summary:
 
 def _provenance(cfg: RunConfig) -> Provenance:
     """Where each method of the run came from (distribution, version), and which distributions could load."""
-    reg = registry()
-    methods = {}
-    for kind_name, spec in cfg.methods().items():
-        e = reg.entry(kind_name, spec.split(":")[0])
-        methods[kind_name] = MethodRecord(kind=e.kind, name=e.name, distribution=e.distribution, version=e.version,
-                                          plugin=e.plugin, description=e.description, spec=spec)
-    return Provenance(allowed_distributions=reg.allowed, methods=methods)
+    provenance: Provenance = from_json(Provenance, registry().provenance(cfg.methods()), "provenance")
+    return provenance
 
 
 def _to_original(params: PreprocessParams) -> evaluation.ToOriginal:
@@ -268,9 +256,7 @@ def _blame(cfg: RunConfig, of: Kind[Any], where: str) -> Iterator[None]:
 
 
 def _fault(cfg: RunConfig, of: Kind[Any], *, where: str, detail: str) -> PluginError:
-    spec = str(cfg.method(of))
-    entry = registry().entry(of, spec.split(":")[0])
-    return PluginError(f"{of.name} '{spec}' ({entry.distribution} {entry.version}) failed in {where}: {detail}")
+    return registry().fault(of, str(cfg.method(of)), f"failed in {where}: {detail}")
 
 
 def _plugin_call(cfg: RunConfig, of: Kind[Any], fn: Callable[..., Any], *args: Any, where: str, **kwargs: Any

@@ -96,7 +96,7 @@ class Registry:
 
     def entry(self, of: Kind[Any] | str, name: str) -> Entry:
         """The entry for ``name``; an unknown or conflicting name is a one-line error with suggestions."""
-        k = of if isinstance(of, Kind) else kind(of)
+        k = _as_kind(of)
         known = self._kind(k)
         if name in known:
             return known[name]
@@ -128,7 +128,7 @@ class Registry:
     def create(self, of: Kind[Any] | str, spec: str, *leading: Any) -> Any:
         """Instantiate ``name[:arg...]`` as ``cls(*leading, *args)``, e.g. ``smp:unet:resnet34``; typed by the
         kind's contract when given a ``Kind``."""
-        k = of if isinstance(of, Kind) else kind(of)
+        k = _as_kind(of)
         name, *args = spec.split(":")
         entry = self.entry(k, name)
         try:
@@ -138,8 +138,12 @@ class Registry:
         except (UsageError, DataError, PluginError):
             raise
         except Exception as exc:  # the plugin's own bug, at creation
-            raise PluginError(f"{k.name} '{spec}' ({entry.distribution} {entry.version}) failed when created: "
-                              f"{type(exc).__name__}: {exc}") from exc
+            raise self.fault(k, spec, f"failed when created: {type(exc).__name__}: {exc}") from exc
+
+    def fault(self, of: Kind[Any], spec: str, what: str) -> PluginError:
+        """The one-line error blaming the method ``spec`` of kind ``of``, with its distribution and version."""
+        entry = self.entry(of, spec.split(":")[0])
+        return PluginError(f"{of.name} '{spec}' ({entry.distribution} {entry.version}) {what}")
 
     def provenance(self, used: dict[str, str]) -> dict[str, Any]:
         """Which distributions were allowed and, per kind, the entry each used method came from."""
@@ -149,7 +153,11 @@ class Registry:
         return out
 
     def _kind(self, of: Kind[Any] | str) -> dict[str, Entry]:
-        return self.entries[(of if isinstance(of, Kind) else kind(of)).name]
+        return self.entries[_as_kind(of).name]
+
+
+def _as_kind(of: Kind[Any] | str) -> Kind[Any]:
+    return of if isinstance(of, Kind) else kind(of)
 
 
 class _Registrar:

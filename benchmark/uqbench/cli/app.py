@@ -9,8 +9,7 @@ from rich.console import Console
 
 import uqbench
 
-app = typer.Typer(help="Cardiac MRI segmentation, uncertainty and local failure detection, scored on one protocol.",
-                  no_args_is_help=True, rich_markup_mode="rich", pretty_exceptions_enable=False,
+app = typer.Typer(no_args_is_help=True, rich_markup_mode="rich", pretty_exceptions_enable=False,
                   add_completion=False)
 data_app = typer.Typer(help="Check and generate datasets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")

@@ -130,8 +130,7 @@ def infer_cmd(
         raise UsageError(f"--uncertainty {uncertainty}: a one-pass map; MC inference needs an MC map")
     r = infer_speed(segmenter, uncertainty, samples=samples, volumes=volumes, device=dev, width=width, precision=prec)
     table = Table(title=f"uqbench bench infer: {escape(segmenter)} (width {r['width']}), {escape(uncertainty)}, "
-                        f"T={samples}, "
-                        f"{prec}, device {_device_name(dev)}")
+                        f"T={samples}, {prec}, device {_device_name(dev)}")
     table.add_column("variant")
     table.add_column("s/volume")
     table.add_column("relative")

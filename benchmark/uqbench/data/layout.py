@@ -111,7 +111,7 @@ def read_case(pdir: Path, info: PatientInfo, phase: str) -> Case:
     for p in (img_path, gt_path):
         if not p.is_file():
             raise DataError(f"{p}: missing ({phase} frame {info.frames[phase]} named in Info.cfg)")
-    image, spacing, affine = nifti.read(img_path)
+    image, spacing, affine, header = nifti.read_with_header(img_path)
     z, y, x = spacing
     if not (IN_PLANE_MM[0] <= min(y, x) and max(y, x) <= IN_PLANE_MM[1]
             and THROUGH_PLANE_MM[0] <= z <= THROUGH_PLANE_MM[1]):
@@ -135,8 +135,7 @@ def read_case(pdir: Path, info: PatientInfo, phase: str) -> Case:
     if bad.size:
         raise DataError(f"{gt_path}: label values {', '.join(str(int(v)) for v in bad[:5])} outside 0..3")
     return Case(patient=info.patient, phase=phase, group=info.group, image=image, labels=labels_raw.astype(np.uint8),
-                spacing=spacing, affine=affine, height=info.height, weight=info.weight,
-                header=nifti.header_block(img_path))
+                spacing=spacing, affine=affine, height=info.height, weight=info.weight, header=header)
 
 
 def iter_cases(root: Path) -> Iterator[Case]:

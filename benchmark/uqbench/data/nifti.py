@@ -18,6 +18,13 @@ from uqbench.errors import DataError
 
 def read(path: Path) -> tuple[np.ndarray, tuple[float, float, float], np.ndarray]:
     """Return (data [Z, Y, X] in the file's dtype, spacing (z, y, x) in mm, affine [4, 4])."""
+    data, spacing, affine, _ = read_with_header(path)
+    return data, spacing, affine
+
+
+def read_with_header(path: Path) -> tuple[np.ndarray, tuple[float, float, float], np.ndarray, bytes]:
+    """As :func:`read`, and the file's 348-byte header as stored (what :func:`write` needs to give an output
+    the same geometry)."""
     try:
         img: Any = nib.load(str(path))  # a Nifti1Image; nibabel's stubs type it as the generic base
         data = np.asanyarray(img.dataobj)
@@ -30,19 +37,19 @@ def read(path: Path) -> tuple[np.ndarray, tuple[float, float, float], np.ndarray
         data = data[..., 0]
     if data.ndim != 3:
         raise DataError(f"{path}: expected a 3-D volume, found shape {data.shape}")
-    zooms = _stored_zooms(path)
+    stored = _stored_header(path)
+    zooms = np.asarray(stored["pixdim"][1:4], dtype=np.float64)  # nibabel's checked load turns a 0 into 1 mm
     spacing = (float(zooms[2]), float(zooms[1]), float(zooms[0]))
     if not all(np.isfinite(spacing)) or min(spacing) <= 0:
         raise DataError(f"{path}: voxel spacing {_mm(spacing)} is not positive and finite")
     affine = np.asarray(img.affine, dtype=np.float64)
-    return np.ascontiguousarray(data.transpose(2, 1, 0)), spacing, affine
+    return np.ascontiguousarray(data.transpose(2, 1, 0)), spacing, affine, bytes(stored.binaryblock)
 
 
-def _stored_zooms(path: Path) -> np.ndarray:
-    """pixdim[1:4] as the file stores it: nibabel's checked load turns a 0 into 1 mm without a word."""
+def _stored_header(path: Path) -> Any:
+    """The header as the file stores it, unchecked: nibabel's checked load would change it without a word."""
     with ImageOpener(str(path)) as f:
-        raw = nib.Nifti1Header.from_fileobj(f, check=False)
-    return np.asarray(raw["pixdim"][1:4], dtype=np.float64)
+        return nib.Nifti1Header.from_fileobj(f, check=False)
 
 
 def _mm(spacing: tuple[float, float, float]) -> str:
@@ -50,21 +57,10 @@ def _mm(spacing: tuple[float, float, float]) -> str:
     return " x ".join(f"{s:g}" for s in spacing[::-1]) + " mm"
 
 
-def header_block(path: Path) -> bytes:
-    """The 348-byte NIfTI-1 header of ``path`` (what :func:`write` needs to give an output the same geometry)."""
-    try:
-        img: Any = nib.load(str(path))
-        return bytes(img.header.binaryblock)
-    except FileNotFoundError as exc:
-        raise DataError(f"{path}: missing") from exc
-    except Exception as exc:  # as in read(): many error types for damaged files
-        raise DataError(f"{path}: unreadable NIfTI header ({type(exc).__name__}: {exc})") from exc
-
-
 def write(path: Path, data: np.ndarray, affine: np.ndarray, *, header: bytes | None = None,
           quantum: float | None = None) -> None:
     """Write [Z, Y, X] (or [C, Z, Y, X], stored as a 4-D image with C last) ``data``. With the source's
-    ``header`` (:func:`header_block`) the output keeps its zooms, qform and sform; without, voxel sizes are
+    ``header`` (:func:`read_with_header`) the output keeps its zooms, qform and sform; without, voxel sizes are
     taken from ``affine``. With ``quantum``, floats are stored as int16 multiples of it with the NIfTI scale
     factor set to it, which readers apply on load: NIfTI has no float16, and rounding to, say, 1e-3 (float16's
     step near 1) lets gzip shrink probability maps about threefold."""

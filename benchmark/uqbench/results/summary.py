@@ -19,7 +19,7 @@ from uqbench.protocol.clinical import Agreement
 from uqbench.protocol.detection import CorrectionMode, Froc, SliceDetection
 from uqbench.protocol.failures import FailureRule
 from uqbench.protocol.stats import Comparison
-from uqbench.records import from_json, to_json
+from uqbench.records import from_json, to_json, write_json
 
 SUMMARY_VERSION = 1
 
@@ -197,9 +197,7 @@ class Summary:
 
 def write(path: Path, summary: Summary) -> None:
     """Write ``summary`` as JSON, atomically (a reader never sees half a file)."""
-    tmp = path.with_name(path.name + ".part")
-    tmp.write_text(json.dumps(summary.record(), indent=1))
-    tmp.replace(path)
+    write_json(path, summary.record())
 
 
 def read(path: Path) -> Summary:
