@@ -71,22 +71,125 @@ def test_unknown_option_is_a_usage_error(monkeypatch: pytest.MonkeyPatch, capsys
     assert code == 2 and "No such option" in err
 
 
-def test_data_check_names_each_damaged_file(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
-                                            phantom_copy: Path) -> None:
-    img = phantom_copy / "patient001" / "patient001_frame01.nii.gz"
-    img.write_bytes(img.read_bytes()[:2000])  # truncated
-    gt = next((phantom_copy / "patient006").glob("*_frame01_gt.nii.gz"))
-    gt.unlink()  # missing gt
-    bad = next((phantom_copy / "patient011").glob("*_frame01_gt.nii.gz"))
-    data, _, affine = nifti.read(bad)
+def _frame(root: Path, patient: str = "patient001", *, gt: bool = False) -> Path:
+    return root / patient / f"{patient}_frame01{'_gt' if gt else ''}.nii.gz"
+
+
+def _set_pixdim(path: Path, zooms_xyz: tuple[float, float, float]) -> Path:
+    """Overwrite the voxel size in a file's header bytes (pixdim[1:4], little-endian float32 at byte 80), as a
+    damaged file would carry it: nibabel itself would not write a 0 or a negative size."""
+    raw = bytearray(gzip.decompress(path.read_bytes()))
+    assert np.frombuffer(bytes(raw[:4]), "<i4")[0] == 348  # a little-endian NIfTI-1 header
+    raw[80:92] = np.asarray(zooms_xyz, "<f4").tobytes()
+    path.write_bytes(gzip.compress(bytes(raw)))
+    return path
+
+
+def _edit(path: Path, change: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]) -> Path:
+    """Rewrite a NIfTI file with `change(data, affine)` applied."""
+    data, _, affine = nifti.read(path)
+    nifti.write(path, *change(data, affine))
+    return path
+
+
+def _truncate(path: Path) -> Path:
+    path.write_bytes(path.read_bytes()[:2000])
+    return path
+
+
+def _garbage(path: Path) -> Path:
+    path.write_bytes(gzip.compress(b"not a nifti"))
+    return path
+
+
+def _unlink(path: Path) -> Path:
+    path.unlink()
+    return path
+
+
+def _info(root: Path, text: str) -> Path:
+    cfg = root / "patient001" / "Info.cfg"
+    cfg.write_text(text)
+    return cfg
+
+
+def _label_7(data: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     data[0, 0, 0] = 7
-    nifti.write(bad, data, affine)  # label 7
-    (phantom_copy / "patient016" / "Info.cfg").write_text("ED: 1\nthis line is broken\n")
+    return data, affine
+
+
+def _one_nan(data: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    out = data.astype(np.float32)
+    out[0, 0, 0] = np.nan
+    return out, affine
+
+
+def _shifted(data: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    moved = affine.copy()
+    moved[0, 3] += 5
+    return data, moved
+
+
+# Damaged data: `data check` names the one damaged file with its problem (exit 2), and `run` refuses the folder
+# with the same line before any work. Each row damages a private copy of the tiny phantom and returns the file.
+DAMAGE: list[tuple[str, Callable[[Path], Path], str]] = [
+    ("truncated", lambda r: _truncate(_frame(r)), "unreadable NIfTI"),
+    ("gzip-garbage", lambda r: _garbage(_frame(r)), "unreadable NIfTI"),
+    ("missing-label", lambda r: _unlink(_frame(r, gt=True)), "missing (ED frame 1 named in Info.cfg)"),
+    ("label-value-7", lambda r: _edit(_frame(r, gt=True), _label_7), "label values 7 outside 0..3"),
+    ("label-shape", lambda r: _edit(_frame(r, gt=True), lambda d, a: (d[:, :-1], a)), "shape"),
+    ("label-affine", lambda r: _edit(_frame(r, gt=True), _shifted), "affine differs"),
+    ("image-nan", lambda r: _edit(_frame(r), _one_nan), "1 non-finite voxels"),
+    ("constant-image", lambda r: _edit(_frame(r), lambda d, a: (np.full_like(d, 7), a)),
+     "constant image (every voxel is 7): it cannot be normalised"),
+    ("info-malformed", lambda r: _info(r, "ED 1\nES: 2\nGroup: DCM\n"), "malformed line 1"),
+    ("info-no-ed", lambda r: _info(r, "ES: 2\nGroup: DCM\n"), "no 'ED' field"),
+    ("info-ed-not-int", lambda r: _info(r, "ED: one\nES: 2\nGroup: DCM\n"), "ED frame 'one' is not an integer"),
+    ("info-unknown-group", lambda r: _info(r, "ED: 1\nES: 2\nGroup: XYZ\n"), "unknown Group 'XYZ'"),
+    ("spacing-0", lambda r: _set_pixdim(_frame(r), (0.0, 1.5, 10.0)),
+     "voxel spacing 0 x 1.5 x 10 mm is not positive and finite"),
+    ("spacing-negative", lambda r: _set_pixdim(_frame(r), (-1.5, 1.5, 10.0)),
+     "voxel spacing -1.5 x 1.5 x 10 mm is not positive and finite"),
+    ("spacing-nan", lambda r: _set_pixdim(_frame(r), (np.nan, 1.5, 10.0)),
+     "voxel spacing nan x 1.5 x 10 mm is not positive and finite"),
+    ("spacing-1e6", lambda r: _set_pixdim(_frame(r), (1e6, 1e6, 10.0)),  # once allocated 98 GiB and died
+     "voxel spacing 1e+06 x 1e+06 x 10 mm is implausible (in-plane 0.1-20 mm, slices 0.5-50 mm)"),
+    ("spacing-tiny", lambda r: _set_pixdim(_frame(r), (0.05, 1.5, 10.0)), "voxel spacing 0.05 x 1.5 x 10 mm is "
+     "implausible"),
+    ("slices-thin", lambda r: _set_pixdim(_frame(r), (1.5, 1.5, 0.2)), "voxel spacing 1.5 x 1.5 x 0.2 mm is "
+     "implausible"),
+    ("slices-thick", lambda r: _set_pixdim(_frame(r), (1.5, 1.5, 80.0)), "voxel spacing 1.5 x 1.5 x 80 mm is "
+     "implausible"),
+]
+
+
+@pytest.mark.parametrize(("damage", "message"), [pytest.param(d, m, id=i) for i, d, m in DAMAGE])
+def test_damaged_data_is_one_line_naming_the_file_in_check_and_run(monkeypatch: pytest.MonkeyPatch,
+                                                                   capsys: pytest.CaptureFixture[str],
+                                                                   phantom_copy: Path, tmp_path: Path,
+                                                                   damage: Callable[[Path], Path],
+                                                                   message: str) -> None:
+    path = damage(phantom_copy)
     code, out, _ = run_main(monkeypatch, capsys, "data", "check", str(phantom_copy))
-    assert code == 2
     problems = [line for line in out.splitlines() if line.startswith("problem")]
-    assert len(problems) == 4
-    for path in (img, gt, bad, phantom_copy / "patient016" / "Info.cfg"):
+    assert code == 2 and len(problems) == 1 and problems[0].startswith(f"problem {path}: "), out
+    assert message in problems[0], out
+    code, _, err = run_main(monkeypatch, capsys, "run", "--data", str(phantom_copy), "--out", str(tmp_path / "r"))
+    assert code == 2 and err.startswith(f"error: {path}: ") and len(err.strip().splitlines()) == 1, err
+    assert message in err and not (tmp_path / "r").exists()
+
+
+def test_data_check_names_every_damaged_file_at_once(monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture[str], phantom_copy: Path) -> None:
+    img = _truncate(_frame(phantom_copy))
+    gt = _unlink(_frame(phantom_copy, "patient006", gt=True))
+    bad = _edit(_frame(phantom_copy, "patient011", gt=True), _label_7)
+    cfg = phantom_copy / "patient016" / "Info.cfg"
+    cfg.write_text("ED: 1\nthis line is broken\n")
+    code, out, _ = run_main(monkeypatch, capsys, "data", "check", str(phantom_copy))
+    problems = [line for line in out.splitlines() if line.startswith("problem")]
+    assert code == 2 and len(problems) == 4
+    for path in (img, gt, bad, cfg):
         assert any(str(path) in line for line in problems), path
     assert "4 patients, 8 volumes, 4 problems" in out
 
@@ -95,16 +198,6 @@ def test_data_check_clean_folder_exits_0(monkeypatch: pytest.MonkeyPatch, capsys
                                          tiny_phantom: Path) -> None:
     code, out, _ = run_main(monkeypatch, capsys, "data", "check", str(tiny_phantom))
     assert code == 0 and "4 patients, 8 volumes, 0 problems" in out
-
-
-def test_run_on_damaged_data_fails_with_the_same_message(monkeypatch: pytest.MonkeyPatch,
-                                                         capsys: pytest.CaptureFixture[str], phantom_copy: Path,
-                                                         tmp_path: Path) -> None:
-    gt = next((phantom_copy / "patient006").glob("*_frame01_gt.nii.gz"))
-    gt.unlink()
-    code, _, err = run_main(monkeypatch, capsys, "run", "--data", str(phantom_copy), "--out", str(tmp_path / "r"))
-    assert code == 2 and f"{gt}: missing" in err and len(err.strip().splitlines()) == 1
-    assert not (tmp_path / "r").exists()
 
 
 def test_data_phantom_refuses_a_non_empty_folder(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
@@ -150,20 +243,6 @@ def test_bench_train_and_infer_print_their_figures(monkeypatch: pytest.MonkeyPat
     assert code == 0 and "2 samples per pass, running moments" in out and "stacked samples" in out
 
 
-def test_run_refuses_an_absurd_voxel_size_before_any_work(monkeypatch: pytest.MonkeyPatch,
-                                                         capsys: pytest.CaptureFixture[str], phantom_copy: Path,
-                                                         tmp_path: Path) -> None:
-    """1e6 mm voxels once passed the checks and the run died allocating 98 GiB."""
-    img = phantom_copy / "patient001" / "patient001_frame01.nii.gz"
-    raw = bytearray(gzip.decompress(img.read_bytes()))
-    raw[80:88] = np.asarray([1e6, 1e6], "<f4").tobytes()  # pixdim[1:3]
-    img.write_bytes(gzip.compress(bytes(raw)))
-    code, _, err = run_main(monkeypatch, capsys, "run", "--data", str(phantom_copy), "--out", str(tmp_path / "r"))
-    assert code == 2 and len(err.strip().splitlines()) == 1
-    assert f"{img}: voxel spacing 1e+06 x 1e+06 x" in err and "is implausible" in err
-    assert not (tmp_path / "r").exists()
-
-
 def _no_fold3(root: Path) -> Path:
     """The tiny phantom without its fold-3 patient."""
     import shutil
@@ -207,6 +286,38 @@ def test_a_fault_is_one_line_naming_the_path_and_exit_2(monkeypatch: pytest.Monk
     assert message in err, err
     assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before  # nothing written
     assert not (tmp_path / "run" / "config.json").exists() or case == "corrupt-config"
+
+
+def _read_only_mount_works() -> bool:
+    """True where `unshare` can give a subprocess its own read-only tmpfs (a user namespace: no root needed)."""
+    import shutil
+    import subprocess
+
+    if shutil.which("unshare") is None:
+        return False
+    probe = "mount -t tmpfs -o ro none /mnt && ! mkdir /mnt/x 2>/dev/null"
+    return subprocess.run(["unshare", "-rm", "sh", "-c", probe], capture_output=True).returncode == 0
+
+
+# A real read-only file system: the CLI runs in a private mount namespace where /mnt is a read-only tmpfs.
+@pytest.mark.skipif(not _read_only_mount_works(), reason="unshare cannot mount a read-only tmpfs on this machine")
+@pytest.mark.parametrize(("where", "message"), [
+    ("out", "error: /mnt/run: Read-only file system"),
+    ("cache", "error: /mnt/cache"),
+])
+def test_a_read_only_file_system_is_one_line_naming_the_path(tiny_phantom: Path, where: str, message: str) -> None:
+    import shlex
+    import subprocess
+
+    cmd = [sys.executable, "-m", "uqbench", "run", "--folds", "0", "--detector", "none", "--iterations", "1"]
+    cmd += ["--out", "/mnt/run"] if where == "out" else ["--out", "/tmp/uqbench-ro-never"]  # the cache fails first
+    if where == "out":
+        cmd += ["--data", str(tiny_phantom)]
+    env = "UQBENCH_CACHE=/mnt/cache " if where == "cache" else ""
+    script = f"mount -t tmpfs -o ro none /mnt && {env}exec {shlex.join(cmd)}"
+    done = subprocess.run(["unshare", "-rm", "sh", "-c", script], capture_output=True, text=True)
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert done.stderr.startswith(message) and "Read-only file system" in done.stderr, done.stderr
 
 
 def test_ctrl_c_says_what_was_kept_and_how_to_resume(monkeypatch: pytest.MonkeyPatch,
