@@ -34,6 +34,7 @@ def run_main(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
     (["run", "--segmenter", "drm"], "unknown segmenter 'drm'. Did you mean 'drn'?"),
     (["run", "--uncertainty", "bmapp"], "unknown uncertainty map 'bmapp'. Did you mean 'bmap'?"),
     (["run", "--loss", "dice"], "unknown loss 'dice'"),
+    (["run", "--loss", "ce:1"], "loss 'ce:1': bad arguments: CrossEntropy() takes no arguments"),
     (["run", "--detector", "oracle"], "unknown detector 'oracle'"),
     (["run", "--folds", "0,5"], "--folds '0,5': fold '5' is not one of 0..3"),
     (["run", "--folds", "0,0"], "--folds '0,0': fold '0' is given twice"),
@@ -59,11 +60,14 @@ def run_main(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
     (["bench", "metrics", "--data", "/no/such/folder"], "--data /no/such/folder: not a folder"),
     (["data", "phantom", "/tmp/x-uqbench-never", "--patients", "0"], "--patients must be between 1 and 100"),
 ])
-def test_bad_option_is_one_line_and_exit_2(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
-                                           args: list[str], message: str) -> None:
+def test_bad_option_is_one_line_and_exit_2_before_any_work(monkeypatch: pytest.MonkeyPatch,
+                                                           capsys: pytest.CaptureFixture[str], tmp_path: Path,
+                                                           args: list[str], message: str) -> None:
+    monkeypatch.chdir(tmp_path)  # where the default --out (runs/...) would be written
     code, _, err = run_main(monkeypatch, capsys, *args)
     assert code == 2
     assert err.startswith("error: ") and message in err and len(err.strip().splitlines()) == 1, err
+    assert list(tmp_path.iterdir()) == []  # refused before anything was written
 
 
 def test_unknown_option_is_a_usage_error(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:

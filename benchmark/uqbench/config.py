@@ -109,7 +109,7 @@ def resolve(*, segmenter: str, uncertainty: str, detector: str | None, loss: str
         if iterations < 1:
             raise UsageError(f"--iterations {iterations}: must be at least 1")
         recipe = replace(recipe, iterations=iterations)
-    reg.entry(LOSS, recipe.loss.split(":")[0])
+    reg.create(LOSS, recipe.loss)  # its arguments too are checked before any work
     if samples is None:
         samples = umap.samples
     elif umap.samples == 1 and samples != 1:
