@@ -385,6 +385,24 @@ def test_a_full_disk_is_one_line_and_the_rerun_completes(monkeypatch: pytest.Mon
     assert code == 0 and (out / "fold1" / "results.json").is_file() and (out / "summary.json").is_file()
 
 
+@pytest.mark.skipif(not _read_only_mount_works(), reason="unshare cannot mount a tmpfs on this machine")
+def test_a_really_full_disk_is_one_line_and_the_rerun_completes(tiny_phantom: Path) -> None:
+    """--out on a 64 KiB tmpfs: the first checkpoint does not fit. Once the file system is remounted larger,
+    the same command completes (both runs share one private mount namespace)."""
+    import shlex
+    import subprocess
+
+    cmd = shlex.join([sys.executable, "-m", "uqbench", "run", "--data", str(tiny_phantom), "--out", "/mnt/run",
+                      "--folds", "0", "--detector", "none", "--iterations", "2", "--samples", "2"])
+    script = (f"mount -t tmpfs -o size=64k none /mnt && {{ {cmd} 2>&1 >/dev/null; echo exit=$?; }}; "
+              f"mount -o remount,size=64m /mnt && {{ {cmd} >/dev/null 2>&1; echo exit=$?; }}; ls /mnt/run")
+    done = subprocess.run(["unshare", "-rm", "sh", "-c", script], capture_output=True, text=True)
+    lines = done.stdout.strip().splitlines()
+    assert len(lines) >= 3 and lines[1] == "exit=2", done.stdout
+    assert re.fullmatch(r"error: /mnt/run/fold0/\S+: No space left on device \(nothing finished is lost; run again "
+                        r"once this is fixed\)", lines[0]), lines[0]
+    assert lines[2] == "exit=0" and "summary.json" in lines[3:], done.stdout
+
 # Methods that break during a run: blamed where their output is produced, with the stage and the case.
 def _break(monkeypatch: pytest.MonkeyPatch, of: Kind[Any], make: Callable[[Any], Any]) -> None:
     """Make the run create ``make(real method)`` for kind ``of``, and the real methods for every other kind."""

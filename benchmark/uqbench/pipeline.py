@@ -28,6 +28,7 @@ from uqbench.data.preprocess import PreprocessParams, labels_to_original, map_to
 from uqbench.devices import machine
 from uqbench.errors import DataError, MethodFault, PluginError, UsageError
 from uqbench.evaluation import Volume
+from uqbench.files import write_atomic
 from uqbench.infer.postprocess import finalise
 from uqbench.kinds import DATASET, DETECTOR, LOSS, SEGMENTER, UNCERTAINTY, Kind, kind
 from uqbench.protocol import calibration
@@ -159,8 +160,7 @@ def run(cfg: RunConfig, progress: Progress | None = None) -> Summary:
                                                         multiple=seg.size_multiple, test=test, fold=k,
                                                         advance=_tracker(progress, f"fold {k} infer", len(test)))
             t2 = time.perf_counter()
-            # numpy's stub lets a **dict reach allow_pickle; these are all arrays
-            np.savez_compressed(fdir / "predictions.npz", **arrays)  # type: ignore[arg-type]  # see above
+            _write_npz(fdir / "predictions.npz", arrays)
             write_json(done, {"rows": fold_rows, "calibration": fold_calib, "train_s": t1 - t0,
                                "infer_s": t2 - t1, "device": cfg.device, "torch": torch.__version__})
         result = json.loads(done.read_text())
@@ -257,6 +257,14 @@ def _blame(cfg: RunConfig, of: Kind[Any], where: str) -> Iterator[None]:
 
 def _fault(cfg: RunConfig, of: Kind[Any], *, where: str, detail: str) -> PluginError:
     return registry().fault(of, str(cfg.method(of)), f"failed in {where}: {detail}")
+
+
+def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """Compressed arrays, written atomically (read back only after the fold's results.json says it is done)."""
+    def write(tmp: Path) -> None:
+        np.savez_compressed(tmp, **arrays)  # type: ignore[arg-type]  # the stub lets **dict reach allow_pickle
+
+    write_atomic(path, write, part=".part.npz")
 
 
 def _plugin_call(cfg: RunConfig, of: Kind[Any], fn: Callable[..., Any], *args: Any, where: str, **kwargs: Any
@@ -359,8 +367,7 @@ def _detect(cfg: RunConfig, volumes: list[Volume], *, images: dict[str, np.ndarr
                 raise PluginError(f"detector '{cfg.detector}': {exc}") from None
             probs[f"{v.patient}_{v.phase}"] = p.astype(np.float32)
             out.append(replace(v, patch_probs=p))
-        # numpy's stub lets a **dict reach allow_pickle; these are all arrays
-        np.savez_compressed(ctx.workdir / "probs.npz", **probs)  # type: ignore[arg-type]  # see above
+        _write_npz(ctx.workdir / "probs.npz", probs)
         advance(1)
     return out
 

@@ -12,7 +12,8 @@ nothing else either (tests/test_public_api.py checks it).
   the committed 4-fold split (:func:`acdc_folds`, :func:`acdc_groups`);
 - errors a method raises for bad input: ``DataError`` (a bad file or folder), ``UsageError`` (a bad argument);
 - resumable training for a trained detector: :func:`save_checkpoint` and :func:`resume_checkpoint`, the helpers
-  the harness's own training loop uses.
+  the harness's own training loop uses; :func:`save_torch` writes any torch state so that a full disk is an
+  OSError naming the file (blamed on the machine, not on the method) and a crash leaves no half-written file.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from uqbench.errors import DataError, UsageError
 from uqbench.protocol.patches import expand, grid_shape, patch_max, patch_mean
 from uqbench.train.checkpoint import resume as resume_checkpoint
 from uqbench.train.checkpoint import save as save_checkpoint
+from uqbench.train.checkpoint import save_torch
 
 __all__ = [
     "CLASS_NAMES",
@@ -50,4 +52,5 @@ __all__ = [
     "read_nifti",
     "resume_checkpoint",
     "save_checkpoint",
+    "save_torch",
 ]

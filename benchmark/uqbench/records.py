@@ -17,6 +17,8 @@ import typing
 from pathlib import Path
 from typing import Any
 
+from uqbench.files import write_atomic
+
 
 def to_json(value: Any) -> Any:
     """The JSON-able form of ``value`` (dataclasses as dicts of their fields, in field order)."""
@@ -36,9 +38,8 @@ def to_json(value: Any) -> Any:
 
 def write_json(path: Path, obj: Any) -> None:
     """Write ``obj`` as indented JSON, atomically: a reader never sees half a file (a crash leaves the old one)."""
-    tmp = path.with_name(path.name + ".part")
-    tmp.write_text(json.dumps(obj, indent=1, default=str))
-    tmp.replace(path)
+    text = json.dumps(obj, indent=1, default=str)
+    write_atomic(path, lambda tmp: tmp.write_text(text))
 
 
 def fields_to_json(value: Any) -> dict[str, Any]:

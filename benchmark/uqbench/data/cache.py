@@ -29,6 +29,7 @@ import numpy as np
 
 from uqbench.api import Case, Dataset
 from uqbench.data import preprocess as pp
+from uqbench.files import write_atomic
 
 FORMAT = 2  # part of the folder key: 2 added each case's source NIfTI header
 
@@ -70,9 +71,7 @@ def _write_case(path: Path, case: Case, params: pp.PreprocessParams) -> dict[str
     q = np.round(norm * (params.levels - 1)).astype(np.uint8)
     assert case.labels is not None
     blob = lzma.compress(_encode(q) + case.labels.tobytes(), preset=6)
-    tmp = path.with_suffix(".part")
-    tmp.write_bytes(blob)
-    tmp.replace(path)
+    write_atomic(path, lambda tmp: tmp.write_bytes(blob))
     return {"patient": case.patient, "phase": case.phase, "group": case.group, "shape": list(case.image.shape),
             "spacing": list(case.spacing), "affine": case.affine.tolist(), "height": case.height,
             "weight": case.weight, "file": path.name,

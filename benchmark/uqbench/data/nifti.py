@@ -14,6 +14,7 @@ import numpy as np
 from nibabel.openers import ImageOpener
 
 from uqbench.errors import DataError
+from uqbench.files import write_atomic
 
 
 def read(path: Path) -> tuple[np.ndarray, tuple[float, float, float], np.ndarray]:
@@ -80,6 +81,4 @@ def write(path: Path, data: np.ndarray, affine: np.ndarray, *, header: bytes | N
         img.header.set_slope_inter(quantum, 0.0)
     img.header.set_xyzt_units("mm")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".part.nii.gz")
-    nib.save(img, str(tmp))
-    tmp.replace(path)
+    write_atomic(path, lambda tmp: nib.save(img, str(tmp)), part=".part.nii.gz")

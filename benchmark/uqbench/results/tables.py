@@ -7,14 +7,13 @@ from typing import Any
 
 import pandas as pd
 
+from uqbench.files import write_atomic
 from uqbench.results.summary import METRICS, ByPhaseClass, DetectionTotals, Scores, Stat
 
 
 def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
     """Write rows as CSV atomically (a reader never sees half a file)."""
-    tmp = path.with_name(path.name + ".part")
-    pd.DataFrame(rows).to_csv(tmp, index=False, float_format="%.6f")
-    tmp.replace(path)
+    write_atomic(path, lambda tmp: pd.DataFrame(rows).to_csv(tmp, index=False, float_format="%.6f"))
 
 
 def _stats(frame: pd.DataFrame, column: str) -> ByPhaseClass:

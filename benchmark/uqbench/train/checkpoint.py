@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from uqbench.files import write_atomic
+
 if TYPE_CHECKING:  # torch is imported when used, so importing this module (uqbench.plugin does) stays cheap
     import torch
 
@@ -18,11 +20,22 @@ def save(path: Path, *, model: torch.nn.Module, opt: torch.optim.Optimizer, sche
     writing leaves the previous checkpoint)."""
     import torch
 
-    tmp = path.with_suffix(".part")
-    torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+    save_torch({"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                 "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(), "step": step, **(extra or {})},
-               tmp)
-    tmp.replace(path)
+               path)
+
+
+def save_torch(obj: Any, path: Path) -> None:
+    """``torch.save`` through memory, then an atomic write: a full disk is an OSError naming the file (torch's
+    own file writer reports it as a cryptic RuntimeError, which would blame the method) and a crash while
+    writing leaves whatever was at ``path`` before."""
+    import io
+
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    write_atomic(path, lambda tmp: tmp.write_bytes(buffer.getbuffer()))
 
 
 def resume(path: Path, *, model: torch.nn.Module, opt: torch.optim.Optimizer, sched: Any, rng: np.random.Generator,

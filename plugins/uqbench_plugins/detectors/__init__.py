@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from uqbench import Context, Detector, DetectorExample, Profile, Register, hookimpl
-from uqbench.plugin import grid_shape, patch_max, patch_mean
+from uqbench.plugin import grid_shape, patch_max, patch_mean, save_torch
 
 
 class Threshold:
@@ -98,9 +98,7 @@ class SResNetDetector:
         return sresnet.predict_slice(self.model, example, self.crop)
 
     def save(self, path: Path) -> None:
-        import torch
-
-        torch.save({"model": self.model.state_dict(), "width": self.model.width, "w_pos": self.w_pos,
+        save_torch({"model": self.model.state_dict(), "width": self.model.width, "w_pos": self.w_pos,
                     "crop": self.crop}, path)
 
     def load(self, path: Path) -> None:
