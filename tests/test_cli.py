@@ -45,7 +45,7 @@ def run_main(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
     (["run", "--precision", "fp16"], "--precision 'fp16': expected one of auto, fp32, bf16"),
     (["bench", "infer", "--precision", "half"], "--precision 'half': expected one of auto, fp32, bf16"),
     (["run", "--uncertainty", "emap", "--samples", "5"], "--samples 5: uncertainty map 'emap' uses one deterministic"),
-    (["run", "--samples", "1"], "--samples 1: uncertainty map 'bmap' needs at least 2"),
+    (["run", "--samples", "0"], "--samples 0: must be at least 1"),
     (["run", "--iterations", "0"], "--iterations 0: must be at least 1"),
     (["run", "--data", "/no/such/folder"], "--data /no/such/folder: not a folder"),
     (["run", "--failure-preset", "papr"], "unknown failure preset 'papr': expected one of paper, seed"),

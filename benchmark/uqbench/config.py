@@ -35,7 +35,7 @@ class RunConfig:
     dataset: str
     folds: tuple[int, ...]
     profile: Profile
-    samples: int  # MC samples T (1: one deterministic pass)
+    samples: int  # MC samples T (an MC map at T = 1: one stochastic pass; a one-pass map: one deterministic pass)
     device: str  # "cpu" or "cuda"
     seed: int
     out: Path
@@ -114,8 +114,8 @@ def resolve(*, segmenter: str, uncertainty: str, detector: str | None, loss: str
         samples = umap.samples
     elif umap.samples == 1 and samples != 1:
         raise UsageError(f"--samples {samples}: uncertainty map '{uncertainty}' uses one deterministic pass")
-    elif umap.samples > 1 and samples < 2:
-        raise UsageError(f"--samples {samples}: uncertainty map '{uncertainty}' needs at least 2 MC samples")
+    elif samples < 1:  # an MC map with one sample is one stochastic pass (the paper's Table V, T = 1)
+        raise UsageError(f"--samples {samples}: must be at least 1")
     try:
         rule = failure_rules.preset(failure_preset)
     except ValueError as exc:

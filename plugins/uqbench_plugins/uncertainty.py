@@ -35,7 +35,8 @@ class BayesianMap:
     """b-map (paper Eq. 1): mean over classes of the per-class sample std over T MC-dropout samples, in [0, 1].
 
     The std uses T - 1 in the denominator, as Eq. 1. It is divided by 0.5 * sqrt(T / (T - 1)), the largest
-    std a probability can have across T samples, so the map lies in [0, 1] whatever T is."""
+    std a probability can have across T samples, so the map lies in [0, 1] whatever T is. One sample (the
+    paper's Table V, T = 1) shows no spread: the map is 0."""
 
     name = "bmap"
     samples = 10
@@ -44,7 +45,7 @@ class BayesianMap:
     def __call__(self, probs: Any) -> Any:
         t = probs.shape[0]
         if t < 2:
-            raise ValueError("bmap needs at least 2 MC samples")
+            return probs.new_zeros((probs.shape[1], *probs.shape[3:]))
         std = probs.float().std(0, unbiased=True)
         return (std.mean(1) / (0.5 * math.sqrt(t / (t - 1)))).clamp(0, 1)
 
@@ -52,7 +53,7 @@ class BayesianMap:
         """The same from running statistics: the unbiased variance is T / (T - 1) times the population one."""
         t = m.samples
         if t < 2:
-            raise ValueError("bmap needs at least 2 MC samples")
+            return m.mean.new_zeros((m.mean.shape[0], *m.mean.shape[2:]))
         assert m.variance is not None
         var = m.variance.clamp_min(0) * (t / (t - 1))
         return (var.sqrt().mean(1) / (0.5 * math.sqrt(t / (t - 1)))).clamp(0, 1)
@@ -63,22 +64,18 @@ class MutualInformation:
     H(mean_t p_t) - mean_t H(p_t) (BALD), divided by log C so the map lies in [0, 1].
 
     It is the part of the predictive entropy that comes from disagreement between samples (epistemic);
-    identical samples give 0."""
+    identical samples, and a single one, give 0."""
 
     name = "mi"
     samples = 10
     needs = frozenset({"mean_entropy"})
 
     def __call__(self, probs: Any) -> Any:
-        if probs.shape[0] < 2:
-            raise ValueError("mi needs at least 2 MC samples")
         p = probs.float()
         expected = -(p * p.clamp_min(1e-12).log()).sum(2).mean(0)
         return self.from_moments(Moments(samples=p.shape[0], mean=p.mean(0), variance=None, mean_entropy=expected))
 
     def from_moments(self, m: Moments) -> Any:
-        if m.samples < 2:
-            raise ValueError("mi needs at least 2 MC samples")
         assert m.mean_entropy is not None
         return ((_entropy(m.mean) - m.mean_entropy) / math.log(m.mean.shape[1])).clamp(0, 1)
 

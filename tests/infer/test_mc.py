@@ -62,3 +62,19 @@ def test_moments_of_groups_of_samples_equal_the_stacked_statistics() -> None:
     torch.testing.assert_close(m.mean, probs.mean(0))
     torch.testing.assert_close(m.variance, probs.var(0, unbiased=False), atol=1e-7, rtol=1e-5)
     torch.testing.assert_close(m.mean_entropy, -(probs * probs.log()).sum(2).mean(0))
+
+
+def test_one_sample_of_an_mc_map_is_a_stochastic_pass_and_emap_stays_deterministic() -> None:
+    """The paper's Table V row T = 1 is one MC-dropout pass: with an MC map, one sample depends on the seed;
+    a map that declares one sample (emap) gets the deterministic network whatever the seed."""
+    seg = registry().create("segmenter", "drn")
+    model = seg.build(in_channels=1, num_classes=4, dropout=0.5, width=0.125)
+    image = np.random.default_rng(0).random((2, 40, 48)).astype(np.float32)
+
+    def mean(name: str, seed: int) -> np.ndarray:
+        umap = registry().create("uncertainty", name)
+        return predict_volume(model, image, umap=umap, samples=1, multiple=seg.size_multiple, device="cpu",
+                              seed=seed)[0]
+
+    assert not np.allclose(mean("bmap", 0), mean("bmap", 1))
+    np.testing.assert_array_equal(mean("emap", 0), mean("emap", 1))

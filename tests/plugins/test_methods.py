@@ -31,6 +31,17 @@ def test_bmap_reaches_its_largest_value_for_alternating_one_hot_samples() -> Non
     assert registry().create("uncertainty", "bmap")(p).item() == pytest.approx(0.5)
 
 
+
+def test_variance_maps_of_one_sample_are_zero_stacked_and_streamed() -> None:
+    """One stochastic pass (the paper's Table V, T = 1) shows no spread between samples."""
+    from uqbench.infer.mc import moments
+
+    one = _probs(1)
+    for name in ("bmap", "mi"):
+        umap = registry().create("uncertainty", name)
+        assert torch.equal(umap(one), torch.zeros(2, 3, 3)), name
+        assert torch.allclose(umap.from_moments(moments(one)), torch.zeros(2, 3, 3), atol=1e-6), name
+
 def test_emap_is_normalised_entropy_of_the_mean() -> None:
     uniform = torch.full((1, 1, 4, 2, 2), 0.25)
     assert torch.allclose(registry().create("uncertainty", "emap")(uniform), torch.ones(1, 2, 2))

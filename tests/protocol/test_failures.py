@@ -94,6 +94,63 @@ def test_failure_map_is_or_over_classes() -> None:
     assert f[2:6, 2:6].all()
 
 
+
+def _square(size: int = 24, *, rows: tuple[int, int] = (4, 16), cols: tuple[int, int] = (4, 16)) -> np.ndarray:
+    """An LV square over ``rows`` x ``cols`` (end exclusive) in slices 0 and 1 (the apex), none in slice 2;
+    the tests put their errors in slice 0, where every rule applies."""
+    vol = np.zeros((3, size, size), np.uint8)
+    vol[:2, rows[0]:rows[1], cols[0]:cols[1]] = 3
+    return vol
+
+
+def test_inside_distance_is_to_the_contour_not_to_the_nearest_outside_voxel() -> None:
+    """Square rows/cols 4..15; its contour is rows 4 and 15 and cols 4 and 15. Missing rows 4..6 leaves errors
+    at contour distance 0, 1, 2: all tolerated (the nearest voxel *outside*, row 3, is 3 away from row 6).
+    Missing rows 4..7 adds row 7, 3 from row 4: beyond where the side contours are 3 or more away, cols 7..12."""
+    ref = _square()
+    pred = ref.copy()
+    pred[0, 4:7, 4:16] = 0
+    assert not failure_map(pred, ref).any()
+    pred[0, 7, 4:16] = 0
+    f = failure_map(pred, ref)
+    assert f.sum() == 6 and f[0, 7, 7:13].all()
+
+
+def test_a_structure_on_the_image_edge_has_its_contour_there() -> None:
+    """Square cols 0..11: col 0 lies on the image edge and is contour, so missing cols 0..2 (distances 0, 1, 2)
+    is tolerated; col 3 is 3 from the edge and, in rows 7..12, 3 or more from rows 4 and 15: 6 failures."""
+    ref = _square(cols=(0, 12))
+    pred = ref.copy()
+    pred[0, 4:16, 0:3] = 0
+    assert not failure_map(pred, ref).any()
+    pred[0, 4:16, 3] = 0
+    f = failure_map(pred, ref)
+    assert f.sum() == 6 and f[0, 7:13, 3].all()
+
+
+def test_seed_code_truncates_distance_minus_margin_toward_zero() -> None:
+    """At 1.25 mm, errors 1..4 voxels right of the square (rows 6..8, cols 16..19) are 1.25..5 mm from the
+    contour: 5 mm exceeds 4.6 mm by 0.4 mm, which truncates to 0, so nothing is beyond tolerance; without
+    truncation the whole 12-voxel component fails. Col 20 (6.25 mm, 1.65 over) makes the component of 15 fail."""
+    ref = _square()
+    pred = ref.copy()
+    pred[0, 6:9, 16:20] = 3
+    assert not failure_map(pred, ref, rule=SEED_CODE, spacing=1.25).any()
+    assert failure_map(pred, ref, rule=replace(SEED_CODE, truncate=False), spacing=1.25).sum() == 12
+    pred[0, 6:9, 20] = 3
+    assert failure_map(pred, ref, rule=SEED_CODE, spacing=1.25).sum() == 15
+
+
+def test_seed_code_inside_margin_is_3_1_mm_at_the_given_spacing() -> None:
+    """Missing rows 4..8 of the square (contour distances 0..4 voxels), cols 4..15: at 1 mm row 8 is 4 mm,
+    0.9 over 3.1 (truncates to 0), so all are tolerated; at 2 mm row 7 is 6 mm, beyond, and the whole
+    60-voxel component fails."""
+    ref = _square()
+    pred = ref.copy()
+    pred[0, 4:9, 4:16] = 0
+    assert not failure_map(pred, ref, rule=SEED_CODE, spacing=1.0).any()
+    assert failure_map(pred, ref, rule=SEED_CODE, spacing=2.0).sum() == 60
+
 # --- the seed-code preset, one rule per test -------------------------------------------------------
 
 def test_seed_code_margins_are_in_mm() -> None:
@@ -185,9 +242,17 @@ def test_rule_hash_is_stable_and_changes_with_any_parameter() -> None:
                replace(PAPER, connectivity=8).digest(), replace(PAPER, min_cluster=11).digest(),
                replace(PAPER, mark="component").digest(), replace(PAPER, apical_tolerance=False).digest(),
                replace(PAPER, apical_min_cluster=2).digest(), replace(PAPER, unlabelled="size-rule").digest(),
-               SEED_CODE.digest()}
-    assert PAPER.digest() not in changed and len(changed) == 9
+               replace(PAPER, truncate=True).digest(), SEED_CODE.digest()}
+    assert PAPER.digest() not in changed and len(changed) == 10
     assert PAPER.record()["hash"] == PAPER.digest()
+
+
+def test_a_rule_recorded_under_the_old_definition_is_refused() -> None:
+    """Version 1 measured inside distances to the nearest voxel outside the structure: its numbers are not
+    comparable with today's, so its record no longer reads back."""
+    old = PAPER.record() | {"definition_version": 1}
+    with pytest.raises(ValueError, match="definition version 1; this uqbench has 2"):
+        FailureRule.from_record(old)
 
 
 def test_unknown_preset_and_bad_parameters_are_value_errors() -> None:

@@ -14,8 +14,10 @@ from uqbench.protocol.metrics import FOREGROUND
 
 
 def failure_map_loop(pred: np.ndarray, ref: np.ndarray, *, rule: FailureRule, spacing: float = 1.4) -> np.ndarray:
-    """Failure voxels computed slice by slice and class by class with plain scipy calls."""
-    outside, inside = rule.tolerances(spacing)
+    """Failure voxels computed slice by slice and class by class with plain scipy calls, the way the authors'
+    code does it: a distance transform of the contour, minus the margin, kept as an integer when the rule
+    truncates."""
+    sampling = spacing if rule.unit == "mm" else 1.0
     structure = ndimage.generate_binary_structure(2, 1 if rule.connectivity == 4 else 2)
     labelled = [bool(ref[z].any()) for z in range(ref.shape[0])]
     apex = max((z for z, has in enumerate(labelled) if has), default=-1)
@@ -32,8 +34,10 @@ def failure_map_loop(pred: np.ndarray, ref: np.ndarray, *, rule: FailureRule, sp
             if not r.any() or (z == apex and not rule.apical_tolerance):
                 beyond = err.copy()
             else:
-                beyond = err & ~r & (ndimage.distance_transform_edt(~r) > outside)
-                beyond |= err & r & (ndimage.distance_transform_edt(r) > inside)
+                edge = r ^ ndimage.binary_erosion(r, ndimage.generate_binary_structure(2, 1))
+                dist = ndimage.distance_transform_edt(~edge, sampling=(sampling, sampling))
+                excess = dist - np.where(r, rule.inside, rule.outside)
+                beyond = err & ((np.trunc(excess) if rule.truncate else excess) > 0)
             minimum = rule.apical_min_cluster if z == apex else rule.min_cluster
             comp, n = ndimage.label(err, structure)
             for k in range(1, n + 1):

@@ -41,7 +41,7 @@ def run_cmd(
     dataset: Annotated[str, typer.Option("--dataset", help="Reader for --data.")] = "acdc",
     folds: Annotated[str, typer.Option("--folds", help="Comma list of test folds.")] = "0,1,2,3",
     profile: options.Profile = None,
-    samples: Annotated[int | None, typer.Option("--samples", help="MC samples T (default: the map's).")] = None,
+    samples: Annotated[int | None, typer.Option("--samples", help="MC samples T (default: the map's); 1 with an MC map is one stochastic pass.")] = None,
     device: options.Device = "auto",
     precision: options.Precision = "auto",
     iterations: Annotated[int | None, typer.Option(

@@ -80,7 +80,9 @@ def predict_volume(model: nn.Module, image: np.ndarray, *, umap: UncertaintyMap,
                    ) -> tuple[np.ndarray, np.ndarray]:
     """(mean softmax [Z, C, Y, X], uncertainty [Z, Y, X]) for a [Z, Y, X] image on the network grid.
 
-    ``samples == 1`` is one deterministic pass (dropout off); more is MC dropout with that many passes,
+    A map that declares one sample (``umap.samples == 1``, e.g. emap) gets one deterministic pass, dropout off;
+    an MC map gets MC dropout with ``samples`` passes, one stochastic pass when ``samples == 1`` (the paper's
+    Table V, T = 1, row), with
     ``per_pass`` samples per forward pass (the slices repeated; default: all T on CUDA, where one large
     batch is fastest, one at a time on CPU, where stacking is slower). Maps with ``from_moments`` get running
     sums and the T samples are never held together; other maps get the stacked samples. ``precision`` bf16
@@ -90,7 +92,7 @@ def predict_volume(model: nn.Module, image: np.ndarray, *, umap: UncertaintyMap,
     h, w = image.shape[1:]
     ph, pw = -h % multiple, -w % multiple
     x = torch.from_numpy(np.pad(image, ((0, 0), (0, ph), (0, pw)))[:, None]).to(device)
-    if samples > 1:
+    if umap.samples > 1:
         mc_mode(model)
     else:
         model.eval()

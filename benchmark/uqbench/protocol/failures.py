@@ -5,12 +5,17 @@ Everything is computed per 2-D slice in the 1.4 mm grid, per class c in {RV, MYO
 reference. Slice order: z = 0 is the base, the highest slice holding reference labels is the apex
 (true of all 200 ACDC training volumes).
 
-``paper`` (the text of section V-B; the default):
+Distance to the boundary, both presets (the authors' `compute_slice_distance_transform_for_structure` in
+datasets/ACDC/detection/distance_transforms.py of toologicbv/cardiacSegUncertainty): the *contour* of c in a
+slice is the set of voxels of c with a 4-neighbour that is not c (outside the image counts as not c); an error
+voxel's distance is the in-plane Euclidean distance to the nearest contour voxel, inside c as well as outside.
+A contour voxel is at distance 0, so it is always tolerated.
+
+``paper`` (the text of section V-B):
 
 1. error voxels of c: where (prediction == c) differs from (reference == c);
-2. tolerated: an error outside the reference structure c within 3 voxels of it (Euclidean distance to
-   the nearest voxel of c <= 3), or inside it within 2 voxels of its boundary (distance to the nearest
-   voxel not of c <= 2); where c is absent from the reference slice nothing is tolerated;
+2. tolerated: an error outside c within 3 voxels of the contour (distance <= 3), or inside c within 2 voxels
+   of it (distance <= 2); where c is absent from the reference slice nothing is tolerated;
 3. a non-tolerated error voxel is a failure when its 4-connected cluster of error voxels of c (tolerated
    ones included) has at least 10 voxels;
 4. in the most apical labelled slice, non-tolerated errors are failures whatever the cluster size;
@@ -18,25 +23,27 @@ reference. Slice order: z = 0 is the base, the highest slice holding reference l
    is a failure;
 6. a voxel's failure label is the OR over classes.
 
-``seed-code`` (the authors' released code): margins of 4.6 mm outside and 3.1 mm inside; a whole
-4-connected error component, tolerated voxels included, is a failure when it has at least 10 voxels and
-at least one voxel beyond tolerance; in the apical slice the distance rule is dropped (every error is
-beyond tolerance) and the minimum component size is 15; where c is absent from the reference slice
-(so in every unlabelled slice too) all its errors are beyond tolerance and the size rule still applies.
+``seed-code`` (the authors' released code: `generate_adjusted_dt_map` and `FilterSegErrors` in the same file):
+distances in mm at the grid's in-plane spacing, margins 4.6 mm outside and 3.1 mm inside, and the authors'
+integer storage: they keep distance-minus-margin in an integer array, truncated toward zero, so a voxel is
+beyond tolerance only when its distance exceeds the margin by at least 1 mm; a whole 4-connected error
+component, tolerated voxels included, is a failure when it has at least 10 voxels and at least one voxel beyond
+tolerance; in the apical slice the distance rule is dropped (every error is beyond tolerance) and the minimum
+component size is 15; where c is absent from the reference slice (so in every unlabelled slice too) all its
+errors are beyond tolerance and the size rule still applies.
 
 A :class:`FailureRule` holds every choice; its ``digest()`` (with ``DEFINITION_VERSION``, bumped whenever
-this code changes what a parameter means) is recorded in every result so numbers made under different
-definitions are never compared by accident.
+this code changes what a parameter means: 2 since the distance is to the contour on both sides) is recorded
+in every result so numbers made under different definitions are never compared by accident.
 
-Speed: the whole volume is done at once per class. "Within distance t of c" is membership of the
-dilation of c by the in-plane disk of radius t (lattice offsets with dy^2 + dx^2 <= t^2), "farther than t
-from any voxel not of c" membership of the erosion of c by that disk; both equal thresholding a per-slice
-Euclidean distance transform, are computed on the bounding box of c grown by the radius plus one (exact:
-that margin is not c, and outside the image counts as nothing, as for a distance transform), and are
-cheaper. A 3-D labelling with no through-plane neighbours is per-slice labelling. The volume is first
-cropped to the in-plane bounding box of all foreground grown by one voxel, then each class to the box of
-its errors grown by the largest tolerance plus two (exact: whatever decides an error's tolerance lies
-within its tolerance, and a cluster lies within the box of its errors).
+Speed: the whole volume is done at once per class. "Tolerated" is membership of the dilation of the contour
+by the set of in-plane lattice offsets whose distance is within tolerance, computed with the same floating-point
+arithmetic as scipy's distance transform (sqrt((dy s)^2 + (dx s)^2)); since tolerance only shrinks as the
+distance grows, that equals thresholding a per-slice distance transform of the contour. A 3-D operation with
+no through-plane neighbours is a per-slice one. The volume is first cropped to the in-plane bounding box of
+all foreground grown by one voxel (the contour is taken there: a class voxel on the crop's edge is on the
+image's edge), then each class to the box of its errors grown by the largest tolerance plus two (exact: every
+contour voxel within tolerance of an error lies in it, and a cluster lies within the box of its errors).
 """
 
 from __future__ import annotations
@@ -53,7 +60,7 @@ from scipy import ndimage
 from uqbench.protocol.metrics import FOREGROUND, bounding_box
 from uqbench.records import fields_from_json
 
-DEFINITION_VERSION = 1
+DEFINITION_VERSION = 2
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -64,6 +71,7 @@ class FailureRule:
     outside: float = 3.0
     inside: float = 2.0
     unit: Literal["voxel", "mm"] = "voxel"
+    truncate: bool = False  # beyond only when distance - margin >= 1 unit (the authors' integer storage)
     connectivity: Literal[4, 8] = 4
     min_cluster: int = 10
     mark: Literal["beyond", "component"] = "beyond"  # failure voxels of a qualifying cluster
@@ -103,14 +111,19 @@ class FailureRule:
                              f"to {rule.digest()} (edited by hand?)")
         return rule
 
-    def tolerances(self, spacing: float) -> tuple[float, float]:
-        """(outside, inside) in voxels of a grid with in-plane ``spacing`` mm."""
-        scale = 1.0 / spacing if self.unit == "mm" else 1.0
-        return self.outside * scale, self.inside * scale
+    def within(self, margin: float, spacing: float) -> np.ndarray:
+        """The in-plane offsets [1, H, W] (centred) whose distance is within tolerance ``margin`` (one of
+        ``outside``, ``inside``) on a grid with in-plane ``spacing`` mm."""
+        step = spacing if self.unit == "mm" else 1.0  # one voxel, in the rule's unit
+        r = int(np.floor((margin + 1) / step)) + 1  # every offset within tolerance has distance < margin + 1
+        yy, xx = np.mgrid[-r:r + 1, -r:r + 1]
+        dist = np.sqrt((yy * step) ** 2 + (xx * step) ** 2)  # scipy's distance transform, to the last bit
+        beyond = np.trunc(dist - margin) > 0 if self.truncate else dist > margin
+        return np.asarray(~beyond[None])
 
 
 PAPER = FailureRule()
-SEED_CODE = FailureRule(name="seed-code", outside=4.6, inside=3.1, unit="mm", mark="component",
+SEED_CODE = FailureRule(name="seed-code", outside=4.6, inside=3.1, unit="mm", truncate=True, mark="component",
                         apical_tolerance=False, apical_min_cluster=15, unlabelled="size-rule")
 PRESETS = {r.name: r for r in (PAPER, SEED_CODE)}
 
@@ -129,13 +142,6 @@ def apex_index(ref: np.ndarray) -> int:
     return int(labelled.max()) if labelled.size else -1
 
 
-def _disk(radius: float) -> np.ndarray:
-    r = int(np.floor(radius))
-    yy, xx = np.mgrid[-r:r + 1, -r:r + 1]
-    disk: np.ndarray = (yy * yy + xx * xx <= radius * radius)[None]
-    return disk
-
-
 def _box(mask: np.ndarray, margin: int) -> tuple[slice, ...]:
     """Every slice, cropped in-plane to the box of ``mask`` (not empty) over all slices, grown by ``margin``."""
     yx = bounding_box(np.asarray(mask.any(0)), margin)
@@ -143,22 +149,20 @@ def _box(mask: np.ndarray, margin: int) -> tuple[slice, ...]:
     return (slice(None), *yx)
 
 
-def _near(mask: np.ndarray, radius: float) -> np.ndarray:
-    """Voxels whose in-plane Euclidean distance to ``mask`` (same slice) is at most ``radius``."""
-    out = np.zeros_like(mask)
-    if mask.any():
-        box = _box(mask, int(np.floor(radius)) + 1)
-        out[box] = ndimage.binary_dilation(mask[box], _disk(radius))
-    return out
+_CROSS = ndimage.generate_binary_structure(2, 1)[None]  # in-plane 4-neighbours, none through-plane
 
 
-def _deep(mask: np.ndarray, radius: float) -> np.ndarray:
-    """Voxels of ``mask`` farther than ``radius`` from every in-image voxel outside it (same slice)."""
-    out = np.zeros_like(mask)
-    if mask.any():
-        box = _box(mask, 1)
-        out[box] = ndimage.binary_erosion(mask[box], _disk(radius), border_value=1)
-    return out
+def contour(mask: np.ndarray) -> np.ndarray:
+    """Voxels of ``mask`` [Z, Y, X] with an in-plane 4-neighbour outside it (the image edge counts as outside)."""
+    inner = ndimage.binary_erosion(mask, _CROSS, border_value=0)
+    return np.asarray(mask & ~inner)
+
+
+def _near(edge: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """Voxels within ``offsets`` of a voxel of ``edge`` in the same slice."""
+    if not edge.any():
+        return np.zeros_like(edge)
+    return np.asarray(ndimage.binary_dilation(edge, offsets))
 
 
 def failure_map(pred: np.ndarray, ref: np.ndarray, *, rule: FailureRule = PAPER, spacing: float = 1.4
@@ -177,20 +181,21 @@ def failure_map(pred: np.ndarray, ref: np.ndarray, *, rule: FailureRule = PAPER,
     labelled = np.asarray(r.reshape(nz, -1).any(1))
     apex = apex_index(r)
     is_apex = (np.arange(nz) == apex)[:, None, None]
-    outside, inside = rule.tolerances(spacing)
+    near_out, near_in = rule.within(rule.outside, spacing), rule.within(rule.inside, spacing)
     structure = np.zeros((3, 3, 3), dtype=bool)
     structure[1] = ndimage.generate_binary_structure(2, 1 if rule.connectivity == 4 else 2)
     min_size = np.where(is_apex, rule.apical_min_cluster, rule.min_cluster)
-    margin = int(np.floor(max(outside, inside))) + 2  # every voxel within tolerance of an error is in the box
+    margin = max(near_out.shape[1], near_in.shape[1]) // 2 + 2  # every contour voxel that tolerates an error
     fails = np.zeros(r.shape, dtype=bool)
     for c in FOREGROUND:
         err_all = (p == c) != (r == c)
         if not err_all.any():
             continue
+        edge_all = contour(r == c)
         cbox = _box(err_all, margin)
-        err, rc = err_all[cbox], r[cbox] == c
-        # where c is absent from the reference slice, nothing is near it: every error is beyond tolerance
-        beyond = err & np.where(rc, _deep(rc, inside), ~_near(rc, outside))
+        err, rc, edge = err_all[cbox], r[cbox] == c, edge_all[cbox]
+        # where c is absent from the reference slice there is no contour: every error is beyond tolerance
+        beyond = err & ~np.where(rc, _near(edge, near_in), _near(edge, near_out))
         if not rule.apical_tolerance:
             beyond |= err & is_apex
         comp, n = ndimage.label(err, structure)
