@@ -50,6 +50,7 @@ def run_main(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
     (["run", "--data", "/no/such/folder"], "--data /no/such/folder: not a folder"),
     (["run", "--failure-preset", "papr"], "unknown failure preset 'papr': expected one of paper, seed"),
     (["run", "--correction", "all"], "--correction 'all': expected one of patch, failures-only"),
+    (["run", "--detector-training", "both"], "--detector-training 'both': expected one of out-of-fold, in-sample"),
     (["plugins", "--kind", "segmenters"], "--kind 'segmenters': expected one of"),
     (["bench", "metrics", "--volumes", "1"], "--volumes 1: need at least 2"),
     (["bench", "train", "--iterations", "0"], "--iterations 0: must be at least 1"),

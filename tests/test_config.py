@@ -47,7 +47,7 @@ def test_the_record_keeps_the_keys_config_json_always_had(tmp_path: Path) -> Non
     record = _resolve(tmp_path).record()
     assert list(record) == ["segmenter", "uncertainty", "detector", "loss", "data", "dataset", "folds", "profile",
                             "samples", "device", "seed", "out", "recipe", "preprocess", "failure_rule", "correction",
-                            "precision"]
+                            "precision", "detector_training"]  # the last added by issue 11
     assert record["profile"] == "quick" and record["folds"] == [0, 1] and record["recipe"]["loss"] == "ce"
     assert record["failure_rule"]["hash"] == SEED_CODE.digest() and record["out"] == str(tmp_path / "run")
 

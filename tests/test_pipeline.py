@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import nibabel as nib
 import numpy as np
@@ -13,6 +13,7 @@ import pytest
 
 from uqbench import config, pipeline
 from uqbench.data import layout, nifti
+from uqbench.data.folds import acdc_folds
 from uqbench.devices import cpu_model
 from uqbench.errors import DataError, UsageError
 from uqbench.protocol.metrics import dice
@@ -174,3 +175,71 @@ def test_a_bad_detector_argument_is_refused_before_any_work(tiny_phantom: Path, 
     with pytest.raises(UsageError, match="detector 'sresnet:0': bad arguments"):
         _cfg(tiny_phantom, tmp_path / "run", detector="sresnet:0")
     assert not (tmp_path / "run").exists()
+
+
+
+class _Recorder:
+    """A detector wrapper recording the image slices each instance (one per fold, in fold order) learns from and
+    scores."""
+
+    log: ClassVar[list[tuple[str, int, bytes]]] = []
+    made: ClassVar[int] = 0
+
+    def __init__(self, real: Any) -> None:
+        self.real, self.id = real, _Recorder.made
+        _Recorder.made += 1
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(self.real, attr)
+
+    def fit(self, examples: Any, ctx: Any) -> None:
+        self.log.extend(("fit", self.id, ex.image.tobytes()) for ex in examples)
+        self.real.fit(examples, ctx)
+
+    def predict(self, example: Any) -> Any:
+        self.log.append(("predict", self.id, example.image.tobytes()))
+        return self.real.predict(example)
+
+
+@pytest.mark.parametrize("mode", ["in-sample", "out-of-fold"])
+def test_no_detector_is_evaluated_on_a_patient_it_learnt_from(tiny_phantom: Path, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch, mode: str) -> None:
+    """In-sample (paper V-B), fold k's detector learns from fold k's own training patients; out of fold, from
+    the other run folds' test patients, never from fold k's. Either way it scores only fold k's patients."""
+    real, real_detect = pipeline.registry(), pipeline._detect
+    patient_of: dict[bytes, str] = {}  # an image slice, as the detector sees it -> its patient
+
+    class Registry:
+        def __getattr__(self, attr: str) -> object:
+            return getattr(real, attr)
+
+        def create(self, kind: Any, spec: str, *args: object) -> object:
+            method = real.create(kind, spec, *args)
+            return _Recorder(method) if kind.name == "detector" else method
+
+    def detect(cfg: Any, volumes: Any, *, images: dict[str, np.ndarray], **kw: Any) -> Any:
+        patient_of.update((im[z].tobytes(), key.split("_")[0]) for key, im in images.items()
+                          for z in range(im.shape[0]))
+        return real_detect(cfg, volumes, images=images, **kw)
+
+    _Recorder.log, _Recorder.made = [], 0
+    monkeypatch.setattr(pipeline, "registry", Registry)
+    monkeypatch.setattr(pipeline, "_detect", detect)
+    pipeline.run(_cfg(tiny_phantom, tmp_path / "run", detector_training=mode, folds=[0, 1]))
+    fold_of = {p: f for p, f in acdc_folds().items() if (tiny_phantom / p).is_dir()}
+    assert sorted(fold_of.values()) == [0, 1, 2, 3]  # one patient per fold
+    for k in (0, 1):
+        fit = {patient_of[b] for what, who, b in _Recorder.log if what == "fit" and who == k}
+        scored = {patient_of[b] for what, who, b in _Recorder.log if what == "predict" and who == k}
+        assert scored == {p for p, f in fold_of.items() if f == k}
+        assert not fit & scored
+        if mode == "in-sample":
+            assert fit == {p for p, f in fold_of.items() if f != k}  # every training patient of fold k
+        else:
+            assert fit == {p for p, f in fold_of.items() if f == 1 - k}  # the other run fold's test patient
+
+
+def test_in_sample_detection_runs_with_one_fold(tiny_phantom: Path, tmp_path: Path) -> None:
+    summary = pipeline.run(_cfg(tiny_phantom, tmp_path / "run", folds=[0], detector_training="in-sample"))
+    assert summary.corrected is not None and summary.notes == []
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["detector_training"] == "in-sample"

@@ -14,7 +14,7 @@ from uqbench.devices import Precision, resolve_device, resolve_precision, resolv
 from uqbench.errors import DataError, PluginError, UsageError
 from uqbench.kinds import DATASET, DETECTOR, KINDS, LOSS, SEGMENTER, UNCERTAINTY, Kind
 from uqbench.protocol import failures as failure_rules
-from uqbench.protocol.detection import MODES, CorrectionMode
+from uqbench.protocol.detection import MODES, TRAINING_DATA, CorrectionMode, DetectorTraining
 from uqbench.records import fields_from_json, fields_to_json
 from uqbench.registry import registry
 
@@ -44,6 +44,7 @@ class RunConfig:
     failure_rule: failure_rules.FailureRule
     correction: CorrectionMode
     precision: Precision
+    detector_training: DetectorTraining  # in-sample: fold k's own training patients; out-of-fold: other folds
 
     def record(self) -> dict[str, Any]:
         """The JSON form config.json holds (with PROVENANCE_KEYS added by the run)."""
@@ -85,7 +86,8 @@ def read(path: Path) -> RunConfig:
 def resolve(*, segmenter: str, uncertainty: str, detector: str | None, loss: str | None, data: Path | None,
             dataset: str, folds: list[int], profile: str | None, samples: int | None, device: str, seed: int,
             out: Path | None, iterations: int | None = None, failure_preset: str = "paper",
-            correction: str = "patch", precision: str = "auto") -> RunConfig:
+            correction: str = "patch", precision: str = "auto", detector_training: str = "out-of-fold"
+            ) -> RunConfig:
     """Check every option against the registry and the machine; UsageError names the bad one."""
     reg = registry()
     seg = reg.create(SEGMENTER, segmenter)
@@ -122,6 +124,8 @@ def resolve(*, segmenter: str, uncertainty: str, detector: str | None, loss: str
         raise UsageError(f"--failure-preset: {exc}") from None
     if correction not in MODES:
         raise UsageError(f"--correction {correction!r}: expected one of {', '.join(MODES)}")
+    if detector_training not in TRAINING_DATA:
+        raise UsageError(f"--detector-training {detector_training!r}: expected one of {', '.join(TRAINING_DATA)}")
     if data is not None and not data.is_dir():
         raise UsageError(f"--data {data}: not a folder")
     if not folds:
@@ -132,7 +136,8 @@ def resolve(*, segmenter: str, uncertainty: str, detector: str | None, loss: str
         raise UsageError(f"--out {out}: is a file, not a folder")
     source = "phantom" if data is None else data.name
     out = out or Path("runs") / f"{segmenter}-{uncertainty}-{source}-{prof.value}".replace(":", "_").replace("/", "_")
-    return RunConfig(segmenter=segmenter, uncertainty=uncertainty, detector=detector, loss=recipe.loss,
+    return RunConfig(segmenter=segmenter, uncertainty=uncertainty, detector=detector,
+                     detector_training=detector_training, loss=recipe.loss,
                      data=None if data is None else str(data.resolve()), dataset=dataset, folds=tuple(folds),
                      profile=prof, samples=samples, device=dev, seed=seed, out=out, recipe=recipe,
                      preprocess=PreprocessParams(), failure_rule=rule, correction=correction,

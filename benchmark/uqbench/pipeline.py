@@ -33,7 +33,7 @@ from uqbench.infer.postprocess import finalise
 from uqbench.kinds import DATASET, DETECTOR, LOSS, SEGMENTER, UNCERTAINTY, Kind, kind
 from uqbench.protocol import calibration
 from uqbench.protocol import failures as failure_rules
-from uqbench.protocol.detection import check_patch_probabilities, correct, voxels_per_patch
+from uqbench.protocol.detection import DetectorTraining, check_patch_probabilities, correct, voxels_per_patch
 from uqbench.protocol.patches import expand
 from uqbench.records import from_json, write_json
 from uqbench.registry import registry
@@ -141,6 +141,8 @@ def run(cfg: RunConfig, progress: Progress | None = None) -> Summary:
     rows: list[dict[str, Any]] = []
     calib = np.zeros((len(CLASS_NAMES), calibration.BINS, 3))
     brier, voxels = 0.0, 0
+    in_sample = cfg.detector is not None and cfg.detector_training == "in-sample"
+    training: dict[int, list[Volume]] = {}  # in-sample: fold k's predictions of its own training patients
     for k in cfg.folds:
         fdir = out / f"fold{k}"
         fdir.mkdir(exist_ok=True)
@@ -160,6 +162,11 @@ def run(cfg: RunConfig, progress: Progress | None = None) -> Summary:
                                                         multiple=seg.size_multiple, test=test, fold=k,
                                                         advance=_tracker(progress, f"fold {k} infer", len(test)))
             t2 = time.perf_counter()
+            if in_sample:  # what this fold's detector will learn from
+                own = [c for c in cases if fold_of[c.patient] != k]
+                _write_npz(fdir / "training.npz", _predict_training(
+                    cfg, model=model, umap=umap, multiple=seg.size_multiple, cases=own, fold=k,
+                    advance=_tracker(progress, f"fold {k} own", len(own))))
             _write_npz(fdir / "predictions.npz", arrays)
             write_json(done, {"rows": fold_rows, "calibration": fold_calib, "train_s": t1 - t0,
                                "infer_s": t2 - t1, "device": cfg.device, "torch": torch.__version__})
@@ -172,13 +179,17 @@ def run(cfg: RunConfig, progress: Progress | None = None) -> Summary:
         timings[f"fold{k}_infer_s"] = result["infer_s"]
         with np.load(fdir / "predictions.npz") as z:
             volumes += [_volume(c, k, z) for c in test]
+        if in_sample:
+            with np.load(fdir / "training.npz") as z:
+                training[k] = [_volume(c, k, z) for c in cases if fold_of[c.patient] != k]
     detection_rows: list[dict[str, Any]] = []
     notes: list[str] = []
     risk_coverage = evaluation.risk_coverage_summary(volumes)
     calibration_summary = evaluation.calibration_summary(calib, brier, voxels)
     curves = effort = significance = None
-    if cfg.detector and len(cfg.folds) > 1:
-        volumes = _detect(cfg, volumes, images={f"{c.patient}_{c.phase}": c.image for c in cases}, progress=progress)
+    if cfg.detector and (in_sample or len(cfg.folds) > 1):
+        volumes = _detect(cfg, volumes, training=training, images={f"{c.patient}_{c.phase}": c.image for c in cases},
+                          progress=progress)
         detection_rows = _correct(cfg, volumes, rows)
         t0 = time.perf_counter()
         curves = evaluation.detection_summary(volumes)
@@ -186,7 +197,8 @@ def run(cfg: RunConfig, progress: Progress | None = None) -> Summary:
         significance = evaluation.significance(rows)
         timings["effort_curve_s"] = time.perf_counter() - t0
     elif cfg.detector:
-        notes.append(f"detector '{cfg.detector}' not run: it is fitted out of fold, which needs 2 or more --folds")
+        notes.append(f"detector '{cfg.detector}' not run: it is fitted out of fold, which needs 2 or more --folds "
+                     "(or --detector-training in-sample)")
     corrected_rows = [r for r in rows if "dice_corrected" in r]
     empty_reference, empty_prediction = tables.empty_counts(rows)
     summary = Summary(
@@ -285,20 +297,11 @@ def _infer_fold(cfg: RunConfig, *, predict: Callable[..., tuple[np.ndarray, np.n
     counts = np.zeros((len(CLASS_NAMES), calibration.BINS, 3))
     brier, voxels = 0.0, 0
     for i, c in enumerate(test):
-        with _blame(cfg, SEGMENTER, f"inference, fold {fold}, {c.patient} {c.phase}"):
-            mean, unc = predict(model, c.image, umap=umap, samples=cfg.samples, multiple=multiple,
-                                device=cfg.device, seed=cfg.seed * 100_003 + fold * 1000 + i, precision=cfg.precision)
-        if not np.isfinite(unc).all() or unc.min() < 0 or unc.max() > 1:
-            raise PluginError(f"uncertainty map '{cfg.uncertainty}' returned values outside [0, 1] or NaN "
-                              f"for {c.patient} {c.phase}")
-        probs = mean.transpose(1, 0, 2, 3)  # [C, Z, Y, X]
-        try:
-            calibration.check_probabilities(probs, f"{c.patient} {c.phase}")
-        except ValueError as exc:
-            raise PluginError(f"segmenter '{cfg.segmenter}' gave bad softmax output: {exc}") from None
+        probs, unc = _predict_case(cfg, predict=predict, model=model, umap=umap, multiple=multiple, case=c,
+                                   fold=fold, seed=cfg.seed * 100_003 + fold * 1000 + i)
         n, b, v = calibration.reliability_counts(probs, c.labels, f"{c.patient} {c.phase}")
         counts, brier, voxels = counts + n, brier + b, voxels + v
-        labels = finalise(mean)
+        labels = finalise(probs.transpose(1, 0, 2, 3))  # the mean softmax [Z, C, Y, X]
         original = labels_to_original(labels, original_shape=c.original_labels.shape, spacing=c.spacing,
                                       target=params.spacing)
         key = f"{c.patient}_{c.phase}"
@@ -310,6 +313,43 @@ def _infer_fold(cfg: RunConfig, *, predict: Callable[..., tuple[np.ndarray, np.n
         rows += evaluation.case_rows(_volume(c, fold, arrays), original)
         advance(1)
     return rows, arrays, {"counts": counts.tolist(), "brier_sum": brier, "voxels": voxels}
+
+
+def _predict_case(cfg: RunConfig, *, predict: Callable[..., tuple[np.ndarray, np.ndarray]], model: Any, umap: Any,
+                  multiple: int, case: cache.Prepared, fold: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(mean softmax [C, Z, Y, X], uncertainty [Z, Y, X]) of one case, each checked where it is produced."""
+    c = case
+    with _blame(cfg, SEGMENTER, f"inference, fold {fold}, {c.patient} {c.phase}"):
+        mean, unc = predict(model, c.image, umap=umap, samples=cfg.samples, multiple=multiple, device=cfg.device,
+                            seed=seed, precision=cfg.precision)
+    if not np.isfinite(unc).all() or unc.min() < 0 or unc.max() > 1:
+        raise PluginError(f"uncertainty map '{cfg.uncertainty}' returned values outside [0, 1] or NaN "
+                          f"for {c.patient} {c.phase}")
+    probs = mean.transpose(1, 0, 2, 3)  # [C, Z, Y, X]
+    try:
+        calibration.check_probabilities(probs, f"{c.patient} {c.phase}")
+    except ValueError as exc:
+        raise PluginError(f"segmenter '{cfg.segmenter}' gave bad softmax output: {exc}") from None
+    return probs, unc
+
+
+def _predict_training(cfg: RunConfig, *, model: Any, umap: Any, multiple: int, cases: list[cache.Prepared],
+                      fold: int, advance: Callable[[int], None]) -> dict[str, np.ndarray]:
+    """In-sample detector data: fold ``fold``'s segmenter on its own training ``cases`` (T samples as for the
+    test patients), with the labels, map and failure labels a detector learns from; nothing is scored."""
+    from uqbench.infer.mc import predict_volume
+
+    arrays: dict[str, np.ndarray] = {}
+    for i, c in enumerate(cases):
+        probs, unc = _predict_case(cfg, predict=predict_volume, model=model, umap=umap, multiple=multiple, case=c,
+                                   fold=fold, seed=cfg.seed * 100_003 + fold * 1000 + 500 + i)
+        labels = finalise(probs.transpose(1, 0, 2, 3))
+        key = f"{c.patient}_{c.phase}"
+        arrays[f"{key}_labels"], arrays[f"{key}_uncertainty"] = labels, unc.astype(np.float16)
+        arrays[f"{key}_failures"] = failure_rules.failure_map(labels, c.labels, rule=cfg.failure_rule,
+                                                              spacing=cfg.preprocess.spacing)
+        advance(1)
+    return arrays
 
 
 def _write_nifti(stem: Path, c: cache.Prepared, *, labels: np.ndarray, probs: np.ndarray, unc: np.ndarray,
@@ -326,10 +366,11 @@ def _write_nifti(stem: Path, c: cache.Prepared, *, labels: np.ndarray, probs: np
                 header=c.header, quantum=NIFTI_QUANTUM)
 
 
-def _detect(cfg: RunConfig, volumes: list[Volume], *, images: dict[str, np.ndarray], progress: Progress | None
-            ) -> list[Volume]:
-    """Out of fold: fold k's detector learns from the other folds' predictions, then scores fold k's patches.
-    Its state and probabilities are kept in OUT/foldK/detector/; a fitted state is loaded, not refitted."""
+def _detect(cfg: RunConfig, volumes: list[Volume], *, training: dict[int, list[Volume]],
+            images: dict[str, np.ndarray], progress: Progress | None) -> list[Volume]:
+    """Fold k's detector learns from ``fit_set`` (its own training patients in-sample, the other folds' test
+    predictions out of fold), then scores fold k's patches. Its state and probabilities are kept in
+    OUT/foldK/detector/; a fitted state is loaded, not refitted."""
     assert cfg.detector is not None
     reg = registry()
 
@@ -344,7 +385,8 @@ def _detect(cfg: RunConfig, volumes: list[Volume], *, images: dict[str, np.ndarr
     for k in cfg.folds:
         det = reg.create(DETECTOR, cfg.detector)
         fdir = cfg.out / f"fold{k}"
-        train_ex = [ex for v in volumes if v.fold != k for ex in examples(v, True)]
+        train_ex = [ex for v in fit_set(cfg.detector_training, k, tested=volumes, training=training)
+                    for ex in examples(v, True)]
         ctx = Context(profile=cfg.profile, device=cfg.device, seed=cfg.seed + k, workdir=fdir / "detector")
         ctx.workdir.mkdir(exist_ok=True)
         state = ctx.workdir / "state"
@@ -370,6 +412,14 @@ def _detect(cfg: RunConfig, volumes: list[Volume], *, images: dict[str, np.ndarr
         _write_npz(ctx.workdir / "probs.npz", probs)
         advance(1)
     return out
+
+
+def fit_set(mode: DetectorTraining, fold: int, *, tested: list[Volume], training: dict[int, list[Volume]]
+            ) -> list[Volume]:
+    """The predictions fold ``fold``'s detector learns from (see uqbench.protocol.detection.DetectorTraining)."""
+    if mode == "in-sample":
+        return training[fold]
+    return [v for v in tested if v.fold != fold]
 
 
 def _correct(cfg: RunConfig, volumes: list[Volume], rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

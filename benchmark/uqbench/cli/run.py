@@ -41,7 +41,8 @@ def run_cmd(
     dataset: Annotated[str, typer.Option("--dataset", help="Reader for --data.")] = "acdc",
     folds: Annotated[str, typer.Option("--folds", help="Comma list of test folds.")] = "0,1,2,3",
     profile: options.Profile = None,
-    samples: Annotated[int | None, typer.Option("--samples", help="MC samples T (default: the map's); 1 with an MC map is one stochastic pass.")] = None,
+    samples: Annotated[int | None, typer.Option(
+        "--samples", help="MC samples T (default: the map's); 1 with an MC map is one stochastic pass.")] = None,
     device: options.Device = "auto",
     precision: options.Precision = "auto",
     iterations: Annotated[int | None, typer.Option(
@@ -51,6 +52,10 @@ def run_cmd(
     = "paper",
     correction: Annotated[str, typer.Option(
         "--correction", help="Simulated correction: patch (whole flagged patches) or failures-only.")] = "patch",
+    detector_training: Annotated[str, typer.Option(
+        "--detector-training", help="What each fold's detector learns from: out-of-fold (the other folds' test "
+                                    "predictions) or in-sample (the fold's own training patients, as the paper).")]
+    = "out-of-fold",
     seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
     out: Annotated[str | None, typer.Option(
         "--out", help="Output folder (default: runs/<segmenter>-<uncertainty>-<data folder name or phantom>-<profile>, "
@@ -67,7 +72,8 @@ def run_cmd(
                          detector=None if detector in (None, "none") else detector, loss=loss, data=data,
                          dataset=dataset, folds=fold_list, profile=profile, samples=samples, device=device, seed=seed,
                          out=None if out is None else Path(out), iterations=iterations,
-                         failure_preset=failure_preset, correction=correction, precision=precision)
+                         failure_preset=failure_preset, correction=correction, precision=precision,
+                         detector_training=detector_training)
     for warning in registry().warnings:
         console.print(f"[yellow]warning:[/yellow] {escape(warning)}", highlight=False)
     console.print(f"run → {cfg.out}  (profile {cfg.profile.value}, device {cfg.device}, {cfg.precision}, "

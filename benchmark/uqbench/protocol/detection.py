@@ -28,6 +28,13 @@ THRESHOLDS = np.round(np.linspace(0.0, 1.0, 101), 2)
 CorrectionMode = Literal["patch", "failures-only"]
 MODES: tuple[CorrectionMode, ...] = ("patch", "failures-only")
 
+DetectorTraining = Literal["out-of-fold", "in-sample"]
+"""What fold k's detector learns from. ``in-sample`` (paper V-B: maps "generated while training the segmentation
+networks"): fold k's segmenter predicts its own training patients, and the detector learns from those.
+``out-of-fold`` (uqbench's stricter choice): the test predictions of the other folds run. Either way the detector
+is evaluated on fold k's test patients only, whose predictions it never saw."""
+TRAINING_DATA: tuple[DetectorTraining, ...] = ("out-of-fold", "in-sample")
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Froc:

@@ -36,11 +36,10 @@ A :class:`FailureRule` holds every choice; its ``digest()`` (with ``DEFINITION_V
 this code changes what a parameter means: 2 since the distance is to the contour on both sides) is recorded
 in every result so numbers made under different definitions are never compared by accident.
 
-Speed: the whole volume is done at once per class. "Tolerated" is membership of the dilation of the contour
-by the set of in-plane lattice offsets whose distance is within tolerance, computed with the same floating-point
-arithmetic as scipy's distance transform (sqrt((dy s)^2 + (dx s)^2)); since tolerance only shrinks as the
-distance grows, that equals thresholding a per-slice distance transform of the contour. A 3-D operation with
-no through-plane neighbours is a per-slice one. The volume is first cropped to the in-plane bounding box of
+Speed: the whole volume is done at once per class: one 3-D distance transform of the contour whose
+through-plane step is too long to matter gives every slice's in-plane distances, bit for bit those of scipy's
+per-slice transform the authors call; a 3-D labelling with no through-plane neighbours is a per-slice one. The
+volume is first cropped to the in-plane bounding box of
 all foreground grown by one voxel (the contour is taken there: a class voxel on the crop's edge is on the
 image's edge), then each class to the box of its errors grown by the largest tolerance plus two (exact: every
 contour voxel within tolerance of an error lies in it, and a cluster lies within the box of its errors).
@@ -111,15 +110,20 @@ class FailureRule:
                              f"to {rule.digest()} (edited by hand?)")
         return rule
 
-    def within(self, margin: float, spacing: float) -> np.ndarray:
-        """The in-plane offsets [1, H, W] (centred) whose distance is within tolerance ``margin`` (one of
-        ``outside``, ``inside``) on a grid with in-plane ``spacing`` mm."""
-        step = spacing if self.unit == "mm" else 1.0  # one voxel, in the rule's unit
-        r = int(np.floor((margin + 1) / step)) + 1  # every offset within tolerance has distance < margin + 1
-        yy, xx = np.mgrid[-r:r + 1, -r:r + 1]
-        dist = np.sqrt((yy * step) ** 2 + (xx * step) ** 2)  # scipy's distance transform, to the last bit
-        beyond = np.trunc(dist - margin) > 0 if self.truncate else dist > margin
-        return np.asarray(~beyond[None])
+    def step(self, spacing: float) -> float:
+        """One voxel of a grid with in-plane ``spacing`` mm, in the rule's unit."""
+        return spacing if self.unit == "mm" else 1.0
+
+    def beyond(self, distance: np.ndarray, *, inside: np.ndarray) -> np.ndarray:
+        """Whether a voxel at contour ``distance`` (rule's unit) is beyond tolerance, ``inside`` the structure
+        or outside it; with ``truncate``, distance minus margin is first cut to an integer as the authors'
+        integer arrays store it."""
+        excess = distance - np.where(inside, self.inside, self.outside)
+        return np.asarray((np.trunc(excess) if self.truncate else excess) > 0)
+
+    def reach(self, spacing: float) -> int:
+        """The largest in-plane distance, in voxels, at which a contour voxel can tolerate an error."""
+        return int(np.floor((max(self.outside, self.inside) + 1) / self.step(spacing))) + 1
 
 
 PAPER = FailureRule()
@@ -158,11 +162,16 @@ def contour(mask: np.ndarray) -> np.ndarray:
     return np.asarray(mask & ~inner)
 
 
-def _near(edge: np.ndarray, offsets: np.ndarray) -> np.ndarray:
-    """Voxels within ``offsets`` of a voxel of ``edge`` in the same slice."""
+def _contour_distance(edge: np.ndarray, step: float) -> np.ndarray:
+    """Each voxel's in-plane distance to the nearest ``edge`` voxel of its slice, ``step`` per voxel; infinite in
+    a slice without one. One 3-D distance transform whose through-plane step is too long to ever be the nearest
+    (an in-slice distance adds an exact 0.0 for z, so values equal scipy's per-slice transform bit for bit)."""
     if not edge.any():
-        return np.zeros_like(edge)
-    return np.asarray(ndimage.binary_dilation(edge, offsets))
+        return np.full(edge.shape, np.inf)
+    far = 2.0 * step * sum(edge.shape)  # longer than any in-plane distance
+    dist = ndimage.distance_transform_edt(~edge, sampling=(far, step, step))
+    has_edge = np.asarray(edge.reshape(edge.shape[0], -1).any(1))
+    return np.where(has_edge[:, None, None], dist, np.inf)
 
 
 def failure_map(pred: np.ndarray, ref: np.ndarray, *, rule: FailureRule = PAPER, spacing: float = 1.4
@@ -181,11 +190,11 @@ def failure_map(pred: np.ndarray, ref: np.ndarray, *, rule: FailureRule = PAPER,
     labelled = np.asarray(r.reshape(nz, -1).any(1))
     apex = apex_index(r)
     is_apex = (np.arange(nz) == apex)[:, None, None]
-    near_out, near_in = rule.within(rule.outside, spacing), rule.within(rule.inside, spacing)
+    step = rule.step(spacing)
     structure = np.zeros((3, 3, 3), dtype=bool)
     structure[1] = ndimage.generate_binary_structure(2, 1 if rule.connectivity == 4 else 2)
     min_size = np.where(is_apex, rule.apical_min_cluster, rule.min_cluster)
-    margin = max(near_out.shape[1], near_in.shape[1]) // 2 + 2  # every contour voxel that tolerates an error
+    margin = rule.reach(spacing) + 2  # every contour voxel that tolerates an error lies within the box
     fails = np.zeros(r.shape, dtype=bool)
     for c in FOREGROUND:
         err_all = (p == c) != (r == c)
@@ -195,7 +204,7 @@ def failure_map(pred: np.ndarray, ref: np.ndarray, *, rule: FailureRule = PAPER,
         cbox = _box(err_all, margin)
         err, rc, edge = err_all[cbox], r[cbox] == c, edge_all[cbox]
         # where c is absent from the reference slice there is no contour: every error is beyond tolerance
-        beyond = err & ~np.where(rc, _near(edge, near_in), _near(edge, near_out))
+        beyond = err & rule.beyond(_contour_distance(edge, step), inside=rc)
         if not rule.apical_tolerance:
             beyond |= err & is_apex
         comp, n = ndimage.label(err, structure)
