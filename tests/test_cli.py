@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import gzip
 import json
 import re
@@ -293,6 +294,7 @@ def test_a_fault_is_one_line_naming_the_path_and_exit_2(monkeypatch: pytest.Monk
     assert not (tmp_path / "run" / "config.json").exists() or case == "corrupt-config"
 
 
+@functools.cache
 def _read_only_mount_works() -> bool:
     """True where `unshare` can give a subprocess its own read-only tmpfs (a user namespace: no root needed)."""
     import shutil

@@ -165,7 +165,7 @@ def run(cfg: RunConfig, progress: Progress | None = None) -> Summary:
             if in_sample:  # what this fold's detector will learn from
                 own = [c for c in cases if fold_of[c.patient] != k]
                 _write_npz(fdir / "training.npz", _predict_training(
-                    cfg, model=model, umap=umap, multiple=seg.size_multiple, cases=own, fold=k,
+                    cfg, predict=predict_volume, model=model, umap=umap, multiple=seg.size_multiple, cases=own, fold=k,
                     advance=_tracker(progress, f"fold {k} own", len(own))))
             _write_npz(fdir / "predictions.npz", arrays)
             write_json(done, {"rows": fold_rows, "calibration": fold_calib, "train_s": t1 - t0,
@@ -297,7 +297,7 @@ def _infer_fold(cfg: RunConfig, *, predict: Callable[..., tuple[np.ndarray, np.n
     counts = np.zeros((len(CLASS_NAMES), calibration.BINS, 3))
     brier, voxels = 0.0, 0
     for i, c in enumerate(test):
-        probs, unc = _predict_case(cfg, predict=predict, model=model, umap=umap, multiple=multiple, case=c,
+        probs, unc = _predict_case(cfg, predict=predict, model=model, umap=umap, multiple=multiple, c=c,
                                    fold=fold, seed=cfg.seed * 100_003 + fold * 1000 + i)
         n, b, v = calibration.reliability_counts(probs, c.labels, f"{c.patient} {c.phase}")
         counts, brier, voxels = counts + n, brier + b, voxels + v
@@ -307,18 +307,24 @@ def _infer_fold(cfg: RunConfig, *, predict: Callable[..., tuple[np.ndarray, np.n
         key = f"{c.patient}_{c.phase}"
         _write_nifti(cfg.out / f"fold{fold}" / "nifti" / key, c, labels=original, probs=probs, unc=unc,
                      uncertainty=cfg.uncertainty, params=params)
-        arrays[f"{key}_labels"], arrays[f"{key}_uncertainty"] = labels, unc.astype(np.float16)
-        arrays[f"{key}_failures"] = failure_rules.failure_map(labels, c.labels, rule=cfg.failure_rule,
-                                                              spacing=params.spacing)
+        _keep(cfg, arrays, case=c, labels=labels, unc=unc)
         rows += evaluation.case_rows(_volume(c, fold, arrays), original)
         advance(1)
     return rows, arrays, {"counts": counts.tolist(), "brier_sum": brier, "voxels": voxels}
 
 
+def _keep(cfg: RunConfig, arrays: dict[str, np.ndarray], *, case: cache.Prepared, labels: np.ndarray,
+          unc: np.ndarray) -> None:
+    """Add a case's grid labels, map (float16) and failure labels to the arrays a fold stores."""
+    key = f"{case.patient}_{case.phase}"
+    arrays[f"{key}_labels"], arrays[f"{key}_uncertainty"] = labels, unc.astype(np.float16)
+    arrays[f"{key}_failures"] = failure_rules.failure_map(labels, case.labels, rule=cfg.failure_rule,
+                                                          spacing=cfg.preprocess.spacing)
+
+
 def _predict_case(cfg: RunConfig, *, predict: Callable[..., tuple[np.ndarray, np.ndarray]], model: Any, umap: Any,
-                  multiple: int, case: cache.Prepared, fold: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(mean softmax [C, Z, Y, X], uncertainty [Z, Y, X]) of one case, each checked where it is produced."""
-    c = case
+                  multiple: int, c: cache.Prepared, fold: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(mean softmax [C, Z, Y, X], uncertainty [Z, Y, X]) of case ``c``, each checked where it is produced."""
     with _blame(cfg, SEGMENTER, f"inference, fold {fold}, {c.patient} {c.phase}"):
         mean, unc = predict(model, c.image, umap=umap, samples=cfg.samples, multiple=multiple, device=cfg.device,
                             seed=seed, precision=cfg.precision)
@@ -333,21 +339,16 @@ def _predict_case(cfg: RunConfig, *, predict: Callable[..., tuple[np.ndarray, np
     return probs, unc
 
 
-def _predict_training(cfg: RunConfig, *, model: Any, umap: Any, multiple: int, cases: list[cache.Prepared],
-                      fold: int, advance: Callable[[int], None]) -> dict[str, np.ndarray]:
+def _predict_training(cfg: RunConfig, *, predict: Callable[..., tuple[np.ndarray, np.ndarray]], model: Any,
+                      umap: Any, multiple: int, cases: list[cache.Prepared], fold: int,
+                      advance: Callable[[int], None]) -> dict[str, np.ndarray]:
     """In-sample detector data: fold ``fold``'s segmenter on its own training ``cases`` (T samples as for the
     test patients), with the labels, map and failure labels a detector learns from; nothing is scored."""
-    from uqbench.infer.mc import predict_volume
-
     arrays: dict[str, np.ndarray] = {}
     for i, c in enumerate(cases):
-        probs, unc = _predict_case(cfg, predict=predict_volume, model=model, umap=umap, multiple=multiple, case=c,
+        probs, unc = _predict_case(cfg, predict=predict, model=model, umap=umap, multiple=multiple, c=c,
                                    fold=fold, seed=cfg.seed * 100_003 + fold * 1000 + 500 + i)
-        labels = finalise(probs.transpose(1, 0, 2, 3))
-        key = f"{c.patient}_{c.phase}"
-        arrays[f"{key}_labels"], arrays[f"{key}_uncertainty"] = labels, unc.astype(np.float16)
-        arrays[f"{key}_failures"] = failure_rules.failure_map(labels, c.labels, rule=cfg.failure_rule,
-                                                              spacing=cfg.preprocess.spacing)
+        _keep(cfg, arrays, case=c, labels=finalise(probs.transpose(1, 0, 2, 3)), unc=unc)
         advance(1)
     return arrays
 
