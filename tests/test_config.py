@@ -28,7 +28,8 @@ def test_settings_are_typed_values(tmp_path: Path) -> None:
     cfg = _resolve(tmp_path, iterations=7)
     assert cfg.profile is Profile.QUICK and cfg.folds == (0, 1) and cfg.samples == 10
     assert isinstance(cfg.recipe, Recipe) and cfg.recipe.iterations == 7 and cfg.loss == cfg.recipe.loss == "ce"
-    assert cfg.preprocess == PreprocessParams() and cfg.failure_rule == SEED_CODE
+    assert cfg.preprocess == PreprocessParams() and cfg.protocol.failure_rule == SEED_CODE
+    assert cfg.protocol.label == "uqbench+failure-preset=seed-code" and cfg.protocol.correction == "patch"
     assert cfg.method(DETECTOR) == "sresnet:5" and cfg.method(LOSS) == "ce" and cfg.method(DATASET) == "acdc"
     assert cfg.methods() == {"segmenter": "drn", "loss": "ce", "uncertainty": "bmap", "detector": "sresnet:5",
                              "dataset": "acdc"}
@@ -46,19 +47,24 @@ def test_config_json_reads_back_as_the_same_settings(tmp_path: Path) -> None:
 def test_the_record_keeps_the_keys_config_json_always_had(tmp_path: Path) -> None:
     record = _resolve(tmp_path).record()
     assert list(record) == ["segmenter", "uncertainty", "detector", "loss", "data", "dataset", "folds", "profile",
-                            "samples", "device", "seed", "out", "recipe", "preprocess", "failure_rule", "correction",
-                            "precision", "detector_training"]  # the last added by issue 11
+                            "samples", "device", "seed", "out", "recipe", "preprocess", "precision", "protocol"]
     assert record["profile"] == "quick" and record["folds"] == [0, 1] and record["recipe"]["loss"] == "ce"
-    assert record["failure_rule"]["hash"] == SEED_CODE.digest() and record["out"] == str(tmp_path / "run")
+    assert record["protocol"]["failure_rule"]["hash"] == SEED_CODE.digest() and record["out"] == str(tmp_path / "run")
+    assert record["protocol"]["hash"] == RunConfig.from_record(record).protocol.digest()
 
 
-def test_a_failure_rule_edited_by_hand_is_refused(tmp_path: Path) -> None:
+def test_a_failure_rule_or_protocol_edited_by_hand_is_refused(tmp_path: Path) -> None:
     record = _resolve(tmp_path).record()
-    record["failure_rule"]["outside"] = 9.0  # the hash still names the seed-code rule
+    record["protocol"]["failure_rule"]["outside"] = 9.0  # the hash still names the seed-code rule
     path = tmp_path / "config.json"
     path.write_text(json.dumps(record))
-    with pytest.raises(DataError, match=rf"^{path}: malformed run configuration: config\.failure_rule: rule "
-                                        r"'seed-code' has hash"):
+    with pytest.raises(DataError, match=rf"^{path}: malformed run configuration: config\.protocol\.failure_rule: "
+                                        r"rule 'seed-code' has hash"):
+        config.read(path)
+    record = _resolve(tmp_path).record()
+    record["protocol"]["myocardial_density"] = 1.04  # the hash still names 1.05
+    path.write_text(json.dumps(record))
+    with pytest.raises(DataError, match=r"config\.protocol: protocol 'uqbench\+failure-preset=seed-code' has hash"):
         config.read(path)
     with pytest.raises(ValueError, match="definition version 0"):
         FailureRule.from_record(SEED_CODE.record() | {"definition_version": 0})
@@ -67,7 +73,8 @@ def test_a_failure_rule_edited_by_hand_is_refused(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("change", "message"), [
     (lambda r: r["recipe"].update(iterations="ten"), "config.recipe.iterations: expected an integer, got 'ten'"),
     (lambda r: r.update(profile="fast"), "config.profile: 'fast' is not one of 'quick', 'paper'"),
-    (lambda r: r.update(correction="all"), "config.correction: 'all' is not one of 'patch', 'failures-only'"),
+    (lambda r: r["protocol"].update(correction="all"),
+     "config.protocol.correction: 'all' is not one of 'patch', 'failures-only'"),
     (lambda r: r.pop("samples"), "config: missing field(s) samples"),
     (lambda r: r.update(colour="red"), "config: unexpected field(s) colour"),
 ])

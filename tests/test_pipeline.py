@@ -16,6 +16,7 @@ from uqbench.data import layout, nifti
 from uqbench.data.folds import acdc_folds
 from uqbench.devices import cpu_model
 from uqbench.errors import DataError, UsageError
+from uqbench.protocol import presets
 from uqbench.protocol.metrics import dice
 from uqbench.results import summary as summaries
 
@@ -44,7 +45,9 @@ def test_run_writes_config_cases_summary_and_detection(tiny_phantom: Path, tmp_p
     assert json.loads((out / "summary.json").read_text())["segmentation"]["volumes"] == 4
     det = pd.read_csv(out / "detection.csv")
     assert (det["true_positive_patches"] <= det["flagged_patches"]).all()
-    assert summary.failure_rule.name == "paper"
+    assert summary.protocol.name == "uqbench" and summary.protocol.failure_rule.name == "paper"
+    tag = f"uqbench {summary.protocol.digest()}"  # every table names the preset that made it
+    assert set(cases["protocol"]) == {tag} and set(det["protocol"]) == {tag}
     tested = [c for c in layout.iter_cases(tiny_phantom) if c.patient in set(cases["patient"])]
     assert len(tested) == 4
     for case in tested:  # NIfTI outputs in original geometry, source affine
@@ -58,7 +61,7 @@ def test_run_writes_config_cases_summary_and_detection(tiny_phantom: Path, tmp_p
         assert unc.min() >= 0 and unc.max() <= 1 + 1e-4
         row = cases[(cases["patient"] == case.patient) & (cases["phase"] == case.phase) & (cases["class"] == "LV")]
         assert dice(labels, case.labels, 3) == pytest.approx(float(row["dice"].iloc[0]), abs=1e-6)
-    assert summary.failure_rule.digest() == written["failure_rule"]["hash"]
+    assert summary.protocol.digest() == written["protocol"]["hash"]
     # both files read back as the values the run returned
     assert config.read(out / "config.json") == cfg
     text = (out / "summary.json").read_text()
@@ -71,32 +74,45 @@ def test_run_writes_config_cases_summary_and_detection(tiny_phantom: Path, tmp_p
         summaries.read(out / "summary.json")
 
 
-def test_run_reports_every_protocol_measure(tiny_phantom: Path, tmp_path: Path) -> None:
-    summary = pipeline.run(_cfg(tiny_phantom, tmp_path / "run", failure_preset="seed-code",
-                                correction="failures-only"))
+def test_the_seed_code_protocol_reports_every_measure_by_the_authors_conventions(tiny_phantom: Path,
+                                                                                   tmp_path: Path) -> None:
+    summary = pipeline.run(_cfg(tiny_phantom, tmp_path / "run", protocol="seed-code"))
     cases = pd.read_csv(tmp_path / "run" / "cases.csv")
-    assert summary.failure_rule.name == "seed-code" and summary.correction == "failures-only"
+    p = summary.protocol
+    assert (p.label, p.failure_rule.name, p.correction, p.detector_training) == \
+        ("seed-code", "seed-code", "failures-only", "in-sample")
     assert cases["dice_corrected"].mean() >= cases["dice"].mean()  # failures-only correction removes errors
     rc = summary.risk_coverage
-    assert rc.volumes == 4 and rc.e_aurc >= -1e-12 and rc.aurc >= rc.e_aurc
+    assert rc.measure == "error-count" and rc.volumes == 4 and rc.e_aurc >= -1e-12 and rc.aurc >= rc.e_aurc
     cal = summary.calibration
     assert sum(cal.pooled.voxels) == 4 * cal.voxels and 0 <= cal.brier <= 2
     assert set(cal.per_class) == {"background", "RV", "MYO", "LV"}
     lv_ef = summary.clinical.indices["lv_ef"]
     assert summary.clinical.patients == 2 and lv_ef.n + lv_ef.undefined == 2
     assert summary.clinical.indices["lv_edv"].n == 2 and summary.clinical.units["lv_edv"] == "mL"
+    assert summary.clinical.myocardial_density == 1.04
     assert summary.clinical_corrected is not None
     assert summary.clinical_corrected.indices["lv_edv"].mae <= summary.clinical.indices["lv_edv"].mae + 1e-9
     assert summary.detection_curves is not None and summary.correction_effort is not None
-    froc = summary.detection_curves.froc
+    froc, slices = summary.detection_curves.froc, summary.detection_curves.slices
+    assert froc.convention == "per-volume" and len(froc.threshold) == 40
     assert froc.sensitivity == sorted(froc.sensitivity, reverse=True)  # thresholds rise
-    assert 0 <= summary.detection_curves.slices.ap_pooled <= 1
+    assert slices.ap_convention == "authors-40" and 0 <= slices.ap <= 1 and 0 <= slices.ap_pooled <= 1
     effort = summary.correction_effort.points
     assert effort[0].share_of_patches == 0 and effort[-1].share_of_patches == 1
     assert effort[0].dice == pytest.approx(cases["dice"].mean())  # nothing flagged: nothing corrected
-    assert summary.significance is not None
+    assert summary.significance is not None and summary.significance.mann_whitney == "one-sided-legacy"
     sig = summary.significance.dice["ED"]["LV"]
-    assert 0 <= sig.wilcoxon_p <= 1 and sig.n == 2
+    assert 0 <= sig.wilcoxon_p <= 1 and sig.n == 2 and sig.mann_whitney_p <= 0.5
+
+
+def test_the_sander2020_protocol_detects_with_one_fold_by_the_papers_conventions(tiny_phantom: Path,
+                                                                                  tmp_path: Path) -> None:
+    summary = pipeline.run(_cfg(tiny_phantom, tmp_path / "run", protocol="sander2020", folds=[0]))
+    assert summary.protocol.label == "sander2020" and summary.corrected is not None  # in-sample: one fold is enough
+    assert summary.risk_coverage.measure == "error-count" and summary.clinical.myocardial_density == 1.05
+    assert summary.detection_curves is not None and summary.detection_curves.froc.convention == "per-volume"
+    assert summary.significance is not None and summary.significance.mann_whitney == "two-sided"
 
 
 def test_interrupted_run_resumes_without_redoing_finished_folds(tiny_phantom: Path, tmp_path: Path) -> None:
@@ -117,6 +133,15 @@ def test_out_folder_with_other_settings_is_refused(tiny_phantom: Path, tmp_path:
     pipeline.run(_cfg(tiny_phantom, out, folds=[0], detector=None))
     with pytest.raises(UsageError, match="holds a run with other settings \\(uncertainty, samples\\)"):
         pipeline.run(_cfg(tiny_phantom, out, folds=[0], detector=None, uncertainty="emap", samples=None))
+
+
+def test_out_folder_of_another_protocol_or_override_is_refused(tiny_phantom: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    pipeline.run(_cfg(tiny_phantom, out, folds=[0], detector=None))
+    with pytest.raises(UsageError, match="holds a run with other settings \\(protocol\\)"):
+        pipeline.run(_cfg(tiny_phantom, out, folds=[0], detector=None, protocol="sander2020"))
+    with pytest.raises(UsageError, match="holds a run with other settings \\(protocol\\)"):
+        pipeline.run(_cfg(tiny_phantom, out, folds=[0], detector=None, correction="failures-only"))
 
 
 def test_single_fold_run_notes_that_the_detector_needs_two_folds(tiny_phantom: Path, tmp_path: Path) -> None:
@@ -239,7 +264,10 @@ def test_no_detector_is_evaluated_on_a_patient_it_learnt_from(tiny_phantom: Path
             assert fit == {p for p, f in fold_of.items() if f == 1 - k}  # the other run fold's test patient
 
 
-def test_in_sample_detection_runs_with_one_fold(tiny_phantom: Path, tmp_path: Path) -> None:
+def test_in_sample_detection_runs_with_one_fold_and_is_recorded_as_an_override(tiny_phantom: Path,
+                                                                                tmp_path: Path) -> None:
     summary = pipeline.run(_cfg(tiny_phantom, tmp_path / "run", folds=[0], detector_training="in-sample"))
     assert summary.corrected is not None and summary.notes == []
-    assert json.loads((tmp_path / "run" / "config.json").read_text())["detector_training"] == "in-sample"
+    protocol = json.loads((tmp_path / "run" / "config.json").read_text())["protocol"]
+    assert protocol["detector_training"] == "in-sample" and protocol["overrides"] == ["detector-training=in-sample"]
+    assert protocol["hash"] != presets.UQBENCH.digest()

@@ -14,7 +14,8 @@ from uqbench.devices import Precision, resolve_device, resolve_precision, resolv
 from uqbench.errors import DataError, PluginError, UsageError
 from uqbench.kinds import DATASET, DETECTOR, KINDS, LOSS, SEGMENTER, UNCERTAINTY, Kind
 from uqbench.protocol import failures as failure_rules
-from uqbench.protocol.detection import MODES, TRAINING_DATA, CorrectionMode, DetectorTraining
+from uqbench.protocol import presets
+from uqbench.protocol.detection import MODES, TRAINING_DATA
 from uqbench.records import fields_from_json, fields_to_json
 from uqbench.registry import registry
 
@@ -41,10 +42,8 @@ class RunConfig:
     out: Path
     recipe: Recipe  # the segmenter's recipe under the profile, with --loss and --iterations applied
     preprocess: PreprocessParams
-    failure_rule: failure_rules.FailureRule
-    correction: CorrectionMode
     precision: Precision
-    detector_training: DetectorTraining  # in-sample: fold k's own training patients; out-of-fold: other folds
+    protocol: presets.Preset  # failure rule, correction, detector training data, curve and test conventions
 
     def record(self) -> dict[str, Any]:
         """The JSON form config.json holds (with PROVENANCE_KEYS added by the run)."""
@@ -85,9 +84,9 @@ def read(path: Path) -> RunConfig:
 
 def resolve(*, segmenter: str, uncertainty: str, detector: str | None, loss: str | None, data: Path | None,
             dataset: str, folds: list[int], profile: str | None, samples: int | None, device: str, seed: int,
-            out: Path | None, iterations: int | None = None, failure_preset: str = "paper",
-            correction: str = "patch", precision: str = "auto", detector_training: str = "out-of-fold"
-            ) -> RunConfig:
+            out: Path | None, iterations: int | None = None, protocol: str = "uqbench",
+            failure_preset: str | None = None, correction: str | None = None, precision: str = "auto",
+            detector_training: str | None = None) -> RunConfig:
     """Check every option against the registry and the machine; UsageError names the bad one."""
     reg = registry()
     seg = reg.create(SEGMENTER, segmenter)
@@ -118,14 +117,16 @@ def resolve(*, segmenter: str, uncertainty: str, detector: str | None, loss: str
         raise UsageError(f"--samples {samples}: uncertainty map '{uncertainty}' uses one deterministic pass")
     elif samples < 1:  # an MC map with one sample is one stochastic pass (the paper's Table V, T = 1)
         raise UsageError(f"--samples {samples}: must be at least 1")
-    try:
-        rule = failure_rules.preset(failure_preset)
-    except ValueError as exc:
-        raise UsageError(f"--failure-preset: {exc}") from None
-    if correction not in MODES:
+    if protocol not in presets.PRESETS:
+        raise UsageError(f"--protocol {protocol!r}: expected one of {', '.join(presets.PRESETS)}")
+    if failure_preset is not None and failure_preset not in failure_rules.PRESETS:
+        raise UsageError(f"--failure-preset {failure_preset!r}: expected one of {', '.join(failure_rules.PRESETS)}")
+    if correction is not None and correction not in MODES:
         raise UsageError(f"--correction {correction!r}: expected one of {', '.join(MODES)}")
-    if detector_training not in TRAINING_DATA:
+    if detector_training is not None and detector_training not in TRAINING_DATA:
         raise UsageError(f"--detector-training {detector_training!r}: expected one of {', '.join(TRAINING_DATA)}")
+    chosen = presets.preset(protocol, failure_preset=failure_preset, correction=correction,
+                            detector_training=detector_training)
     if data is not None and not data.is_dir():
         raise UsageError(f"--data {data}: not a folder")
     if not folds:
@@ -136,9 +137,7 @@ def resolve(*, segmenter: str, uncertainty: str, detector: str | None, loss: str
         raise UsageError(f"--out {out}: is a file, not a folder")
     source = "phantom" if data is None else data.name
     out = out or Path("runs") / f"{segmenter}-{uncertainty}-{source}-{prof.value}".replace(":", "_").replace("/", "_")
-    return RunConfig(segmenter=segmenter, uncertainty=uncertainty, detector=detector,
-                     detector_training=detector_training, loss=recipe.loss,
+    return RunConfig(segmenter=segmenter, uncertainty=uncertainty, detector=detector, loss=recipe.loss,
                      data=None if data is None else str(data.resolve()), dataset=dataset, folds=tuple(folds),
                      profile=prof, samples=samples, device=dev, seed=seed, out=out, recipe=recipe,
-                     preprocess=PreprocessParams(), failure_rule=rule, correction=correction,
-                     precision=prec)
+                     preprocess=PreprocessParams(), precision=prec, protocol=chosen)

@@ -2,7 +2,7 @@
 
 The run calls it on its own out-of-fold predictions; it takes plain arrays so that predictions made
 elsewhere can be scored the same way. Definitions live in ``uqbench.protocol``; this module only
-gathers volumes, applies them and summarises.
+gathers volumes, applies them under a protocol preset (``uqbench.protocol.presets``) and summarises.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import numpy as np
 from uqbench.api import CLASS_NAMES, PHASES
 from uqbench.protocol import calibration, clinical, detection, stats
 from uqbench.protocol.metrics import score
+from uqbench.protocol.presets import Preset
 from uqbench.results.summary import Calibration, Clinical, DetectionCurves, EffortCurve, EffortPoint, Significance
 
 
@@ -59,27 +60,30 @@ def case_rows(v: Volume, original: np.ndarray) -> list[dict[str, Any]]:
     return rows
 
 
-def _patient_indices(rows: Sequence[dict[str, Any]], column: str) -> dict[str, dict[str, float]]:
+def _patient_indices(rows: Sequence[dict[str, Any]], column: str, density: float) -> dict[str, dict[str, float]]:
     vols: dict[str, dict[str, dict[str, float]]] = {}
     for r in rows:
         vols.setdefault(r["patient"], {}).setdefault(r["phase"], {})[r["class"]] = float(r[column])
-    return {p: clinical.indices(v["ED"], v["ES"]) for p, v in vols.items() if "ED" in v and "ES" in v}
+    return {p: clinical.indices(v["ED"], v["ES"], density=density) for p, v in vols.items() if "ED" in v and "ES" in v}
 
 
-def clinical_summary(rows: Sequence[dict[str, Any]], column: str = "predicted_ml") -> Clinical:
+def clinical_summary(rows: Sequence[dict[str, Any]], column: str = "predicted_ml", *,
+                     density: float = clinical.MYOCARDIAL_DENSITY) -> Clinical:
     """Agreement of each clinical index computed from ``column`` with the reference, over patients with both
-    phases."""
-    auto, ref = _patient_indices(rows, column), _patient_indices(rows, "reference_ml")
+    phases (myocardial mass at ``density`` g/mL)."""
+    auto, ref = _patient_indices(rows, column, density), _patient_indices(rows, "reference_ml", density)
     patients = sorted(auto)
-    return Clinical(patients=len(patients), units=dict(clinical.INDICES),
+    return Clinical(patients=len(patients), units=dict(clinical.INDICES), myocardial_density=density,
                     indices={name: clinical.agreement([auto[p][name] for p in patients],
                                                       [ref[p][name] for p in patients])
                              for name in clinical.INDICES})
 
 
-def significance(rows: Sequence[dict[str, Any]]) -> Significance:
+def significance(rows: Sequence[dict[str, Any]], protocol: Preset) -> Significance:
     """Corrected against segmentation-only: Dice and HD per phase and class, and the clinical indices'
-    absolute errors (patients where both are defined), with Mann-Whitney U and paired Wilcoxon p-values."""
+    absolute errors (patients where both are defined), with Mann-Whitney U (sided as ``protocol`` says) and
+    paired Wilcoxon p-values."""
+    sided, density = protocol.mann_whitney, protocol.myocardial_density
     by_metric: dict[str, dict[str, dict[str, stats.Comparison]]] = {"dice": {}, "hd": {}}
     for metric, out in by_metric.items():
         for phase in PHASES:
@@ -87,27 +91,31 @@ def significance(rows: Sequence[dict[str, Any]]) -> Significance:
                 sel = [r for r in rows if r["phase"] == phase and r["class"] == cls and f"{metric}_corrected" in r]
                 if sel:
                     out.setdefault(phase, {})[cls] = stats.compare([r[metric] for r in sel],
-                                                                   [r[f"{metric}_corrected"] for r in sel])
+                                                                   [r[f"{metric}_corrected"] for r in sel],
+                                                                   mann_whitney=sided)
     corrected = [r for r in rows if "predicted_ml_corrected" in r]
-    ref = _patient_indices(corrected, "reference_ml")
-    before, after = _patient_indices(corrected, "predicted_ml"), _patient_indices(corrected, "predicted_ml_corrected")
+    ref = _patient_indices(corrected, "reference_ml", density)
+    before = _patient_indices(corrected, "predicted_ml", density)
+    after = _patient_indices(corrected, "predicted_ml_corrected", density)
     clinical_abs_error = {}
     for name in clinical.INDICES:
         pairs = [(abs(before[p][name] - ref[p][name]), abs(after[p][name] - ref[p][name])) for p in sorted(after)]
         pairs = [(b, a) for b, a in pairs if np.isfinite(b) and np.isfinite(a)]
-        clinical_abs_error[name] = stats.compare([b for b, _ in pairs], [a for _, a in pairs])
-    return Significance(dice=by_metric["dice"], hd=by_metric["hd"], clinical_abs_error=clinical_abs_error)
+        clinical_abs_error[name] = stats.compare([b for b, _ in pairs], [a for _, a in pairs], mann_whitney=sided)
+    return Significance(mann_whitney=sided, dice=by_metric["dice"], hd=by_metric["hd"],
+                        clinical_abs_error=clinical_abs_error)
 
 
-def risk_coverage_summary(volumes: Sequence[Volume]) -> calibration.RiskCoverage:
-    """Mean risk-coverage curve, AURC and e-AURC over volumes (1.4 mm grid)."""
+def risk_coverage_summary(volumes: Sequence[Volume], measure: calibration.RiskMeasure = "error-rate"
+                          ) -> calibration.RiskCoverage:
+    """Mean risk-coverage curve, AURC and e-AURC over volumes (1.4 mm grid), risk as ``measure``."""
     curves, best = [], []
     for v in volumes:
         r, b = calibration.risk_coverage(v.uncertainty.astype(np.float64), v.prediction_grid, v.reference_grid,
-                                         where=v.where)
+                                         where=v.where, measure=measure)
         curves.append(r)
         best.append(b)
-    return calibration.aurc(curves, best)
+    return calibration.aurc(curves, best, measure)
 
 
 def calibration_summary(counts: np.ndarray, brier_sum: float, voxels: int) -> Calibration:
@@ -118,13 +126,16 @@ def calibration_summary(counts: np.ndarray, brier_sum: float, voxels: int) -> Ca
                        brier=brier_sum / voxels if voxels else float("nan"), voxels=voxels)
 
 
-def detection_summary(volumes: Sequence[Volume]) -> DetectionCurves:
-    """Voxel-level FROC and slice-level average precision of the detector's patch probabilities."""
+def detection_summary(volumes: Sequence[Volume], protocol: Preset) -> DetectionCurves:
+    """Voxel-level FROC and slice-level average precision of the detector's patch probabilities, under the
+    conventions of ``protocol``."""
     scored = [v for v in volumes if v.patch_probs is not None]
     probs = [v.patch_probs for v in scored if v.patch_probs is not None]
-    return DetectionCurves(froc=detection.froc(probs, [v.failures for v in scored]),
-                           slices=detection.slice_detection([v.patient for v in scored], probs,
-                                                            [v.failures for v in scored]))
+    failures, thresholds = [v.failures for v in scored], protocol.thresholds()
+    return DetectionCurves(
+        froc=detection.froc(probs, failures, thresholds, convention=protocol.froc, flag=protocol.flag),
+        slices=detection.slice_detection([v.patient for v in scored], probs, failures,
+                                         convention=protocol.slice_ap, thresholds=thresholds, flag=protocol.flag))
 
 
 EFFORT_SHARES = (0.0, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
@@ -139,13 +150,15 @@ def effort_thresholds(probs: Sequence[np.ndarray], shares: Sequence[float] = EFF
     return [-1.0 if s >= 1 else float(np.quantile(p, 1 - s)) for s in shares]
 
 
-def effort_curve(volumes: Sequence[Volume], *, to_original: ToOriginal, mode: detection.CorrectionMode,
+def effort_curve(volumes: Sequence[Volume], *, to_original: ToOriginal, protocol: Preset,
                  shares: Sequence[float] = EFFORT_SHARES) -> EffortCurve:
     """Quality after simulated correction against the share of patches and of slices an expert inspects.
 
-    At each threshold (``effort_thresholds``) the patches with probability above it are corrected
-    (``mode``), every volume is mapped back to original geometry and re-scored; the areas under mean Dice
-    against each share summarise the curve (higher is better: quality bought with less inspection)."""
+    At each threshold (``effort_thresholds``) the patches with probability above it (strictly, whatever the
+    preset: the thresholds are quantiles, and share 0 must flag nothing) are corrected as ``protocol`` says,
+    every volume is mapped back to original geometry and re-scored; the areas under mean Dice against each
+    share summarise the curve (higher is better: quality bought with less inspection)."""
+    mode = protocol.correction
     scored = [v for v in volumes if v.patch_probs is not None]
     if not scored:
         raise ValueError("correction-effort curve: the case list is empty")
@@ -163,7 +176,7 @@ def effort_curve(volumes: Sequence[Volume], *, to_original: ToOriginal, mode: de
         for v, f in zip(scored, flags, strict=True):
             fixed = detection.correct(v.prediction_grid, v.reference_grid, f, mode=mode, failures=v.failures)
             rows += case_rows(v, to_original(v, fixed))
-        clin = clinical_summary(rows)
+        clin = clinical_summary(rows, density=protocol.myocardial_density)
         points.append(EffortPoint(threshold=t, flagged_patches=n_flagged, share_of_patches=n_flagged / total_patches,
                                   share_of_slices=sum(int(f.any((1, 2)).sum()) for f in flags) / total_slices,
                                   dice=float(np.mean([r["dice"] for r in rows])),

@@ -141,7 +141,8 @@ def run(cfg: RunConfig, progress: Progress | None = None) -> Summary:
     rows: list[dict[str, Any]] = []
     calib = np.zeros((len(CLASS_NAMES), calibration.BINS, 3))
     brier, voxels = 0.0, 0
-    in_sample = cfg.detector is not None and cfg.detector_training == "in-sample"
+    protocol = cfg.protocol
+    in_sample = cfg.detector is not None and protocol.detector_training == "in-sample"
     training: dict[int, list[Volume]] = {}  # in-sample: fold k's predictions of its own training patients
     for k in cfg.folds:
         fdir = out / f"fold{k}"
@@ -184,7 +185,7 @@ def run(cfg: RunConfig, progress: Progress | None = None) -> Summary:
                 training[k] = [_volume(c, k, z) for c in cases if fold_of[c.patient] != k]
     detection_rows: list[dict[str, Any]] = []
     notes: list[str] = []
-    risk_coverage = evaluation.risk_coverage_summary(volumes)
+    risk_coverage = evaluation.risk_coverage_summary(volumes, protocol.risk)
     calibration_summary = evaluation.calibration_summary(calib, brier, voxels)
     curves = effort = significance = None
     if cfg.detector and (in_sample or len(cfg.folds) > 1):
@@ -192,9 +193,9 @@ def run(cfg: RunConfig, progress: Progress | None = None) -> Summary:
                           progress=progress)
         detection_rows = _correct(cfg, volumes, rows)
         t0 = time.perf_counter()
-        curves = evaluation.detection_summary(volumes)
-        effort = evaluation.effort_curve(volumes, to_original=_to_original(params), mode=cfg.correction)
-        significance = evaluation.significance(rows)
+        curves = evaluation.detection_summary(volumes, protocol)
+        effort = evaluation.effort_curve(volumes, to_original=_to_original(params), protocol=protocol)
+        significance = evaluation.significance(rows, protocol)
         timings["effort_curve_s"] = time.perf_counter() - t0
     elif cfg.detector:
         notes.append(f"detector '{cfg.detector}' not run: it is fitted out of fold, which needs 2 or more --folds "
@@ -208,15 +209,17 @@ def run(cfg: RunConfig, progress: Progress | None = None) -> Summary:
         detection=tables.detection_totals(detection_rows) if detection_rows else None,
         risk_coverage=risk_coverage, calibration=calibration_summary, detection_curves=curves,
         correction_effort=effort, significance=significance,
-        clinical=evaluation.clinical_summary(rows),
-        clinical_corrected=evaluation.clinical_summary(rows, "predicted_ml_corrected") if corrected_rows else None,
+        clinical=evaluation.clinical_summary(rows, density=protocol.myocardial_density),
+        clinical_corrected=evaluation.clinical_summary(rows, "predicted_ml_corrected",
+                                                       density=protocol.myocardial_density) if corrected_rows else None,
         profile=cfg.profile.value, device=cfg.device, timings_s=timings, notes=notes,
-        failure_rule=cfg.failure_rule, correction=cfg.correction,
+        protocol=protocol,
         dataset=DatasetInfo(name=cfg.dataset, root=str(root), fingerprint=fingerprint, phantom=cfg.data is None),
         provenance=_provenance(cfg))
-    tables.write_csv(out / "cases.csv", rows)
+    tag = {"protocol": f"{protocol.label} {protocol.digest()}"}  # every table names the preset that made it
+    tables.write_csv(out / "cases.csv", [r | tag for r in rows])
     if detection_rows:
-        tables.write_csv(out / "detection.csv", detection_rows)
+        tables.write_csv(out / "detection.csv", [r | tag for r in detection_rows])
     summaries.write(out / "summary.json", summary)
     return summary
 
@@ -318,7 +321,7 @@ def _keep(cfg: RunConfig, arrays: dict[str, np.ndarray], *, case: cache.Prepared
     """Add a case's grid labels, map (float16) and failure labels to the arrays a fold stores."""
     key = f"{case.patient}_{case.phase}"
     arrays[f"{key}_labels"], arrays[f"{key}_uncertainty"] = labels, unc.astype(np.float16)
-    arrays[f"{key}_failures"] = failure_rules.failure_map(labels, case.labels, rule=cfg.failure_rule,
+    arrays[f"{key}_failures"] = failure_rules.failure_map(labels, case.labels, rule=cfg.protocol.failure_rule,
                                                           spacing=cfg.preprocess.spacing)
 
 
@@ -386,7 +389,7 @@ def _detect(cfg: RunConfig, volumes: list[Volume], *, training: dict[int, list[V
     for k in cfg.folds:
         det = reg.create(DETECTOR, cfg.detector)
         fdir = cfg.out / f"fold{k}"
-        train_ex = [ex for v in fit_set(cfg.detector_training, k, tested=volumes, training=training)
+        train_ex = [ex for v in fit_set(cfg.protocol.detector_training, k, tested=volumes, training=training)
                     for ex in examples(v, True)]
         ctx = Context(profile=cfg.profile, device=cfg.device, seed=cfg.seed + k, workdir=fdir / "detector")
         ctx.workdir.mkdir(exist_ok=True)
@@ -424,15 +427,15 @@ def fit_set(mode: DetectorTraining, fold: int, *, tested: list[Volume], training
 
 
 def _correct(cfg: RunConfig, volumes: list[Volume], rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Simulated correction of the patches flagged at probability > 0.5; corrected metrics join ``rows``,
-    and one detection row per volume is returned."""
+    """Simulated correction of the patches flagged at the protocol's operating point (p > 0.5, or >= 0.5);
+    corrected metrics join ``rows``, and one detection row per volume is returned."""
     corrected: dict[tuple[str, str, str], dict[str, Any]] = {}
     detection_rows = []
     to_original = _to_original(cfg.preprocess)
     for v in volumes:
         assert v.patch_probs is not None
-        flags = v.patch_probs > 0.5
-        fixed = correct(v.prediction_grid, v.reference_grid, flags, mode=cfg.correction, failures=v.failures)
+        flags = cfg.protocol.flagged(v.patch_probs, cfg.protocol.operating_point)
+        fixed = correct(v.prediction_grid, v.reference_grid, flags, mode=cfg.protocol.correction, failures=v.failures)
         for r in evaluation.case_rows(v, to_original(v, fixed)):
             corrected[(v.patient, v.phase, r["class"])] = r
         fail_patches = voxels_per_patch(v.failures) > 0

@@ -78,3 +78,15 @@ def test_bad_uncertainty_maps_are_value_errors() -> None:
         risk_coverage(unc, pred, ref, where="case 3")
     with pytest.raises(ValueError, match="empty"):
         aurc([], [])
+
+
+def test_error_count_risk_counts_the_wrong_voxels_kept() -> None:
+    unc, pred, ref = _line([0.1, 0.2, 0.3, 0.4], err_at=3)  # the error is the most uncertain voxel
+    risk, best = risk_coverage(unc, pred, ref, measure="error-count")
+    assert risk[75] == 0.0 and risk[100] == 1.0 and risk[90] == pytest.approx(15 / 25)
+    out = aurc([risk], [best], "error-count")
+    assert out.measure == "error-count" and out.aurc == pytest.approx(0.5 * 0.25) and out.e_aurc == pytest.approx(0)
+    unc, pred, ref = _line([0.1, 0.2, 0.3, 0.4], err_at=0)  # the least uncertain: kept from the start
+    risk, best = risk_coverage(unc, pred, ref, measure="error-count")
+    assert (risk == 1.0).all()
+    assert aurc([risk], [best], "error-count").e_aurc == pytest.approx(1 - 0.125)

@@ -22,6 +22,8 @@ def test_indices_of_one_patient() -> None:
     got = indices({"LV": 120.0, "RV": 100.0, "MYO": 80.0}, {"LV": 48.0, "RV": 60.0, "MYO": 90.0})
     assert got == pytest.approx({"lv_edv": 120.0, "lv_esv": 48.0, "lv_ef": 60.0, "rv_edv": 100.0,
                                  "rv_esv": 60.0, "rv_ef": 40.0, "lv_mass": 84.0})
+    assert indices({"LV": 1.0, "RV": 1.0, "MYO": 80.0}, {"LV": 1.0, "RV": 1.0, "MYO": 1.0},
+                   density=1.04)["lv_mass"] == pytest.approx(83.2)  # the authors' density
 
 
 def test_ejection_fraction_without_diastolic_volume_is_undefined() -> None:

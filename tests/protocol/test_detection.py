@@ -7,6 +7,7 @@ import pytest
 
 from uqbench.protocol.detection import (
     area_under,
+    authors_average_precision,
     average_precision,
     check_patch_probabilities,
     correct,
@@ -75,3 +76,45 @@ def test_bad_patch_probabilities_are_value_errors() -> None:
         check_patch_probabilities(np.zeros((1, 2, 3)), (1, 16, 16), "p1 ES")
     with pytest.raises(ValueError, match="NaN or values outside"):
         check_patch_probabilities(np.full((1, 2, 2), 1.2), (1, 16, 16), "p1 ES")
+
+
+def _three_volumes() -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """A: 3 failure voxels in a patch at 0.9. B: 1 failure voxel in a patch at 0.2, a clean patch at 0.6.
+    C: no failure, a clean patch at 0.7 (and one at exactly 0.5)."""
+    probs, fails = [np.zeros((1, 2, 2)) for _ in range(3)], [np.zeros((1, 16, 16), bool) for _ in range(3)]
+    probs[0][0, 0, 0], fails[0][0, 1, 1:4] = 0.9, True
+    probs[1][0, 0, 0], probs[1][0, 1, 1], fails[1][0, 3, 3] = 0.2, 0.6, True
+    probs[2][0, 1, 0], probs[2][0, 0, 1] = 0.7, 0.5
+    return probs, fails
+
+
+def test_per_volume_froc_averages_each_volumes_detection_rate_over_volumes_with_failures() -> None:
+    probs, fails = _three_volumes()
+    pooled = froc(probs, fails, np.array([0.5]))
+    per = froc(probs, fails, np.array([0.5]), convention="per-volume")
+    assert pooled.sensitivity == [0.75]  # 3 of 4 failure voxels
+    assert per.sensitivity == [0.5]  # A: 1, B: 0; C holds no failure and is left out
+    assert pooled.false_positives_per_volume == per.false_positives_per_volume == [pytest.approx(2 / 3)]
+    at_or_above = froc(probs, fails, np.array([0.5]), convention="per-volume", flag=">=")
+    assert at_or_above.false_positives_per_volume == [1.0]  # C's patch at exactly 0.5 now counts
+
+
+def test_the_authors_slice_ap_by_hand() -> None:
+    """Thresholds 1, 0.5, 0 (high to low). V1 scores (0.9+, 0.3); V2 (0.6, 0.8+); V3 (0.7) has no positive.
+    Mean precision 1, 1/2, 1/3 and mean recall 1/3, 1, 1: AP = 1 * 1/3 + 1/2 * 2/3 + 1/3 * 0 = 2/3."""
+    vols = [(np.array([0.9, 0.3]), np.array([True, False])), (np.array([0.6, 0.8]), np.array([False, True])),
+            (np.array([0.7]), np.array([False]))]
+    assert authors_average_precision(vols, np.array([0.0, 0.5, 1.0]), flag=">=") == pytest.approx(2 / 3)
+    assert authors_average_precision(vols[:2], np.array([0.0, 0.5, 1.0]), flag=">=") == pytest.approx(0.75)
+
+
+def test_slice_detection_reports_the_ap_of_its_convention_beside_the_exact_ones() -> None:
+    probs = [np.array([[[0.9]], [[0.3]]]), np.array([[[0.6]], [[0.8]]])]
+    fails = [np.zeros((2, 8, 8), bool) for _ in range(2)]
+    fails[0][0, 0, 0] = fails[1][1, 0, 0] = True
+    exact = slice_detection(["p1", "p2"], probs, fails)
+    assert exact.ap == exact.ap_per_patient == 1.0 and exact.ap_convention == "exact-per-patient"
+    authors = slice_detection(["p1", "p2"], probs, fails, convention="authors-40",
+                              thresholds=np.array([0.0, 0.5, 1.0]), flag=">=")
+    assert authors.ap == pytest.approx(0.75) and authors.ap_per_patient == 1.0
+    assert authors.share_of_slices_with_failures_per_volume == 0.5

@@ -47,15 +47,20 @@ def run_cmd(
     precision: options.Precision = "auto",
     iterations: Annotated[int | None, typer.Option(
         "--iterations", help="Override the recipe's training steps (smoke tests); recorded in config.json.")] = None,
-    failure_preset: Annotated[str, typer.Option(
-        "--failure-preset", help="Failure definition: paper (section V-B) or seed-code (the authors' code).")]
-    = "paper",
-    correction: Annotated[str, typer.Option(
-        "--correction", help="Simulated correction: patch (whole flagged patches) or failures-only.")] = "patch",
-    detector_training: Annotated[str, typer.Option(
-        "--detector-training", help="What each fold's detector learns from: out-of-fold (the other folds' test "
-                                    "predictions) or in-sample (the fold's own training patients, as the paper).")]
-    = "out-of-fold",
+    protocol: Annotated[str, typer.Option(
+        "--protocol", help="Protocol preset (failure rule, correction, detector training, curve and test "
+                           "conventions): uqbench (ours), sander2020 (the paper's text) or seed-code (the authors' "
+                           "code); see the README.")] = "uqbench",
+    failure_preset: Annotated[str | None, typer.Option(
+        "--failure-preset", help="Override the preset's failure definition: paper (section V-B) or seed-code "
+                                 "(the authors' code); changes the protocol hash.")] = None,
+    correction: Annotated[str | None, typer.Option(
+        "--correction", help="Override the preset's simulated correction: patch (whole flagged patches) or "
+                             "failures-only; changes the protocol hash.")] = None,
+    detector_training: Annotated[str | None, typer.Option(
+        "--detector-training", help="Override what each fold's detector learns from: out-of-fold (the other folds' "
+                                    "test predictions) or in-sample (the fold's own training patients); changes "
+                                    "the protocol hash.")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
     out: Annotated[str | None, typer.Option(
         "--out", help="Output folder (default: runs/<segmenter>-<uncertainty>-<data folder name or phantom>-<profile>, "
@@ -72,12 +77,13 @@ def run_cmd(
                          detector=None if detector in (None, "none") else detector, loss=loss, data=data,
                          dataset=dataset, folds=fold_list, profile=profile, samples=samples, device=device, seed=seed,
                          out=None if out is None else Path(out), iterations=iterations,
-                         failure_preset=failure_preset, correction=correction, precision=precision,
+                         protocol=protocol, failure_preset=failure_preset, correction=correction, precision=precision,
                          detector_training=detector_training)
     for warning in registry().warnings:
         console.print(f"[yellow]warning:[/yellow] {escape(warning)}", highlight=False)
     console.print(f"run → {cfg.out}  (profile {cfg.profile.value}, device {cfg.device}, {cfg.precision}, "
-                  f"T={cfg.samples})", markup=False, highlight=False)
+                  f"T={cfg.samples}, protocol {cfg.protocol.label} {cfg.protocol.digest()})", markup=False,
+                  highlight=False)
     with Progress(SpinnerColumn(), TextColumn("{task.description:<16}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=console) as progress:
         summary = pipeline.run(cfg, progress)
@@ -91,7 +97,8 @@ def run_cmd(
 def summary_table(summary: Summary) -> Table:
     """Mean ± sd Dice and HD per phase and class, before and (when scored) after simulated correction."""
     seg, fixed = summary.segmentation, summary.corrected
-    table = Table(title=f"Dice and Hausdorff distance ({seg.volumes} volumes, profile {summary.profile})")
+    table = Table(title=f"Dice and Hausdorff distance ({seg.volumes} volumes, profile {summary.profile}, "
+                        f"protocol {summary.protocol.label} {summary.protocol.digest()})")
     table.add_column("phase")
     table.add_column("class")
     table.add_column("Dice")
@@ -117,11 +124,15 @@ def summary_table(summary: Summary) -> Table:
 
 def protocol_line(summary: Summary) -> str:
     """One line of the run's uncertainty and detection measures (all of them are in summary.json)."""
-    rule, rc, cal = summary.failure_rule, summary.risk_coverage, summary.calibration
-    parts = [f"failure rule {rule.name} ({rule.digest()})", f"AURC {rc.aurc:.4f}, e-AURC {rc.e_aurc:.4f}",
+    p, rc, cal = summary.protocol, summary.risk_coverage, summary.calibration
+    risk = f"AURC {rc.aurc:.4f}, e-AURC {rc.e_aurc:.4f}" if rc.measure == "error-rate" else \
+        f"AURC {rc.aurc:.1f}, e-AURC {rc.e_aurc:.1f} (error count, voxels)"
+    parts = [f"protocol {p.label} ({p.digest()}; failure rule {p.failure_rule.name})", risk,
              f"ECE {cal.pooled.ece:.4f}, Brier {cal.brier:.4f}"]
     if summary.detection_curves and summary.correction_effort:
         slices = summary.detection_curves.slices
-        parts += [f"slice AP {slices.ap_pooled:.3f} pooled, {slices.ap_per_patient:.3f} per patient",
+        parts += [f"slice AP {slices.ap:.3f} ({slices.ap_convention}), {slices.ap_pooled:.3f} pooled",
+                  f"slices with a failure {100 * slices.share_of_slices_with_failures_per_volume:.1f} % "
+                  "(mean per volume)",
                   f"effort AUC (Dice vs share of slices) {summary.correction_effort.auc_dice_vs_slices:.3f}"]
     return "; ".join(parts)

@@ -12,22 +12,27 @@ a batch). Counts are additive, so volumes are pooled voxel by voxel by summing t
 Risk-coverage: each volume is cropped to the bounding box of its reference labels; its voxels are ranked
 by uncertainty; the 0th..100th percentiles of the uncertainty are the thresholds; at a threshold t the
 voxels with uncertainty <= t are kept (segmented automatically) and the rest referred to an expert.
-Coverage is the kept share, risk the share of kept voxels that are wrong (prediction != reference; the
-selective risk of Geifman et al.). Each volume's curve is interpolated linearly onto coverage 0..100 %
-(constant below its smallest coverage) and the curves are averaged over volumes. AURC is the trapezoid
-area under the mean curve over coverage in [0, 1]; e-AURC subtracts the area of the optimal ranking (all
-errors most uncertain: with k of N voxels kept and E errors, risk max(0, k - (N - E)) / k), evaluated at
-the same kept counts and interpolated the same way, so e-AURC is 0 for a perfect ranking and never negative.
+Coverage is the kept share; risk is either ``error-rate``, the share of kept voxels that are wrong
+(prediction != reference; the selective risk of Geifman et al., uqbench's), or ``error-count``, the number of
+wrong voxels kept (the paper's III-C: "the number of incorrectly segmented voxels per patient volume is used as
+a measure of risk"; the authors' eval_umaps/generate_data.py). Each volume's curve is interpolated linearly
+onto coverage 0..100 % (constant below its smallest coverage) and the curves are averaged over volumes. AURC
+is the trapezoid area under the mean curve over coverage in [0, 1]; e-AURC subtracts the area of the optimal
+ranking (all errors most uncertain: with k of N voxels kept and E errors, max(0, k - (N - E)) errors kept,
+divided by k for the rate), evaluated at the same kept counts and interpolated the same way, so e-AURC is 0
+for a perfect ranking and never negative.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
 from uqbench.protocol.metrics import bounding_box
 
+RiskMeasure = Literal["error-rate", "error-count"]
 BINS = 10
 GRID = np.arange(101, dtype=np.float64)  # coverage in percent
 
@@ -83,8 +88,10 @@ class Reliability:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RiskCoverage:
-    """The mean risk-coverage curve over ``volumes`` (coverage in percent), its AURC and e-AURC."""
+    """The mean risk-coverage curve over ``volumes`` (coverage in percent), its AURC and e-AURC (risk as a share
+    of kept voxels, or in voxels for ``error-count``)."""
 
+    measure: RiskMeasure
     coverage: list[float]
     risk: list[float]
     aurc: float
@@ -112,8 +119,8 @@ def _crop_to_reference(ref: np.ndarray) -> tuple[slice, ...]:
     return bounding_box(ref > 0) or tuple(slice(None) for _ in ref.shape)
 
 
-def risk_coverage(uncertainty: np.ndarray, pred: np.ndarray, ref: np.ndarray, *, where: str = "volume"
-                  ) -> tuple[np.ndarray, np.ndarray]:
+def risk_coverage(uncertainty: np.ndarray, pred: np.ndarray, ref: np.ndarray, *, where: str = "volume",
+                  measure: RiskMeasure = "error-rate") -> tuple[np.ndarray, np.ndarray]:
     """One volume's selective risk on the coverage grid 0..100 %, and the optimal ranking's (module docstring)."""
     check_map(uncertainty, where)
     if not (uncertainty.shape == pred.shape == ref.shape):
@@ -127,17 +134,18 @@ def risk_coverage(uncertainty: np.ndarray, pred: np.ndarray, ref: np.ndarray, *,
     kept = np.searchsorted(u_sorted, np.percentile(u, GRID), side="right")  # >= 1: the 0th percentile is the min
     kept = np.unique(kept)
     coverage = 100.0 * kept / u.size
-    risk = cum_err[kept - 1] / kept
-    best = np.maximum(0, kept - (u.size - int(err.sum()))) / kept
+    per = kept if measure == "error-rate" else 1
+    risk = cum_err[kept - 1] / per
+    best = np.maximum(0, kept - (u.size - int(err.sum()))) / per
     return np.interp(GRID, coverage, risk), np.interp(GRID, coverage, best)
 
 
-def aurc(curves: list[np.ndarray], optimal: list[np.ndarray]) -> RiskCoverage:
+def aurc(curves: list[np.ndarray], optimal: list[np.ndarray], measure: RiskMeasure = "error-rate") -> RiskCoverage:
     """Mean risk-coverage curve over volumes, its AURC and e-AURC."""
     if not curves:
         raise ValueError("risk-coverage: the case list is empty")
     mean = np.mean(curves, axis=0)
     area = float(np.trapezoid(mean, GRID / 100.0))
     best = float(np.trapezoid(np.mean(optimal, axis=0), GRID / 100.0))
-    return RiskCoverage(coverage=GRID.tolist(), risk=mean.tolist(), aurc=area, e_aurc=area - best,
+    return RiskCoverage(measure=measure, coverage=GRID.tolist(), risk=mean.tolist(), aurc=area, e_aurc=area - best,
                         volumes=len(curves))

@@ -5,7 +5,9 @@ From the label maps in original geometry (voxel volume = product of the NIfTI sp
 - LV and RV end-diastolic and end-systolic volume (EDV, ESV): the LV cavity (label 3) and RV cavity
   (label 1) volume at ED and ES, in mL (1 mL = 1000 mm^3);
 - ejection fraction EF = 100 * (EDV - ESV) / EDV, in %; undefined (NaN) when EDV is 0;
-- LV myocardial mass: myocardium (label 2) volume at ED times 1.05 g/mL, in g.
+- LV myocardial mass: myocardium (label 2) volume at ED times the myocardial density, in g: 1.05 g/mL by
+  default (ACDC, Bernard et al. 2018), 1.04 g/mL in the ``seed-code`` preset (the authors'
+  utils/cardiac_indices.py).
 
 Agreement over patients, automatic against reference (following Bernard et al. 2018): Pearson r, bias
 (mean of automatic - reference) +- its sample sd (ddof 1), and mean absolute error. Patients whose index is
@@ -20,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-MYOCARDIAL_DENSITY = 1.05  # g/mL
+MYOCARDIAL_DENSITY = 1.05  # g/mL, the default
 LABELS = {"RV": 1, "MYO": 2, "LV": 3}
 INDICES = {"lv_edv": "mL", "lv_esv": "mL", "lv_ef": "%", "rv_edv": "mL", "rv_esv": "mL", "rv_ef": "%",
            "lv_mass": "g"}
@@ -35,11 +37,13 @@ def _ef(edv: float, esv: float) -> float:
     return 100.0 * (edv - esv) / edv if edv > 0 else math.nan
 
 
-def indices(ed: Mapping[str, float], es: Mapping[str, float]) -> dict[str, float]:
-    """The seven indices of one patient from its class volumes in mL ({"RV", "MYO", "LV"}) at ED and ES."""
+def indices(ed: Mapping[str, float], es: Mapping[str, float], *, density: float = MYOCARDIAL_DENSITY
+            ) -> dict[str, float]:
+    """The seven indices of one patient from its class volumes in mL ({"RV", "MYO", "LV"}) at ED and ES,
+    the myocardial mass at ``density`` g/mL."""
     return {"lv_edv": ed["LV"], "lv_esv": es["LV"], "lv_ef": _ef(ed["LV"], es["LV"]),
             "rv_edv": ed["RV"], "rv_esv": es["RV"], "rv_ef": _ef(ed["RV"], es["RV"]),
-            "lv_mass": ed["MYO"] * MYOCARDIAL_DENSITY}
+            "lv_mass": ed["MYO"] * density}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

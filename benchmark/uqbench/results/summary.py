@@ -17,11 +17,11 @@ from uqbench.errors import DataError
 from uqbench.protocol.calibration import Reliability, RiskCoverage
 from uqbench.protocol.clinical import Agreement
 from uqbench.protocol.detection import CorrectionMode, Froc, SliceDetection
-from uqbench.protocol.failures import FailureRule
-from uqbench.protocol.stats import Comparison
+from uqbench.protocol.presets import Preset
+from uqbench.protocol.stats import Comparison, MannWhitney
 from uqbench.records import from_json, to_json, write_json
 
-SUMMARY_VERSION = 1
+SUMMARY_VERSION = 2
 
 Metric = Literal["dice", "hd", "hd95", "hd95_directed_max", "assd"]
 METRICS: tuple[Metric, ...] = ("dice", "hd", "hd95", "hd95_directed_max", "assd")
@@ -63,7 +63,7 @@ class Scores:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DetectionTotals:
-    """The detector's operating point (probability > 0.5), pooled over volumes."""
+    """The detector at the protocol's operating point (probability > 0.5, or >= 0.5), pooled over volumes."""
 
     volumes: int
     voxel_sensitivity: float  # failure voxels inside flagged patches / all failure voxels
@@ -120,6 +120,7 @@ class Clinical:
     """Agreement of each clinical index with the reference over the patients with both phases."""
 
     patients: int
+    myocardial_density: float  # g/mL, of the LV mass
     units: dict[str, str]  # index -> unit
     indices: dict[str, Agreement]  # index -> agreement
 
@@ -128,6 +129,7 @@ class Clinical:
 class Significance:
     """Corrected against segmentation-only: per metric, phase and class, and per clinical index's absolute error."""
 
+    mann_whitney: MannWhitney  # the sidedness of every mann_whitney_p here
     dice: dict[str, dict[str, Comparison]] = field(default_factory=dict)
     hd: dict[str, dict[str, Comparison]] = field(default_factory=dict)
     clinical_abs_error: dict[str, Comparison] = field(default_factory=dict)
@@ -185,8 +187,7 @@ class Summary:
     device: str
     timings_s: dict[str, float]
     notes: list[str]
-    failure_rule: FailureRule
-    correction: CorrectionMode
+    protocol: Preset  # every protocol choice, with its name, overrides and hash
     dataset: DatasetInfo
     provenance: Provenance
 
