@@ -64,7 +64,8 @@ class Recipe:
     learning_rate: float
     lr_decay_every: int  # "step": steps between multiplications by lr_decay; "snapshot": cycle length
     lr_decay: float = 0.1
-    weight_decay: float = 1e-4
+    weight_decay: float = 1e-4  # Adam's (coupled, L2) weight decay
+    amsgrad: bool = False  # Adam's AMSGrad variant
     width: float = 1.0  # channel multiplier passed to build(); 1.0 is the paper's architecture
     dropout: float = 0.1  # MC dropout probability (paper: 10 percent of hidden units)
     foreground: float = 0.0  # share of patches centred on a labelled voxel; 0 = uniform, as the paper
@@ -88,6 +89,11 @@ class Segmenter(Protocol):
 
     The module must apply its dropout through ``torch.nn.Dropout``-family modules (the harness
     switches exactly those on for MC sampling and keeps batch norm in inference mode).
+
+    A segmenter may declare an int ``context`` c (see :func:`context_of`): its network then reads c voxels of
+    image beyond each side of what it labels, mapping [B, in_channels, H + 2c, W + 2c] to logits
+    [B, num_classes, H, W] (H, W multiples of ``size_multiple``); the harness gives it real image there, zeros
+    only beyond the image's edge, in training and in inference alike.
     """
 
     @property
@@ -108,6 +114,15 @@ class Segmenter(Protocol):
     def recipe(self, profile: Profile) -> Recipe:
         """The default training recipe under ``profile``."""
         ...
+
+
+def context_of(segmenter: object) -> int:
+    """The voxels of image context a segmenter's network reads beyond each side of its output (0 unless it
+    declares ``context``); ValueError unless that is a non-negative int."""
+    c = getattr(segmenter, "context", 0)
+    if not isinstance(c, int) or isinstance(c, bool) or c < 0:
+        raise ValueError(f"context must be a non-negative int, not {c!r}")
+    return c
 
 
 @runtime_checkable

@@ -21,7 +21,7 @@ import numpy as np
 
 import uqbench
 from uqbench import evaluation
-from uqbench.api import CLASS_NAMES, Context, DetectorExample
+from uqbench.api import CLASS_NAMES, Context, DetectorExample, Segmenter, context_of
 from uqbench.config import RunConfig
 from uqbench.data import cache, nifti, phantom
 from uqbench.data.preprocess import PreprocessParams, labels_to_original, map_to_original
@@ -160,13 +160,13 @@ def run(cfg: RunConfig, progress: Progress | None = None) -> Summary:
                                  precision=cfg.precision)
             t1 = time.perf_counter()
             fold_rows, arrays, fold_calib = _infer_fold(cfg, predict=predict_volume, model=model, umap=umap,
-                                                        multiple=seg.size_multiple, test=test, fold=k,
+                                                        seg=seg, test=test, fold=k,
                                                         advance=_tracker(progress, f"fold {k} infer", len(test)))
             t2 = time.perf_counter()
             if in_sample:  # what this fold's detector will learn from
                 own = [c for c in cases if fold_of[c.patient] != k]
                 _write_npz(fdir / "training.npz", _predict_training(
-                    cfg, predict=predict_volume, model=model, umap=umap, multiple=seg.size_multiple, cases=own, fold=k,
+                    cfg, predict=predict_volume, model=model, umap=umap, seg=seg, cases=own, fold=k,
                     advance=_tracker(progress, f"fold {k} own", len(own))))
             _write_npz(fdir / "predictions.npz", arrays)
             write_json(done, {"rows": fold_rows, "calibration": fold_calib, "train_s": t1 - t0,
@@ -290,7 +290,7 @@ def _plugin_call(cfg: RunConfig, of: Kind[Any], fn: Callable[..., Any], *args: A
 
 
 def _infer_fold(cfg: RunConfig, *, predict: Callable[..., tuple[np.ndarray, np.ndarray]], model: Any, umap: Any,
-                multiple: int, test: list[cache.Prepared], fold: int, advance: Callable[[int], None]
+                seg: Segmenter, test: list[cache.Prepared], fold: int, advance: Callable[[int], None]
                 ) -> tuple[list[dict[str, Any]], dict[str, np.ndarray], dict[str, Any]]:
     """Predict (with ``uqbench.infer.mc.predict_volume``), post-process, score and label failures of every
     test case; sum calibration counts."""
@@ -300,7 +300,7 @@ def _infer_fold(cfg: RunConfig, *, predict: Callable[..., tuple[np.ndarray, np.n
     counts = np.zeros((len(CLASS_NAMES), calibration.BINS, 3))
     brier, voxels = 0.0, 0
     for i, c in enumerate(test):
-        probs, unc = _predict_case(cfg, predict=predict, model=model, umap=umap, multiple=multiple, c=c,
+        probs, unc = _predict_case(cfg, predict=predict, model=model, umap=umap, seg=seg, c=c,
                                    fold=fold, seed=cfg.seed * 100_003 + fold * 1000 + i)
         n, b, v = calibration.reliability_counts(probs, c.labels, f"{c.patient} {c.phase}")
         counts, brier, voxels = counts + n, brier + b, voxels + v
@@ -326,11 +326,11 @@ def _keep(cfg: RunConfig, arrays: dict[str, np.ndarray], *, case: cache.Prepared
 
 
 def _predict_case(cfg: RunConfig, *, predict: Callable[..., tuple[np.ndarray, np.ndarray]], model: Any, umap: Any,
-                  multiple: int, c: cache.Prepared, fold: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+                  seg: Segmenter, c: cache.Prepared, fold: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """(mean softmax [C, Z, Y, X], uncertainty [Z, Y, X]) of case ``c``, each checked where it is produced."""
     with _blame(cfg, SEGMENTER, f"inference, fold {fold}, {c.patient} {c.phase}"):
-        mean, unc = predict(model, c.image, umap=umap, samples=cfg.samples, multiple=multiple, device=cfg.device,
-                            seed=seed, precision=cfg.precision)
+        mean, unc = predict(model, c.image, umap=umap, samples=cfg.samples, multiple=seg.size_multiple,
+                            device=cfg.device, seed=seed, precision=cfg.precision, context=context_of(seg))
     if not np.isfinite(unc).all() or unc.min() < 0 or unc.max() > 1:
         raise PluginError(f"uncertainty map '{cfg.uncertainty}' returned values outside [0, 1] or NaN "
                           f"for {c.patient} {c.phase}")
@@ -343,13 +343,13 @@ def _predict_case(cfg: RunConfig, *, predict: Callable[..., tuple[np.ndarray, np
 
 
 def _predict_training(cfg: RunConfig, *, predict: Callable[..., tuple[np.ndarray, np.ndarray]], model: Any,
-                      umap: Any, multiple: int, cases: list[cache.Prepared], fold: int,
+                      umap: Any, seg: Segmenter, cases: list[cache.Prepared], fold: int,
                       advance: Callable[[int], None]) -> dict[str, np.ndarray]:
     """In-sample detector data: fold ``fold``'s segmenter on its own training ``cases`` (T samples as for the
     test patients), with the labels, map and failure labels a detector learns from; nothing is scored."""
     arrays: dict[str, np.ndarray] = {}
     for i, c in enumerate(cases):
-        probs, unc = _predict_case(cfg, predict=predict, model=model, umap=umap, multiple=multiple, c=c,
+        probs, unc = _predict_case(cfg, predict=predict, model=model, umap=umap, seg=seg, c=c,
                                    fold=fold, seed=cfg.seed * 100_003 + fold * 1000 + 500 + i)
         _keep(cfg, arrays, case=c, labels=finalise(probs.transpose(1, 0, 2, 3)), unc=unc)
         advance(1)

@@ -26,7 +26,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from uqbench.api import NUM_CLASSES, PATCH, Context, DetectorExample, Profile, Recipe
+from uqbench.api import NUM_CLASSES, PATCH, Context, DetectorExample, Profile, Recipe, context_of
 from uqbench.registry import NAME_RE, registry
 
 
@@ -50,6 +50,10 @@ def check_segmenter(seg: Any) -> None:
     _check_names(seg)
     m = seg.size_multiple
     assert isinstance(m, int) and m >= 1, f"{who}: size_multiple must be a positive int"
+    try:
+        c = context_of(seg)
+    except ValueError as exc:
+        raise AssertionError(f"{who}: {exc}") from None
     for profile in Profile:
         recipe = seg.recipe(profile)
         assert isinstance(recipe, Recipe), f"{who}: recipe({profile}) is not a Recipe"
@@ -60,9 +64,9 @@ def check_segmenter(seg: Any) -> None:
     net = seg.build(in_channels=1, num_classes=NUM_CLASSES, dropout=0.1, width=width)
     assert isinstance(net, torch.nn.Module), f"{who}: build() must return a torch.nn.Module"
     net.train()
-    hint = f"is size_multiple = {m} right? Inputs are any multiple of it"
+    hint = f"is size_multiple = {m} right? Inputs are any multiple of it" + (f", plus {c} on each side" if c else "")
     for k in (1, 2, 3):
-        x = torch.rand(2, 1, k * m, (k + 1) * m)
+        x = torch.rand(2, 1, k * m + 2 * c, (k + 1) * m + 2 * c)
         try:
             out = net(x)
         except RuntimeError as exc:
@@ -73,12 +77,12 @@ def check_segmenter(seg: Any) -> None:
     out.sum().backward()
     grads = [p.grad for p in net.parameters() if p.requires_grad]
     assert grads and all(g is not None and torch.isfinite(g).all() for g in grads), f"{who}: non-finite gradients"
-    x = torch.rand(2, 1, 2 * m, 2 * m)
+    x = torch.rand(2, 1, 2 * m + 2 * c, 2 * m + 2 * c)
     buffers = {k: v.clone() for k, v in net.state_dict().items()}
     mc_mode(net)
     with torch.no_grad():
         a, b = net(x), net(x)
-    assert not torch.equal(a, b), f"{who}: two MC-dropout passes are identical (no torch.nn.Dropout active?)"
+    assert not torch.equal(a, b), f"{who}: two MC-dropout passes are identical (no Dropout module active?)"
     for key, value in net.state_dict().items():
         assert torch.equal(value, buffers[key]), f"{who}: '{key}' changed during MC sampling (batch norm not frozen)"
     outs = []

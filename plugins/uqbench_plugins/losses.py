@@ -1,4 +1,5 @@
-"""Training losses of the paper (Eqs. 3-5), averaged over voxels so their scale does not depend on patch size."""
+"""Training losses of the paper (Eqs. 3-5). Cross-entropy and soft-Dice are independent of patch size; Brier is
+summed per image as the authors' code does (which sets how strongly Adam's coupled weight decay acts)."""
 
 from __future__ import annotations
 
@@ -39,13 +40,15 @@ class SoftDice:
 
 
 class Brier:
-    """Brier score (Eq. 5): mean over voxels of the squared distance between softmax and one-hot labels."""
+    """Brier score (Eq. 5): the squared distance between softmax and one-hot labels, summed over the classes and
+    voxels of each image and averaged over the batch, as the authors' ``brier_score_loss`` (utils/losses.py of
+    toologicbv/cardiacSegUncertainty; its comment reports the voxel mean trained "really bad")."""
 
     name = "brier"
 
     def __call__(self, logits: Any, labels: Any) -> Any:
         probs = logits.float().softmax(1)
-        return ((probs - _one_hot(labels, probs.shape[1])) ** 2).sum(1).mean()
+        return ((probs - _one_hot(labels, probs.shape[1])) ** 2).sum((1, 2, 3)).mean()
 
 
 @hookimpl

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from uqbench.api import context_of
 from uqbench.errors import UsageError
 from uqbench.registry import registry
 
@@ -64,19 +65,32 @@ def test_dn_receptive_field_is_131_voxels() -> None:
             if isinstance(m, torch.nn.Conv2d):
                 m.weight.fill_(0.01)  # positive weights, positive input: every ReLU passes, no path cancels
     x = torch.ones(1, 1, 301, 301, requires_grad=True)
-    model(x)[0, 0, 150, 150].backward()
+    out = model(x)
+    assert out.shape[-2:] == (301 - 130, 301 - 130)  # unpadded: it labels what lies 65 voxels inside its input
+    out[0, 0, 150 - 65, 150 - 65].backward()
     assert x.grad is not None
     rows, cols = torch.nonzero(x.grad[0, 0].abs().sum(1)), torch.nonzero(x.grad[0, 0].abs().sum(0))
     assert rows.numel() == cols.numel() == 131 and rows.min().item() == 150 - 65
 
 
 @pytest.mark.parametrize("name", ["drn", "dn", "unet"])
-def test_output_has_input_size_at_each_declared_multiple(name: str) -> None:
+def test_output_has_input_size_less_the_context_at_each_declared_multiple(name: str) -> None:
     seg = registry().create("segmenter", name)
+    c = context_of(seg)
+    assert c == (65 if name == "dn" else 0)
     model = seg.build(in_channels=1, num_classes=4, dropout=0.1, width=0.125).eval()
     for k in (1, 2, 3):
         side = seg.size_multiple * k
-        assert model(torch.zeros(1, 1, side, 2 * side)).shape == (1, 4, side, 2 * side)
+        assert model(torch.zeros(1, 1, side + 2 * c, 2 * side + 2 * c)).shape == (1, 4, side, 2 * side)
+
+
+@pytest.mark.parametrize(("name", "layers"), [("drn", 17), ("dn", 9), ("unet", 9)])
+def test_dropout_is_channel_wise_where_the_authors_put_it(name: str, layers: int) -> None:
+    """The authors' networks/drn.py has 17 Dropout2d layers in DRN-D-22, networks/dilatedcnn.py one per layer
+    but the classifier; our U-Net ends each of its 9 blocks with one (paper III-A)."""
+    model = registry().create("segmenter", name).build(in_channels=1, num_classes=4, dropout=0.1, width=0.125)
+    drops = [m for m in model.modules() if isinstance(m, torch.nn.modules.dropout._DropoutNd)]
+    assert len(drops) == layers and all(type(m) is torch.nn.Dropout2d for m in drops)
 
 
 def test_smp_adds_mc_dropout_to_decoder_and_head_of_any_architecture() -> None:

@@ -79,8 +79,11 @@ def test_losses_match_hand_values_on_a_two_voxel_case() -> None:
     labels = torch.tensor([[[0, 3]]])
     reg = registry()
     assert reg.create("loss", "ce")(logits, labels).item() == pytest.approx(-(math.log(0.7) + math.log(0.25)) / 2)
-    brier = ((0.3 ** 2 + 3 * 0.01) + (3 * 0.0625 + 0.75 ** 2)) / 2
+    brier = (0.3 ** 2 + 3 * 0.01) + (3 * 0.0625 + 0.75 ** 2)  # summed over the image's voxels, as the authors'
     assert reg.create("loss", "brier")(logits, labels).item() == pytest.approx(brier, rel=1e-5)
+    two = torch.cat([logits, logits.flip(-1)])  # a batch of two images: the mean of their sums
+    assert reg.create("loss", "brier")(two, torch.cat([labels, labels.flip(-1)])).item() == pytest.approx(brier,
+                                                                                                          rel=1e-5)
     # soft-Dice per class c: (2 sum(R A) + 1) / (sum R + sum A + 1), averaged over the 4 classes
     a = np.array([[0.7, 0.1, 0.1, 0.1], [0.25, 0.25, 0.25, 0.25]])
     r = np.array([[1, 0, 0, 0], [0, 0, 0, 1]])

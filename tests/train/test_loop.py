@@ -136,3 +136,24 @@ def test_bf16_training_on_cpu_keeps_float32_weights_and_learns(tmp_path: Path) -
     weights = {k: v for k, v in model.state_dict().items() if v.is_floating_point()}
     assert all(v.dtype == torch.float32 and torch.isfinite(v).all() for v in weights.values())
     assert any(not torch.equal(v, init[k]) for k, v in weights.items() if k.endswith("weight"))
+
+
+@pytest.mark.parametrize("on_device", [False, True])
+def test_a_context_patch_holds_the_image_around_its_labels_and_zeros_beyond_the_edge(on_device: bool) -> None:
+    """The image is the label map itself, so the centre of every image patch must equal its label patch; the
+    slice is as small as the patch, so the whole context ring lies beyond its edge."""
+    lab = np.random.default_rng(0).integers(0, 4, (12, 12)).astype(np.uint8)
+    slices = [(lab.astype(np.float32) + 1, lab)]  # + 1: a zero in the ring is padding, never image
+    sampler: PatchSampler | DeviceSampler = (
+        DeviceSampler(slices, 12, device="cpu", seed=0, context=3) if on_device
+        else PatchSampler(slices, 12, np.random.default_rng(0), context=3))
+    xs, ys = sampler.batch(8)
+    xs, ys = np.asarray(xs), np.asarray(ys)
+    assert xs.shape == (8, 1, 18, 18) and ys.shape == (8, 12, 12)
+    assert np.array_equal(xs[:, 0, 3:-3, 3:-3], ys + 1)
+    ring = xs[:, 0].copy()
+    ring[:, 3:-3, 3:-3] = 0
+    assert not ring.any()
+    big = np.random.default_rng(1).integers(0, 4, (30, 30)).astype(np.uint8)  # room around: real context
+    x, y = PatchSampler([(big.astype(np.float32) + 1, big)], 12, np.random.default_rng(2), context=3).batch(16)
+    assert np.array_equal(x[:, 0, 3:-3, 3:-3], y + 1) and (x[:, 0] > 0).mean() > 0.9

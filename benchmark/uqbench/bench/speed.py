@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from uqbench.api import Profile
+from uqbench.api import Profile, context_of
 from uqbench.bench.metrics import heart
 
 SLICE = (224, 224)  # an ACDC slice on the 1.4 mm grid is about this size
@@ -107,6 +107,7 @@ def infer_speed(segmenter: str, uncertainty: str, *, samples: int, volumes: int,
     totals = dict.fromkeys(variants, 0.0)
     for m, per_pass, prec in variants.values():  # warm-up
         predict_volume(model, images[0], umap=m, samples=samples, multiple=seg.size_multiple, device=device, seed=seed,
+                       context=context_of(seg),
                        per_pass=per_pass, precision=prec)
     for i, img in enumerate(images):  # variants interleaved, so drifting machine load hits them alike
         for label, (m, per_pass, prec) in variants.items():
@@ -114,7 +115,7 @@ def infer_speed(segmenter: str, uncertainty: str, *, samples: int, volumes: int,
                 torch.cuda.synchronize()
             t0 = time.perf_counter()
             predict_volume(model, img, umap=m, samples=samples, multiple=seg.size_multiple, device=device,
-                           seed=seed + i, per_pass=per_pass, precision=prec)
+                           seed=seed + i, per_pass=per_pass, precision=prec, context=context_of(seg))
             if device == "cuda":
                 torch.cuda.synchronize()
             totals[label] += time.perf_counter() - t0

@@ -76,7 +76,7 @@ def moments(probs: torch.Tensor, needs: Iterable[str] = MOMENTS) -> Moments:
 
 @torch.inference_mode()
 def predict_volume(model: nn.Module, image: np.ndarray, *, umap: UncertaintyMap, samples: int, multiple: int,
-                   device: str, seed: int, per_pass: int | None = None, precision: str = "fp32"
+                   device: str, seed: int, per_pass: int | None = None, precision: str = "fp32", context: int = 0
                    ) -> tuple[np.ndarray, np.ndarray]:
     """(mean softmax [Z, C, Y, X], uncertainty [Z, Y, X]) for a [Z, Y, X] image on the network grid.
 
@@ -88,10 +88,13 @@ def predict_volume(model: nn.Module, image: np.ndarray, *, umap: UncertaintyMap,
     sums and the T samples are never held together; other maps get the stacked samples. ``precision`` bf16
     runs the forward passes under bf16 autocast (uqbench.devices); the softmax is always taken in float32.
     On CUDA the input is channels-last.
-    Slices are zero-padded at the bottom and right to a multiple of the network's ``multiple``."""
+    Slices are zero-padded at the bottom and right to a multiple of the network's ``multiple``, and by the
+    segmenter's ``context`` on every side (its network returns the slice without that margin)."""
     h, w = image.shape[1:]
     ph, pw = -h % multiple, -w % multiple
-    x = torch.from_numpy(np.pad(image, ((0, 0), (0, ph), (0, pw)))[:, None]).to(device)
+    c = context
+    x = torch.from_numpy(np.pad(image, ((0, 0), (c, ph + c), (c, pw + c)))[:, None]).to(device)
+    out_size = (h + ph, w + pw)
     if umap.samples > 1:
         mc_mode(model)
     else:
@@ -107,10 +110,10 @@ def predict_volume(model: nn.Module, image: np.ndarray, *, umap: UncertaintyMap,
         k = min(group, samples - done)
         with autocast(device, precision):
             logits = model(x.repeat(k, 1, 1, 1))
-        if logits.shape[1:] != (NUM_CLASSES, *x.shape[2:]):
+        if logits.shape[1:] != (NUM_CLASSES, *out_size):
             raise MethodFault("segmenter", f"the network returned logits {tuple(logits.shape)} for input "
-                                           f"{(k * x.shape[0], *x.shape[1:])}; expected {NUM_CLASSES} classes at the "
-                                           "input's size")
+                                           f"{(k * x.shape[0], *x.shape[1:])}; expected {NUM_CLASSES} classes at "
+                                           f"{out_size} (the input less {c} voxels of context on each side)")
         out = logits.float().softmax(1)[..., :h, :w]
         p = out.view(k, x.shape[0], *out.shape[1:])
         if streaming:

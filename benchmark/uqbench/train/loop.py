@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from uqbench.api import NUM_CLASSES, Loss, Recipe, Segmenter
+from uqbench.api import NUM_CLASSES, Loss, Recipe, Segmenter, context_of
 from uqbench.devices import autocast
 from uqbench.errors import MethodFault
 from uqbench.train import checkpoint as checkpoints
@@ -20,21 +20,23 @@ class PatchSampler:
     """Draws (image, label) batches of square patches from a list of slices, with random rot90.
 
     A ``foreground`` share of the patches is centred on a random labelled voxel (the rest are placed
-    uniformly), so short CPU recipes see enough of the small structures; 0 samples uniformly."""
+    uniformly), so short CPU recipes see enough of the small structures; 0 samples uniformly. With a
+    segmenter ``context`` c, each image patch also holds the c voxels of image around its label patch (zeros
+    beyond the slice's edge): images [B, 1, P + 2c, P + 2c], labels [B, P, P]."""
 
     def __init__(self, slices: Sequence[tuple[np.ndarray, np.ndarray]], patch: int, rng: np.random.Generator, *,
-                 foreground: float = 0.0) -> None:
-        self.patch, self.rng, self.foreground = patch, rng, foreground
+                 foreground: float = 0.0, context: int = 0) -> None:
+        self.patch, self.rng, self.foreground, self.context = patch, rng, foreground, context
         self.images, self.labels, self.fg = [], [], []
-        for img, lab in slices:  # pad slices smaller than a patch with background
+        for img, lab in slices:  # pad slices smaller than a patch with background, images also by the context
             py, px = max(0, patch - img.shape[0]), max(0, patch - img.shape[1])
-            self.images.append(np.pad(img, ((0, py), (0, px))))
+            self.images.append(np.pad(img, ((context, py + context), (context, px + context))))
             self.labels.append(np.pad(lab, ((0, py), (0, px))))
             self.fg.append(np.argwhere(self.labels[-1] > 0).astype(np.int32))
         self.with_fg = [i for i, f in enumerate(self.fg) if len(f)]
 
     def _corner(self, i: int, centred: bool) -> tuple[int, int]:
-        h, w = self.images[i].shape
+        h, w = self.labels[i].shape
         p, rng = self.patch, self.rng
         if centred:
             cy, cx = self.fg[i][rng.integers(0, len(self.fg[i]))]
@@ -42,15 +44,15 @@ class PatchSampler:
         return int(rng.integers(0, h - p + 1)), int(rng.integers(0, w - p + 1))
 
     def batch(self, size: int) -> tuple[np.ndarray, np.ndarray]:
-        p, rng = self.patch, self.rng
-        xs = np.empty((size, 1, p, p), np.float32)
+        p, rng, q = self.patch, self.rng, self.patch + 2 * self.context
+        xs = np.empty((size, 1, q, q), np.float32)
         ys = np.empty((size, p, p), np.int64)
         for b in range(size):
             centred = bool(self.with_fg) and rng.random() < self.foreground
             i = int(self.with_fg[rng.integers(0, len(self.with_fg))] if centred else rng.integers(0, len(self.images)))
             y0, x0 = self._corner(i, centred)
             k = int(rng.integers(0, 4))
-            xs[b, 0] = np.rot90(self.images[i][y0:y0 + p, x0:x0 + p], k)
+            xs[b, 0] = np.rot90(self.images[i][y0:y0 + q, x0:x0 + q], k)  # the image is offset by the context
             ys[b] = np.rot90(self.labels[i][y0:y0 + p, x0:x0 + p], k)
         return xs, ys
 
@@ -61,19 +63,20 @@ class DeviceSampler:
     assembled on the host and nothing waits for it.
 
     Slices are zero-padded to a common size; a slice's patch corners stay inside its own (padded-to-patch)
-    extent, and a centred patch picks a slice with labels uniformly, then one of its labelled voxels."""
+    extent, and a centred patch picks a slice with labels uniformly, then one of its labelled voxels. Images
+    carry ``context`` voxels of image around each label patch, as :class:`PatchSampler`'s."""
 
     def __init__(self, slices: Sequence[tuple[np.ndarray, np.ndarray]], patch: int, *, device: str, seed: int,
-                 foreground: float = 0.0) -> None:
-        self.patch, self.foreground, self.device = patch, foreground, device
+                 foreground: float = 0.0, context: int = 0) -> None:
+        self.patch, self.foreground, self.device, c = patch, foreground, device, context
         h = max(patch, *(img.shape[0] for img, _ in slices))
         w = max(patch, *(img.shape[1] for img, _ in slices))
-        images = np.zeros((len(slices), h, w), np.float32)
+        images = np.zeros((len(slices), h + 2 * c, w + 2 * c), np.float32)
         labels = np.zeros((len(slices), h, w), np.uint8)
         extent = np.zeros((len(slices), 2), np.int64)
         coords, counts = [], []
         for i, (img, lab) in enumerate(slices):
-            images[i, : img.shape[0], : img.shape[1]] = img
+            images[i, c: c + img.shape[0], c: c + img.shape[1]] = img
             labels[i, : lab.shape[0], : lab.shape[1]] = lab
             extent[i] = max(patch, img.shape[0]), max(patch, img.shape[1])
             fg = np.argwhere(lab > 0)
@@ -89,12 +92,13 @@ class DeviceSampler:
         self.coords = torch.from_numpy(np.concatenate(coords).astype(np.int64)).to(device)
         self.gen = torch.Generator(device).manual_seed(seed)
         self.span = torch.arange(patch, device=device)
+        self.image_span = torch.arange(patch + 2 * c, device=device)
 
     def _rand(self, size: int) -> torch.Tensor:
         return torch.rand(size, generator=self.gen, device=self.device)
 
     def batch(self, size: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Images [size, 1, P, P] float32 and labels [size, P, P] int64, on the device."""
+        """Images [size, 1, P + 2c, P + 2c] float32 and labels [size, P, P] int64, on the device."""
         p, n = self.patch, self.images.shape[0]
         centred = self._rand(size) < self.foreground if len(self.with_fg) else torch.zeros(size, dtype=torch.bool,
                                                                                            device=self.device)
@@ -114,7 +118,10 @@ class DeviceSampler:
             x0 = torch.where(centred, torch.minimum((cx - p // 2).clamp_min(0), room[:, 1]), x0)
         rows = (y0[:, None] + self.span)[:, :, None]
         cols = (x0[:, None] + self.span)[:, None, :]
-        xs, ys = self.images[idx[:, None, None], rows, cols], self.labels[idx[:, None, None], rows, cols]
+        ys = self.labels[idx[:, None, None], rows, cols]
+        rows = (y0[:, None] + self.image_span)[:, :, None]  # the images are offset by the context
+        cols = (x0[:, None] + self.image_span)[:, None, :]
+        xs = self.images[idx[:, None, None], rows, cols]
         k = (self._rand(size) * 4).long().clamp_max(3)
         for r in (1, 2, 3):
             sel = k == r
@@ -133,18 +140,21 @@ def train(*, segmenter: Segmenter, recipe: Recipe, loss: Loss, slices: Sequence[
     waits for the host."""
     if recipe.patch_size % segmenter.size_multiple:
         raise ValueError(f"patch size {recipe.patch_size} is not a multiple of {segmenter.size_multiple}")
+    context = context_of(segmenter)
     gpu = torch.device(device).type == "cuda"
     torch.manual_seed(seed)
     model = segmenter.build(in_channels=1, num_classes=NUM_CLASSES, dropout=recipe.dropout, width=recipe.width)
     model = model.to(device)
     if gpu:
         model = model.to(memory_format=torch.channels_last)
-    opt = torch.optim.Adam(model.parameters(), lr=recipe.learning_rate, weight_decay=recipe.weight_decay)
+    opt = torch.optim.Adam(model.parameters(), lr=recipe.learning_rate, weight_decay=recipe.weight_decay,
+                           amsgrad=recipe.amsgrad)
     sched = lr_scheduler(opt, recipe)
     rng = np.random.default_rng(seed)
     sampler: PatchSampler | DeviceSampler = (
-        DeviceSampler(slices, recipe.patch_size, device=device, seed=seed, foreground=recipe.foreground) if gpu
-        else PatchSampler(slices, recipe.patch_size, rng, foreground=recipe.foreground))
+        DeviceSampler(slices, recipe.patch_size, device=device, seed=seed, foreground=recipe.foreground,
+                      context=context) if gpu
+        else PatchSampler(slices, recipe.patch_size, rng, foreground=recipe.foreground, context=context))
     state = checkpoints.resume(checkpoint, model=model, opt=opt, sched=sched, rng=rng, device=device)
     step = state["step"]
     if isinstance(sampler, DeviceSampler) and "sampler_rng" in state:
@@ -165,9 +175,9 @@ def train(*, segmenter: Segmenter, recipe: Recipe, loss: Loss, slices: Sequence[
             x, y = torch.from_numpy(xs).to(device), torch.from_numpy(ys).to(device)
         with autocast(device, precision):
             logits = forward(x)
-        if logits.shape != (x.shape[0], NUM_CLASSES, *x.shape[2:]):
+        if logits.shape != (x.shape[0], NUM_CLASSES, *y.shape[1:]):
             raise MethodFault("segmenter", f"the network returned logits {tuple(logits.shape)} for a batch "
-                                           f"{tuple(x.shape)}; expected {(x.shape[0], NUM_CLASSES, *x.shape[2:])}")
+                                           f"{tuple(x.shape)}; expected {(x.shape[0], NUM_CLASSES, *y.shape[1:])}")
         value = loss(logits.float(), y)
         if value.ndim != 0:
             raise MethodFault("loss", f"returned a tensor of shape {tuple(value.shape)}, not a scalar")

@@ -3,9 +3,12 @@
 Eight levels with 16, 32, 64, 128, 256, 512, 512, 512 kernels (times ``width``): a 7x7 convolution
 (padding 3) and a 3x3 convolution in level 1; strided 3x3 convolutions open levels 2-4 (output
 stride 8); levels 3-6 hold two residual blocks each; levels 5, 6 and 7 are dilated by 2, 4 and 2;
-levels 7 and 8 are single convolutions without residuals (the "D" variant). Every convolution of the
-feature extractor is followed by batch norm, ReLU and dropout; a 1x1 classifier and bilinear
-upsampling to full resolution follow.
+levels 7 and 8 are single convolutions without residuals (the "D" variant). Every convolution is
+followed by batch norm and ReLU; a 1x1 classifier and bilinear upsampling to full resolution follow.
+
+Dropout is channel-wise (``Dropout2d``) where the authors' networks/drn.py puts it, 17 layers in all: after
+each convolution of levels 1, 2, 7 and 8, after the first convolution inside every residual block, and once
+at the end of each residual level (3-6).
 """
 
 from __future__ import annotations
@@ -20,11 +23,17 @@ CHANNELS = (16, 32, 64, 128, 256, 512, 512, 512)
 def _conv(cin: int, cout: int, p: float, *, stride: int = 1, dilation: int = 1, k: int = 3) -> nn.Sequential:
     pad = dilation * (k // 2)
     return nn.Sequential(nn.Conv2d(cin, cout, k, stride, pad, dilation, bias=False), nn.BatchNorm2d(cout),
-                         nn.ReLU(inplace=True), nn.Dropout(p))
+                         nn.ReLU(inplace=True), nn.Dropout2d(p))
+
+
+def _level(cin: int, cout: int, p: float, *, stride: int = 1, dilation: int = 1) -> nn.Sequential:
+    """Two residual blocks, then dropout."""
+    return nn.Sequential(_Residual(cin, cout, p, stride=stride, dilation=dilation),
+                         _Residual(cout, cout, p, dilation=dilation), nn.Dropout2d(p))
 
 
 class _Residual(nn.Module):
-    """conv-bn-relu-dropout, conv-bn, plus the (projected) input, then relu and dropout."""
+    """conv-bn-relu-dropout, conv-bn, plus the (projected) input, then relu."""
 
     def __init__(self, cin: int, cout: int, p: float, *, stride: int = 1, dilation: int = 1) -> None:
         super().__init__()
@@ -32,10 +41,9 @@ class _Residual(nn.Module):
         self.second = nn.Sequential(nn.Conv2d(cout, cout, 3, 1, dilation, dilation, bias=False), nn.BatchNorm2d(cout))
         self.skip = (nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
                      if stride != 1 or cin != cout else nn.Identity())
-        self.drop = nn.Dropout(p)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.drop(F.relu(self.second(self.first(x)) + self.skip(x)))
+        return F.relu(self.second(self.first(x)) + self.skip(x))
 
 
 class DRND22(nn.Module):
@@ -48,10 +56,10 @@ class DRND22(nn.Module):
         self.features = nn.Sequential(
             _conv(in_channels, c[0], p, k=7), _conv(c[0], c[0], p),  # level 1
             _conv(c[0], c[1], p, stride=2),  # level 2
-            _Residual(c[1], c[2], p, stride=2), _Residual(c[2], c[2], p),  # level 3
-            _Residual(c[2], c[3], p, stride=2), _Residual(c[3], c[3], p),  # level 4
-            _Residual(c[3], c[4], p, dilation=2), _Residual(c[4], c[4], p, dilation=2),  # level 5
-            _Residual(c[4], c[5], p, dilation=4), _Residual(c[5], c[5], p, dilation=4),  # level 6
+            _level(c[1], c[2], p, stride=2),  # level 3
+            _level(c[2], c[3], p, stride=2),  # level 4
+            _level(c[3], c[4], p, dilation=2),  # level 5
+            _level(c[4], c[5], p, dilation=4),  # level 6
             _conv(c[5], c[6], p, dilation=2),  # level 7
             _conv(c[6], c[7], p),  # level 8
         )

@@ -2,7 +2,8 @@
 
 Four resolution levels and a bottleneck with 64, 128, 256, 512 and 1024 kernels (times ``width``), and
 back. Each block is two 3x3 convolutions (padding 1) with LeakyReLU, instance norm after each convolution
-of the contracting path only, and dropout as the block's last operation, in both paths. 2x2 max pooling
+of the contracting path only, and channel-wise dropout (``Dropout2d``, as all the authors' networks) as the
+block's last operation, in both paths. 2x2 max pooling
 goes down; 2x2 stride-2 transposed convolutions go up and their output is concatenated with the skip
 connection of the same level. A 1x1 convolution classifies. Inputs must be multiples of 16.
 """
@@ -22,7 +23,7 @@ def _block(cin: int, cout: int, p: float, *, norm: bool) -> nn.Sequential:
         if norm:
             layers.append(nn.InstanceNorm2d(b, affine=True))
         layers.append(nn.LeakyReLU(0.01, inplace=True))
-    layers.append(nn.Dropout(p))
+    layers.append(nn.Dropout2d(p))
     return nn.Sequential(*layers)
 
 
