@@ -69,6 +69,6 @@ def test_three_real_patients_run_end_to_end(acdc_root: Path, tmp_path: Path) -> 
         assert np.array_equal(written.affine, source.affine)
         label = {"RV": 1, "MYO": 2, "LV": 3}[r["class"]]
         ml = (np.asarray(written.dataobj) == label).sum() * np.prod(written.header.get_zooms()) / 1000
-        assert ml == pytest.approx(float(r["predicted_ml"]), abs=1e-5)
+        assert ml == pytest.approx(float(r["predicted_ml"]), rel=1e-7, abs=1e-5)  # far below one voxel
     assert any(float(r["predicted_ml"]) > 0 for r in rows)
     assert json.loads((tmp_path / "run" / "config.json").read_text())["data"] == str(data.resolve())

@@ -85,12 +85,15 @@ def test_output_has_input_size_less_the_context_at_each_declared_multiple(name: 
 
 
 @pytest.mark.parametrize(("name", "layers"), [("drn", 17), ("dn", 9), ("unet", 9)])
-def test_dropout_is_channel_wise_where_the_authors_put_it(name: str, layers: int) -> None:
+def test_dropout_is_channel_wise_where_the_authors_put_it_and_element_wise_when_narrowed(name: str,
+                                                                                        layers: int) -> None:
     """The authors' networks/drn.py has 17 Dropout2d layers in DRN-D-22, networks/dilatedcnn.py one per layer
     but the classifier; our U-Net ends each of its 9 blocks with one (paper III-A)."""
-    model = registry().create("segmenter", name).build(in_channels=1, num_classes=4, dropout=0.1, width=0.125)
-    drops = [m for m in model.modules() if isinstance(m, torch.nn.modules.dropout._DropoutNd)]
-    assert len(drops) == layers and all(type(m) is torch.nn.Dropout2d for m in drops)
+    seg = registry().create("segmenter", name)
+    for width, kind in ((1.0, torch.nn.Dropout2d), (0.125, torch.nn.Dropout)):
+        model = seg.build(in_channels=1, num_classes=4, dropout=0.1, width=width)
+        drops = [m for m in model.modules() if isinstance(m, torch.nn.modules.dropout._DropoutNd)]
+        assert len(drops) == layers and all(type(m) is kind for m in drops), (name, width)
 
 
 def test_smp_adds_mc_dropout_to_decoder_and_head_of_any_architecture() -> None:

@@ -3,8 +3,8 @@
 Ten layers: layers 1-8 are unpadded 3x3 convolutions with 32 kernels (times ``width``) and dilations 1, 1,
 2, 4, 8, 16, 32, 1, which gives a receptive field of 131 x 131 voxels; layers 9 and 10 are 1x1
 convolutions, 128 kernels and then one per class. Batch norm in layers 2-9, ReLU after every layer but
-the last, channel-wise dropout (``Dropout2d``, as the authors' networks/dilatedcnn.py) as the last operation
-of every layer but the last.
+the last, dropout (channel-wise at full width, as the authors' networks/dilatedcnn.py: see ``layers``) as the
+last operation of every layer but the last.
 
 Being unpadded, the network shrinks its input by 130 voxels: its output is the input less ``MARGIN`` = 65
 voxels on each side, and every output voxel sees exactly its 131 x 131 neighbourhood. The segmenter declares
@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+
+from uqbench_plugins.segmenters.layers import dropout as drop
 
 DILATIONS = (1, 1, 2, 4, 8, 16, 32, 1)
 RECEPTIVE_FIELD = 1 + 2 * sum(DILATIONS)  # 131
@@ -35,10 +37,10 @@ class DilatedCNN(nn.Module):
             layers.append(nn.Conv2d(cin, ch, 3, dilation=d, bias=i == 0))
             if i > 0:
                 layers.append(nn.BatchNorm2d(ch))
-            layers += [nn.ReLU(inplace=True), nn.Dropout2d(dropout)]
+            layers += [nn.ReLU(inplace=True), drop(dropout, width)]
             cin = ch
         layers += [nn.Conv2d(ch, hidden, 1, bias=False), nn.BatchNorm2d(hidden), nn.ReLU(inplace=True),
-                   nn.Dropout2d(dropout), nn.Conv2d(hidden, num_classes, 1)]
+                   drop(dropout, width), nn.Conv2d(hidden, num_classes, 1)]
         self.layers = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

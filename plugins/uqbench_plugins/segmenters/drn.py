@@ -6,9 +6,9 @@ stride 8); levels 3-6 hold two residual blocks each; levels 5, 6 and 7 are dilat
 levels 7 and 8 are single convolutions without residuals (the "D" variant). Every convolution is
 followed by batch norm and ReLU; a 1x1 classifier and bilinear upsampling to full resolution follow.
 
-Dropout is channel-wise (``Dropout2d``) where the authors' networks/drn.py puts it, 17 layers in all: after
-each convolution of levels 1, 2, 7 and 8, after the first convolution inside every residual block, and once
-at the end of each residual level (3-6).
+Dropout is where the authors' networks/drn.py puts it, 17 layers in all: after each convolution of levels 1, 2,
+7 and 8, after the first convolution inside every residual block, and once at the end of each residual level
+(3-6); channel-wise at full width as theirs (see ``layers``).
 """
 
 from __future__ import annotations
@@ -17,27 +17,30 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from uqbench_plugins.segmenters.layers import dropout as drop
+
 CHANNELS = (16, 32, 64, 128, 256, 512, 512, 512)
 
 
-def _conv(cin: int, cout: int, p: float, *, stride: int = 1, dilation: int = 1, k: int = 3) -> nn.Sequential:
+def _conv(cin: int, cout: int, p: float, w: float, *, stride: int = 1, dilation: int = 1, k: int = 3
+          ) -> nn.Sequential:
     pad = dilation * (k // 2)
     return nn.Sequential(nn.Conv2d(cin, cout, k, stride, pad, dilation, bias=False), nn.BatchNorm2d(cout),
-                         nn.ReLU(inplace=True), nn.Dropout2d(p))
+                         nn.ReLU(inplace=True), drop(p, w))
 
 
-def _level(cin: int, cout: int, p: float, *, stride: int = 1, dilation: int = 1) -> nn.Sequential:
+def _level(cin: int, cout: int, p: float, w: float, *, stride: int = 1, dilation: int = 1) -> nn.Sequential:
     """Two residual blocks, then dropout."""
-    return nn.Sequential(_Residual(cin, cout, p, stride=stride, dilation=dilation),
-                         _Residual(cout, cout, p, dilation=dilation), nn.Dropout2d(p))
+    return nn.Sequential(_Residual(cin, cout, p, w, stride=stride, dilation=dilation),
+                         _Residual(cout, cout, p, w, dilation=dilation), drop(p, w))
 
 
 class _Residual(nn.Module):
     """conv-bn-relu-dropout, conv-bn, plus the (projected) input, then relu."""
 
-    def __init__(self, cin: int, cout: int, p: float, *, stride: int = 1, dilation: int = 1) -> None:
+    def __init__(self, cin: int, cout: int, p: float, w: float, *, stride: int = 1, dilation: int = 1) -> None:
         super().__init__()
-        self.first = _conv(cin, cout, p, stride=stride, dilation=dilation)
+        self.first = _conv(cin, cout, p, w, stride=stride, dilation=dilation)
         self.second = nn.Sequential(nn.Conv2d(cout, cout, 3, 1, dilation, dilation, bias=False), nn.BatchNorm2d(cout))
         self.skip = (nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
                      if stride != 1 or cin != cout else nn.Identity())
@@ -52,16 +55,16 @@ class DRND22(nn.Module):
     def __init__(self, in_channels: int, num_classes: int, dropout: float = 0.1, *, width: float = 1.0) -> None:
         super().__init__()
         c = [max(4, int(round(n * width))) for n in CHANNELS]
-        p = dropout
+        p, w = dropout, width
         self.features = nn.Sequential(
-            _conv(in_channels, c[0], p, k=7), _conv(c[0], c[0], p),  # level 1
-            _conv(c[0], c[1], p, stride=2),  # level 2
-            _level(c[1], c[2], p, stride=2),  # level 3
-            _level(c[2], c[3], p, stride=2),  # level 4
-            _level(c[3], c[4], p, dilation=2),  # level 5
-            _level(c[4], c[5], p, dilation=4),  # level 6
-            _conv(c[5], c[6], p, dilation=2),  # level 7
-            _conv(c[6], c[7], p),  # level 8
+            _conv(in_channels, c[0], p, w, k=7), _conv(c[0], c[0], p, w),  # level 1
+            _conv(c[0], c[1], p, w, stride=2),  # level 2
+            _level(c[1], c[2], p, w, stride=2),  # level 3
+            _level(c[2], c[3], p, w, stride=2),  # level 4
+            _level(c[3], c[4], p, w, dilation=2),  # level 5
+            _level(c[4], c[5], p, w, dilation=4),  # level 6
+            _conv(c[5], c[6], p, w, dilation=2),  # level 7
+            _conv(c[6], c[7], p, w),  # level 8
         )
         self.classifier = nn.Conv2d(c[7], num_classes, 1)
 

@@ -2,7 +2,7 @@
 
 Four resolution levels and a bottleneck with 64, 128, 256, 512 and 1024 kernels (times ``width``), and
 back. Each block is two 3x3 convolutions (padding 1) with LeakyReLU, instance norm after each convolution
-of the contracting path only, and channel-wise dropout (``Dropout2d``, as all the authors' networks) as the
+of the contracting path only, and dropout (channel-wise at full width, as the authors': see ``layers``) as the
 block's last operation, in both paths. 2x2 max pooling
 goes down; 2x2 stride-2 transposed convolutions go up and their output is concatenated with the skip
 connection of the same level. A 1x1 convolution classifies. Inputs must be multiples of 16.
@@ -13,17 +13,19 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from uqbench_plugins.segmenters.layers import dropout as drop
+
 CHANNELS = (64, 128, 256, 512, 1024)
 
 
-def _block(cin: int, cout: int, p: float, *, norm: bool) -> nn.Sequential:
+def _block(cin: int, cout: int, p: float, *, norm: bool, width: float) -> nn.Sequential:
     layers: list[nn.Module] = []
     for a, b in ((cin, cout), (cout, cout)):
         layers.append(nn.Conv2d(a, b, 3, padding=1))
         if norm:
             layers.append(nn.InstanceNorm2d(b, affine=True))
         layers.append(nn.LeakyReLU(0.01, inplace=True))
-    layers.append(nn.Dropout2d(p))
+    layers.append(drop(p, width))
     return nn.Sequential(*layers)
 
 
@@ -33,11 +35,12 @@ class UNet(nn.Module):
     def __init__(self, in_channels: int, num_classes: int, dropout: float = 0.1, *, width: float = 1.0) -> None:
         super().__init__()
         c = [max(4, int(round(n * width))) for n in CHANNELS]
-        self.down = nn.ModuleList([_block(in_channels, c[0], dropout, norm=True)]
-                                  + [_block(c[i], c[i + 1], dropout, norm=True) for i in range(3)])
-        self.bottleneck = _block(c[3], c[4], dropout, norm=True)
+        self.down = nn.ModuleList([_block(in_channels, c[0], dropout, norm=True, width=width)]
+                                  + [_block(c[i], c[i + 1], dropout, norm=True, width=width) for i in range(3)])
+        self.bottleneck = _block(c[3], c[4], dropout, norm=True, width=width)
         self.up = nn.ModuleList([nn.ConvTranspose2d(c[i + 1], c[i], 2, stride=2) for i in reversed(range(4))])
-        self.decode = nn.ModuleList([_block(2 * c[i], c[i], dropout, norm=False) for i in reversed(range(4))])
+        self.decode = nn.ModuleList([_block(2 * c[i], c[i], dropout, norm=False, width=width)
+                                     for i in reversed(range(4))])
         self.pool = nn.MaxPool2d(2)
         self.classifier = nn.Conv2d(c[0], num_classes, 1)
 
