@@ -114,6 +114,22 @@ def fields_from_json(cls: type, data: Any, where: str = "value") -> Any:
     return cls(**{n: from_json(hints[n], v, f"{where}.{n}") for n, v in data.items()})
 
 
+def fields_from_hashed(cls: type, record: Any, where: str, *, version: tuple[str, int], kind: str,
+                       label: typing.Callable[[Any], str]) -> Any:
+    """A hashed record (a ``hash`` of its fields and a ``version`` key) read back as ``cls``; ValueError naming
+    ``where`` when it was written under another version or its fields no longer hash to its ``hash`` (edited by
+    hand). ``kind`` and ``label`` name the value in that message."""
+    key, current = version
+    found = record.get(key)
+    if found != current:
+        raise ValueError(f"{where}: {key.replace('_', ' ')} {found!r}; this uqbench has {current}")
+    value = fields_from_json(cls, {k: v for k, v in record.items() if k not in ("hash", key)}, where)
+    if record.get("hash") != value.digest():
+        raise ValueError(f"{where}: {kind} {label(value)!r} has hash {record.get('hash')!r}, but its parameters "
+                         f"hash to {value.digest()} (edited by hand?)")
+    return value
+
+
 def _expect(data: Any, tp: type, where: str) -> Any:
     if not isinstance(data, tp):
         raise ValueError(f"{where}: expected {tp.__name__}, got {type(data).__name__}")

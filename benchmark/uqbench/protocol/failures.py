@@ -57,7 +57,7 @@ import numpy as np
 from scipy import ndimage
 
 from uqbench.protocol.metrics import FOREGROUND, bounding_box
-from uqbench.records import fields_from_json
+from uqbench.records import fields_from_hashed
 
 DEFINITION_VERSION = 2
 
@@ -100,14 +100,8 @@ class FailureRule:
     def from_record(cls, record: Mapping[str, Any], where: str = "failure_rule") -> FailureRule:
         """The rule a record describes; ValueError naming ``where`` when the record was written under another
         definition version or its hash does not match its parameters (edited by hand)."""
-        version = record.get("definition_version")
-        if version != DEFINITION_VERSION:
-            raise ValueError(f"{where}: definition version {version!r}; this uqbench has {DEFINITION_VERSION}")
-        params = {k: v for k, v in record.items() if k not in ("hash", "definition_version")}
-        rule: FailureRule = fields_from_json(cls, params, where)
-        if record.get("hash") != rule.digest():
-            raise ValueError(f"{where}: rule {rule.name!r} has hash {record.get('hash')!r}, but its parameters hash "
-                             f"to {rule.digest()} (edited by hand?)")
+        rule: FailureRule = fields_from_hashed(cls, record, where, version=("definition_version", DEFINITION_VERSION),
+                                               kind="rule", label=lambda r: r.name)
         return rule
 
     def step(self, spacing: float) -> float:

@@ -50,7 +50,7 @@ from uqbench.protocol.detection import (
     SliceApConvention,
 )
 from uqbench.protocol.stats import MannWhitney
-from uqbench.records import fields_from_json, fields_to_json
+from uqbench.records import fields_from_hashed, fields_to_json
 
 PRESET_VERSION = 1
 """Bumped whenever this code changes what a preset parameter means; part of every hash."""
@@ -104,14 +104,8 @@ class Preset:
     def from_record(cls, record: Mapping[str, Any], where: str = "protocol") -> Preset:
         """The preset a record describes; ValueError naming ``where`` when it was written under another preset
         version or its hash does not match its parameters (edited by hand)."""
-        version = record.get("preset_version")
-        if version != PRESET_VERSION:
-            raise ValueError(f"{where}: preset version {version!r}; this uqbench has {PRESET_VERSION}")
-        params = {k: v for k, v in record.items() if k not in ("hash", "preset_version")}
-        preset: Preset = fields_from_json(cls, params, where)
-        if record.get("hash") != preset.digest():
-            raise ValueError(f"{where}: protocol {preset.label!r} has hash {record.get('hash')!r}, but its parameters "
-                             f"hash to {preset.digest()} (edited by hand?)")
+        preset: Preset = fields_from_hashed(cls, record, where, version=("preset_version", PRESET_VERSION),
+                                            kind="protocol", label=lambda p: p.label)
         return preset
 
 
