@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -19,6 +21,36 @@ ACDC = REPO.parent / "shared" / "data" / "acdc" / "training"
 def _cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("uqbench-cache")
     os.environ["UQBENCH_CACHE"] = str(root)
+    return root
+
+
+Cli = Callable[..., tuple[int, str, str]]
+
+
+@pytest.fixture
+def cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Cli:
+    """``cli(*args)`` runs ``uqbench *args`` in process: (exit status, stdout, stderr)."""
+    from uqbench.cli import main
+
+    def run(*args: str) -> tuple[int, str, str]:
+        monkeypatch.setattr(sys, "argv", ["uqbench", *args])
+        try:
+            main()
+            code = 0
+        except SystemExit as exc:
+            code = int(exc.code or 0)
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run
+
+
+@pytest.fixture
+def fresh_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A cache and stage store of this test's own, so every stage is computed here (the suite's shared store may
+    already hold the stages of a run with the same settings)."""
+    root = tmp_path / "cache"
+    monkeypatch.setenv("UQBENCH_CACHE", str(root))
     return root
 
 

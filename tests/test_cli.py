@@ -62,6 +62,10 @@ def run_main(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
     (["bench", "infer", "--samples", "1"], "need at least 2 samples"),
     (["bench", "metrics", "--data", "/no/such/folder"], "--data /no/such/folder: not a folder"),
     (["data", "phantom", "/tmp/x-uqbench-never", "--patients", "0"], "--patients must be between 1 and 100"),
+    (["run", "--force", "infer"], "--force 'infer': expected one of train, predict, maps, failures, score, detect"),
+    (["cache", "prune"], "cache prune: say what to delete: --stage, --older-than or --all"),
+    (["cache", "prune", "--all", "--stage", "maps"], "cache prune: --all deletes everything"),
+    (["cache", "prune", "--older-than", "-1"], "--older-than -1.0: must be 0 or more days"),
 ])
 def test_bad_option_is_one_line_and_exit_2_before_any_work(monkeypatch: pytest.MonkeyPatch,
                                                            capsys: pytest.CaptureFixture[str], tmp_path: Path,
@@ -338,7 +342,8 @@ def test_ctrl_c_says_what_was_kept_and_how_to_resume(monkeypatch: pytest.MonkeyP
 
     monkeypatch.setattr(pipeline, "run", interrupted)
     code, _, err = run_main(monkeypatch, capsys, "run", "--data", str(tiny_phantom), "--out", str(tmp_path / "r"))
-    assert code == 130 and "interrupted: what finished is kept" in err and "run the same command again" in err
+    flat = " ".join(err.split())  # the console wraps long lines
+    assert code == 130 and "interrupted: what finished is kept" in flat and "run the same command again" in flat
 
 
 def test_version_and_the_help_name_the_method_syntax_and_the_default_output(
@@ -362,50 +367,56 @@ def test_plugin_descriptions_are_whole_sentences() -> None:
 
 def test_a_full_disk_is_one_line_and_the_rerun_completes(monkeypatch: pytest.MonkeyPatch,
                                                          capsys: pytest.CaptureFixture[str], tiny_phantom: Path,
-                                                         tmp_path: Path) -> None:
-    """The disk fills while fold 1's predictions are written: fold 0 stays finished, and once there is room
-    again the same command finishes the run."""
+                                                         tmp_path: Path, fresh_store: Path) -> None:
+    """The disk fills while fold 1's predictions are written: fold 0's stages stay stored, the half-written stage
+    is removed, and once there is room again the same command finishes the run from where it stopped."""
     import errno
 
     out = tmp_path / "run"
     args = ["run", "--data", str(tiny_phantom), "--out", str(out), "--folds", "0,1", "--detector", "none",
             "--iterations", "2", "--samples", "2"]
     real = np.savez_compressed
-    written: list[str] = []
+    predictions: list[str] = []
 
     def full_disk(file: object, *arrays: object, **named: object) -> None:
-        written.append(str(file))
-        if "fold1" in str(file):
-            raise OSError(errno.ENOSPC, "No space left on device", str(file))
+        if "/stages/predict/" in str(file):
+            predictions.append(str(file))
+            if len(predictions) > 4:  # fold 0: two patients' volumes, a deterministic and an MC pass each
+                raise OSError(errno.ENOSPC, "No space left on device", str(file))
         real(file, *arrays, **named)  # type: ignore[arg-type]  # passes numpy's own arguments through
 
     monkeypatch.setattr(np, "savez_compressed", full_disk)
     code, _, err = run_main(monkeypatch, capsys, *args)
     assert code == 2 and len(err.strip().splitlines()) == 1, err
-    assert f"{out / 'fold1' / 'predictions.npz'}: No space left on device" in err
-    assert (out / "fold0" / "results.json").is_file() and not (out / "fold1" / "results.json").exists()
+    assert err.startswith(f"error: {predictions[-1].removesuffix('.part.npz')}: No space left on device"), err
+    assert len(list(fresh_store.glob("stages/predict/*/manifest.json"))) == 2  # fold 0's two passes
+    assert not list(fresh_store.glob("stages/*/*.part"))  # nothing half-written stays
     monkeypatch.setattr(np, "savez_compressed", real)
     code, _, _ = run_main(monkeypatch, capsys, *args)
-    assert code == 0 and (out / "fold1" / "results.json").is_file() and (out / "summary.json").is_file()
+    assert code == 0 and (out / "summary.json").is_file()
+    stages = json.loads((out / "summary.json").read_text())["stages"]
+    assert [s["from_store"] for s in stages if s["fold"] == 0 and s["stage"] in ("train", "predict")] == [True] * 3
 
 
 @pytest.mark.skipif(not _read_only_mount_works(), reason="unshare cannot mount a tmpfs on this machine")
 def test_a_really_full_disk_is_one_line_and_the_rerun_completes(tiny_phantom: Path) -> None:
-    """--out on a 64 KiB tmpfs: the first checkpoint does not fit. Once the file system is remounted larger,
-    the same command completes (both runs share one private mount namespace)."""
+    """--out and the stage store on a 1 MiB tmpfs: the prepared data fits, the first checkpoint does not. Once the
+    file system is remounted larger, the same command completes (both runs share one private mount namespace)."""
     import shlex
     import subprocess
 
     cmd = shlex.join([sys.executable, "-m", "uqbench", "run", "--data", str(tiny_phantom), "--out", "/mnt/run",
                       "--folds", "0", "--detector", "none", "--iterations", "2", "--samples", "2"])
-    script = (f"mount -t tmpfs -o size=64k none /mnt && {{ {cmd} 2>&1 >/dev/null; echo exit=$?; }}; "
+    script = (f"mount -t tmpfs -o size=1m none /mnt && export UQBENCH_CACHE=/mnt/cache && "
+              f"{{ {cmd} 2>&1 >/dev/null; echo exit=$?; ls /mnt/cache/stages/train; }}; "
               f"mount -o remount,size=64m /mnt && {{ {cmd} >/dev/null 2>&1; echo exit=$?; }}; ls /mnt/run")
     done = subprocess.run(["unshare", "-rm", "sh", "-c", script], capture_output=True, text=True)
     lines = done.stdout.strip().splitlines()
-    assert len(lines) >= 3 and lines[1] == "exit=2", done.stdout
-    assert re.fullmatch(r"error: /mnt/run/fold0/\S+: No space left on device \(nothing finished is lost; run again "
-                        r"once this is fixed\)", lines[0]), lines[0]
-    assert lines[2] == "exit=0" and "summary.json" in lines[3:], done.stdout
+    assert len(lines) >= 4 and lines[1] == "exit=2", done.stdout
+    assert re.fullmatch(r"error: /mnt/cache/stages/train/\w+\.part/\S+: No space left on device \(nothing finished "
+                        r"is lost; run again once this is fixed\)", lines[0]), lines[0]
+    assert re.fullmatch(r"\w+\.lock", lines[2]), done.stdout  # the half-written stage is gone
+    assert lines[3] == "exit=0" and "summary.json" in lines[4:], done.stdout
 
 # Methods that break during a run: blamed where their output is produced, with the stage and the case.
 def _break(monkeypatch: pytest.MonkeyPatch, of: Kind[Any], make: Callable[[Any], Any]) -> None:
@@ -473,17 +484,21 @@ class _RaisingMap(_WideMap):
                      r"step 1 \(the logits were finite\)$"),
     (SEGMENTER, _ThreeClasses, r"^segmenter 'drn' \(uqbench \S+\) failed in training, fold 0: the network returned "
                                r"logits \(8, 3, 96, 96\) for a batch \(8, 1, 96, 96\); expected \(8, 4, 96, 96\)$"),
-    (UNCERTAINTY, _WideMap, r"^uncertainty 'bmap' \(uqbench \S+\) failed in inference, fold 0, patient\d{3} ED: "
-                            r"returned a map of shape \(\d+, (\d+), (\d+)\) for \d+ slices of \1 x \d+"),
-    (UNCERTAINTY, _RaisingMap, r"^uncertainty 'bmap' \(uqbench \S+\) failed in inference, fold 0, patient\d{3} ED: "
+    (UNCERTAINTY, _WideMap, r"^uncertainty 'bmap' \(uqbench \S+\) failed in computing the map, fold 0, "
+                            r"patient\d{3} ED: returned a map of shape"
+                            r" \(\d+, (\d+), (\d+)\) for \d+ slices of \1 x \d+"),
+    (UNCERTAINTY, _RaisingMap, r"^uncertainty 'bmap' \(uqbench \S+\) failed in computing the map, fold 0, "
+                               r"patient\d{3} ED: "
                                r"ZeroDivisionError: no samples$"),
 ])
 def test_a_method_that_breaks_is_one_line_naming_it_with_its_stage_and_case(
         monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tiny_phantom: Path, tmp_path: Path,
+        fresh_store: Path,
         of: Kind[Any], make: Callable[[Any], Any], message: str) -> None:
     _break(monkeypatch, of, make)
     code, _, err = run_main(monkeypatch, capsys, "run", "--data", str(tiny_phantom), "--out", str(tmp_path / "run"),
                             "--folds", "0", "--detector", "none", "--iterations", "2")
     assert code == 2 and len(err.strip().splitlines()) == 1, err
     assert re.match(message, err.strip().removeprefix("error: ")), err
-    assert not (tmp_path / "run" / "fold0" / "results.json").exists()  # a broken fold is never saved as finished
+    stored = {p.parent.parent.name for p in fresh_store.glob("stages/*/*/manifest.json")}
+    assert stored <= ({"train", "predict"} if of is UNCERTAINTY else set())  # nothing a broken method made is stored

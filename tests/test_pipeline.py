@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from uqbench import config, pipeline
+from uqbench import config, pipeline, stages
 from uqbench.data import layout, nifti
 from uqbench.data.folds import acdc_folds
 from uqbench.devices import cpu_model
@@ -115,19 +115,6 @@ def test_the_sander2020_protocol_detects_with_one_fold_by_the_papers_conventions
     assert summary.significance is not None and summary.significance.mann_whitney == "two-sided"
 
 
-def test_interrupted_run_resumes_without_redoing_finished_folds(tiny_phantom: Path, tmp_path: Path) -> None:
-    out = tmp_path / "run"
-    pipeline.run(_cfg(tiny_phantom, out))
-    fold0 = (out / "fold0" / "results.json").stat().st_mtime_ns
-    before = pd.read_csv(out / "cases.csv")
-    (out / "fold1" / "results.json").unlink()  # as if stopped during fold 1
-    (out / "summary.json").unlink()
-    pipeline.run(_cfg(tiny_phantom, out))
-    assert (out / "fold0" / "results.json").stat().st_mtime_ns == fold0
-    after = pd.read_csv(out / "cases.csv")
-    pd.testing.assert_frame_equal(before, after)  # same seed, same device: the redone fold is identical
-
-
 def test_out_folder_with_other_settings_is_refused(tiny_phantom: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     pipeline.run(_cfg(tiny_phantom, out, folds=[0], detector=None))
@@ -177,25 +164,6 @@ def test_config_records_the_resolved_precision(tiny_phantom: Path, tmp_path: Pat
     assert _cfg(tiny_phantom, tmp_path / "b", precision="bf16").precision == "bf16"
 
 
-def test_a_fitted_detector_is_loaded_not_refitted_when_a_run_resumes(
-        tiny_phantom: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from uqbench_plugins.detectors import SResNetDetector
-
-    cfg = _cfg(tiny_phantom, tmp_path / "run", detector="sresnet:5")
-    pipeline.run(cfg)
-    before = {k: np.load(tmp_path / "run" / f"fold{k}" / "detector" / "probs.npz") for k in (0, 1)}
-    (tmp_path / "run" / "summary.json").unlink()  # as if interrupted after the detectors were fitted
-
-    def refit(*args: object) -> None:
-        raise AssertionError("refitted")
-
-    monkeypatch.setattr(SResNetDetector, "fit", refit)
-    pipeline.run(cfg)
-    for k in (0, 1):
-        after = np.load(tmp_path / "run" / f"fold{k}" / "detector" / "probs.npz")
-        assert before[k].files == after.files and all(np.array_equal(before[k][f], after[f]) for f in after.files)
-
-
 def test_a_bad_detector_argument_is_refused_before_any_work(tiny_phantom: Path, tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="detector 'sresnet:0': bad arguments"):
         _cfg(tiny_phantom, tmp_path / "run", detector="sresnet:0")
@@ -227,11 +195,11 @@ class _Recorder:
 
 
 @pytest.mark.parametrize("mode", ["in-sample", "out-of-fold"])
-def test_no_detector_is_evaluated_on_a_patient_it_learnt_from(tiny_phantom: Path, tmp_path: Path,
+def test_no_detector_is_evaluated_on_a_patient_it_learnt_from(tiny_phantom: Path, tmp_path: Path, fresh_store: Path,
                                                              monkeypatch: pytest.MonkeyPatch, mode: str) -> None:
     """In-sample (paper V-B), fold k's detector learns from fold k's own training patients; out of fold, from
     the other run folds' test patients, never from fold k's. Either way it scores only fold k's patients."""
-    real, real_detect = pipeline.registry(), pipeline._detect
+    real, real_examples = pipeline.registry(), stages.examples
     patient_of: dict[bytes, str] = {}  # an image slice, as the detector sees it -> its patient
 
     class Registry:
@@ -242,14 +210,13 @@ def test_no_detector_is_evaluated_on_a_patient_it_learnt_from(tiny_phantom: Path
             method = real.create(kind, spec, *args)
             return _Recorder(method) if kind.name == "detector" else method
 
-    def detect(cfg: Any, volumes: Any, *, images: dict[str, np.ndarray], **kw: Any) -> Any:
-        patient_of.update((im[z].tobytes(), key.split("_")[0]) for key, im in images.items()
-                          for z in range(im.shape[0]))
-        return real_detect(cfg, volumes, images=images, **kw)
+    def examples(v: Any, image: np.ndarray, with_failures: bool) -> Any:
+        patient_of.update((image[z].tobytes(), v.patient) for z in range(image.shape[0]))
+        return real_examples(v, image, with_failures)
 
     _Recorder.log, _Recorder.made = [], 0
     monkeypatch.setattr(pipeline, "registry", Registry)
-    monkeypatch.setattr(pipeline, "_detect", detect)
+    monkeypatch.setattr(stages, "examples", examples)
     pipeline.run(_cfg(tiny_phantom, tmp_path / "run", detector_training=mode, folds=[0, 1]))
     fold_of = {p: f for p, f in acdc_folds().items() if (tiny_phantom / p).is_dir()}
     assert sorted(fold_of.values()) == [0, 1, 2, 3]  # one patient per fold

@@ -6,6 +6,7 @@ import os
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -216,42 +217,29 @@ def test_class_lacking_a_contract_method_is_refused(sandbox: Path) -> None:
     assert any("NotCallable ('forgot') lacks __call__" in str(f) for f in reg.failures)
 
 
-def _main(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    from uqbench.cli import main
-
-    monkeypatch.setattr(sys, "argv", ["uqbench", *args])
-    try:
-        main()
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 def test_text_in_square_brackets_is_shown_not_taken_for_markup(sandbox: Path, monkeypatch: pytest.MonkeyPatch,
-                                                               capsys: pytest.CaptureFixture[str]) -> None:
+                                                               cli: Any) -> None:
     install_fake(sandbox, "uqbench-badname", "uqbench_fake_badname", EMAP_AGAIN.replace('"emap"', '"Bad Name"'))
     allow("uqbench-badname")
     monkeypatch.setenv("COLUMNS", "300")
-    code, out, _ = _main(monkeypatch, capsys, "plugins")
+    code, out, _ = cli("plugins")
     assert code == 0 and "must match ^[a-z][a-z0-9-]{0,31}$" in out
-    code, _, err = _main(monkeypatch, capsys, "run", "--segmenter", "no[bold]pe")
+    code, _, err = cli("run", "--segmenter", "no[bold]pe")
     assert code == 2 and "unknown segmenter 'no[bold]pe'" in err
 
 
 def test_debug_shows_the_import_traceback_of_a_broken_plugin(sandbox: Path, monkeypatch: pytest.MonkeyPatch,
-                                                             capsys: pytest.CaptureFixture[str]) -> None:
+                                                             capsys: pytest.CaptureFixture[str], cli: Any) -> None:
     install_fake(sandbox, "uqbench-broken", "uqbench_fake_broken", "import not_a_module_anywhere\n")
     allow("uqbench-broken")
     monkeypatch.setenv("COLUMNS", "300")
-    code, out, _ = _main(monkeypatch, capsys, "plugins")
+    code, out, _ = cli("plugins")
     assert code == 0 and "Traceback" not in out
     monkeypatch.setenv("UQBENCH_DEBUG", "1")
-    code, out, _ = _main(monkeypatch, capsys, "plugins")
+    code, out, _ = cli("plugins")
     assert "Traceback (most recent call last)" in out and 'uqbench_fake_broken.py", line 1' in out
     with pytest.raises(UsageError):  # a one-line error is re-raised with its traceback under UQBENCH_DEBUG ...
-        _main(monkeypatch, capsys, "run", "--segmenter", "nnunet")
+        cli("run", "--segmenter", "nnunet")
     err = capsys.readouterr().err  # ... after the import tracebacks of the plugins that failed
     assert "plugin uqbench-broken [uqbench_fake_broken] failed to import" in err and "ModuleNotFoundError" in err
 

@@ -1,49 +1,65 @@
-"""The run: per fold, train -> MC inference -> maps -> largest component -> original geometry -> score;
-then, out of fold, fit the failure detector, flag patches, simulate correction and score again.
+"""The run as a graph of stages, in one place:
 
-This is the one module that knows the stage order. Every finished fold is written to ``OUT/foldK``
-before the next starts, so an interrupted run resumes where it stopped and loses nothing finished.
+    prepare -> train[k] -> predict[k] -> maps[k], failures[k], score[k] -> detect[k] -> correct -> summarise
+
+per test fold k (and, when fold k's detector learns in-sample, predict, maps and failures of fold k's own
+training patients too). Each stage's output lives in the stage store (``uqbench.store``) under a key that hashes
+its settings, the plugins it runs (distribution, version, ``cache_version``), its seed and its inputs' keys, so a
+stage is computed once: ``--uncertainty emap`` after ``--uncertainty bmap`` trains and predicts nothing, and a
+new detector, protocol or correction reuses every prediction. An MC run also makes the one deterministic pass of
+its test patients (1/T more inference), which is all a one-pass map (emap) of the same model reads.
+
+The run folder holds the run's results (config.json, cases.csv, detection.csv, summary.json), ``stages.json``
+(each stage's key, whether it came from the store, its time) and the NIfTI outputs, linked from the store.
+``correct`` and ``summarise`` are recomputed by every run: they take seconds.
 """
 
 from __future__ import annotations
 
+import fcntl
+import functools
 import json
+import os
 import platform
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
 import uqbench
-from uqbench import evaluation
-from uqbench.api import CLASS_NAMES, Context, DetectorExample, Segmenter, context_of
+from uqbench import evaluation, stages
+from uqbench.api import Context, MomentMap, Segmenter, context_of
 from uqbench.config import RunConfig
-from uqbench.data import cache, nifti, phantom
-from uqbench.data.preprocess import PreprocessParams, labels_to_original, map_to_original
+from uqbench.data import cache, phantom
+from uqbench.data.preprocess import PreprocessParams, labels_to_original
 from uqbench.devices import machine
 from uqbench.errors import DataError, MethodFault, PluginError, UsageError
 from uqbench.evaluation import Volume
 from uqbench.files import write_atomic
-from uqbench.infer.postprocess import finalise
 from uqbench.kinds import DATASET, DETECTOR, LOSS, SEGMENTER, UNCERTAINTY, Kind, kind
 from uqbench.protocol import calibration
-from uqbench.protocol import failures as failure_rules
-from uqbench.protocol.detection import DetectorTraining, check_patch_probabilities, correct, voxels_per_patch
+from uqbench.protocol.detection import DetectorTraining, correct, voxels_per_patch
 from uqbench.protocol.patches import expand
-from uqbench.records import from_json, write_json
+from uqbench.records import fields_to_json, from_json, write_json
 from uqbench.registry import registry
 from uqbench.results import summary as summaries
 from uqbench.results import tables
-from uqbench.results.summary import METRICS, DatasetInfo, Provenance, Summary
+from uqbench.results.summary import METRICS, DatasetInfo, Provenance, StageRecord, Summary
+from uqbench.store import Served, StageKey, Store, open_store, stage_key
 
-NIFTI_QUANTUM = 1e-3  # probabilities and maps are written in steps of 0.001 (see nifti.write)
 PHANTOM_PATIENTS = 20
 PHANTOM_SEED = 0
+
+STAGES = ("train", "predict", "maps", "failures", "score", "detect")
+"""The stored stages in graph order; ``--force STAGE`` recomputes that stage and every one after it here."""
+
+CODE = {"train": 1, "predict": 1, "maps": 1, "failures": 1, "score": 1, "detect": 1}
+"""Each stored stage's code version, part of its key: bumped when the harness's own computation of it changes."""
 
 
 class Progress(Protocol):
@@ -55,7 +71,7 @@ class Progress(Protocol):
 
 
 def _tracker(progress: Progress | None, description: str, total: int) -> Callable[[int], None]:
-    """An ``advance(n)`` callback whose bar appears on first use, so a stage served from cache shows none."""
+    """An ``advance(n)`` callback whose bar appears on first use, so a stage served from the store shows none."""
     if progress is None:
         return lambda n: None
     task = None
@@ -83,6 +99,23 @@ def phantom_root(patients: int = PHANTOM_PATIENTS, seed: int = PHANTOM_SEED,
     return root
 
 
+@contextmanager
+def _out_lock(out: Path) -> Iterator[None]:
+    """Hold a lock on the OUT folder itself for the run (no lock file is left behind): a second run into the same
+    folder is refused while the first works."""
+    out.mkdir(parents=True, exist_ok=True)
+    fd = os.open(out, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UsageError(f"--out {out}: another uqbench run is writing there now; wait for it to finish or "
+                             "choose another --out") from None
+        yield
+    finally:
+        os.close(fd)
+
+
 def _check_out(cfg: RunConfig) -> Path:
     out = cfg.out
     path = out / "config.json"
@@ -97,22 +130,224 @@ def _check_out(cfg: RunConfig) -> Path:
         if diff:
             raise UsageError(f"--out {out}: holds a run with other settings ({', '.join(diff)}); "
                              "choose another --out or delete that folder")
-    out.mkdir(parents=True, exist_ok=True)
     write_json(path, cfg.record() | {"uqbench": uqbench.__version__, "python": platform.python_version(),
                                       "machine": machine(cfg.device)})
     return out
 
 
-def run(cfg: RunConfig, progress: Progress | None = None) -> Summary:
-    """Execute a resolved run and return its summary (also written to OUT/summary.json)."""
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Predicted:
+    """The stored stages of one fold's case set: where its predictions, maps and failure labels are."""
+
+    fold: int
+    cases: list[cache.Prepared]
+    predictions: Served
+    maps: Served
+    failures: Served
+
+    def volumes(self) -> list[Volume]:
+        with np.load(self.maps.path / "maps.npz") as m, np.load(self.failures.path / "failures.npz") as f:
+            return [stages.volume(c, self.fold, labels=_labels(self.predictions.path, c),
+                                  uncertainty=m[stages.case_key(c)], failures=f[stages.case_key(c)])
+                    for c in self.cases]
+
+
+def _labels(folder: Path, c: cache.Prepared) -> np.ndarray:
+    with np.load(folder / f"{stages.case_key(c)}.npz") as z:
+        labels: np.ndarray = z["labels"]
+    return labels
+
+
+class _Graph:
+    """Keys, serves and records the stored stages of one run."""
+
+    def __init__(self, cfg: RunConfig, *, store: Store, force: str | None, progress: Progress | None,
+                 seg: Segmenter, umap: Any, loss: Any) -> None:
+        self.cfg, self.store, self.force, self.progress = cfg, store, force, progress
+        self.seg, self.umap, self.loss = seg, umap, loss
+        self.records: list[StageRecord] = []
+        self.keys: list[tuple[StageRecord, StageKey]] = []
+        self.forced: set[str] = set()
+        self.models: dict[str, Any] = {}
+
+    def _plugin(self, of: Kind[Any]) -> dict[str, Any]:
+        spec = str(self.cfg.method(of))
+        entry = registry().entry(of, spec.split(":")[0])
+        return {"spec": spec, "distribution": entry.distribution, "version": entry.version,
+                "cache_version": getattr(entry.factory, "cache_version", None)}
+
+    def key(self, stage: str, *, settings: dict[str, Any], plugins: Sequence[Kind[Any]] = (),
+            seed: int | None = None, inputs: dict[str, Any]) -> StageKey:
+        return stage_key(stage, settings={"code": CODE[stage]} | settings,
+                         plugins={p.name: self._plugin(p) for p in plugins}, seed=seed, inputs=inputs)
+
+    def serve(self, key: StageKey, *, fold: int, cases: str, compute: Callable[[Path], None],
+              resumable: bool = False, detail: str = "") -> Served:
+        """The stage's output from the store, computed first when needed (and when ``--force`` reaches it)."""
+        force = (self.force is not None and STAGES.index(key.stage) >= STAGES.index(self.force)
+                 and key.digest not in self.forced)
+        if force:
+            self.forced.add(key.digest)
+        served = self.store.obtain(key, compute, force=force, resumable=resumable, device=self.cfg.device)
+        record = StageRecord(stage=key.stage, fold=fold, cases=cases, detail=detail, key=key.digest,
+                             from_store=not served.computed,
+                             wall_s=served.wall_s, device_s=served.device_s, why=served.why)
+        self.records.append(record)
+        self.keys.append((record, key))
+        return served
+
+    def train(self, k: int, own: list[cache.Prepared]) -> Served:
+        cfg = self.cfg
+        key = self.key("train", settings={"recipe": fields_to_json(cfg.recipe),
+                                          "preprocess": fields_to_json(cfg.preprocess), "device": cfg.device,
+                                          "precision": cfg.precision},
+                       plugins=(SEGMENTER, LOSS), seed=cfg.seed + k, inputs={"cases": [c.fingerprint for c in own]})
+
+        def compute(work: Path) -> None:
+            from uqbench.train.loop import train
+
+            where = f"training, fold {k}"
+            self.models[key.digest] = _plugin_call(
+                cfg, SEGMENTER, train, where=where, segmenter=self.seg, recipe=cfg.recipe,
+                loss=_Attributed(cfg, LOSS, self.loss, where=where),
+                slices=[(c.image[z], c.labels[z]) for c in own for z in range(c.image.shape[0])], device=cfg.device,
+                seed=cfg.seed + k, checkpoint=work / "checkpoint.pt",
+                advance=_tracker(self.progress, f"fold {k} train", cfg.recipe.iterations), precision=cfg.precision)
+
+        return self.serve(key, fold=k, cases="training", compute=compute, resumable=True)
+
+    def _model(self, trained: Served) -> Any:
+        if trained.key.digest not in self.models:
+            from uqbench.train.loop import load_trained
+
+            self.models[trained.key.digest] = load_trained(segmenter=self.seg, recipe=self.cfg.recipe,
+                                                           checkpoint=trained.path / "checkpoint.pt",
+                                                           device=self.cfg.device)
+        return self.models[trained.key.digest]
+
+    def predict(self, k: int, *, role: str, cases: list[cache.Prepared], trained: Served, stochastic: bool) -> Served:
+        """T MC-dropout passes (``stochastic``) or one deterministic pass over ``cases`` with fold k's model.
+        Test cases (role "test") also get calibration counts and their probabilities as NIfTI."""
+        cfg, umap = self.cfg, self.umap
+        raw = stochastic and not isinstance(umap, MomentMap)  # a map that reads the raw samples is made here
+        samples = cfg.samples if stochastic else 1
+        seed = cfg.seed * 100_003 + k * 1000 + (0 if role == "test" else 500)
+        key = self.key("predict", settings={"passes": "mc" if stochastic else "deterministic", "samples": samples,
+                                            "device": cfg.device, "precision": cfg.precision,
+                                            "export": role == "test", "preprocess": fields_to_json(cfg.preprocess)},
+                       plugins=(SEGMENTER, UNCERTAINTY) if raw else (SEGMENTER,), seed=seed,
+                       inputs={"model": trained.key.digest, "cases": [c.fingerprint for c in cases]})
+
+        def sample(c: cache.Prepared, case_seed: int) -> dict[str, np.ndarray]:
+            from uqbench.infer.mc import predict_volume, sample_volume
+
+            model, multiple, context = self._model(trained), self.seg.size_multiple, context_of(self.seg)
+            with _blame(cfg, SEGMENTER, f"inference, fold {k}, {c.patient} {c.phase}"):
+                if raw:
+                    mean, unc = predict_volume(model, c.image, umap=umap, samples=samples, multiple=multiple,
+                                               device=cfg.device, seed=case_seed, precision=cfg.precision,
+                                               context=context)
+                    stats = {"mean": mean, "map": unc}
+                else:
+                    stats = sample_volume(model, c.image, stochastic=stochastic, samples=samples, multiple=multiple,
+                                          device=cfg.device, seed=case_seed, precision=cfg.precision,
+                                          context=context)
+            try:
+                calibration.check_probabilities(stats["mean"].transpose(1, 0, 2, 3), f"{c.patient} {c.phase}")
+            except ValueError as exc:
+                raise PluginError(f"segmenter '{cfg.segmenter}' gave bad softmax output: {exc}") from None
+            return stats
+
+        def compute(work: Path) -> None:
+            stages.predict(work, cases=cases, sample=sample, seed=seed, export=role == "test",
+                           params=cfg.preprocess, advance=_tracker(self.progress, f"fold {k} {role} infer",
+                                                                   len(cases)))
+
+        return self.serve(key, fold=k, cases=role, compute=compute, resumable=True,
+                          detail=f"mc T={samples}" if stochastic else "deterministic")
+
+    def maps(self, k: int, *, role: str, cases: list[cache.Prepared], predicted: Served) -> Served:
+        cfg, umap = self.cfg, self.umap
+        key = self.key("maps", settings={"export": role == "test", "preprocess": fields_to_json(cfg.preprocess)},
+                       plugins=(UNCERTAINTY,), inputs={"predictions": predicted.key.digest,
+                                                       "cases": [c.fingerprint for c in cases]})
+        samples = int(predicted.key.record["settings"]["samples"])
+
+        def from_stats(stats: dict[str, np.ndarray], c: cache.Prepared) -> np.ndarray:
+            from uqbench.infer.mc import as_moments, check_map
+
+            moments = as_moments({n: v.astype(np.float32) for n, v in stats.items() if n in stages.STATISTICS},
+                                 samples)
+            with _blame(cfg, UNCERTAINTY, f"computing the map, fold {k}, {c.patient} {c.phase}"):
+                try:
+                    unc = umap.from_moments(moments)
+                except Exception as exc:  # the map's own failure
+                    raise MethodFault("uncertainty", f"{type(exc).__name__}: {exc}") from exc
+                check_map(unc, moments.mean)
+            values: np.ndarray = unc.float().numpy()
+            return values
+
+        def compute(work: Path) -> None:
+            stages.maps(work, cases=cases, predictions=predicted.path, umap_name=cfg.uncertainty, compute=from_stats,
+                        export=role == "test", params=cfg.preprocess)
+
+        return self.serve(key, fold=k, cases=role, compute=compute)
+
+    def failures(self, k: int, *, role: str, cases: list[cache.Prepared], predicted: Served) -> Served:
+        cfg = self.cfg
+        rule = cfg.protocol.failure_rule
+        key = self.key("failures", settings={"rule": fields_to_json(rule), "spacing": cfg.preprocess.spacing},
+                       inputs={"predictions": predicted.key.digest, "cases": [c.fingerprint for c in cases]})
+        return self.serve(key, fold=k, cases=role, compute=lambda work: stages.failures(
+            work, cases=cases, predictions=predicted.path, rule=rule, spacing=cfg.preprocess.spacing))
+
+    def score(self, k: int, cases: list[cache.Prepared], predicted: Served) -> Served:
+        cfg = self.cfg
+        key = self.key("score", settings={"preprocess": fields_to_json(cfg.preprocess)},
+                       inputs={"predictions": predicted.key.digest, "cases": [c.fingerprint for c in cases]})
+        return self.serve(key, fold=k, cases="test", compute=lambda work: stages.score(
+            work, cases=cases, predictions=predicted.path, fold=k, params=cfg.preprocess,
+            advance=_tracker(self.progress, f"fold {k} score", len(cases))))
+
+    def detect(self, k: int, *, fit: Sequence[_Predicted], test: _Predicted, images: dict[str, np.ndarray]) -> Served:
+        cfg = self.cfg
+        assert cfg.detector is not None
+
+        def keys(p: _Predicted) -> list[str]:
+            return [p.predictions.key.digest, p.maps.key.digest, p.failures.key.digest]
+
+        key = self.key("detect", settings={"profile": cfg.profile.value, "device": cfg.device},
+                       plugins=(DETECTOR,), seed=cfg.seed + k,
+                       inputs={"fit": [keys(p) for p in fit], "test": keys(test)})
+
+        def compute(work: Path) -> None:
+            det = registry().create(DETECTOR, cfg.detector or "")
+            ctx = Context(profile=cfg.profile, device=cfg.device, seed=cfg.seed + k, workdir=work / "workdir")
+
+            def blame(fn: Callable[..., Any], *args: Any, where: str) -> Any:
+                return _plugin_call(cfg, DETECTOR, fn, *args, where=f"{where} (fold {k})")
+
+            with_images = [(v, images[f"{v.patient}_{v.phase}"]) for p in fit for v in p.volumes()]
+            stages.detect(work, detector=det, name=cfg.detector or "", blame=blame, fit=with_images,
+                          test=[(v, images[f"{v.patient}_{v.phase}"]) for v in test.volumes()], context=ctx)
+
+        return self.serve(key, fold=k, cases="test", compute=compute, resumable=True)
+
+
+def run(cfg: RunConfig, progress: Progress | None = None, *, force: str | None = None) -> Summary:
+    """Execute a resolved run and return its summary (also written to OUT/summary.json). ``force`` names a stage
+    of STAGES to recompute, with every stage after it, even when the store holds it."""
     # The torch stages are imported here, once, not on first use: a run that lasts hours then keeps the code
     # it started with even if the installation changes under it.
     import torch
 
-    from uqbench.infer.mc import predict_volume
-    from uqbench.train.loop import train
+    from uqbench.infer import mc  # noqa: F401
+    from uqbench.train import loop  # noqa: F401
 
+    if force is not None and force not in STAGES:
+        raise UsageError(f"--force {force!r}: expected one of {', '.join(STAGES)}")
     torch.set_flush_denormal(True)  # denormal floats slow CPU training several-fold
+    t_start = time.perf_counter()
     reg = registry()
     params = cfg.preprocess
     root = Path(cfg.data) if cfg.data else phantom_root(advance=_tracker(progress, "phantom", PHANTOM_PATIENTS))
@@ -128,78 +363,79 @@ def run(cfg: RunConfig, progress: Progress | None = None) -> Summary:
         if set(fold_of.values()) == {k}:
             raise UsageError(f"--folds: fold {k} leaves no training patients in {root}")
     fingerprint = _plugin_call(cfg, DATASET, ds.fingerprint, where="reading the data")
-    out = _check_out(cfg)
-    folder, entries = cache.prepare(ds, params=params, fingerprint=fingerprint,
-                                    advance=_tracker(progress, "prepare", 2 * len(fold_of)))
-    cases = cache.load(folder, entries, params=params, advance=_tracker(progress, "load", len(entries)))
-    seg = reg.create(SEGMENTER, cfg.segmenter)
-    umap = reg.create(UNCERTAINTY, cfg.uncertainty)
-    loss = reg.create(LOSS, cfg.loss)
-    recipe = cfg.recipe
-    timings: dict[str, float] = {}
-    volumes: list[Volume] = []
-    rows: list[dict[str, Any]] = []
-    calib = np.zeros((len(CLASS_NAMES), calibration.BINS, 3))
-    brier, voxels = 0.0, 0
-    protocol = cfg.protocol
+    with _out_lock(cfg.out):
+        out = _check_out(cfg)
+        store = open_store(cache.cache_root())
+        folder, entries = cache.prepare(ds, params=params, fingerprint=fingerprint, notes=store.notes,
+                                        advance=_tracker(progress, "prepare", 2 * len(fold_of)))
+        cases = cache.load(folder, entries, params=params, advance=_tracker(progress, "load", len(entries)))
+        umap = reg.create(UNCERTAINTY, cfg.uncertainty)
+        g = _Graph(cfg, store=store, force=force, progress=progress, seg=reg.create(SEGMENTER, cfg.segmenter),
+                   umap=umap, loss=reg.create(LOSS, cfg.loss))
+        summary = _run_graph(cfg, g, cases=cases, fold_of=fold_of, root=root, fingerprint=fingerprint,
+                             t_start=t_start)
+        _write_stages(out, g)
+    return summary
+
+
+def _run_graph(cfg: RunConfig, g: _Graph, *, cases: list[cache.Prepared], fold_of: dict[str, int], root: Path,
+               fingerprint: str, t_start: float) -> Summary:
+    out, protocol = cfg.out, cfg.protocol
+    mc = g.umap.samples > 1
     in_sample = cfg.detector is not None and protocol.detector_training == "in-sample"
-    training: dict[int, list[Volume]] = {}  # in-sample: fold k's predictions of its own training patients
+    tested: dict[int, _Predicted] = {}
+    training: dict[int, _Predicted] = {}  # in-sample: fold k's predictions of its own training patients
+    rows: list[dict[str, Any]] = []
+    calib = None
+    brier, voxels = 0.0, 0
     for k in cfg.folds:
-        fdir = out / f"fold{k}"
-        fdir.mkdir(exist_ok=True)
-        done = fdir / "results.json"
         test = [c for c in cases if fold_of[c.patient] == k]
-        if not done.is_file():
-            train_slices = [(c.image[z], c.labels[z]) for c in cases if fold_of[c.patient] != k
-                            for z in range(c.image.shape[0])]
-            t0 = time.perf_counter()
-            model = _plugin_call(cfg, SEGMENTER, train, where=f"training, fold {k}", segmenter=seg, recipe=recipe,
-                                 loss=_Attributed(cfg, LOSS, loss, where=f"training, fold {k}"), slices=train_slices,
-                                 device=cfg.device, seed=cfg.seed + k, checkpoint=fdir / "checkpoint.pt",
-                                 advance=_tracker(progress, f"fold {k} train", recipe.iterations),
-                                 precision=cfg.precision)
-            t1 = time.perf_counter()
-            fold_rows, arrays, fold_calib = _infer_fold(cfg, predict=predict_volume, model=model, umap=umap,
-                                                        seg=seg, test=test, fold=k,
-                                                        advance=_tracker(progress, f"fold {k} infer", len(test)))
-            t2 = time.perf_counter()
-            if in_sample:  # what this fold's detector will learn from
-                own = [c for c in cases if fold_of[c.patient] != k]
-                _write_npz(fdir / "training.npz", _predict_training(
-                    cfg, predict=predict_volume, model=model, umap=umap, seg=seg, cases=own, fold=k,
-                    advance=_tracker(progress, f"fold {k} own", len(own))))
-            _write_npz(fdir / "predictions.npz", arrays)
-            write_json(done, {"rows": fold_rows, "calibration": fold_calib, "train_s": t1 - t0,
-                               "infer_s": t2 - t1, "device": cfg.device, "torch": torch.__version__})
-        result = json.loads(done.read_text())
-        rows += result["rows"]
-        calib += np.asarray(result["calibration"]["counts"])
-        brier += result["calibration"]["brier_sum"]
-        voxels += result["calibration"]["voxels"]
-        timings[f"fold{k}_train_s"] = result["train_s"]
-        timings[f"fold{k}_infer_s"] = result["infer_s"]
-        with np.load(fdir / "predictions.npz") as z:
-            volumes += [_volume(c, k, z) for c in test]
+        own = [c for c in cases if fold_of[c.patient] != k]
+        trained = g.train(k, own)
+        deterministic = g.predict(k, role="test", cases=test, trained=trained, stochastic=False)  # always made
+        predicted = g.predict(k, role="test", cases=test, trained=trained, stochastic=True) if mc else deterministic
+        tested[k] = _Predicted(fold=k, cases=test, predictions=predicted,
+                               maps=g.maps(k, role="test", cases=test, predicted=predicted),
+                               failures=g.failures(k, role="test", cases=test, predicted=predicted))
+        scored = g.score(k, test, predicted)
+        rows += json.loads((scored.path / "rows.json").read_text())
+        cal = json.loads((scored.path / "calibration.json").read_text())
+        calib = np.asarray(cal["counts"]) + (0 if calib is None else calib)
+        brier, voxels = brier + cal["brier_sum"], voxels + cal["voxels"]
+        _link_nifti(out / f"fold{k}" / "nifti", [predicted, tested[k].maps, scored])
         if in_sample:
-            with np.load(fdir / "training.npz") as z:
-                training[k] = [_volume(c, k, z) for c in cases if fold_of[c.patient] != k]
-    detection_rows: list[dict[str, Any]] = []
+            own_predicted = g.predict(k, role="training", cases=own, trained=trained, stochastic=mc)
+            training[k] = _Predicted(fold=k, cases=own, predictions=own_predicted,
+                                     maps=g.maps(k, role="training", cases=own, predicted=own_predicted),
+                                     failures=g.failures(k, role="training", cases=own, predicted=own_predicted))
+    assert calib is not None
+    volumes = [v for k in cfg.folds for v in tested[k].volumes()]
     notes: list[str] = []
+    timings: dict[str, float] = {}
     risk_coverage = evaluation.risk_coverage_summary(volumes, protocol.risk)
     calibration_summary = evaluation.calibration_summary(calib, brier, voxels)
     curves = effort = significance = None
+    detection_rows: list[dict[str, Any]] = []
     if cfg.detector and (in_sample or len(cfg.folds) > 1):
-        volumes = _detect(cfg, volumes, training=training, images={f"{c.patient}_{c.phase}": c.image for c in cases},
-                          progress=progress)
+        images = {f"{c.patient}_{c.phase}": c.image for c in cases}
+        probs: dict[str, np.ndarray] = {}
+        for k in cfg.folds:
+            detected = g.detect(k, fit=_fit_set(protocol.detector_training, k, tested=tested, training=training),
+                                test=tested[k], images=images)
+            with np.load(detected.path / "probs.npz") as z:
+                probs |= {name: z[name] for name in z.files}
+        volumes = [replace(v, patch_probs=probs[f"{v.patient}_{v.phase}"]) for v in volumes]
         detection_rows = _correct(cfg, volumes, rows)
         t0 = time.perf_counter()
         curves = evaluation.detection_summary(volumes, protocol)
-        effort = evaluation.effort_curve(volumes, to_original=_to_original(params), protocol=protocol)
+        effort = evaluation.effort_curve(volumes, to_original=_to_original(cfg.preprocess), protocol=protocol)
         significance = evaluation.significance(rows, protocol)
         timings["effort_curve_s"] = time.perf_counter() - t0
     elif cfg.detector:
         notes.append(f"detector '{cfg.detector}' not run: it is fitted out of fold, which needs 2 or more --folds "
                      "(or --detector-training in-sample)")
+    notes = g.store.notes + _why_recomputed(out, g) + notes
+    timings["run_s"] = time.perf_counter() - t_start
     corrected_rows = [r for r in rows if "dice_corrected" in r]
     empty_reference, empty_prediction = tables.empty_counts(rows)
     summary = Summary(
@@ -213,9 +449,9 @@ def run(cfg: RunConfig, progress: Progress | None = None) -> Summary:
         clinical_corrected=evaluation.clinical_summary(rows, "predicted_ml_corrected",
                                                        density=protocol.myocardial_density) if corrected_rows else None,
         profile=cfg.profile.value, device=cfg.device, timings_s=timings, notes=notes,
-        protocol=protocol,
+        protocol=protocol, stages=g.records,
         dataset=DatasetInfo(name=cfg.dataset, root=str(root), fingerprint=fingerprint, phantom=cfg.data is None),
-        provenance=_provenance(cfg))
+        provenance=_provenance(cfg, fold_of))
     tag = {"protocol": f"{protocol.label} {protocol.digest()}"}  # every table names the preset that made it
     tables.write_csv(out / "cases.csv", [r | tag for r in rows])
     if detection_rows:
@@ -224,10 +460,88 @@ def run(cfg: RunConfig, progress: Progress | None = None) -> Summary:
     return summary
 
 
-def _provenance(cfg: RunConfig) -> Provenance:
-    """Where each method of the run came from (distribution, version), and which distributions could load."""
-    provenance: Provenance = from_json(Provenance, registry().provenance(cfg.methods()), "provenance")
+def _link_nifti(folder: Path, served: Sequence[Served]) -> None:
+    """The run's NIfTI outputs, hard-linked from the store (copied where the store is on another disk)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for s in served:
+        for src in sorted((s.path / "nifti").glob("*.nii.gz")):
+            dst = folder / src.name
+            if dst.is_file() and os.path.samefile(src, dst):
+                continue
+            write_atomic(dst, functools.partial(_link_or_copy, src))
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    dst.unlink(missing_ok=True)
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copyfile(src, dst)
+
+
+def _write_stages(out: Path, g: _Graph) -> None:
+    """OUT/stages.json: every stage the run used, with its key, what was hashed into it, and its time."""
+    write_json(out / "stages.json", {"stages": [fields_to_json(r) | {"hashed": key.record} for r, key in g.keys]})
+
+
+def _why_recomputed(out: Path, g: _Graph) -> list[str]:
+    """For a run folder run before: which stages got another key this time, and what changed (a plugin's
+    version, a setting), from the keys' records."""
+    path = out / "stages.json"
+    try:
+        before = {(s["stage"], s["fold"], s["cases"], s["detail"]): s
+                  for s in json.loads(path.read_text())["stages"]}
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+    notes = []
+    for record, key in g.keys:
+        old = before.get((record.stage, record.fold, record.cases, record.detail))
+        if old is None or old.get("key") == key.digest:
+            continue
+        changed = [f"{path} {a!r} -> {b!r}" for path, a, b in _differences(old.get("hashed", {}), key.record)
+                   if not path.startswith("inputs")]
+        what = "; ".join(changed) if changed else "an input it reads was recomputed"
+        stage = f"{record.stage} ({record.detail})" if record.detail else record.stage
+        notes.append(f"{stage} of fold {record.fold}, {record.cases} patients, recomputed: {what}")
+    return notes
+
+
+def _differences(a: Any, b: Any, path: str = "") -> Iterator[tuple[str, Any, Any]]:
+    """(dotted path, old, new) of every leaf where two JSON values differ."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        for name in sorted(set(a) | set(b)):
+            yield from _differences(a.get(name), b.get(name), f"{path}.{name}" if path else name)
+    elif a != b:
+        yield path, a, b
+
+
+def _provenance(cfg: RunConfig, fold_of: dict[str, int]) -> Provenance:
+    """Where each method of the run came from (distribution, version), which distributions could load, and
+    what else the numbers depend on: uqbench's version and commit, torch, the device, the fold split."""
+    import hashlib
+
+    import torch
+
+    split = hashlib.sha256(json.dumps(sorted(fold_of.items())).encode()).hexdigest()
+    where = machine(cfg.device)
+    record = registry().provenance(cfg.methods()) | {
+        "uqbench": uqbench.__version__, "git_commit": _git_commit(), "torch": torch.__version__,
+        "device_name": where["cuda"] or where["cpu"], "precision": cfg.precision,
+        "fold_split": split, "seed": cfg.seed}
+    provenance: Provenance = from_json(Provenance, record, "provenance")
     return provenance
+
+
+def _git_commit() -> str | None:
+    """The commit of the uqbench source tree when it is a git checkout (an editable install), else None."""
+    head = Path(uqbench.__file__).resolve().parents[2] / ".git" / "HEAD"
+    try:
+        ref = head.read_text().strip()
+        if ref.startswith("ref: "):
+            return (head.parent / ref[5:]).read_text().strip()
+        return ref
+    except OSError:
+        return None
 
 
 def _to_original(params: PreprocessParams) -> evaluation.ToOriginal:
@@ -235,13 +549,6 @@ def _to_original(params: PreprocessParams) -> evaluation.ToOriginal:
         return labels_to_original(labels, original_shape=v.reference.shape, spacing=v.spacing, target=params.spacing)
 
     return to_original
-
-
-def _volume(c: cache.Prepared, fold: int, arrays: Any) -> Volume:
-    key = f"{c.patient}_{c.phase}"
-    return Volume(patient=c.patient, phase=c.phase, group=c.group, fold=fold, spacing=c.spacing,
-                  reference=c.original_labels, reference_grid=c.labels, prediction_grid=arrays[f"{key}_labels"],
-                  uncertainty=arrays[f"{key}_uncertainty"], failures=arrays[f"{key}_failures"])
 
 
 class _Attributed:
@@ -274,14 +581,6 @@ def _fault(cfg: RunConfig, of: Kind[Any], *, where: str, detail: str) -> PluginE
     return registry().fault(of, str(cfg.method(of)), f"failed in {where}: {detail}")
 
 
-def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """Compressed arrays, written atomically (read back only after the fold's results.json says it is done)."""
-    def write(tmp: Path) -> None:
-        np.savez_compressed(tmp, **arrays)  # type: ignore[arg-type]  # the stub lets **dict reach allow_pickle
-
-    write_atomic(path, write, part=".part.npz")
-
-
 def _plugin_call(cfg: RunConfig, of: Kind[Any], fn: Callable[..., Any], *args: Any, where: str, **kwargs: Any
                  ) -> Any:
     """Call into a plugin of kind ``of`` during stage ``where``, blamed as in :func:`_blame`."""
@@ -289,141 +588,13 @@ def _plugin_call(cfg: RunConfig, of: Kind[Any], fn: Callable[..., Any], *args: A
         return fn(*args, **kwargs)
 
 
-def _infer_fold(cfg: RunConfig, *, predict: Callable[..., tuple[np.ndarray, np.ndarray]], model: Any, umap: Any,
-                seg: Segmenter, test: list[cache.Prepared], fold: int, advance: Callable[[int], None]
-                ) -> tuple[list[dict[str, Any]], dict[str, np.ndarray], dict[str, Any]]:
-    """Predict (with ``uqbench.infer.mc.predict_volume``), post-process, score and label failures of every
-    test case; sum calibration counts."""
-    params = cfg.preprocess
-    rows: list[dict[str, Any]] = []
-    arrays: dict[str, np.ndarray] = {}
-    counts = np.zeros((len(CLASS_NAMES), calibration.BINS, 3))
-    brier, voxels = 0.0, 0
-    for i, c in enumerate(test):
-        probs, unc = _predict_case(cfg, predict=predict, model=model, umap=umap, seg=seg, c=c,
-                                   fold=fold, seed=cfg.seed * 100_003 + fold * 1000 + i)
-        n, b, v = calibration.reliability_counts(probs, c.labels, f"{c.patient} {c.phase}")
-        counts, brier, voxels = counts + n, brier + b, voxels + v
-        labels = finalise(probs.transpose(1, 0, 2, 3))  # the mean softmax [Z, C, Y, X]
-        original = labels_to_original(labels, original_shape=c.original_labels.shape, spacing=c.spacing,
-                                      target=params.spacing)
-        key = f"{c.patient}_{c.phase}"
-        _write_nifti(cfg.out / f"fold{fold}" / "nifti" / key, c, labels=original, probs=probs, unc=unc,
-                     uncertainty=cfg.uncertainty, params=params)
-        _keep(cfg, arrays, case=c, labels=labels, unc=unc)
-        rows += evaluation.case_rows(_volume(c, fold, arrays), original)
-        advance(1)
-    return rows, arrays, {"counts": counts.tolist(), "brier_sum": brier, "voxels": voxels}
-
-
-def _keep(cfg: RunConfig, arrays: dict[str, np.ndarray], *, case: cache.Prepared, labels: np.ndarray,
-          unc: np.ndarray) -> None:
-    """Add a case's grid labels, map (float16) and failure labels to the arrays a fold stores."""
-    key = f"{case.patient}_{case.phase}"
-    arrays[f"{key}_labels"], arrays[f"{key}_uncertainty"] = labels, unc.astype(np.float16)
-    arrays[f"{key}_failures"] = failure_rules.failure_map(labels, case.labels, rule=cfg.protocol.failure_rule,
-                                                          spacing=cfg.preprocess.spacing)
-
-
-def _predict_case(cfg: RunConfig, *, predict: Callable[..., tuple[np.ndarray, np.ndarray]], model: Any, umap: Any,
-                  seg: Segmenter, c: cache.Prepared, fold: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(mean softmax [C, Z, Y, X], uncertainty [Z, Y, X]) of case ``c``, each checked where it is produced."""
-    with _blame(cfg, SEGMENTER, f"inference, fold {fold}, {c.patient} {c.phase}"):
-        mean, unc = predict(model, c.image, umap=umap, samples=cfg.samples, multiple=seg.size_multiple,
-                            device=cfg.device, seed=seed, precision=cfg.precision, context=context_of(seg))
-    if not np.isfinite(unc).all() or unc.min() < 0 or unc.max() > 1:
-        raise PluginError(f"uncertainty map '{cfg.uncertainty}' returned values outside [0, 1] or NaN "
-                          f"for {c.patient} {c.phase}")
-    probs = mean.transpose(1, 0, 2, 3)  # [C, Z, Y, X]
-    try:
-        calibration.check_probabilities(probs, f"{c.patient} {c.phase}")
-    except ValueError as exc:
-        raise PluginError(f"segmenter '{cfg.segmenter}' gave bad softmax output: {exc}") from None
-    return probs, unc
-
-
-def _predict_training(cfg: RunConfig, *, predict: Callable[..., tuple[np.ndarray, np.ndarray]], model: Any,
-                      umap: Any, seg: Segmenter, cases: list[cache.Prepared], fold: int,
-                      advance: Callable[[int], None]) -> dict[str, np.ndarray]:
-    """In-sample detector data: fold ``fold``'s segmenter on its own training ``cases`` (T samples as for the
-    test patients), with the labels, map and failure labels a detector learns from; nothing is scored."""
-    arrays: dict[str, np.ndarray] = {}
-    for i, c in enumerate(cases):
-        probs, unc = _predict_case(cfg, predict=predict, model=model, umap=umap, seg=seg, c=c,
-                                   fold=fold, seed=cfg.seed * 100_003 + fold * 1000 + 500 + i)
-        _keep(cfg, arrays, case=c, labels=finalise(probs.transpose(1, 0, 2, 3)), unc=unc)
-        advance(1)
-    return arrays
-
-
-def _write_nifti(stem: Path, c: cache.Prepared, *, labels: np.ndarray, probs: np.ndarray, unc: np.ndarray,
-                 uncertainty: str, params: PreprocessParams) -> None:
-    """The case's label map, mean probabilities [4-D, classes last] and uncertainty map in original geometry,
-    with the source's header (zooms, qform, sform) when the reader gave it, else its affine."""
-    shape = c.original_labels.shape
-    nifti.write(stem.with_name(f"{stem.name}_labels.nii.gz"), labels.astype(np.uint8), c.affine, header=c.header)
-    nifti.write(stem.with_name(f"{stem.name}_probs.nii.gz"),
-                map_to_original(probs, original_shape=shape, spacing=c.spacing, target=params.spacing), c.affine,
-                header=c.header, quantum=NIFTI_QUANTUM)
-    nifti.write(stem.with_name(f"{stem.name}_{uncertainty.replace(':', '_')}.nii.gz"),
-                map_to_original(unc, original_shape=shape, spacing=c.spacing, target=params.spacing), c.affine,
-                header=c.header, quantum=NIFTI_QUANTUM)
-
-
-def _detect(cfg: RunConfig, volumes: list[Volume], *, training: dict[int, list[Volume]],
-            images: dict[str, np.ndarray], progress: Progress | None) -> list[Volume]:
-    """Fold k's detector learns from ``fit_set`` (its own training patients in-sample, the other folds' test
-    predictions out of fold), then scores fold k's patches. Its state and probabilities are kept in
-    OUT/foldK/detector/; a fitted state is loaded, not refitted."""
-    assert cfg.detector is not None
-    reg = registry()
-
-    def examples(v: Volume, with_failures: bool) -> list[DetectorExample]:
-        image = images[f"{v.patient}_{v.phase}"]
-        return [DetectorExample(image=image[z], uncertainty=v.uncertainty[z].astype(np.float32),
-                                segmentation=v.prediction_grid[z], failures=v.failures[z] if with_failures else None)
-                for z in range(v.prediction_grid.shape[0])]
-
-    out: list[Volume] = []
-    advance = _tracker(progress, "detect", len(cfg.folds))
-    for k in cfg.folds:
-        det = reg.create(DETECTOR, cfg.detector)
-        fdir = cfg.out / f"fold{k}"
-        train_ex = [ex for v in fit_set(cfg.protocol.detector_training, k, tested=volumes, training=training)
-                    for ex in examples(v, True)]
-        ctx = Context(profile=cfg.profile, device=cfg.device, seed=cfg.seed + k, workdir=fdir / "detector")
-        ctx.workdir.mkdir(exist_ok=True)
-        state = ctx.workdir / "state"
-        if state.is_file():  # fitted before this run was interrupted
-            _plugin_call(cfg, DETECTOR, det.load, state, where=f"loading the detector of fold {k}")
-        else:
-            _plugin_call(cfg, DETECTOR, det.fit, train_ex, ctx, where=f"fitting the detector of fold {k}")
-            _plugin_call(cfg, DETECTOR, det.save, state.with_name("state.part"),
-                         where=f"saving the detector of fold {k}")
-            state.with_name("state.part").replace(state)
-        probs: dict[str, np.ndarray] = {}
-        for v in volumes:
-            if v.fold != k:
-                continue
-            p = np.stack([_plugin_call(cfg, DETECTOR, det.predict, ex, where=f"detection, fold {k}, {v.where}")
-                          for ex in examples(v, False)])
-            try:
-                check_patch_probabilities(p, v.prediction_grid.shape, v.where)
-            except ValueError as exc:
-                raise PluginError(f"detector '{cfg.detector}': {exc}") from None
-            probs[f"{v.patient}_{v.phase}"] = p.astype(np.float32)
-            out.append(replace(v, patch_probs=p))
-        _write_npz(ctx.workdir / "probs.npz", probs)
-        advance(1)
-    return out
-
-
-def fit_set(mode: DetectorTraining, fold: int, *, tested: list[Volume], training: dict[int, list[Volume]]
-            ) -> list[Volume]:
-    """The predictions fold ``fold``'s detector learns from (see uqbench.protocol.detection.DetectorTraining)."""
+def _fit_set(mode: DetectorTraining, fold: int, *, tested: dict[int, _Predicted], training: dict[int, _Predicted]
+             ) -> list[_Predicted]:
+    """The predictions fold ``fold``'s detector learns from (see uqbench.protocol.detection.DetectorTraining):
+    its own training patients' in-sample, the other run folds' test patients' out of fold."""
     if mode == "in-sample":
-        return training[fold]
-    return [v for v in tested if v.fold != fold]
+        return [training[fold]]
+    return [p for k, p in tested.items() if k != fold]
 
 
 def _correct(cfg: RunConfig, volumes: list[Volume], rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -13,12 +13,12 @@ from typing import NoReturn
 from rich.console import Console
 from rich.markup import escape
 
-from uqbench.cli import bench, data, folds, plugins, run  # noqa: F401  (commands register on import)
+from uqbench.cli import bench, cache, data, folds, plugins, run  # noqa: F401  (commands register on import)
 from uqbench.cli.app import app
 from uqbench.errors import UqbenchError
 
-INTERRUPTED = ("[yellow]interrupted[/yellow]: what finished is kept (folds, fitted detectors, the last training "
-               "checkpoint); run the same command again to resume")
+INTERRUPTED = ("[yellow]interrupted[/yellow]: what finished is kept in the stage store (every finished stage, the "
+               "last training checkpoint, the cases already predicted); run the same command again to resume")
 
 
 def main() -> None:

@@ -22,6 +22,7 @@ from uqbench import config, pipeline
 from uqbench.api import CLASS_NAMES, PHASES
 from uqbench.cli import options
 from uqbench.cli.app import app, console
+from uqbench.data.cache import cache_root
 from uqbench.data.folds import parse_folds
 from uqbench.errors import UsageError
 from uqbench.registry import registry
@@ -34,8 +35,8 @@ def run_cmd(
     segmenter: options.Segmenter = "drn",
     uncertainty: options.Uncertainty = "bmap",
     detector: Annotated[str | None, typer.Option(
-        "--detector", help="Failure detector (name or name:arg, e.g. sresnet:500), fitted out of fold (needs 2+ "
-                           "folds); 'none' to skip.")] = "sresnet",
+        "--detector", help="Failure detector (name or name:arg, e.g. sresnet:500), trained as the protocol says "
+                           "(out of fold needs 2+ folds; in-sample works with one); 'none' to skip.")] = "sresnet",
     loss: Annotated[str | None, typer.Option("--loss", help="Loss (default: the segmenter's recipe's).")] = None,
     data: Annotated[Path | None, typer.Option("--data", help="Dataset folder; default: the built-in phantom.")] = None,
     dataset: Annotated[str, typer.Option("--dataset", help="Reader for --data.")] = "acdc",
@@ -62,6 +63,9 @@ def run_cmd(
                                     "test predictions) or in-sample (the fold's own training patients); changes "
                                     "the protocol hash.")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
+    force: Annotated[str | None, typer.Option(
+        "--force", help=f"Recompute this stage and every later one even when the stage store holds them: "
+                        f"{', '.join(pipeline.STAGES)} (in that order).")] = None,
     out: Annotated[str | None, typer.Option(
         "--out", help="Output folder (default: runs/<segmenter>-<uncertainty>-<data folder name or phantom>-<profile>, "
                       "':' and '/' as '_', e.g. runs/drn-bmap-phantom-quick).")] = None,
@@ -71,6 +75,8 @@ def run_cmd(
         fold_list = parse_folds(folds)
     except ValueError as exc:
         raise UsageError(f"--folds {folds!r}: {exc}") from exc
+    if force is not None and force not in pipeline.STAGES:
+        raise UsageError(f"--force {force!r}: expected one of {', '.join(pipeline.STAGES)}")
     if out is not None and not out.strip():
         raise UsageError("--out '': name a folder (an empty name would mean the current one)")
     cfg = config.resolve(segmenter=segmenter, uncertainty=uncertainty,
@@ -86,12 +92,15 @@ def run_cmd(
                   highlight=False)
     with Progress(SpinnerColumn(), TextColumn("{task.description:<16}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=console) as progress:
-        summary = pipeline.run(cfg, progress)
+        summary = pipeline.run(cfg, progress, force=force)
     console.print(summary_table(summary))
     console.print(protocol_line(summary), markup=False, highlight=False)
     for note in summary.notes:
         console.print(f"[yellow]note:[/yellow] {escape(note)}", highlight=False)
-    console.print(f"wrote {cfg.out}/config.json, cases.csv, summary.json", markup=False, highlight=False)
+    stored = sum(r.from_store for r in summary.stages)
+    console.print(f"stages: {len(summary.stages) - stored} computed, {stored} from the store "
+                  f"({cache_root() / 'stages'}); wrote {cfg.out}/config.json, cases.csv, summary.json, stages.json",
+                  markup=False, highlight=False)
 
 
 def summary_table(summary: Summary) -> Table:

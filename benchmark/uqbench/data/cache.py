@@ -15,6 +15,7 @@ definition, applied for every run alike: see PreprocessParams.levels.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import lzma
 import os
@@ -31,7 +32,7 @@ from uqbench.api import Case, Dataset
 from uqbench.data import preprocess as pp
 from uqbench.files import write_atomic
 
-FORMAT = 2  # part of the folder key: 2 added each case's source NIfTI header
+FORMAT = 3  # part of the folder key: 2 added each case's source NIfTI header, 3 each case file's sha256
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -49,6 +50,7 @@ class Prepared:
     height: float | None
     weight: float | None
     header: bytes | None  # the source NIfTI header, for outputs in the same geometry
+    fingerprint: str  # sha256 of the case's prepared content, geometry and preprocessing: what stage keys use
 
 
 def cache_root() -> Path:
@@ -73,6 +75,7 @@ def _write_case(path: Path, case: Case, params: pp.PreprocessParams) -> dict[str
     blob = lzma.compress(_encode(q) + case.labels.tobytes(), preset=6)
     write_atomic(path, lambda tmp: tmp.write_bytes(blob))
     return {"patient": case.patient, "phase": case.phase, "group": case.group, "shape": list(case.image.shape),
+            "sha256": hashlib.sha256(blob).hexdigest(),
             "spacing": list(case.spacing), "affine": case.affine.tolist(), "height": case.height,
             "weight": case.weight, "file": path.name,
             "header": None if case.header is None else base64.b64encode(case.header).decode()}
@@ -84,24 +87,47 @@ def _read_case(folder: Path, meta: dict[str, Any], params: pp.PreprocessParams) 
     n = nz * ny * nx
     image = _decode(raw[:n], (nz, ny, nx)).astype(np.float32) / (params.levels - 1)
     labels = np.frombuffer(raw[n:], np.uint8).reshape(nz, ny, nx).copy()
+    identity = {k: v for k, v in meta.items() if k != "file"} | {"params": params.fingerprint()}
     sz, sy, sx = (float(s) for s in meta["spacing"])
     spacing = (sz, sy, sx)
     return Prepared(patient=meta["patient"], phase=meta["phase"], group=meta["group"],
                     image=pp.resample_image(image, spacing, params.spacing),
                     labels=pp.resample_labels(labels, spacing, params.spacing), original_labels=labels,
                     spacing=spacing, affine=np.asarray(meta["affine"]), height=meta["height"], weight=meta["weight"],
-                    header=None if meta["header"] is None else base64.b64decode(meta["header"]))
+                    header=None if meta["header"] is None else base64.b64decode(meta["header"]),
+                    fingerprint=hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest())
+
+
+def _verify(folder: Path) -> tuple[str, list[dict[str, Any]]]:
+    """('', entries) when the manifest reads and every case file matches its sha256, else (the problem, [])."""
+    try:
+        entries = json.loads((folder / "manifest.json").read_text())["cases"]
+        for meta in entries:
+            if hashlib.sha256((folder / meta["file"]).read_bytes()).hexdigest() != meta["sha256"]:
+                return f"{meta['file']} does not match its sha256", []
+    except FileNotFoundError as exc:
+        return f"{Path(exc.filename or '?').name} is missing", []
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        return f"unreadable manifest ({type(exc).__name__})", []
+    return "", entries
 
 
 def prepare(dataset: Dataset, *, params: pp.PreprocessParams, fingerprint: str, root: Path | None = None,
-            advance: Callable[[int], None] | None = None) -> tuple[Path, list[dict[str, Any]]]:
+            advance: Callable[[int], None] | None = None, notes: list[str] | None = None
+            ) -> tuple[Path, list[dict[str, Any]]]:
     """The prepared folder for ``dataset`` with content ``fingerprint`` (created on first use) and its
-    manifest entries."""
+    manifest entries. A folder whose manifest or case files are damaged (checked against their sha256 on
+    every use) is prepared again, and ``notes`` is told."""
     key = f"{fingerprint[:16]}-{params.fingerprint()}-f{FORMAT}"
     folder = (root or cache_root()) / "prepared" / key
     manifest = folder / "manifest.json"
     if manifest.is_file():
-        return folder, json.loads(manifest.read_text())["cases"]
+        problem, entries = _verify(folder)
+        if not problem:
+            return folder, entries
+        if notes is not None:
+            notes.append(f"prepared data {folder}: {problem}; prepared again")
+        shutil.rmtree(folder, ignore_errors=True)
     # Each preparing process writes its own folder and renames it into place in one step, so two runs
     # preparing the same data at once never mix files: the first rename wins, the other's copy is dropped.
     folder.parent.mkdir(parents=True, exist_ok=True)

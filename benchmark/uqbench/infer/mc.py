@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 import torch
@@ -74,28 +74,17 @@ def moments(probs: torch.Tensor, needs: Iterable[str] = MOMENTS) -> Moments:
     return acc.result()
 
 
-@torch.inference_mode()
-def predict_volume(model: nn.Module, image: np.ndarray, *, umap: UncertaintyMap, samples: int, multiple: int,
-                   device: str, seed: int, per_pass: int | None = None, precision: str = "fp32", context: int = 0
-                   ) -> tuple[np.ndarray, np.ndarray]:
-    """(mean softmax [Z, C, Y, X], uncertainty [Z, Y, X]) for a [Z, Y, X] image on the network grid.
-
-    A map that declares one sample (``umap.samples == 1``, e.g. emap) gets one deterministic pass, dropout off;
-    an MC map gets MC dropout with ``samples`` passes, one stochastic pass when ``samples == 1`` (the paper's
-    Table V, T = 1, row), with
-    ``per_pass`` samples per forward pass (the slices repeated; default: all T on CUDA, where one large
-    batch is fastest, one at a time on CPU, where stacking is slower). Maps with ``from_moments`` get running
-    sums and the T samples are never held together; other maps get the stacked samples. ``precision`` bf16
-    runs the forward passes under bf16 autocast (uqbench.devices); the softmax is always taken in float32.
-    On CUDA the input is channels-last.
-    Slices are zero-padded at the bottom and right to a multiple of the network's ``multiple``, and by the
-    segmenter's ``context`` on every side (its network returns the slice without that margin)."""
+def _passes(model: nn.Module, image: np.ndarray, *, stochastic: bool, samples: int, multiple: int, device: str,
+            seed: int, per_pass: int | None, precision: str, context: int) -> Iterator[torch.Tensor]:
+    """Softmax samples [k, Z, C, Y, X] of a [Z, Y, X] image, ``samples`` in all, in groups of ``per_pass``
+    (default: all T on CUDA, where one large batch is fastest, one at a time on CPU, where stacking is slower).
+    ``stochastic`` keeps dropout on (MC dropout); otherwise everything is in inference mode."""
     h, w = image.shape[1:]
     ph, pw = -h % multiple, -w % multiple
     c = context
     x = torch.from_numpy(np.pad(image, ((0, 0), (c, ph + c), (c, pw + c)))[:, None]).to(device)
     out_size = (h + ph, w + pw)
-    if umap.samples > 1:
+    if stochastic:
         mc_mode(model)
     else:
         model.eval()
@@ -103,8 +92,6 @@ def predict_volume(model: nn.Module, image: np.ndarray, *, umap: UncertaintyMap,
     if x.is_cuda:
         x = x.contiguous(memory_format=torch.channels_last)
     group = per_pass or (samples if x.is_cuda else 1)
-    streaming = isinstance(umap, MomentMap)
-    acc, stacked = _Accumulator(getattr(umap, "needs", MOMENTS)), []
     done = 0
     while done < samples:
         k = min(group, samples - done)
@@ -115,12 +102,31 @@ def predict_volume(model: nn.Module, image: np.ndarray, *, umap: UncertaintyMap,
                                            f"{(k * x.shape[0], *x.shape[1:])}; expected {NUM_CLASSES} classes at "
                                            f"{out_size} (the input less {c} voxels of context on each side)")
         out = logits.float().softmax(1)[..., :h, :w]
-        p = out.view(k, x.shape[0], *out.shape[1:])
+        yield out.view(k, x.shape[0], *out.shape[1:])
+        done += k
+
+
+@torch.inference_mode()
+def predict_volume(model: nn.Module, image: np.ndarray, *, umap: UncertaintyMap, samples: int, multiple: int,
+                   device: str, seed: int, per_pass: int | None = None, precision: str = "fp32", context: int = 0
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """(mean softmax [Z, C, Y, X], uncertainty [Z, Y, X]) for a [Z, Y, X] image on the network grid.
+
+    A map that declares one sample (``umap.samples == 1``, e.g. emap) gets one deterministic pass, dropout off;
+    an MC map gets MC dropout with ``samples`` passes, one stochastic pass when ``samples == 1`` (the paper's
+    Table V, T = 1, row), ``per_pass`` at a time. Maps with ``from_moments`` get running sums and the T samples
+    are never held together; other maps get the stacked samples. ``precision`` bf16 runs the forward passes
+    under bf16 autocast (uqbench.devices); the softmax is always taken in float32. On CUDA the input is
+    channels-last. Slices are zero-padded at the bottom and right to a multiple of the network's ``multiple``,
+    and by the segmenter's ``context`` on every side (its network returns the slice without that margin)."""
+    streaming = isinstance(umap, MomentMap)
+    acc, stacked = _Accumulator(getattr(umap, "needs", MOMENTS)), []
+    for p in _passes(model, image, stochastic=umap.samples > 1, samples=samples, multiple=multiple, device=device,
+                     seed=seed, per_pass=per_pass, precision=precision, context=context):
         if streaming:
             acc.add(p)
         else:
             stacked.append(p)
-        done += k
     try:
         if isinstance(umap, MomentMap):
             m = acc.result()
@@ -130,7 +136,43 @@ def predict_volume(model: nn.Module, image: np.ndarray, *, umap: UncertaintyMap,
             unc, mean = umap(probs), probs.mean(0)
     except Exception as exc:  # the map's own failure, not the segmenter's
         raise MethodFault("uncertainty", f"{type(exc).__name__}: {exc}") from exc
-    if tuple(unc.shape) != (x.shape[0], h, w):
-        raise MethodFault("uncertainty", f"returned a map of shape {tuple(unc.shape)} for {x.shape[0]} slices of "
-                                         f"{h} x {w}; expected {(x.shape[0], h, w)}")
+    check_map(unc, mean)
     return mean.cpu().numpy(), unc.float().cpu().numpy()
+
+
+@torch.inference_mode()
+def sample_volume(model: nn.Module, image: np.ndarray, *, stochastic: bool, samples: int, multiple: int,
+                  device: str, seed: int, per_pass: int | None = None, precision: str = "fp32", context: int = 0
+                  ) -> dict[str, np.ndarray]:
+    """The running statistics of ``samples`` softmax passes over a [Z, Y, X] image, as float32 arrays: ``mean``
+    [Z, C, Y, X], and, for MC dropout (``stochastic``), ``variance`` and ``mean_entropy`` [Z, Y, X] too, which
+    is all any moment-based map reads (a deterministic pass has variance 0 and its mean's entropy, see
+    :func:`as_moments`). The passes are those of :func:`predict_volume`, with the same seed."""
+    acc = _Accumulator(MOMENTS if stochastic else ())
+    for p in _passes(model, image, stochastic=stochastic, samples=samples, multiple=multiple, device=device,
+                     seed=seed, per_pass=per_pass, precision=precision, context=context):
+        acc.add(p)
+    m = acc.result()
+    out = {"mean": m.mean.cpu().numpy()}
+    if stochastic:
+        assert m.variance is not None and m.mean_entropy is not None
+        out |= {"variance": m.variance.cpu().numpy(), "mean_entropy": m.mean_entropy.cpu().numpy()}
+    return out
+
+
+def as_moments(stats: dict[str, np.ndarray], samples: int) -> Moments:
+    """What :func:`sample_volume` stored, as the Moments a map reads (on the CPU, float32). Statistics a
+    deterministic pass did not store are those of one sample: variance 0 and the entropy of the mean."""
+    mean = torch.from_numpy(stats["mean"])
+    var = torch.from_numpy(stats["variance"]) if "variance" in stats else torch.zeros_like(mean)
+    ent = (torch.from_numpy(stats["mean_entropy"]) if "mean_entropy" in stats
+           else torch.special.entr(mean).sum(1))
+    return Moments(samples=samples, mean=mean, variance=var, mean_entropy=ent)
+
+
+def check_map(unc: torch.Tensor, mean: torch.Tensor) -> None:
+    """MethodFault blaming the uncertainty map unless ``unc`` is [Z, Y, X] for a mean softmax [Z, C, Y, X]."""
+    z, _, h, w = mean.shape
+    if tuple(unc.shape) != (z, h, w):
+        raise MethodFault("uncertainty", f"returned a map of shape {tuple(unc.shape)} for {z} slices of "
+                                         f"{h} x {w}; expected {(z, h, w)}")

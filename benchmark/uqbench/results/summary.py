@@ -21,7 +21,7 @@ from uqbench.protocol.presets import Preset
 from uqbench.protocol.stats import Comparison, MannWhitney
 from uqbench.records import from_json, to_json, write_json
 
-SUMMARY_VERSION = 2
+SUMMARY_VERSION = 3
 
 Metric = Literal["dice", "hd", "hd95", "hd95_directed_max", "assd"]
 METRICS: tuple[Metric, ...] = ("dice", "hd", "hd95", "hd95_directed_max", "assd")
@@ -160,10 +160,34 @@ class MethodRecord:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Provenance:
-    """The distributions a run was allowed to load and, per kind, where each method came from."""
+    """The distributions a run was allowed to load, per kind where each method came from, and what else its
+    numbers depend on."""
 
     allowed_distributions: list[str] | None
     methods: dict[str, MethodRecord]
+    uqbench: str
+    git_commit: str | None  # of the uqbench source tree, when it is a git checkout
+    torch: str
+    device_name: str | None  # the GPU's name on CUDA, the CPU model on CPU
+    precision: str
+    fold_split: str  # sha256 of the (patient, fold) pairs of the dataset
+    seed: int  # the run's seed; fold k trains with seed + k (see stages in summary.json for each stage's)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StageRecord:
+    """One stored stage a run used: its key in the stage store, whether it came from there, and its time
+    (wall and device seconds: GPU seconds on CUDA, CPU seconds of the process on CPU) when it was computed."""
+
+    stage: str
+    fold: int
+    cases: str  # "test" or "training" (the fold's own training patients)
+    detail: str  # what tells two stages of one name and fold apart: "mc T=10" or "deterministic" for predict
+    key: str
+    from_store: bool
+    wall_s: float
+    device_s: float
+    why: str  # why a stored output was recomputed ("forced", a damaged file), else ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -188,6 +212,7 @@ class Summary:
     timings_s: dict[str, float]
     notes: list[str]
     protocol: Preset  # every protocol choice, with its name, overrides and hash
+    stages: list[StageRecord]
     dataset: DatasetInfo
     provenance: Provenance
 

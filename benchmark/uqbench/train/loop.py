@@ -198,6 +198,16 @@ def train(*, segmenter: Segmenter, recipe: Recipe, loss: Loss, slices: Sequence[
     return model
 
 
+def load_trained(*, segmenter: Segmenter, recipe: Recipe, checkpoint: Path, device: str) -> torch.nn.Module:
+    """The network :func:`train` left in ``checkpoint`` (its final weights), on ``device``."""
+    model = segmenter.build(in_channels=1, num_classes=NUM_CLASSES, dropout=recipe.dropout, width=recipe.width)
+    model.load_state_dict(torch.load(checkpoint, map_location=device, weights_only=False)["model"])
+    model = model.to(device)
+    if torch.device(device).type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
 def _check_finite(first_bad: torch.Tensor) -> None:
     """Blame whichever went non-finite first: the network's logits (the segmenter) or the loss's value."""
     logits_step, loss_step = (int(s) for s in first_bad.tolist())

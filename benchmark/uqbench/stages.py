@@ -1,0 +1,178 @@
+"""The work of each stage of a run, one function per stage, each writing its outputs into the folder the stage
+store gives it (``uqbench.store``) and reading only its arguments. ``uqbench.pipeline`` keys them, orders them
+and decides which to run; nothing here knows about folds of a run or about the store.
+
+Every function takes the work folder first and the rest by keyword. Per-case outputs are written one file at a
+time (atomically), so a stage killed half-way resumes at the next case.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from uqbench.api import CLASS_NAMES, Context, DetectorExample
+from uqbench.data import cache, nifti
+from uqbench.data.preprocess import PreprocessParams, labels_to_original, map_to_original
+from uqbench.errors import PluginError
+from uqbench.evaluation import Volume, case_rows
+from uqbench.files import write_atomic
+from uqbench.infer.postprocess import finalise
+from uqbench.protocol import calibration
+from uqbench.protocol import failures as failure_rules
+from uqbench.protocol.detection import check_patch_probabilities
+
+NIFTI_QUANTUM = 1e-3  # probabilities and maps are written in steps of 0.001 (see nifti.write)
+STATISTICS = ("mean", "variance", "mean_entropy")  # stored as float16: what every moment-based map reads
+
+Blame = Callable[..., Any]
+"""``blame(kind, fn, *args, where=..., **kwargs)``: call into a plugin so that its failure names it (the pipeline's
+_plugin_call, bound to the run)."""
+
+
+def case_key(c: cache.Prepared) -> str:
+    return f"{c.patient}_{c.phase}"
+
+
+def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """Compressed arrays, written atomically."""
+    def write(tmp: Path) -> None:
+        np.savez_compressed(tmp, **arrays)  # type: ignore[arg-type]  # the stub lets **dict reach allow_pickle
+
+    write_atomic(path, write, part=".part.npz")
+
+
+def predict(work: Path, *, cases: Sequence[cache.Prepared], sample: Callable[[cache.Prepared, int],
+            dict[str, np.ndarray]], seed: int, export: bool, params: PreprocessParams,
+            advance: Callable[[int], None]) -> None:
+    """Per case ``<case>.npz``: the label map (arg-max of the float32 mean softmax, largest component), the
+    statistics ``sample(case, seed)`` returned (float16; a map computed from raw samples stays float32), and,
+    when ``export``, calibration counts and the mean probabilities as NIfTI in original geometry. Cases already
+    written by an interrupted attempt are kept: case ``i`` always gets seed ``seed + i``."""
+    for i, c in enumerate(cases):
+        path = work / f"{case_key(c)}.npz"
+        if path.is_file():
+            advance(1)
+            continue
+        stats = sample(c, seed + i)
+        mean = stats["mean"]  # [Z, C, Y, X] float32
+        out: dict[str, np.ndarray] = {"labels": finalise(mean)}
+        out |= {k: v.astype(np.float16) for k, v in stats.items() if k in STATISTICS}
+        if "map" in stats:
+            out["map"] = stats["map"].astype(np.float32)
+        if export:
+            probs = mean.transpose(1, 0, 2, 3)
+            counts, brier, voxels = calibration.reliability_counts(probs, c.labels, f"{c.patient} {c.phase}")
+            out |= {"calibration": counts, "brier": np.asarray(brier), "voxels": np.asarray(voxels)}
+            _nifti(work / "nifti" / f"{case_key(c)}_probs.nii.gz", c=c, values=probs, params=params,
+                   quantum=NIFTI_QUANTUM)
+        write_npz(path, out)
+        advance(1)
+
+
+def read_prediction(folder: Path, c: cache.Prepared) -> dict[str, np.ndarray]:
+    with np.load(folder / f"{case_key(c)}.npz") as z:
+        return {k: z[k] for k in z.files}
+
+
+def maps(work: Path, *, cases: Sequence[cache.Prepared], predictions: Path, umap_name: str,
+         compute: Callable[[dict[str, np.ndarray], cache.Prepared], np.ndarray], export: bool,
+         params: PreprocessParams) -> None:
+    """``maps.npz``: the uncertainty map of each case (float16, what detectors read) from its stored
+    statistics, checked to lie in [0, 1]; with ``export``, also as NIfTI in original geometry."""
+    out: dict[str, np.ndarray] = {}
+    for c in cases:
+        stats = read_prediction(predictions, c)
+        unc = stats["map"] if "map" in stats else compute(stats, c)
+        try:
+            calibration.check_map(unc, f"{c.patient} {c.phase}")
+        except ValueError as exc:
+            raise PluginError(f"uncertainty map '{umap_name}' returned a bad map: {exc}") from None
+        out[case_key(c)] = unc.astype(np.float16)
+        if export:
+            _nifti(work / "nifti" / f"{case_key(c)}_{umap_name.replace(':', '_')}.nii.gz", c=c, values=unc,
+                   params=params, quantum=NIFTI_QUANTUM)
+    write_npz(work / "maps.npz", out)
+
+
+def failures(work: Path, *, cases: Sequence[cache.Prepared], predictions: Path, rule: failure_rules.FailureRule,
+             spacing: float) -> None:
+    """``failures.npz``: each case's failure voxels under ``rule`` on the network grid."""
+    write_npz(work / "failures.npz", {
+        case_key(c): failure_rules.failure_map(read_prediction(predictions, c)["labels"], c.labels, rule=rule,
+                                               spacing=spacing) for c in cases})
+
+
+def score(work: Path, *, cases: Sequence[cache.Prepared], predictions: Path, fold: int, params: PreprocessParams,
+          advance: Callable[[int], None]) -> None:
+    """``rows.json`` (per case and class: Dice, HD, HD95, ASSD, volumes in original geometry) and
+    ``calibration.json`` (the summed reliability counts); each label map as NIfTI in original geometry."""
+    (work / "nifti").mkdir(exist_ok=True)
+    rows: list[dict[str, Any]] = []
+    counts = np.zeros((len(CLASS_NAMES), calibration.BINS, 3))
+    brier, voxels = 0.0, 0
+    for c in cases:
+        p = read_prediction(predictions, c)
+        original = labels_to_original(p["labels"], original_shape=c.original_labels.shape, spacing=c.spacing,
+                                      target=params.spacing)
+        nifti.write(work / "nifti" / f"{case_key(c)}_labels.nii.gz", original.astype(np.uint8), c.affine,
+                    header=c.header)
+        rows += case_rows(volume(c, fold, labels=p["labels"], uncertainty=None, failures=None), original)
+        counts, brier, voxels = counts + p["calibration"], brier + float(p["brier"]), voxels + int(p["voxels"])
+        advance(1)
+    write_atomic(work / "rows.json", lambda tmp: tmp.write_text(json.dumps(rows)))
+    write_atomic(work / "calibration.json", lambda tmp: tmp.write_text(json.dumps(
+        {"counts": counts.tolist(), "brier_sum": brier, "voxels": voxels})))
+
+
+def volume(c: cache.Prepared, fold: int, *, labels: np.ndarray, uncertainty: np.ndarray | None,
+           failures: np.ndarray | None) -> Volume:
+    """A case's Volume (what evaluation reads); a missing map or failure map is an empty array."""
+    empty = np.zeros((0,), np.float16)
+    return Volume(patient=c.patient, phase=c.phase, group=c.group, fold=fold, spacing=c.spacing,
+                  reference=c.original_labels, reference_grid=c.labels, prediction_grid=labels,
+                  uncertainty=empty if uncertainty is None else uncertainty,
+                  failures=empty.astype(bool) if failures is None else failures)
+
+
+def examples(v: Volume, image: np.ndarray, with_failures: bool) -> list[DetectorExample]:
+    """A volume's slices as detector examples (failure labels only for training)."""
+    return [DetectorExample(image=image[z], uncertainty=v.uncertainty[z].astype(np.float32),
+                            segmentation=v.prediction_grid[z], failures=v.failures[z] if with_failures else None)
+            for z in range(v.prediction_grid.shape[0])]
+
+
+def detect(work: Path, *, detector: Any, name: str, blame: Blame, fit: Sequence[tuple[Volume, np.ndarray]],
+           test: Sequence[tuple[Volume, np.ndarray]], context: Context) -> None:
+    """Fit ``detector`` on the (volume, image) pairs of ``fit`` and write ``probs.npz``: its patch probabilities
+    for each of ``test``. The fitted state is saved as ``state`` before predicting, so a stage interrupted
+    after fitting resumes by loading it; the detector's own files (checkpoints) live in ``workdir/``."""
+    context.workdir.mkdir(exist_ok=True)
+    state = work / "state"
+    if state.is_file():
+        blame(detector.load, state, where="loading the fitted detector")
+    else:
+        train_ex = [ex for v, image in fit for ex in examples(v, image, True)]
+        blame(detector.fit, train_ex, context, where="fitting the detector")
+        blame(detector.save, state.with_name("state.part"), where="saving the detector")
+        state.with_name("state.part").replace(state)
+    probs: dict[str, np.ndarray] = {}
+    for v, image in test:
+        p = np.stack([blame(detector.predict, ex, where=f"detection, {v.where}") for ex in examples(v, image, False)])
+        try:
+            check_patch_probabilities(p, v.prediction_grid.shape, v.where)
+        except ValueError as exc:
+            raise PluginError(f"detector '{name}': {exc}") from None
+        probs[f"{v.patient}_{v.phase}"] = p.astype(np.float32)
+    write_npz(work / "probs.npz", probs)
+
+
+def _nifti(path: Path, *, c: cache.Prepared, values: np.ndarray, params: PreprocessParams, quantum: float) -> None:
+    """Values on the network grid ([Z, Y, X] or [C, Z, Y, X]) as NIfTI in the case's original geometry."""
+    path.parent.mkdir(exist_ok=True)
+    nifti.write(path, map_to_original(values, original_shape=c.original_labels.shape, spacing=c.spacing,
+                                      target=params.spacing), c.affine, header=c.header, quantum=quantum)

@@ -1,0 +1,219 @@
+"""The run as cached stages: what a second run reuses, what it recomputes and why, and what an interrupted or
+concurrent run leaves behind (issue 12)."""
+
+from __future__ import annotations
+
+import fcntl
+import functools
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+
+from uqbench import config, pipeline
+from uqbench.data import nifti
+from uqbench.errors import UsageError
+from uqbench.protocol.metrics import dice
+from uqbench.registry import registry
+
+
+def _cfg(data: Path, out: Path, **kw: Any) -> config.RunConfig:
+    args: dict[str, Any] = dict(segmenter="drn", uncertainty="bmap", detector="threshold", loss=None, data=data,
+                                dataset="acdc", folds=[0, 1], profile="quick", samples=3, device="cpu", seed=0, out=out,
+                                iterations=4)
+    args.update(kw)
+    return config.resolve(**args)
+
+
+def _served(summary: Any) -> dict[tuple[str, int, str, str], bool]:
+    """(stage, fold, cases, detail) -> whether it came from the store."""
+    return {(r.stage, r.fold, r.cases, r.detail): r.from_store for r in summary.stages}
+
+
+def _no_training_or_inference(monkeypatch: pytest.MonkeyPatch) -> None:
+    from uqbench.infer import mc
+    from uqbench.train import loop
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("trained or predicted again")
+
+    for module, name in ((loop, "train"), (mc, "sample_volume"), (mc, "predict_volume")):
+        monkeypatch.setattr(module, name, refuse)
+
+
+def test_a_second_map_after_the_first_trains_nothing_and_runs_no_inference(
+        tiny_phantom: Path, tmp_path: Path, fresh_store: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    first = pipeline.run(_cfg(tiny_phantom, tmp_path / "bmap"))
+    assert not any(_served(first).values())  # a fresh store: everything computed
+    _no_training_or_inference(monkeypatch)
+    for umap in ("emap", "mi", "maxprob"):
+        samples = None if umap == "emap" else 3  # emap: its one deterministic pass; the others: bmap's T
+        summary = pipeline.run(_cfg(tiny_phantom, tmp_path / umap, uncertainty=umap, samples=samples))
+        served = _served(summary)
+        assert all(v for (stage, *_), v in served.items() if stage in ("train", "predict")), served
+        assert not served[("maps", 0, "test", "")] and summary.segmentation.volumes == 4
+    for name in (p.name for p in (tmp_path / "bmap" / "fold0" / "nifti").glob("*_probs.nii.gz")):
+        emap = np.asarray(nib.load(tmp_path / "emap" / "fold0" / "nifti" / name).dataobj)  # the deterministic pass
+        bmap = np.asarray(nib.load(tmp_path / "bmap" / "fold0" / "nifti" / name).dataobj)  # not the MC mean
+        assert emap.shape == bmap.shape and not np.allclose(emap, bmap)
+
+
+def test_another_detector_failure_rule_or_correction_reuses_every_prediction(
+        tiny_phantom: Path, tmp_path: Path, fresh_store: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pipeline.run(_cfg(tiny_phantom, tmp_path / "first"))
+    _no_training_or_inference(monkeypatch)
+    for i, change in enumerate([{"detector": "sresnet:3"}, {"failure_preset": "seed-code"},
+                                {"correction": "failures-only"}]):
+        summary = pipeline.run(_cfg(tiny_phantom, tmp_path / str(i), **change))
+        served = _served(summary)
+        assert all(v for (stage, *_), v in served.items() if stage in ("train", "predict", "maps", "score"))
+        assert not served[("detect", 0, "test", "")] or "correction" in change  # correction is not a stored stage
+        assert summary.corrected is not None
+
+
+def test_a_new_plugin_version_is_recomputed_from_its_stage_on_and_the_summary_says_why(
+        tiny_phantom: Path, tmp_path: Path, fresh_store: Path) -> None:
+    cfg = _cfg(tiny_phantom, tmp_path / "run", folds=[0, 1])
+    before = pipeline.run(cfg)
+    entries = registry().entries
+    entries["detector"]["threshold"] = replace(entries["detector"]["threshold"], version="9.9")
+    summary = pipeline.run(cfg)
+    served = _served(summary)
+    assert not served[("detect", 0, "test", "")] and served[("train", 0, "training", "")]
+    assert "detect of fold 0, test patients, recomputed: plugins.detector.version '0.1.0' -> '9.9'" in summary.notes
+    entries["segmenter"]["drn"] = replace(entries["segmenter"]["drn"], version="2.0")
+    summary = pipeline.run(cfg)
+    assert not any(_served(summary).values())  # training and everything after it
+    assert "train of fold 1, training patients, recomputed: plugins.segmenter.version '0.1.0' -> '2.0'" \
+        in summary.notes
+    assert "maps of fold 1, test patients, recomputed: an input it reads was recomputed" in summary.notes
+    assert summary.segmentation == before.segmentation  # same code, same seed: the same numbers
+
+
+def test_force_recomputes_the_named_stage_and_every_later_one(tiny_phantom: Path, tmp_path: Path,
+                                                              fresh_store: Path) -> None:
+    cfg = _cfg(tiny_phantom, tmp_path / "run")
+    before = pipeline.run(cfg)
+    summary = pipeline.run(cfg, force="maps")
+    assert {s for (s, *_), v in _served(summary).items() if not v} == {"maps", "failures", "score", "detect"}
+    assert summary.segmentation == before.segmentation and summary.detection == before.detection
+    assert {r.why for r in summary.stages if not r.from_store} == {"forced"}
+    with pytest.raises(UsageError, match=r"--force 'infer': expected one of train, predict, maps, failures, score, "
+                                         r"detect"):
+        pipeline.run(cfg, force="infer")
+
+
+def test_a_changed_reference_label_file_rescores_its_case(phantom_copy: Path, tmp_path: Path,
+                                                          fresh_store: Path) -> None:
+    cfg = _cfg(phantom_copy, tmp_path / "run", folds=[0], detector=None)
+    pipeline.run(cfg)
+    before = pd.read_csv(tmp_path / "run" / "cases.csv")
+    patient, phase = before["patient"].iloc[0], before["phase"].iloc[0]
+    frame = {"ED": 0, "ES": 1}[phase]
+    ref_path = sorted((phantom_copy / patient).glob(f"{patient}_frame*_gt.nii.gz"))[frame]
+    labels, _, affine = nifti.read(ref_path)
+    labels = np.where(labels == 3, 2, labels).astype(np.uint8)  # the LV cavity relabelled as myocardium
+    nifti.write(ref_path, labels, affine)
+    summary = pipeline.run(cfg)
+    after = pd.read_csv(tmp_path / "run" / "cases.csv")
+    predicted, _, _ = nifti.read(tmp_path / "run" / "fold0" / "nifti" / f"{patient}_{phase}_labels.nii.gz")
+    def myo(rows: pd.DataFrame) -> pd.Series:
+        return rows[(rows["patient"] == patient) & (rows["phase"] == phase) & (rows["class"] == "MYO")].iloc[0]
+
+    assert myo(after)["reference_voxels"] == (labels == 2).sum() != myo(before)["reference_voxels"]
+    assert float(myo(after)["dice"]) == pytest.approx(dice(predicted, labels, 2), abs=1e-6)
+    assert not _served(summary)[("score", 0, "test", "")]
+
+
+def test_a_truncated_prepared_case_is_prepared_again_and_the_run_says_so(tiny_phantom: Path, tmp_path: Path,
+                                                                         fresh_store: Path) -> None:
+    cfg = _cfg(tiny_phantom, tmp_path / "run", folds=[0], detector=None)
+    before = pipeline.run(cfg)
+    case = sorted(fresh_store.glob("prepared/*/*.xz"))[0]
+    case.write_bytes(case.read_bytes()[:100])
+    summary = pipeline.run(cfg)
+    assert any(n.startswith("prepared data ") and f"{case.name} does not match its sha256; prepared again" in n
+               for n in summary.notes), summary.notes
+    assert summary.segmentation == before.segmentation and all(_served(summary).values())
+
+
+def test_a_second_run_into_a_busy_out_folder_is_refused(tiny_phantom: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    out.mkdir()
+    fd = os.open(out, os.O_RDONLY)  # what a run holds while it works
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        with pytest.raises(UsageError, match=f"--out {out}: another uqbench run is writing there now"):
+            pipeline.run(_cfg(tiny_phantom, out, folds=[0], detector=None))
+    finally:
+        os.close(fd)
+    assert list(out.iterdir()) == []
+
+
+# Processes: killed at any moment, or two at once.
+def _command(data: Path, out: Path, *, folds: str = "0,1", extra: tuple[str, ...] = ()) -> list[str]:
+    return [sys.executable, "-m", "uqbench", "run", "--data", str(data), "--out", str(out), "--folds", folds,
+            "--samples", "3", *extra]
+
+
+def _results(out: Path) -> dict[str, Any]:
+    """What a run measured, without its timings and which stages came from the store."""
+    summary = json.loads((out / "summary.json").read_text())
+    for volatile in ("timings_s", "stages", "notes"):
+        summary.pop(volatile)
+    return {"summary": summary, "cases": (out / "cases.csv").read_text(),
+            "detection": (out / "detection.csv").read_text()}
+
+
+def _wait_for(pattern: str, root: Path, proc: subprocess.Popen[bytes], timeout: float = 300) -> None:
+    t0 = time.monotonic()
+    while not any(root.glob(pattern)):
+        assert proc.poll() is None, f"the run ended before {pattern} appeared"
+        assert time.monotonic() - t0 < timeout, f"{pattern} did not appear"
+        time.sleep(0.05)
+
+
+@pytest.mark.slow
+def test_a_run_killed_in_training_inference_and_detector_fitting_ends_as_the_uninterrupted_one(
+        tiny_phantom: Path, tmp_path: Path) -> None:
+    """kill -9 while fold 0 trains (after its first checkpoint), while it predicts (a case written) and while its
+    detector trains (after the detector's first checkpoint); the same command then finishes with the results of a
+    run never interrupted."""
+    command = functools.partial(_command, tiny_phantom, folds="0", extra=(
+        "--iterations", "60", "--detector", "sresnet:60", "--detector-training", "in-sample"))  # checkpoints at 50
+    env = os.environ | {"UQBENCH_CACHE": str(tmp_path / "reference-store")}
+    subprocess.run(command(tmp_path / "reference"), env=env, check=True, capture_output=True)
+    env["UQBENCH_CACHE"] = str(tmp_path / "store")
+    for moment in ("stages/train/*.part/checkpoint.pt", "stages/predict/*.part/patient*.npz",
+                   "stages/detect/*.part/workdir/*"):
+        proc = subprocess.Popen(command(tmp_path / "run"), env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        _wait_for(moment, tmp_path / "store", proc)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    subprocess.run(command(tmp_path / "run"), env=env, check=True, capture_output=True)
+    assert _results(tmp_path / "run") == _results(tmp_path / "reference")
+
+
+def test_two_runs_of_one_cell_at_once_compute_each_stage_once_and_agree(tiny_phantom: Path, tmp_path: Path) -> None:
+    env = os.environ | {"UQBENCH_CACHE": str(tmp_path / "store")}
+    procs = [subprocess.Popen(_command(tiny_phantom, tmp_path / name, extra=("--iterations", "20", "--detector",
+                                                                               "threshold")), env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for name in ("a", "b")]
+    for p in procs:
+        _, err = p.communicate(timeout=600)
+        assert p.returncode == 0, err.decode()
+    assert _results(tmp_path / "a") == _results(tmp_path / "b")
+    stages = [json.loads((tmp_path / name / "summary.json").read_text())["stages"] for name in ("a", "b")]
+    for a, b in zip(*stages, strict=True):  # each stage computed by exactly one of the two
+        assert a["key"] == b["key"] and a["from_store"] != b["from_store"], (a, b)
