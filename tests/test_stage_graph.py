@@ -82,7 +82,7 @@ def test_another_detector_failure_rule_or_correction_reuses_every_prediction(
 
 
 def test_a_new_plugin_version_is_recomputed_from_its_stage_on_and_the_summary_says_why(
-        tiny_phantom: Path, tmp_path: Path, fresh_store: Path) -> None:
+        tiny_phantom: Path, tmp_path: Path, fresh_store: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = _cfg(tiny_phantom, tmp_path / "run", folds=[0, 1])
     before = pipeline.run(cfg)
     entries = registry().entries
@@ -91,6 +91,10 @@ def test_a_new_plugin_version_is_recomputed_from_its_stage_on_and_the_summary_sa
     served = _served(summary)
     assert not served[("detect", 0, "test", "")] and served[("train", 0, "training", "")]
     assert "detect of fold 0, test patients, recomputed: plugins.detector.version '0.1.0' -> '9.9'" in summary.notes
+    monkeypatch.setattr(entries["detector"]["threshold"].factory, "cache_version", 2, raising=False)
+    summary = pipeline.run(cfg)
+    assert not _served(summary)[("detect", 1, "test", "")] and _served(summary)[("maps", 1, "test", "")]
+    assert "detect of fold 1, test patients, recomputed: plugins.detector.cache_version None -> 2" in summary.notes
     entries["segmenter"]["drn"] = replace(entries["segmenter"]["drn"], version="2.0")
     summary = pipeline.run(cfg)
     assert not any(_served(summary).values())  # training and everything after it
