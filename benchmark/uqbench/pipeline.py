@@ -145,7 +145,7 @@ class _Predicted:
     maps: Served
     failures: Served
 
-    def volumes(self) -> list[Volume]:
+    def load_volumes(self) -> list[Volume]:
         with np.load(self.maps.path / "maps.npz") as m, np.load(self.failures.path / "failures.npz") as f:
             return [stages.volume(c, self.fold, labels=_labels(self.predictions.path, c),
                                   uncertainty=m[stages.case_key(c)], failures=f[stages.case_key(c)])
@@ -165,8 +165,8 @@ class _Graph:
                  seg: Segmenter, umap: Any, loss: Any) -> None:
         self.cfg, self.store, self.force, self.progress = cfg, store, force, progress
         self.seg, self.umap, self.loss = seg, umap, loss
-        self.records: list[StageRecord] = []
-        self.keys: list[tuple[StageRecord, StageKey]] = []
+        self.keys: list[tuple[StageRecord, StageKey]] = []  # every stage served, in order, with its key
+        self.loaded: dict[tuple[str, str], list[Volume]] = {}
         self.forced: set[str] = set()
         self.models: dict[str, Any] = {}
 
@@ -192,9 +192,16 @@ class _Graph:
         record = StageRecord(stage=key.stage, fold=fold, cases=cases, detail=detail, key=key.digest,
                              from_store=not served.computed,
                              wall_s=served.wall_s, device_s=served.device_s, why=served.why)
-        self.records.append(record)
         self.keys.append((record, key))
         return served
+
+    def volumes(self, p: _Predicted) -> list[Volume]:
+        """The volumes of a case set, read from the store once per run (the detectors of several folds and the
+        summary all read the test folds)."""
+        key = (p.maps.key.digest, p.failures.key.digest)
+        if key not in self.loaded:
+            self.loaded[key] = p.load_volumes()
+        return self.loaded[key]
 
     def train(self, k: int, own: list[cache.Prepared]) -> Served:
         cfg = self.cfg
@@ -327,9 +334,9 @@ class _Graph:
             def blame(fn: Callable[..., Any], *args: Any, where: str) -> Any:
                 return _plugin_call(cfg, DETECTOR, fn, *args, where=f"{where} (fold {k})")
 
-            with_images = [(v, images[f"{v.patient}_{v.phase}"]) for p in fit for v in p.volumes()]
+            with_images = [(v, images[f"{v.patient}_{v.phase}"]) for p in fit for v in self.volumes(p)]
             stages.detect(work, detector=det, name=cfg.detector or "", blame=blame, fit=with_images,
-                          test=[(v, images[f"{v.patient}_{v.phase}"]) for v in test.volumes()], context=ctx)
+                          test=[(v, images[f"{v.patient}_{v.phase}"]) for v in self.volumes(test)], context=ctx)
 
         return self.serve(key, fold=k, cases="test", compute=compute, resumable=True)
 
@@ -409,7 +416,7 @@ def _run_graph(cfg: RunConfig, g: _Graph, *, cases: list[cache.Prepared], fold_o
                                      maps=g.maps(k, role="training", cases=own, predicted=own_predicted),
                                      failures=g.failures(k, role="training", cases=own, predicted=own_predicted))
     assert calib is not None
-    volumes = [v for k in cfg.folds for v in tested[k].volumes()]
+    volumes = [v for k in cfg.folds for v in g.volumes(tested[k])]
     notes: list[str] = []
     timings: dict[str, float] = {}
     risk_coverage = evaluation.risk_coverage_summary(volumes, protocol.risk)
@@ -449,7 +456,7 @@ def _run_graph(cfg: RunConfig, g: _Graph, *, cases: list[cache.Prepared], fold_o
         clinical_corrected=evaluation.clinical_summary(rows, "predicted_ml_corrected",
                                                        density=protocol.myocardial_density) if corrected_rows else None,
         profile=cfg.profile.value, device=cfg.device, timings_s=timings, notes=notes,
-        protocol=protocol, stages=g.records,
+        protocol=protocol, stages=[r for r, _ in g.keys],
         dataset=DatasetInfo(name=cfg.dataset, root=str(root), fingerprint=fingerprint, phantom=cfg.data is None),
         provenance=_provenance(cfg, fold_of))
     tag = {"protocol": f"{protocol.label} {protocol.digest()}"}  # every table names the preset that made it

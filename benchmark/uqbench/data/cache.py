@@ -31,6 +31,7 @@ import numpy as np
 from uqbench.api import Case, Dataset
 from uqbench.data import preprocess as pp
 from uqbench.files import write_atomic
+from uqbench.store import sha256
 
 FORMAT = 3  # part of the folder key: 2 added each case's source NIfTI header, 3 each case file's sha256
 
@@ -103,7 +104,7 @@ def _verify(folder: Path) -> tuple[str, list[dict[str, Any]]]:
     try:
         entries = json.loads((folder / "manifest.json").read_text())["cases"]
         for meta in entries:
-            if hashlib.sha256((folder / meta["file"]).read_bytes()).hexdigest() != meta["sha256"]:
+            if sha256(folder / meta["file"]) != meta["sha256"]:
                 return f"{meta['file']} does not match its sha256", []
     except FileNotFoundError as exc:
         return f"{Path(exc.filename or '?').name} is missing", []
