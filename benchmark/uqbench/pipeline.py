@@ -344,6 +344,62 @@ class _Graph:
 def run(cfg: RunConfig, progress: Progress | None = None, *, force: str | None = None) -> Summary:
     """Execute a resolved run and return its summary (also written to OUT/summary.json). ``force`` names a stage
     of STAGES to recompute, with every stage after it, even when the store holds it."""
+    t_start = time.perf_counter()
+    _check_force(force)
+    source = _source(cfg, progress)
+    with _out_lock(cfg.out):
+        out = _check_out(cfg)
+        data, store = _load(cfg, source, progress)
+        g = _graph(cfg, store=store, force=force, progress=progress)
+        summary = _run_graph(cfg, g, data=data, t_start=t_start)
+        _write_stages(out, g)
+    return summary
+
+
+def predict_only(cfgs: Sequence[RunConfig], progress: Progress | None = None, *, force: str | None = None
+                 ) -> list[StageRecord]:
+    """Train and predict fold by fold every stage that ``cfgs`` (runs on the same data) would read, into the
+    store, and nothing after: a sweep's first wave. No run folder is written; the stages come back."""
+    _check_force(force)
+    records: list[StageRecord] = []
+    data, store = _load(cfgs[0], _source(cfgs[0], progress), progress)
+    for cfg in cfgs:
+        if (cfg.data, cfg.dataset, cfg.preprocess) != (cfgs[0].data, cfgs[0].dataset, cfgs[0].preprocess):
+            raise UsageError("predict_only: the runs read different data")
+        g = _graph(cfg, store=store, force=force, progress=progress)
+        for k in cfg.folds:
+            _predictions(cfg, g, k, data)
+        records += [r for r, _ in g.keys]
+    return records
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Data:
+    """The prepared cases of a run's dataset, with their folds."""
+
+    cases: list[cache.Prepared]
+    fold_of: dict[str, int]
+    root: Path
+    fingerprint: str
+
+    def split(self, k: int) -> tuple[list[cache.Prepared], list[cache.Prepared]]:
+        """Fold k's test cases and its training cases."""
+        return ([c for c in self.cases if self.fold_of[c.patient] == k],
+                [c for c in self.cases if self.fold_of[c.patient] != k])
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Source:
+    """A run's dataset, checked: its reader, folder, folds and fingerprint."""
+
+    dataset: Any
+    root: Path
+    fold_of: dict[str, int]
+    fingerprint: str
+
+
+def _source(cfg: RunConfig, progress: Progress | None) -> _Source:
+    """Check the data and the folds before anything is written, so a refused run leaves nothing behind."""
     # The torch stages are imported here, once, not on first use: a run that lasts hours then keeps the code
     # it started with even if the installation changes under it.
     import torch
@@ -351,56 +407,73 @@ def run(cfg: RunConfig, progress: Progress | None = None, *, force: str | None =
     from uqbench.infer import mc  # noqa: F401
     from uqbench.train import loop  # noqa: F401
 
-    if force is not None and force not in STAGES:
-        raise UsageError(f"--force {force!r}: expected one of {', '.join(STAGES)}")
     torch.set_flush_denormal(True)  # denormal floats slow CPU training several-fold
-    t_start = time.perf_counter()
-    reg = registry()
-    params = cfg.preprocess
     root = Path(cfg.data) if cfg.data else phantom_root(advance=_tracker(progress, "phantom", PHANTOM_PATIENTS))
-    ds = reg.create(DATASET, cfg.dataset, root)
+    ds = registry().create(DATASET, cfg.dataset, root)
     problems = _plugin_call(cfg, DATASET, ds.problems, where="checking the data")
     if problems:
         more = f" (and {len(problems) - 1} more; run `uqbench data check {root}`)" if len(problems) > 1 else ""
         raise DataError(problems[0] + more)
     fold_of = dict(ds.folds())
-    for k in cfg.folds:  # before anything is written, so a refused run leaves nothing behind
+    for k in cfg.folds:
         if k not in fold_of.values():
             raise UsageError(f"--folds: fold {k} has no patients in {root}")
         if set(fold_of.values()) == {k}:
             raise UsageError(f"--folds: fold {k} leaves no training patients in {root}")
     fingerprint = _plugin_call(cfg, DATASET, ds.fingerprint, where="reading the data")
-    with _out_lock(cfg.out):
-        out = _check_out(cfg)
-        store = open_store(cache.cache_root())
-        folder, entries = cache.prepare(ds, params=params, fingerprint=fingerprint, notes=store.notes,
-                                        advance=_tracker(progress, "prepare", 2 * len(fold_of)))
-        cases = cache.load(folder, entries, params=params, advance=_tracker(progress, "load", len(entries)))
-        umap = reg.create(UNCERTAINTY, cfg.uncertainty)
-        g = _Graph(cfg, store=store, force=force, progress=progress, seg=reg.create(SEGMENTER, cfg.segmenter),
-                   umap=umap, loss=reg.create(LOSS, cfg.loss))
-        summary = _run_graph(cfg, g, cases=cases, fold_of=fold_of, root=root, fingerprint=fingerprint,
-                             t_start=t_start)
-        _write_stages(out, g)
-    return summary
+    return _Source(dataset=ds, root=root, fold_of=fold_of, fingerprint=fingerprint)
 
 
-def _run_graph(cfg: RunConfig, g: _Graph, *, cases: list[cache.Prepared], fold_of: dict[str, int], root: Path,
-               fingerprint: str, t_start: float) -> Summary:
-    out, protocol = cfg.out, cfg.protocol
+def _load(cfg: RunConfig, source: _Source, progress: Progress | None) -> tuple[_Data, Store]:
+    """The prepared cases (prepared on first use) and the stage store."""
+    store = open_store(cache.cache_root())
+    folder, entries = cache.prepare(source.dataset, params=cfg.preprocess, fingerprint=source.fingerprint,
+                                    notes=store.notes, advance=_tracker(progress, "prepare", 2 * len(source.fold_of)))
+    cases = cache.load(folder, entries, params=cfg.preprocess, advance=_tracker(progress, "load", len(entries)))
+    return _Data(cases=cases, fold_of=source.fold_of, root=source.root, fingerprint=source.fingerprint), store
+
+
+def _check_force(force: str | None) -> None:
+    if force is not None and force not in STAGES:
+        raise UsageError(f"--force {force!r}: expected one of {', '.join(STAGES)}")
+
+
+def _graph(cfg: RunConfig, *, store: Store, force: str | None, progress: Progress | None) -> _Graph:
+    reg = registry()
+    return _Graph(cfg, store=store, force=force, progress=progress, seg=reg.create(SEGMENTER, cfg.segmenter),
+                  umap=reg.create(UNCERTAINTY, cfg.uncertainty), loss=reg.create(LOSS, cfg.loss))
+
+
+def _in_sample(cfg: RunConfig) -> bool:
+    """Whether the run's detector learns from each fold's own training patients (their predictions are made)."""
+    return cfg.detector is not None and cfg.protocol.detector_training == "in-sample"
+
+
+def _predictions(cfg: RunConfig, g: _Graph, k: int, data: _Data) -> tuple[Served, Served | None]:
+    """Fold k's model, trained, and its predictions: of the test patients (MC when the map samples; the
+    deterministic pass is always made, for a one-pass map of the same model), and of its own training patients
+    when the detector learns in-sample. Returns the test predictions the map reads and the in-sample ones."""
+    test, own = data.split(k)
+    trained = g.train(k, own)
+    deterministic = g.predict(k, role="test", cases=test, trained=trained, stochastic=False)
     mc = g.umap.samples > 1
-    in_sample = cfg.detector is not None and protocol.detector_training == "in-sample"
+    predicted = g.predict(k, role="test", cases=test, trained=trained, stochastic=True) if mc else deterministic
+    own_predicted = (g.predict(k, role="training", cases=own, trained=trained, stochastic=mc)
+                     if _in_sample(cfg) else None)
+    return predicted, own_predicted
+
+
+def _run_graph(cfg: RunConfig, g: _Graph, *, data: _Data, t_start: float) -> Summary:
+    out, protocol = cfg.out, cfg.protocol
+    in_sample = _in_sample(cfg)
     tested: dict[int, _Predicted] = {}
     training: dict[int, _Predicted] = {}  # in-sample: fold k's predictions of its own training patients
     rows: list[dict[str, Any]] = []
     calib = None
     brier, voxels = 0.0, 0
     for k in cfg.folds:
-        test = [c for c in cases if fold_of[c.patient] == k]
-        own = [c for c in cases if fold_of[c.patient] != k]
-        trained = g.train(k, own)
-        deterministic = g.predict(k, role="test", cases=test, trained=trained, stochastic=False)  # always made
-        predicted = g.predict(k, role="test", cases=test, trained=trained, stochastic=True) if mc else deterministic
+        test, own = data.split(k)
+        predicted, own_predicted = _predictions(cfg, g, k, data)
         tested[k] = _Predicted(fold=k, cases=test, predictions=predicted,
                                maps=g.maps(k, role="test", cases=test, predicted=predicted),
                                failures=g.failures(k, role="test", cases=test, predicted=predicted))
@@ -410,8 +483,7 @@ def _run_graph(cfg: RunConfig, g: _Graph, *, cases: list[cache.Prepared], fold_o
         calib = np.asarray(cal["counts"]) + (0 if calib is None else calib)
         brier, voxels = brier + cal["brier_sum"], voxels + cal["voxels"]
         _link_nifti(out / f"fold{k}" / "nifti", [predicted, tested[k].maps, scored])
-        if in_sample:
-            own_predicted = g.predict(k, role="training", cases=own, trained=trained, stochastic=mc)
+        if own_predicted is not None:
             training[k] = _Predicted(fold=k, cases=own, predictions=own_predicted,
                                      maps=g.maps(k, role="training", cases=own, predicted=own_predicted),
                                      failures=g.failures(k, role="training", cases=own, predicted=own_predicted))
@@ -424,7 +496,7 @@ def _run_graph(cfg: RunConfig, g: _Graph, *, cases: list[cache.Prepared], fold_o
     curves = effort = significance = None
     detection_rows: list[dict[str, Any]] = []
     if cfg.detector and (in_sample or len(cfg.folds) > 1):
-        images = {f"{c.patient}_{c.phase}": c.image for c in cases}
+        images = {f"{c.patient}_{c.phase}": c.image for c in data.cases}
         probs: dict[str, np.ndarray] = {}
         for k in cfg.folds:
             detected = g.detect(k, fit=_fit_set(protocol.detector_training, k, tested=tested, training=training),
@@ -457,8 +529,9 @@ def _run_graph(cfg: RunConfig, g: _Graph, *, cases: list[cache.Prepared], fold_o
                                                        density=protocol.myocardial_density) if corrected_rows else None,
         profile=cfg.profile.value, device=cfg.device, timings_s=timings, notes=notes,
         protocol=protocol, stages=[r for r, _ in g.keys],
-        dataset=DatasetInfo(name=cfg.dataset, root=str(root), fingerprint=fingerprint, phantom=cfg.data is None),
-        provenance=_provenance(cfg, fold_of))
+        dataset=DatasetInfo(name=cfg.dataset, root=str(data.root), fingerprint=data.fingerprint,
+                            phantom=cfg.data is None),
+        provenance=_provenance(cfg, data.fold_of))
     tag = {"protocol": f"{protocol.label} {protocol.digest()}"}  # every table names the preset that made it
     tables.write_csv(out / "cases.csv", [r | tag for r in rows])
     if detection_rows:
