@@ -116,9 +116,10 @@ def _out_lock(out: Path) -> Iterator[None]:
         os.close(fd)
 
 
-def _check_out(cfg: RunConfig) -> Path:
-    out = cfg.out
-    path = out / "config.json"
+def check_out(cfg: RunConfig) -> None:
+    """Refuse an OUT folder that holds a run with other settings (UsageError naming them), or a config.json
+    that is not one; writes nothing."""
+    path = cfg.out / "config.json"
     if path.is_file():
         try:
             old = json.loads(path.read_text())
@@ -128,11 +129,16 @@ def _check_out(cfg: RunConfig) -> Path:
         new = json.loads(json.dumps(cfg.identity()))  # as it would read back from config.json
         diff = [k for k in new if old.get(k) != new[k]]
         if diff:
-            raise UsageError(f"--out {out}: holds a run with other settings ({', '.join(diff)}); "
+            raise UsageError(f"--out {cfg.out}: holds a run with other settings ({', '.join(diff)}); "
                              "choose another --out or delete that folder")
-    write_json(path, cfg.record() | {"uqbench": uqbench.__version__, "python": platform.python_version(),
-                                      "machine": machine(cfg.device)})
-    return out
+
+
+def _check_out(cfg: RunConfig) -> Path:
+    check_out(cfg)
+    write_json(cfg.out / "config.json", cfg.record() | {"uqbench": uqbench.__version__,
+                                                         "python": platform.python_version(),
+                                                         "machine": machine(cfg.device)})
+    return cfg.out
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -368,8 +374,8 @@ def predict_only(cfgs: Sequence[RunConfig], progress: Progress | None = None, *,
             raise UsageError("predict_only: the runs read different data")
         g = _graph(cfg, store=store, force=force, progress=progress)
         for k in cfg.folds:
-            _predictions(cfg, g, k, data)
-        records += [r for r, _ in g.keys]
+            _predictions(cfg, g, k=k, data=data)
+        records += [r for r, _ in g.keys if r.key not in {seen.key for seen in records}]  # each stage once
     return records
 
 
@@ -449,7 +455,7 @@ def _in_sample(cfg: RunConfig) -> bool:
     return cfg.detector is not None and cfg.protocol.detector_training == "in-sample"
 
 
-def _predictions(cfg: RunConfig, g: _Graph, k: int, data: _Data) -> tuple[Served, Served | None]:
+def _predictions(cfg: RunConfig, g: _Graph, *, k: int, data: _Data) -> tuple[Served, Served | None]:
     """Fold k's model, trained, and its predictions: of the test patients (MC when the map samples; the
     deterministic pass is always made, for a one-pass map of the same model), and of its own training patients
     when the detector learns in-sample. Returns the test predictions the map reads and the in-sample ones."""
@@ -473,7 +479,7 @@ def _run_graph(cfg: RunConfig, g: _Graph, *, data: _Data, t_start: float) -> Sum
     brier, voxels = 0.0, 0
     for k in cfg.folds:
         test, own = data.split(k)
-        predicted, own_predicted = _predictions(cfg, g, k, data)
+        predicted, own_predicted = _predictions(cfg, g, k=k, data=data)
         tested[k] = _Predicted(fold=k, cases=test, predictions=predicted,
                                maps=g.maps(k, role="test", cases=test, predicted=predicted),
                                failures=g.failures(k, role="test", cases=test, predicted=predicted))
@@ -607,6 +613,7 @@ def _provenance(cfg: RunConfig, fold_of: dict[str, int]) -> Provenance:
     record = registry().provenance(cfg.methods()) | {
         "uqbench": uqbench.__version__, "git_commit": _git_commit(), "torch": torch.__version__,
         "device_name": where["cuda"] or where["cpu"], "precision": cfg.precision,
+        "cpu_threads": torch.get_num_threads(),
         "fold_split": split, "seed": cfg.seed}
     provenance: Provenance = from_json(Provenance, record, "provenance")
     return provenance

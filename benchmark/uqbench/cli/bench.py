@@ -1,8 +1,9 @@
-"""`uqbench bench metrics|train|infer`: speed of the protocol code, of training and of MC inference, measured
-side by side in one process."""
+"""`uqbench bench metrics|train|infer|sweep`: speed of the protocol code, of training, of MC inference and of a
+sweep's sharing of stages, measured side by side in one process."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -149,3 +150,60 @@ def _device_name(device: str) -> str:
     if device == "cuda":
         return torch.cuda.get_device_name()
     return f"CPU ({cpu_model()}, {torch.get_num_threads()} threads)"
+
+
+@bench_app.command("sweep")
+def sweep_cmd(
+    *,
+    folds: Annotated[str, typer.Option("--folds", help="Comma list of test folds.")] = "0,1,2,3",
+    executor: Annotated[str, typer.Option(
+        "--executor", help="How the grid runs, a comma list timed one after another: serial (in this process), "
+                           "local (parallel processes).")] = "serial",
+    max_parallel: Annotated[int | None, typer.Option(
+        "--max-parallel", help="local: jobs at once (default: one per GPU, or one per 4 CPU cores).")] = None,
+    iterations: Annotated[int | None, typer.Option(
+        "--iterations", help="Override the recipe's training steps (a quicker, less meaningful figure).")] = None,
+    device: options.Device = "auto",
+    precision: options.Precision = "auto",
+) -> None:
+    """Time the grid drn x {emap, bmap, mi, maxprob} x {threshold, sresnet} (8 cells) on the phantom, quick
+    profile, against one plain `uqbench run` (drn, bmap, sresnet), each from an empty stage store."""
+    from uqbench import sweep
+    from uqbench.bench.sweep import DETECTORS, MAPS, SEGMENTER, sweep_speed
+    from uqbench.cli.sweep import _gpus
+    from uqbench.data.folds import parse_folds
+
+    kinds = [e.strip() for e in executor.split(",")]
+    if not kinds or any(e not in ("serial", "local") for e in kinds) or len(set(kinds)) < len(kinds):
+        raise UsageError(f"--executor {executor!r}: expected serial and/or local, each once")
+    try:
+        fold_list = parse_folds(folds)
+    except ValueError as exc:
+        raise UsageError(f"--folds {folds!r}: {exc}") from exc
+    dev = resolve_device(device)
+    shared = {"loss": None, "data": None, "dataset": "acdc", "folds": fold_list, "profile": "quick",
+              "samples": None, "device": dev, "seed": 0, "iterations": iterations, "protocol": "uqbench",
+              "failure_preset": None, "correction": None, "precision": precision, "detector_training": None}
+    makers: dict[str, Callable[[], sweep.Executor]] = {"serial": sweep.Serial}
+    local = None
+    if "local" in kinds:
+        chosen = local = sweep.Local(gpus=_gpus(), max_parallel=max_parallel)
+        makers["local"] = lambda: chosen
+    r = sweep_speed(executors={k: makers[k] for k in kinds}, options=shared,
+                    report=lambda line: console.print(line, markup=False, highlight=False))
+    table = Table(title=f"uqbench bench sweep: phantom, quick, folds {folds}, {resolve_precision(precision, dev)}, "
+                        f"device {_device_name(dev)}")
+    for col in ("what", "s", "relative", "drn-bmap-sresnet cell against the run"):
+        table.add_column(col)
+    table.add_row(f"one run: {SEGMENTER}, bmap, sresnet", f"{r['plain_s']:.0f}", "1.00", "")
+    for kind, g in r["grids"].items():
+        how = "serial" if kind == "serial" else f"local, {local.slots if local else 0} at once, " \
+            f"{local.threads if local else 0} thread(s) each"
+        check = ("FAILED: " + ", ".join(g["failed"]) if g["failed"] else "identical cases.csv" if g["identical"]
+                 else f"cases.csv differs: Dice by up to {g['max_dice_diff']:.4f}")
+        table.add_row(f"grid: {SEGMENTER} x {len(MAPS)} maps x {len(DETECTORS)} detectors = {g['cells']} cells "
+                      f"({how})", f"{g['grid_s']:.0f}", f"{g['ratio']:.2f}", check)
+    console.print(table)
+    if any(not g["failed"] and not g["identical"] for g in r["grids"].values()):
+        console.print("a local grid's jobs train on fewer threads than this process; CPU training's last bits "
+                      "depend on the thread count", highlight=False)

@@ -21,7 +21,7 @@ from uqbench.protocol.presets import Preset
 from uqbench.protocol.stats import Comparison, MannWhitney
 from uqbench.records import from_json, to_json, write_json
 
-SUMMARY_VERSION = 3
+SUMMARY_VERSION = 4
 
 Metric = Literal["dice", "hd", "hd95", "hd95_directed_max", "assd"]
 METRICS: tuple[Metric, ...] = ("dice", "hd", "hd95", "hd95_directed_max", "assd")
@@ -170,6 +170,7 @@ class Provenance:
     torch: str
     device_name: str | None  # the GPU's name on CUDA, the CPU model on CPU
     precision: str
+    cpu_threads: int  # torch's CPU threads in the process that ran (on CPU, training's last bits depend on it)
     fold_split: str  # sha256 of the (patient, fold) pairs of the dataset
     seed: int  # the run's seed; fold k trains with seed + k (see stages in summary.json for each stage's)
 

@@ -1,0 +1,411 @@
+"""A sweep: the grid segmenters x uncertainty maps x detectors, planned as the deduplicated stage graph of all its
+runs and executed in two waves on an executor.
+
+Wave 1 trains and predicts: one job per segmenter and fold, making every prediction any cell of that segmenter
+reads (the deterministic pass, the MC pass the moment maps share, a raw-sample map's own pass, the in-sample
+predictions an in-sample detector learns from). Wave 2 runs the cells: each an ordinary ``uqbench run`` into its
+own run folder, which finds its trained models and predictions in the stage store and computes only its maps,
+detector and scores. Stages shared by several cells (the failure labels, the scores) are computed by the first
+that needs them; a second one waits on the store's lock and reads them. A rerun of the sweep resumes from the
+store, and a failed job is reported with its log while the others go on.
+
+Executors: ``serial`` (in this process, one job at a time), ``local`` (parallel processes on this machine, one
+GPU each where several are present, via ``CUDA_VISIBLE_DEVICES``) and ``slurm`` (through submitit, an optional
+extra). Each job runs :func:`execute`, which never raises: a failure is part of its outcome.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Protocol, TextIO
+
+from uqbench.errors import UqbenchError, UsageError
+from uqbench.files import write_atomic
+from uqbench.records import fields_from_json, fields_to_json, write_json
+
+EXECUTORS = ("serial", "local", "slurm")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Job:
+    """One unit of a sweep: the predictions of one segmenter on some folds (wave 1), or one cell (wave 2).
+    ``options`` are the :func:`uqbench.config.resolve` arguments every run of the sweep shares; the job
+    resolves them where it runs (a Slurm node resolves ``--device auto`` to its own GPU)."""
+
+    name: str
+    wave: int
+    segmenter: str
+    uncertainties: tuple[str, ...]  # wave 1: every map of the grid; wave 2: the cell's
+    detector: str | None
+    options: dict[str, Any]
+    out: str | None = None  # wave 2: the cell's run folder
+    needs: tuple[str, ...] = ()  # the jobs whose stages it reads
+
+    def configs(self) -> list[Any]:
+        """The resolved settings of the runs this job serves (one per map)."""
+        from uqbench import config
+        from uqbench.kinds import UNCERTAINTY
+        from uqbench.registry import registry
+
+        opts = self.options | {"data": None if self.options.get("data") is None else Path(self.options["data"])}
+        # --samples sets T of the grid's MC maps; a one-pass map keeps its one pass
+        return [config.resolve(segmenter=self.segmenter, uncertainty=u, detector=self.detector,
+                               out=None if self.out is None else Path(self.out),
+                               **opts | ({"samples": None} if registry().create(UNCERTAINTY, u).samples == 1 else {}))
+                for u in self.uncertainties]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Outcome:
+    """How a job ended. ``error`` is one line (the log holds the rest); ``skipped``: a job it needs failed."""
+
+    name: str
+    ok: bool
+    error: str | None = None
+    skipped: bool = False
+    log: str | None = None
+    wall_s: float = 0.0
+    computed: int = 0  # stages it computed
+    from_store: int = 0  # stages it found in the store
+    host: str = ""
+    visible_devices: str | None = None  # CUDA_VISIBLE_DEVICES as the job saw it
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Plan:
+    """The jobs of a sweep in wave order, and the folder its cells and logs go to."""
+
+    out: Path
+    jobs: list[Job]
+    cells: list[Job] = field(default_factory=list)
+
+    def waves(self) -> list[list[Job]]:
+        return [[j for j in self.jobs if j.wave == w] for w in sorted({j.wave for j in self.jobs})]
+
+
+def cell_name(segmenter: str, uncertainty: str, detector: str | None) -> str:
+    """A cell's folder name, e.g. drn-bmap-sresnet (':' and '/' of method arguments as '_')."""
+    return f"{segmenter}-{uncertainty}-{detector or 'none'}".replace(":", "_").replace("/", "_")
+
+
+def plan(*, segmenters: Sequence[str], uncertainties: Sequence[str], detectors: Sequence[str | None],
+         options: dict[str, Any], out: Path, check_folders: bool = True) -> Plan:
+    """Check every cell's settings (UsageError names the bad option) and, with ``check_folders``, that no cell
+    folder holds a run with other settings; then lay out the jobs: one train-and-predict job per segmenter and
+    fold, then one job per cell."""
+    for flag, values in (("--segmenter", segmenters), ("--uncertainty", uncertainties), ("--detector", detectors)):
+        if not values:
+            raise UsageError(f"{flag}: no method given")
+        twice = sorted({str(v) for v in values if values.count(v) > 1})
+        if twice:
+            raise UsageError(f"{flag}: {', '.join(twice)} given twice")
+    folds = tuple(options["folds"])
+    cells = [Job(name=cell_name(s, u, d), wave=2, segmenter=s, uncertainties=(u,), detector=d, options=options,
+                 out=str(out / cell_name(s, u, d)), needs=tuple(_predict_name(s, k) for k in folds))
+             for s in segmenters for u in uncertainties for d in detectors]
+    names = [c.name for c in cells]
+    clash = sorted({n for n in names if names.count(n) > 1})
+    if clash:
+        raise UsageError(f"--out {out}: two cells would share the folder {clash[0]} (their method names differ "
+                         "only in ':' or '/'); run them in separate sweeps")
+    for cell in cells:
+        # a bad method name or argument, a bad option, or a cell folder holding a run with other settings fails
+        # here, before any work (on Slurm, where --device auto resolves on the node, the cell itself checks)
+        cfg = cell.configs()[0]
+        if check_folders:
+            from uqbench.pipeline import check_out
+
+            check_out(cfg)
+    # Wave 1 makes what any cell reads; an in-sample detector's training predictions are made when one of the
+    # grid's detectors needs them (the key does not depend on which detector).
+    detector = next((d for d in detectors if d is not None), None)
+    predict = [Job(name=_predict_name(s, k), wave=1, segmenter=s, uncertainties=tuple(uncertainties),
+                   detector=detector, options=options | {"folds": [k]}) for s in segmenters for k in folds]
+    return Plan(out=out, jobs=predict + cells, cells=cells)
+
+
+def _predict_name(segmenter: str, fold: int) -> str:
+    return f"train+predict {segmenter} fold {fold}"
+
+
+def execute(job: Job, progress: Any = None, errors: TextIO | None = None) -> Outcome:
+    """Run one job where it was sent (this process, a child process, a Slurm node). Never raises (but on Ctrl-C):
+    a failure is the outcome's one-line error, with the traceback written to ``errors`` (stderr: the job's log)."""
+    from uqbench import pipeline
+
+    errors = errors or sys.stderr
+    t0 = time.perf_counter()
+    base = Outcome(name=job.name, ok=True, host=socket.gethostname(),
+                   visible_devices=os.environ.get("CUDA_VISIBLE_DEVICES"))
+    try:
+        cfgs = job.configs()
+        records = (pipeline.predict_only(cfgs, progress) if job.wave == 1
+                   else pipeline.run(cfgs[0], progress).stages)
+    except Exception as exc:  # a plugin's or the data's fault, a bug, a full disk: the log keeps its traceback
+        traceback.print_exc(file=errors)
+        errors.flush()
+        error = str(exc) if isinstance(exc, UqbenchError) else f"{type(exc).__name__}: {exc}".splitlines()[0]
+        return replace(base, ok=False, error=error, wall_s=time.perf_counter() - t0)
+    stored = sum(r.from_store for r in records)
+    return replace(base, wall_s=time.perf_counter() - t0, computed=len(records) - stored, from_store=stored)
+
+
+class Handle(Protocol):
+    """A submitted job."""
+
+    def poll(self) -> Outcome | None:
+        """Its outcome once it has ended, else None."""
+        ...
+
+    def cancel(self) -> None: ...
+
+
+class Executor(Protocol):
+    """Where the jobs run: ``slots`` of them at once, each polled every ``poll_s`` seconds."""
+
+    name: str
+    slots: int
+    poll_s: float
+
+    def submit(self, job: Job, log: Path) -> Handle: ...
+
+
+@dataclass(slots=True)
+class _Done:
+    outcome: Outcome
+
+    def poll(self) -> Outcome | None:
+        return self.outcome
+
+    def cancel(self) -> None:
+        pass
+
+
+class Serial:
+    """Each job in this process, one after another, showing its progress; a failure's traceback goes to the
+    job's log."""
+
+    name, slots, poll_s = "serial", 1, 0.0
+
+    def __init__(self, progress: Any = None) -> None:
+        self.progress = progress
+
+    def submit(self, job: Job, log: Path) -> Handle:
+        errors = io.StringIO()
+        outcome = execute(job, self.progress, errors)
+        if not outcome.ok:
+            log.parent.mkdir(parents=True, exist_ok=True)
+            log.write_text(errors.getvalue())
+        return _Done(replace(outcome, log=str(log)))
+
+
+class Local:
+    """Each job a child process (``python -m uqbench.sweep JOB.json``) on this machine, ``slots`` at once. With
+    GPUs, each job sees ``gpus_per_job`` of them through ``CUDA_VISIBLE_DEVICES``, none shared; on CPU each gets
+    an equal share of the cores (``OMP_NUM_THREADS``)."""
+
+    name, poll_s = "local", 0.2
+
+    def __init__(self, *, gpus: Sequence[str], gpus_per_job: int = 1, max_parallel: int | None = None) -> None:
+        if gpus_per_job < 0:
+            raise UsageError(f"--gpus-per-job {gpus_per_job}: must be 0 (CPU jobs) or more")
+        if gpus_per_job == 0:  # every job on the CPU: none sees a GPU
+            gpus = []
+        if gpus and gpus_per_job > len(gpus):
+            raise UsageError(f"--gpus-per-job {gpus_per_job}: this machine has {len(gpus)} GPU(s)")
+        if max_parallel is not None and max_parallel < 1:
+            raise UsageError(f"--max-parallel {max_parallel}: must be at least 1")
+        if gpus:  # as many jobs as there are GPUs for them, or fewer
+            self.slots = min(len(gpus) // gpus_per_job, max_parallel or len(gpus))
+        else:  # CPU: a job per 4 cores unless told
+            self.slots = max_parallel or max(1, (os.cpu_count() or 1) // 4)
+        self.free = list(gpus)
+        self.gpus_per_job = gpus_per_job
+        self.hide_gpus = gpus_per_job == 0
+        self.threads = max(1, (os.cpu_count() or 1) // self.slots)
+
+    def submit(self, job: Job, log: Path) -> Handle:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        spec = log.with_suffix(".job.json")
+        result = log.with_suffix(".outcome.json")
+        result.unlink(missing_ok=True)
+        write_json(spec, fields_to_json(job) | {"outcome": str(result)})
+        env = dict(os.environ)
+        taken: list[str] = []
+        if self.free:
+            taken, self.free = self.free[:self.gpus_per_job], self.free[self.gpus_per_job:]
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(taken)
+        elif self.hide_gpus:
+            env["CUDA_VISIBLE_DEVICES"] = ""
+        env.setdefault("OMP_NUM_THREADS", str(self.threads))
+        with log.open("w") as sink:
+            proc = subprocess.Popen([sys.executable, "-m", "uqbench.sweep", str(spec)], stdout=sink,
+                                    stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        return _Child(owner=self, name=job.name, proc=proc, log=log, result=result, gpus=taken)
+
+
+@dataclass(slots=True, kw_only=True)
+class _Child:
+    """A job of the local executor: its process, log, outcome file and the GPUs it holds."""
+
+    owner: Local
+    name: str
+    proc: subprocess.Popen[bytes]
+    log: Path
+    result: Path
+    gpus: list[str]
+
+    def poll(self) -> Outcome | None:
+        code = self.proc.poll()
+        if code is None:
+            return None
+        self.owner.free += self.gpus
+        self.gpus = []
+        try:
+            outcome: Outcome = fields_from_json(Outcome, json.loads(self.result.read_text()), str(self.result))
+            return replace(outcome, log=str(self.log))
+        except (OSError, ValueError):  # it died before writing its outcome (killed, out of memory)
+            return Outcome(name=self.name, ok=False, log=str(self.log),
+                           error=f"the job's process ended with status {code} before finishing"
+                                 f"{_last_line(self.log)}")
+
+    def cancel(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait()
+
+
+class Submitit:
+    """Jobs through a submitit executor: Slurm in use, its ``debug`` and ``local`` executors in the tests."""
+
+    name, poll_s = "slurm", 1.0
+
+    def __init__(self, executor: Any, *, max_parallel: int | None = None) -> None:
+        self.executor = executor
+        self.slots = max_parallel or 1_000_000  # the cluster's scheduler queues the rest
+
+    def submit(self, job: Job, log: Path) -> Handle:
+        return _Remote(job.name, self.executor.submit(execute, job))
+
+
+@dataclass(slots=True)
+class _Remote:
+    name: str
+    job: Any  # a submitit Job
+
+    def poll(self) -> Outcome | None:
+        if not self.job.done():
+            return None
+        paths = self.job.paths
+        try:
+            outcome: Outcome = self.job.result()
+        except Exception as exc:  # the job died without an outcome (killed, timed out, node failure)
+            state = getattr(self.job, "state", "?")
+            return Outcome(name=self.name, ok=False, log=str(paths.stderr),
+                           error=f"Slurm job {self.job.job_id} ended {state} without finishing "
+                                 f"({type(exc).__name__}){_last_line(paths.stderr)}")
+        return replace(outcome, log=str(paths.stderr if not outcome.ok else paths.stdout))
+
+    def cancel(self) -> None:
+        self.job.cancel(check=False)
+
+
+def slurm(folder: Path, *, partition: str | None, gpus_per_job: int, timeout_min: int,
+          max_parallel: int | None) -> Submitit:
+    """The submitit Slurm executor with the sweep's options; UsageError naming the extra when submitit is absent."""
+    try:
+        import submitit
+    except ImportError:
+        raise UsageError("--executor slurm needs submitit: pip install 'uqbench[slurm]'") from None
+    if timeout_min < 1:
+        raise UsageError(f"--timeout-min {timeout_min}: must be at least 1")
+    try:
+        executor = submitit.SlurmExecutor(folder=folder)
+    except RuntimeError as exc:  # no srun on PATH
+        raise UsageError(f"--executor slurm: {exc}") from None
+    if gpus_per_job < 0:
+        raise UsageError(f"--gpus-per-job {gpus_per_job}: must be 0 (CPU jobs) or more")
+    params: dict[str, Any] = {"job_name": "uqbench", "time": timeout_min, "ntasks_per_node": 1}
+    if gpus_per_job:
+        params["gpus_per_node"] = gpus_per_job
+    if partition:
+        params["partition"] = partition
+    executor.update_parameters(**params)
+    return Submitit(executor, max_parallel=max_parallel)
+
+
+def run(p: Plan, executor: Executor, *, report: Callable[[Outcome], None] = lambda o: None) -> list[Outcome]:
+    """Submit the plan's jobs wave by wave (a wave starts when the one before has ended), ``executor.slots`` at
+    a time; a job whose needs failed is skipped. Writes OUT/sweep.json after each job; returns every outcome."""
+    finished: dict[str, Outcome] = {}
+    running: dict[str, Handle] = {}
+    p.out.mkdir(parents=True, exist_ok=True)
+    try:
+        for wave in p.waves():
+            pending = list(wave)
+            while pending or running:
+                while pending and len(running) < executor.slots:
+                    job = pending.pop(0)
+                    failed = [n for n in job.needs if n in finished and not finished[n].ok]
+                    if failed:
+                        _finish(p, finished, Outcome(name=job.name, ok=False, skipped=True,
+                                                     error=f"skipped: {failed[0]} failed"), report=report)
+                        continue
+                    running[job.name] = executor.submit(job, p.out / "logs" / f"{_file_name(job.name)}.log")
+                for name, handle in list(running.items()):
+                    outcome = handle.poll()
+                    if outcome is not None:
+                        del running[name]
+                        _finish(p, finished, outcome, report=report)
+                if running:
+                    time.sleep(executor.poll_s)
+    except BaseException:
+        for handle in running.values():
+            handle.cancel()
+        raise
+    return [finished[j.name] for j in p.jobs]
+
+
+def _finish(p: Plan, finished: dict[str, Outcome], outcome: Outcome, *, report: Callable[[Outcome], None]) -> None:
+    finished[outcome.name] = outcome
+    report(outcome)
+    jobs = [fields_to_json(j) | {"outcome": fields_to_json(finished[j.name]) if j.name in finished else None}
+            for j in p.jobs]
+    write_json(p.out / "sweep.json", {"jobs": jobs})
+
+
+def _file_name(name: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
+
+
+def _last_line(log: Path | str) -> str:
+    try:
+        lines = [ln.strip() for ln in Path(log).read_text(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return ""
+    return f": {lines[-1]}" if lines else ""
+
+
+def main(argv: Sequence[str]) -> int:
+    """``python -m uqbench.sweep JOB.json``: run one job of the ``local`` executor; its outcome goes to the file
+    the spec names, written last."""
+    spec = json.loads(Path(argv[0]).read_text())
+    result = Path(spec.pop("outcome"))
+    job: Job = fields_from_json(Job, spec, argv[0])
+    outcome = execute(job)
+    write_atomic(result, lambda tmp: tmp.write_text(json.dumps(fields_to_json(outcome))))
+    return 0 if outcome.ok else 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
