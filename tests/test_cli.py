@@ -245,6 +245,15 @@ def test_bench_metrics_prints_ratios_and_agreement(monkeypatch: pytest.MonkeyPat
     assert out.count("identical") == 2 and "DIFFER" not in out
 
 
+@pytest.mark.parametrize(("args", "extra"), [(("sweep", "--help"), "slurm"), (("bench", "metrics", "--help"), "bench")])
+def test_help_names_the_extra_to_install_literally(args: tuple[str, ...], extra: str, monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """The brackets of an extra are not taken for rich markup (which would print pip install 'uqbench')."""
+    monkeypatch.setenv("COLUMNS", "400")
+    code, out, _ = run_main(monkeypatch, capsys, *args)
+    assert code == 0 and f"pip install 'uqbench[{extra}]'" in out
+
+
 def test_bench_train_and_infer_print_their_figures(monkeypatch: pytest.MonkeyPatch,
                                                   capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setenv("COLUMNS", "200")

@@ -104,6 +104,26 @@ def test_a_new_plugin_version_is_recomputed_from_its_stage_on_and_the_summary_sa
     assert summary.segmentation == before.segmentation  # same code, same seed: the same numbers
 
 
+def test_another_cpu_thread_count_recomputes_the_network_stages_and_the_summary_says_why(
+        tiny_phantom: Path, tmp_path: Path, fresh_store: Path) -> None:
+    import torch
+
+    cfg = _cfg(tiny_phantom, tmp_path / "run", folds=[0, 1])
+    threads = torch.get_num_threads()
+    pipeline.run(cfg)
+    torch.set_num_threads(threads + 1)
+    try:
+        summary = pipeline.run(cfg)
+    finally:
+        torch.set_num_threads(threads)
+    served = _served(summary)
+    assert not served[("train", 0, "training", "")] and not served[("detect", 1, "test", "")]
+    assert (f"train of fold 0, training patients, recomputed: settings.cpu_threads {threads} -> {threads + 1}"
+            in summary.notes)
+    assert summary.provenance.cpu_threads == threads + 1
+    assert all(_served(pipeline.run(cfg)).values())  # back on the first count: every stage from the store
+
+
 def test_force_recomputes_the_named_stage_and_every_later_one(tiny_phantom: Path, tmp_path: Path,
                                                               fresh_store: Path) -> None:
     cfg = _cfg(tiny_phantom, tmp_path / "run")

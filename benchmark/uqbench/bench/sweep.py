@@ -67,7 +67,8 @@ def sweep_speed(*, executors: dict[str, Callable[[], sweep.Executor]], options: 
             if not failed:
                 other = pd.read_csv(cell)
                 grids[name] |= {"identical": plain.equals(other),
-                                "max_dice_diff": float((plain["dice"] - other["dice"]).abs().max())}
+                                "max_dice_diff": float((plain["dice"] - other["dice"]).abs().max()),
+                                "mean_dice": (float(plain["dice"].mean()), float(other["dice"].mean()))}
         return {"plain_s": plain_s, "grids": grids}
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -28,7 +28,7 @@ def metrics_cmd(
         "--data", help="ACDC folder: also time scoring every reference volume against a perturbed copy.")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the synthetic errors.")] = 0,
 ) -> None:
-    """Time our scoring against MedPy and MONAI (when installed: pip install 'uqbench[bench]') and our failure
+    """Time our scoring against MedPy and MONAI (when installed: pip install 'uqbench\\[bench]') and our failure
     labels against a per-slice loop, on synthetic 10 x 224 x 224 volumes (spacing 10 x 1.4 x 1.4 mm)."""
     from uqbench.bench import metrics as bm
     from uqbench.data import layout
@@ -200,10 +200,11 @@ def sweep_cmd(
         how = "serial" if kind == "serial" else f"local, {local.slots if local else 0} at once, " \
             f"{local.threads if local else 0} thread(s) each"
         check = ("FAILED: " + ", ".join(g["failed"]) if g["failed"] else "identical cases.csv" if g["identical"]
-                 else f"cases.csv differs: Dice by up to {g['max_dice_diff']:.4f}")
+                 else f"cases.csv differs: Dice by up to {g['max_dice_diff']:.3f} in a case and class, mean "
+                      f"{g['mean_dice'][1]:.3f} against the run's {g['mean_dice'][0]:.3f}")
         table.add_row(f"grid: {SEGMENTER} x {len(MAPS)} maps x {len(DETECTORS)} detectors = {g['cells']} cells "
                       f"({how})", f"{g['grid_s']:.0f}", f"{g['ratio']:.2f}", check)
     console.print(table)
     if any(not g["failed"] and not g["identical"] for g in r["grids"].values()):
-        console.print("a local grid's jobs train on fewer threads than this process; CPU training's last bits "
-                      "depend on the thread count", highlight=False)
+        console.print("a local grid's jobs run on fewer threads than this process, and CPU training depends on "
+                      "the thread count", highlight=False)

@@ -10,6 +10,7 @@ import typer
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from uqbench import sweep
 from uqbench.cli import options
@@ -64,7 +65,7 @@ def sweep_cmd(
     seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
     executor: Annotated[str, typer.Option(
         "--executor", help="serial (in this process), local (parallel processes, one GPU each where several "
-                           "are present) or slurm (submitit: pip install 'uqbench[slurm]').")] = "serial",
+                           "are present) or slurm (submitit: pip install 'uqbench\\[slurm]').")] = "serial",
     max_parallel: Annotated[int | None, typer.Option(
         "--max-parallel", help="Jobs at once (local: default one per GPU, or one per 4 CPU cores; slurm: "
                                "default no limit).")] = None,
@@ -166,10 +167,10 @@ def _cells_table(p: sweep.Plan, outcomes: list[sweep.Outcome]) -> Table:
     for cell in p.cells:
         o = done[cell.name]
         if not o.ok:
-            table.add_row(cell.name, "skipped" if o.skipped else "failed", *["-"] * 6)
+            table.add_row(Text(cell.name), "skipped" if o.skipped else "failed", *["-"] * 6)
             continue
         s = summaries.read(Path(cell.out or "") / "summary.json")
-        table.add_row(cell.name, f"{s.segmentation.mean_foreground_dice:.3f}",
+        table.add_row(Text(cell.name), f"{s.segmentation.mean_foreground_dice:.3f}",
                       f"{s.corrected.mean_foreground_dice:.3f}" if s.corrected else "-",
                       f"{s.risk_coverage.e_aurc:.4f}",
                       f"{s.detection_curves.slices.ap:.3f}" if s.detection_curves else "-",
