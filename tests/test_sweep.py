@@ -21,11 +21,9 @@ from uqbench import sweep
 GRID = ["--folds", "0,1", "--iterations", "3", "--samples", "2", "--device", "cpu"]
 
 
-def _options(data: Path, **more: Any) -> dict[str, Any]:
+def _options(data: Path) -> dict[str, Any]:
     """The shared run options of a small grid on ``data`` (what the CLI hands sweep.plan)."""
-    return {"loss": None, "data": str(data), "dataset": "acdc", "folds": [0, 1], "profile": None, "samples": 2,
-            "device": "cpu", "seed": 0, "iterations": 3, "protocol": "uqbench", "failure_preset": None,
-            "correction": None, "precision": "auto", "detector_training": None} | more
+    return sweep.shared_options(folds=[0, 1], data=data, samples=2, device="cpu", iterations=3)
 
 
 def _sweep_json(out: Path) -> dict[str, dict[str, Any]]:

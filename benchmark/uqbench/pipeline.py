@@ -384,7 +384,8 @@ def predict_only(cfgs: Sequence[RunConfig], progress: Progress | None = None, *,
         g = _graph(cfg, store=store, force=force, progress=progress)
         for k in cfg.folds:
             _predictions(cfg, g, k=k, data=data)
-        records += [r for r, _ in g.keys if r.key not in {seen.key for seen in records}]  # each stage once
+        seen = {r.key for r in records}
+        records += [r for r, _ in g.keys if r.key not in seen]  # each stage once
     return records
 
 

@@ -93,6 +93,19 @@ class Plan:
         return [[j for j in self.jobs if j.wave == w] for w in sorted({j.wave for j in self.jobs})]
 
 
+def shared_options(*, folds: Sequence[int], data: Path | None = None, profile: str | None = None,
+                   samples: int | None = None, device: str = "auto", precision: str = "auto",
+                   iterations: int | None = None, seed: int = 0, loss: str | None = None, dataset: str = "acdc",
+                   protocol: str = "uqbench", failure_preset: str | None = None, correction: str | None = None,
+                   detector_training: str | None = None) -> dict[str, Any]:
+    """The :func:`uqbench.config.resolve` arguments every run of a sweep shares, as its jobs carry them (JSON:
+    the data folder as an absolute path; each job resolves them again where it runs)."""
+    return {"loss": loss, "data": None if data is None else str(data.resolve()), "dataset": dataset,
+            "folds": list(folds), "profile": profile, "samples": samples, "device": device, "seed": seed,
+            "iterations": iterations, "protocol": protocol, "failure_preset": failure_preset,
+            "correction": correction, "precision": precision, "detector_training": detector_training}
+
+
 def cell_name(segmenter: str, uncertainty: str, detector: str | None) -> str:
     """A cell's folder name, e.g. drn-bmap-sresnet (':' and '/' of method arguments as '_')."""
     return f"{segmenter}-{uncertainty}-{detector or 'none'}".replace(":", "_").replace("/", "_")
@@ -173,7 +186,6 @@ class Handle(Protocol):
 class Executor(Protocol):
     """Where the jobs run: ``slots`` of them at once, each polled every ``poll_s`` seconds."""
 
-    name: str
     slots: int
     poll_s: float
 
@@ -195,7 +207,7 @@ class Serial:
     """Each job in this process, one after another, showing its progress; a failure's traceback goes to the
     job's log."""
 
-    name, slots, poll_s = "serial", 1, 0.0
+    slots, poll_s = 1, 0.0
 
     def __init__(self, progress: Any = None) -> None:
         self.progress = progress
@@ -214,7 +226,7 @@ class Local:
     GPUs, each job sees ``gpus_per_job`` of them through ``CUDA_VISIBLE_DEVICES``, none shared; on CPU each gets
     an equal share of the cores (``OMP_NUM_THREADS``)."""
 
-    name, poll_s = "local", 0.2
+    poll_s = 0.2
 
     def __init__(self, *, gpus: Sequence[str], gpus_per_job: int = 1, max_parallel: int | None = None) -> None:
         if gpus_per_job < 0:
@@ -231,7 +243,6 @@ class Local:
             self.slots = max_parallel or max(1, (os.cpu_count() or 1) // 4)
         self.free = list(gpus)
         self.gpus_per_job = gpus_per_job
-        self.hide_gpus = gpus_per_job == 0
         self.threads = max(1, (os.cpu_count() or 1) // self.slots)
 
     def submit(self, job: Job, log: Path) -> Handle:
@@ -245,7 +256,7 @@ class Local:
         if self.free:
             taken, self.free = self.free[:self.gpus_per_job], self.free[self.gpus_per_job:]
             env["CUDA_VISIBLE_DEVICES"] = ",".join(taken)
-        elif self.hide_gpus:
+        elif self.gpus_per_job == 0:
             env["CUDA_VISIBLE_DEVICES"] = ""
         env.setdefault("OMP_NUM_THREADS", str(self.threads))
         with log.open("w") as sink:
@@ -288,7 +299,7 @@ class _Child:
 class Submitit:
     """Jobs through a submitit executor: Slurm in use, its ``debug`` and ``local`` executors in the tests."""
 
-    name, poll_s = "slurm", 1.0
+    poll_s = 1.0
 
     def __init__(self, executor: Any, *, max_parallel: int | None = None) -> None:
         self.executor = executor

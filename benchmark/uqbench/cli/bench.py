@@ -181,14 +181,14 @@ def sweep_cmd(
     except ValueError as exc:
         raise UsageError(f"--folds {folds!r}: {exc}") from exc
     dev = resolve_device(device)
-    shared = {"loss": None, "data": None, "dataset": "acdc", "folds": fold_list, "profile": "quick",
-              "samples": None, "device": dev, "seed": 0, "iterations": iterations, "protocol": "uqbench",
-              "failure_preset": None, "correction": None, "precision": precision, "detector_training": None}
+    shared = sweep.shared_options(folds=fold_list, profile="quick", device=dev, precision=precision,
+                                  iterations=iterations)
     makers: dict[str, Callable[[], sweep.Executor]] = {"serial": sweep.Serial}
-    local = None
+    how = {"serial": "serial"}
     if "local" in kinds:
-        chosen = local = sweep.Local(gpus=_gpus(), max_parallel=max_parallel)
-        makers["local"] = lambda: chosen
+        local = sweep.Local(gpus=_gpus(), max_parallel=max_parallel)
+        makers["local"] = lambda: local
+        how["local"] = f"local, {local.slots} at once, {local.threads} thread(s) each"
     r = sweep_speed(executors={k: makers[k] for k in kinds}, options=shared,
                     report=lambda line: console.print(line, markup=False, highlight=False))
     table = Table(title=f"uqbench bench sweep: phantom, quick, folds {folds}, {resolve_precision(precision, dev)}, "
@@ -197,13 +197,11 @@ def sweep_cmd(
         table.add_column(col)
     table.add_row(f"one run: {SEGMENTER}, bmap, sresnet", f"{r['plain_s']:.0f}", "1.00", "")
     for kind, g in r["grids"].items():
-        how = "serial" if kind == "serial" else f"local, {local.slots if local else 0} at once, " \
-            f"{local.threads if local else 0} thread(s) each"
         check = ("FAILED: " + ", ".join(g["failed"]) if g["failed"] else "identical cases.csv" if g["identical"]
                  else f"cases.csv differs: Dice by up to {g['max_dice_diff']:.3f} in a case and class, mean "
                       f"{g['mean_dice'][1]:.3f} against the run's {g['mean_dice'][0]:.3f}")
         table.add_row(f"grid: {SEGMENTER} x {len(MAPS)} maps x {len(DETECTORS)} detectors = {g['cells']} cells "
-                      f"({how})", f"{g['grid_s']:.0f}", f"{g['ratio']:.2f}", check)
+                      f"({how[kind]})", f"{g['grid_s']:.0f}", f"{g['ratio']:.2f}", check)
     console.print(table)
     if any(not g["failed"] and not g["identical"] for g in r["grids"].values()):
         console.print("a local grid's jobs run on fewer threads than this process, and CPU training depends on "

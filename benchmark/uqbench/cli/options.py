@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -16,3 +17,24 @@ Profile = Annotated[str | None, typer.Option(
 Device = Annotated[str, typer.Option("--device", help="auto (cuda when available), cpu or cuda.")]
 Precision = Annotated[str, typer.Option(
     "--precision", help="auto (bf16 autocast where the device computes bf16 natively, else fp32), fp32 or bf16.")]
+Loss = Annotated[str | None, typer.Option("--loss", help="Loss (default: the segmenter's recipe's).")]
+Data = Annotated[Path | None, typer.Option("--data", help="Dataset folder; default: the built-in phantom.")]
+Dataset = Annotated[str, typer.Option("--dataset", help="Reader for --data.")]
+Folds = Annotated[str, typer.Option("--folds", help="Comma list of test folds.")]
+Iterations = Annotated[int | None, typer.Option(
+    "--iterations", help="Override the recipe's training steps (smoke tests); recorded in config.json.")]
+Protocol = Annotated[str, typer.Option(
+    "--protocol", help="Protocol preset (failure rule, correction, detector training, curve and test conventions): "
+                       "uqbench (ours), sander2020 (the paper's text) or seed-code (the authors' code); see the "
+                       "README.")]
+FailurePreset = Annotated[str | None, typer.Option(
+    "--failure-preset", help="Override the preset's failure definition: paper (section V-B) or seed-code (the "
+                             "authors' code); changes the protocol hash.")]
+Correction = Annotated[str | None, typer.Option(
+    "--correction", help="Override the preset's simulated correction: patch (whole flagged patches) or "
+                         "failures-only; changes the protocol hash.")]
+DetectorTraining = Annotated[str | None, typer.Option(
+    "--detector-training", help="Override what each fold's detector learns from: out-of-fold (the other folds' "
+                                "test predictions) or in-sample (the fold's own training patients); changes the "
+                                "protocol hash.")]
+Seed = Annotated[int, typer.Option("--seed", help="Random seed.")]

@@ -37,32 +37,21 @@ def run_cmd(
     detector: Annotated[str | None, typer.Option(
         "--detector", help="Failure detector (name or name:arg, e.g. sresnet:500), trained as the protocol says "
                            "(out of fold needs 2+ folds; in-sample works with one); 'none' to skip.")] = "sresnet",
-    loss: Annotated[str | None, typer.Option("--loss", help="Loss (default: the segmenter's recipe's).")] = None,
-    data: Annotated[Path | None, typer.Option("--data", help="Dataset folder; default: the built-in phantom.")] = None,
-    dataset: Annotated[str, typer.Option("--dataset", help="Reader for --data.")] = "acdc",
-    folds: Annotated[str, typer.Option("--folds", help="Comma list of test folds.")] = "0,1,2,3",
+    loss: options.Loss = None,
+    data: options.Data = None,
+    dataset: options.Dataset = "acdc",
+    folds: options.Folds = "0,1,2,3",
     profile: options.Profile = None,
     samples: Annotated[int | None, typer.Option(
         "--samples", help="MC samples T (default: the map's); 1 with an MC map is one stochastic pass.")] = None,
     device: options.Device = "auto",
     precision: options.Precision = "auto",
-    iterations: Annotated[int | None, typer.Option(
-        "--iterations", help="Override the recipe's training steps (smoke tests); recorded in config.json.")] = None,
-    protocol: Annotated[str, typer.Option(
-        "--protocol", help="Protocol preset (failure rule, correction, detector training, curve and test "
-                           "conventions): uqbench (ours), sander2020 (the paper's text) or seed-code (the authors' "
-                           "code); see the README.")] = "uqbench",
-    failure_preset: Annotated[str | None, typer.Option(
-        "--failure-preset", help="Override the preset's failure definition: paper (section V-B) or seed-code "
-                                 "(the authors' code); changes the protocol hash.")] = None,
-    correction: Annotated[str | None, typer.Option(
-        "--correction", help="Override the preset's simulated correction: patch (whole flagged patches) or "
-                             "failures-only; changes the protocol hash.")] = None,
-    detector_training: Annotated[str | None, typer.Option(
-        "--detector-training", help="Override what each fold's detector learns from: out-of-fold (the other folds' "
-                                    "test predictions) or in-sample (the fold's own training patients); changes "
-                                    "the protocol hash.")] = None,
-    seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
+    iterations: options.Iterations = None,
+    protocol: options.Protocol = "uqbench",
+    failure_preset: options.FailurePreset = None,
+    correction: options.Correction = None,
+    detector_training: options.DetectorTraining = None,
+    seed: options.Seed = 0,
     force: Annotated[str | None, typer.Option(
         "--force", help=f"Recompute this stage and every later one even when the stage store holds them: "
                         f"{', '.join(pipeline.STAGES)} (in that order).")] = None,

@@ -3,8 +3,9 @@ and fold, every cell an ordinary run folder (see uqbench.sweep)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.markup import escape
@@ -43,26 +44,22 @@ def sweep_cmd(
     detector: Annotated[str, typer.Option(
         "--detector", help="Failure detectors, a comma list ('none': a cell without detection).")]
     = "threshold,sresnet",
-    loss: Annotated[str | None, typer.Option("--loss", help="Loss (default: each segmenter's recipe's).")] = None,
-    data: Annotated[Path | None, typer.Option("--data", help="Dataset folder; default: the built-in phantom.")] = None,
-    dataset: Annotated[str, typer.Option("--dataset", help="Reader for --data.")] = "acdc",
-    folds: Annotated[str, typer.Option("--folds", help="Comma list of test folds.")] = "0,1,2,3",
+    loss: options.Loss = None,
+    data: options.Data = None,
+    dataset: options.Dataset = "acdc",
+    folds: options.Folds = "0,1,2,3",
     profile: options.Profile = None,
     samples: Annotated[int | None, typer.Option(
-        "--samples", help="MC samples T (default: each map's).")] = None,
+        "--samples", help="MC samples T of the MC maps (default: each map's); a one-pass map keeps its pass.")]
+    = None,
     device: options.Device = "auto",
     precision: options.Precision = "auto",
-    iterations: Annotated[int | None, typer.Option(
-        "--iterations", help="Override the recipes' training steps (smoke tests).")] = None,
-    protocol: Annotated[str, typer.Option(
-        "--protocol", help="Protocol preset of every cell: uqbench, sander2020 or seed-code.")] = "uqbench",
-    failure_preset: Annotated[str | None, typer.Option(
-        "--failure-preset", help="Override the preset's failure definition: paper or seed-code.")] = None,
-    correction: Annotated[str | None, typer.Option(
-        "--correction", help="Override the preset's simulated correction: patch or failures-only.")] = None,
-    detector_training: Annotated[str | None, typer.Option(
-        "--detector-training", help="Override what the detectors learn from: out-of-fold or in-sample.")] = None,
-    seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
+    iterations: options.Iterations = None,
+    protocol: options.Protocol = "uqbench",
+    failure_preset: options.FailurePreset = None,
+    correction: options.Correction = None,
+    detector_training: options.DetectorTraining = None,
+    seed: options.Seed = 0,
     executor: Annotated[str, typer.Option(
         "--executor", help="serial (in this process), local (parallel processes, one GPU each where several "
                            "are present) or slurm (submitit: pip install 'uqbench\\[slurm]').")] = "serial",
@@ -89,11 +86,10 @@ def sweep_cmd(
         raise UsageError(f"--folds {folds!r}: {exc}") from exc
     if out is not None and not out.strip():
         raise UsageError("--out '': name a folder (an empty name would mean the current one)")
-    shared: dict[str, Any] = {
-        "loss": loss, "data": data, "dataset": dataset, "folds": fold_list, "profile": profile, "samples": samples,
-        "device": device, "seed": seed, "iterations": iterations, "protocol": protocol,
-        "failure_preset": failure_preset, "correction": correction, "precision": precision,
-        "detector_training": detector_training}
+    shared = sweep.shared_options(folds=fold_list, data=data, profile=profile, samples=samples, device=device,
+                                  precision=precision, iterations=iterations, seed=seed, loss=loss, dataset=dataset,
+                                  protocol=protocol, failure_preset=failure_preset, correction=correction,
+                                  detector_training=detector_training)
     segs, maps = _names("--segmenter", segmenter), _names("--uncertainty", uncertainty)
     dets = [None if d == "none" else d for d in _names("--detector", detector)]
     source = "phantom" if data is None else data.name
@@ -101,8 +97,6 @@ def sweep_cmd(
     root = Path(out) if out is not None else Path("sweeps") / f"{source}-{prof.value}"
     if root.exists() and not root.is_dir():
         raise UsageError(f"--out {root}: is a file, not a folder")
-    # The jobs resolve these again where they run; the data folder travels as an absolute path.
-    shared |= {"data": None if data is None else str(data.resolve())}
     p = sweep.plan(segmenters=segs, uncertainties=maps, detectors=dets, options=shared, out=root.resolve(),
                    check_folders=executor != "slurm")
     for warning in registry().warnings:
@@ -147,8 +141,6 @@ def sweep_cmd(
 
 def _gpus() -> list[str]:
     """The GPUs a local sweep shares out: those CUDA_VISIBLE_DEVICES names, or every one torch sees."""
-    import os
-
     import torch
 
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
