@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -15,6 +15,9 @@ os.environ["UQBENCH_PLUGINS"] = "uqbench"  # before any registry is built
 
 REPO = Path(__file__).resolve().parents[1]
 ACDC = REPO.parent / "shared" / "data" / "acdc" / "training"
+EXAMPLE = Path(__file__).parent / "example_plugin"
+METHOD = ["--segmenter", "example-net", "--uncertainty", "example-maxvar", "--detector", "example-everywhere",
+          "--dataset", "example-folder"]
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -89,3 +92,59 @@ def acdc_root() -> Path:
     if not ACDC.is_dir():
         pytest.skip(f"real ACDC data not found at {ACDC}")
     return ACDC
+
+
+@pytest.fixture(scope="session")
+def example_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """tests/example_plugin laid out as an installer would: module plus *.dist-info with entry_points.txt."""
+    site = tmp_path_factory.mktemp("site")
+    shutil.copy(EXAMPLE / "uqbench_example.py", site)
+    info = site / "uqbench_example-0.1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: uqbench-example\nVersion: 0.1.0\n")
+    (info / "entry_points.txt").write_text("[uqbench]\nexample = uqbench_example\n")
+    return site
+
+
+@pytest.fixture
+def example_plugin(example_site: Path) -> Iterator[None]:
+    """The example plugin installed and allowed to load, for one test."""
+    sys.path.insert(0, str(example_site))
+    os.environ["UQBENCH_PLUGINS"] = "uqbench,uqbench-example"
+    from uqbench.registry import reset
+
+    reset()
+    yield
+    sys.path.remove(str(example_site))
+    sys.modules.pop("uqbench_example", None)
+
+
+def _run(*args: str) -> None:
+    from typer.testing import CliRunner
+
+    from uqbench.cli import app
+
+    result = CliRunner().invoke(app, ["run", *args])
+    assert result.exit_code == 0, result.output
+
+
+@pytest.fixture(scope="session")
+def example_runs(example_site: Path, tiny_phantom: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Real runs of the example plugin on the 4-patient phantom: all folds with its own recipe ("full"), the same
+    with the built-in one-pass map ("maxprob"), with --iterations ("smoke") and on two folds ("two-folds")."""
+    root = tmp_path_factory.mktemp("runs")
+    sys.path.insert(0, str(example_site))
+    os.environ["UQBENCH_PLUGINS"] = "uqbench,uqbench-example"
+    from uqbench.registry import reset
+
+    reset()
+    data = ["--data", str(tiny_phantom)]
+    _run(*METHOD, *data, "--out", str(root / "full"))
+    _run(*METHOD, *data, "--uncertainty", "maxprob", "--out", str(root / "maxprob"))
+    _run(*METHOD, *data, "--iterations", "3", "--out", str(root / "smoke"))
+    _run(*METHOD, *data, "--folds", "0,1", "--out", str(root / "two-folds"))
+    sys.path.remove(str(example_site))
+    sys.modules.pop("uqbench_example", None)
+    os.environ["UQBENCH_PLUGINS"] = "uqbench"
+    reset()
+    yield root

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from uqbench.registry import registry, reset
+from uqbench.registry import registry
 from uqbench.results.summary import read as read_summary
 from uqbench.testing import (
     DatasetContract,
@@ -28,24 +27,6 @@ from uqbench.testing import (
 EXAMPLE = Path(__file__).parent / "example_plugin"
 
 
-@pytest.fixture
-def example(tmp_path: Path) -> None:
-    """Install the example the way an installer lays it out: module plus *.dist-info with entry_points.txt."""
-    site = tmp_path / "site"
-    site.mkdir()
-    shutil.copy(EXAMPLE / "uqbench_example.py", site)
-    info = site / "uqbench_example-0.1.0.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: uqbench-example\nVersion: 0.1.0\n")
-    (info / "entry_points.txt").write_text("[uqbench]\nexample = uqbench_example\n")
-    sys.path.insert(0, str(site))
-    os.environ["UQBENCH_PLUGINS"] = "uqbench,uqbench-example"
-    reset()
-    yield
-    sys.path.remove(str(site))
-    sys.modules.pop("uqbench_example", None)
-
-
 def _cli(*args: str) -> tuple[int, str]:
     from typer.testing import CliRunner
 
@@ -57,7 +38,7 @@ def _cli(*args: str) -> tuple[int, str]:
     return result.exit_code, result.output
 
 
-@pytest.mark.usefixtures("example")
+@pytest.mark.usefixtures("example_plugin")
 def test_example_plugin_is_listed_with_its_distribution() -> None:
     code, out = _cli("plugins", "--json")
     assert code == 0
@@ -68,7 +49,7 @@ def test_example_plugin_is_listed_with_its_distribution() -> None:
     assert methods[("segmenter", "drn")]["distribution"] == "uqbench"
 
 
-@pytest.mark.usefixtures("example")
+@pytest.mark.usefixtures("example_plugin")
 def test_example_plugin_passes_the_contract_kit(tmp_path: Path) -> None:
     reg = registry()
     check_segmenter(reg.create("segmenter", "example-net"))
@@ -77,7 +58,7 @@ def test_example_plugin_passes_the_contract_kit(tmp_path: Path) -> None:
     check_detector(reg.create("detector", "example-everywhere"), tmp_path)
 
 
-@pytest.mark.usefixtures("example")
+@pytest.mark.usefixtures("example_plugin")
 def test_example_plugin_runs_end_to_end(tiny_phantom: Path, tmp_path: Path) -> None:
     code, out = _cli("run", "--segmenter", "example-net", "--uncertainty", "example-maxvar", "--detector",
                      "example-everywhere", "--data", str(tiny_phantom), "--dataset", "example-folder",
@@ -104,27 +85,27 @@ def test_pip_installed_example_is_discovered_in_a_fresh_process(tmp_path: Path) 
 
 
 # The README's recommended way to test a plugin, applied to the example: the *Contract base classes.
-@pytest.mark.usefixtures("example")
+@pytest.mark.usefixtures("example_plugin")
 class TestExampleNet(SegmenterContract):
     name = "example-net"
 
 
-@pytest.mark.usefixtures("example")
+@pytest.mark.usefixtures("example_plugin")
 class TestExampleLoss(LossContract):
     name = "example-l2"
 
 
-@pytest.mark.usefixtures("example")
+@pytest.mark.usefixtures("example_plugin")
 class TestExampleMap(UncertaintyMapContract):
     name = "example-maxvar"
 
 
-@pytest.mark.usefixtures("example")
+@pytest.mark.usefixtures("example_plugin")
 class TestExampleDetector(DetectorContract):
     name = "example-everywhere"
 
 
-@pytest.mark.usefixtures("example")
+@pytest.mark.usefixtures("example_plugin")
 class TestExampleDataset(DatasetContract):
     name = "example-folder"
 

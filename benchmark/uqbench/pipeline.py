@@ -180,6 +180,7 @@ class _Graph:
         self.loaded: dict[tuple[str, str], list[Volume]] = {}
         self.forced: set[str] = set()
         self.models: dict[str, Any] = {}
+        self.offline = False  # True: serve only what the store holds, compute nothing (reading a finished run)
 
     def _plugin(self, of: Kind[Any]) -> dict[str, Any]:
         spec = str(self.cfg.method(of))
@@ -203,7 +204,14 @@ class _Graph:
                  and key.digest not in self.forced)
         if force:
             self.forced.add(key.digest)
-        served = self.store.obtain(key, compute, force=force, resumable=resumable, device=self.cfg.device)
+        if self.offline:
+            found = self.store.find(key)
+            if found is None:
+                raise DataError(f"{self.cfg.out}: the stage store ({self.store.root}) no longer holds {key.stage} "
+                                f"of fold {fold} ({cases}); run the same `uqbench run` again to restore it")
+            served = found
+        else:
+            served = self.store.obtain(key, compute, force=force, resumable=resumable, device=self.cfg.device)
         record = StageRecord(stage=key.stage, fold=fold, cases=cases, detail=detail, key=key.digest,
                              from_store=not served.computed,
                              wall_s=served.wall_s, device_s=served.device_s, why=served.why)
@@ -479,30 +487,76 @@ def _predictions(cfg: RunConfig, g: _Graph, *, k: int, data: _Data) -> tuple[Ser
     return predicted, own_predicted
 
 
+def _fold(cfg: RunConfig, g: _Graph, *, k: int, data: _Data) -> tuple[_Predicted, _Predicted | None]:
+    """Fold k's test predictions with their maps and failure labels, and the same of its own training patients
+    when the detector learns in-sample."""
+    test, own = data.split(k)
+    predicted, own_predicted = _predictions(cfg, g, k=k, data=data)
+    tested = _Predicted(fold=k, cases=test, predictions=predicted,
+                        maps=g.maps(k, role="test", cases=test, predicted=predicted),
+                        failures=g.failures(k, role="test", cases=test, predicted=predicted))
+    if own_predicted is None:
+        return tested, None
+    return tested, _Predicted(fold=k, cases=own, predictions=own_predicted,
+                              maps=g.maps(k, role="training", cases=own, predicted=own_predicted),
+                              failures=g.failures(k, role="training", cases=own, predicted=own_predicted))
+
+
+def _detects(cfg: RunConfig) -> bool:
+    """Whether the run's detector runs: out of fold it needs 2 or more folds."""
+    return cfg.detector is not None and (_in_sample(cfg) or len(cfg.folds) > 1)
+
+
+def _with_patch_probs(cfg: RunConfig, g: _Graph, volumes: list[Volume], *, data: _Data,
+                      tested: dict[int, _Predicted], training: dict[int, _Predicted]) -> list[Volume]:
+    """``volumes`` with each fold's detector's patch probabilities (the detector fitted as the protocol says)."""
+    images = {f"{c.patient}_{c.phase}": c.image for c in data.cases}
+    probs: dict[str, np.ndarray] = {}
+    for k in cfg.folds:
+        detected = g.detect(k, fit=_fit_set(cfg.protocol.detector_training, k, tested=tested, training=training),
+                            test=tested[k], images=images)
+        with np.load(detected.path / "probs.npz") as z:
+            probs |= {name: z[name] for name in z.files}
+    return [replace(v, patch_probs=probs[f"{v.patient}_{v.phase}"]) for v in volumes]
+
+
+def stored_volumes(cfg: RunConfig) -> tuple[list[Volume], dict[str, np.ndarray]]:
+    """A finished run's volumes as its summary scored them (patch probabilities included when its detector ran)
+    and their images on the network grid ("patientNNN_ED" -> [Z, Y, X]), read from the stage store without
+    computing anything; DataError naming the stage the store no longer holds."""
+    source = _source(cfg, None)
+    data, store = _load(cfg, source, None)
+    g = _graph(cfg, store=store, force=None, progress=None)
+    g.offline = True
+    tested: dict[int, _Predicted] = {}
+    training: dict[int, _Predicted] = {}
+    for k in cfg.folds:
+        tested[k], own_predicted = _fold(cfg, g, k=k, data=data)
+        if own_predicted is not None:
+            training[k] = own_predicted
+    volumes = [v for k in cfg.folds for v in g.volumes(tested[k])]
+    if _detects(cfg):
+        volumes = _with_patch_probs(cfg, g, volumes, data=data, tested=tested, training=training)
+    return volumes, {f"{c.patient}_{c.phase}": c.image for c in data.cases}
+
+
 def _run_graph(cfg: RunConfig, g: _Graph, *, data: _Data, t_start: float) -> Summary:
     out, protocol = cfg.out, cfg.protocol
-    in_sample = _in_sample(cfg)
     tested: dict[int, _Predicted] = {}
     training: dict[int, _Predicted] = {}  # in-sample: fold k's predictions of its own training patients
     rows: list[dict[str, Any]] = []
     calib = None
     brier, voxels = 0.0, 0
     for k in cfg.folds:
-        test, own = data.split(k)
-        predicted, own_predicted = _predictions(cfg, g, k=k, data=data)
-        tested[k] = _Predicted(fold=k, cases=test, predictions=predicted,
-                               maps=g.maps(k, role="test", cases=test, predicted=predicted),
-                               failures=g.failures(k, role="test", cases=test, predicted=predicted))
-        scored = g.score(k, test, predicted)
+        tested[k], own_predicted = _fold(cfg, g, k=k, data=data)
+        if own_predicted is not None:
+            training[k] = own_predicted
+        scored = g.score(k, tested[k].cases, tested[k].predictions)
         rows += json.loads((scored.path / "rows.json").read_text())
         cal = json.loads((scored.path / "calibration.json").read_text())
         calib = np.asarray(cal["counts"]) + (0 if calib is None else calib)
         brier, voxels = brier + cal["brier_sum"], voxels + cal["voxels"]
-        _link_nifti(out / f"fold{k}" / "nifti", [predicted, tested[k].maps, scored])
-        if own_predicted is not None:
-            training[k] = _Predicted(fold=k, cases=own, predictions=own_predicted,
-                                     maps=g.maps(k, role="training", cases=own, predicted=own_predicted),
-                                     failures=g.failures(k, role="training", cases=own, predicted=own_predicted))
+        _link_nifti(out / f"fold{k}" / "nifti", [tested[k].predictions, tested[k].maps, scored])
     assert calib is not None
     volumes = [v for k in cfg.folds for v in g.volumes(tested[k])]
     notes: list[str] = []
@@ -511,15 +565,8 @@ def _run_graph(cfg: RunConfig, g: _Graph, *, data: _Data, t_start: float) -> Sum
     calibration_summary = evaluation.calibration_summary(calib, brier, voxels)
     curves = effort = significance = None
     detection_rows: list[dict[str, Any]] = []
-    if cfg.detector and (in_sample or len(cfg.folds) > 1):
-        images = {f"{c.patient}_{c.phase}": c.image for c in data.cases}
-        probs: dict[str, np.ndarray] = {}
-        for k in cfg.folds:
-            detected = g.detect(k, fit=_fit_set(protocol.detector_training, k, tested=tested, training=training),
-                                test=tested[k], images=images)
-            with np.load(detected.path / "probs.npz") as z:
-                probs |= {name: z[name] for name in z.files}
-        volumes = [replace(v, patch_probs=probs[f"{v.patient}_{v.phase}"]) for v in volumes]
+    if _detects(cfg):
+        volumes = _with_patch_probs(cfg, g, volumes, data=data, tested=tested, training=training)
         detection_rows = _correct(cfg, volumes, rows)
         t0 = time.perf_counter()
         curves = evaluation.detection_summary(volumes, protocol)

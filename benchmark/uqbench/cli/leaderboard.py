@@ -1,0 +1,63 @@
+"""`uqbench submit` (a finished run -> one entry file) and `uqbench leaderboard` (entries -> boards)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from uqbench.cli.app import app, console
+from uqbench.files import write_atomic
+from uqbench.leaderboard import boards, entries
+
+Leaderboards = Annotated[Path, typer.Option(
+    "--leaderboards", help="The leaderboards folder: entries/ and the boards made from them.")]
+
+
+@app.command("submit")
+def submit_cmd(
+    run: Annotated[Path, typer.Argument(help="A finished run folder (all folds, the methods' own recipes).")],
+    note: Annotated[str | None, typer.Option(
+        "--note", help=f"One line shown with the row (at most {entries.NOTE_LIMIT} characters; escaped).")] = None,
+    replace: Annotated[bool, typer.Option(
+        "--replace", help="Replace the board's entry of the same method.")] = False,
+    leaderboards: Leaderboards = Path("leaderboards"),
+) -> None:
+    """Check a finished run and write its entry to leaderboards/entries/ (then run `uqbench leaderboard`)."""
+    entry = entries.from_run(run, note=note)
+    path = entries.write(leaderboards / "entries", entry, replace_existing=replace)
+    console.print(f"wrote {path} (board {entry.board}: mean foreground Dice {entry.results.mean_foreground_dice:.3f}"
+                  + (f", corrected {entry.results.mean_foreground_dice_corrected:.3f}"
+                     if entry.results.mean_foreground_dice_corrected is not None else "")
+                  + "); now run `uqbench leaderboard`", markup=False, highlight=False)
+
+
+@app.command("leaderboard")
+def leaderboard_cmd(
+    check: Annotated[bool, typer.Option(
+        "--check", help="Write nothing; exit 1 when the boards differ from what the entries make.")] = False,
+    leaderboards: Leaderboards = Path("leaderboards"),
+) -> None:
+    """Make every board (markdown and CSV) from leaderboards/entries/: one per dataset, profile and protocol."""
+    made = boards.render(entries.read_all(leaderboards / "entries"), leaderboards)
+    old = boards.stale(leaderboards, made)
+    if check:
+        differ = [name for name, text in made.items()
+                  if not (leaderboards / name).is_file() or (leaderboards / name).read_text() != text]
+        if differ or old:
+            console.print(f"leaderboards out of date: {', '.join(differ + old)} (run `uqbench leaderboard`)",
+                          markup=False, highlight=False)
+            raise typer.Exit(1)
+        console.print(f"{len(made) // 2} board(s) match their entries", markup=False, highlight=False)
+        return
+    for name, text in made.items():
+        _write_text(leaderboards / name, text)
+    for name in old:
+        (leaderboards / name).unlink()
+    console.print(f"wrote {len(made) // 2} board(s) under {leaderboards}"
+                  + (f"; removed {', '.join(old)}" if old else ""), markup=False, highlight=False)
+
+
+def _write_text(path: Path, text: str) -> None:
+    write_atomic(path, lambda tmp: tmp.write_text(text))

@@ -1,0 +1,2 @@
+"""Leaderboards: entries made from finished runs (``uqbench submit``) and the boards made from them
+(``uqbench leaderboard``)."""

@@ -1,0 +1,223 @@
+"""`uqbench submit` and `uqbench leaderboard`: entries from real runs of a third-party plugin (the example, whose own
+recipe is tiny, so a 4-fold run is submittable: the `example_runs` fixture), every refusal, the boards, their
+escaping and `--check`."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from uqbench.leaderboard import boards, entries
+from uqbench.protocol.detection import Froc
+
+
+def _entry_files(board_dir: Path) -> list[Path]:
+    return sorted((board_dir / "entries").glob("*.json"))
+
+
+@pytest.mark.usefixtures("example_plugin")
+def test_submitted_runs_make_a_ranked_board_that_check_accepts(example_runs: Path, tmp_path: Path, cli) -> None:
+    lb = tmp_path / "leaderboards"
+    for run in ("full", "maxprob"):
+        code, out, err = cli("submit", str(example_runs / run), "--leaderboards", str(lb))
+        assert code == 0, err
+        assert "wrote" in out
+    files = _entry_files(lb)
+    assert [f.name for f in files] == [
+        "example-folder-quick-uqbench--example-net-example-l2-example-maxvar-example-everywhere.json",
+        "example-folder-quick-uqbench--example-net-example-l2-maxprob-example-everywhere.json"]
+    record = json.loads(files[0].read_text())
+    summary = json.loads((example_runs / "full" / "summary.json").read_text())
+    assert record["schema_version"] == entries.SCHEMA_VERSION
+    assert record["method"]["segmenter"] == {"spec": "example-net", "distribution": "uqbench-example",
+                                             "version": "0.1.0"}
+    assert record["results"]["mean_foreground_dice_corrected"] == summary["corrected"]["mean_foreground_dice"]
+    assert record["results"]["dice"]["ES"]["LV"] == summary["segmentation"]["dice"]["ES"]["LV"]
+    assert record["fold_split"] == summary["provenance"]["fold_split"] and record["folds"] == [0, 1, 2, 3]
+    assert record["protocol"]["hash"] == summary["protocol"]["hash"]
+    train = sum(s["device_s"] for s in summary["stages"] if s["stage"] == "train")
+    assert record["cost"]["device_s"]["train"] == pytest.approx(train, abs=0.1)
+
+    code, out, err = cli("leaderboard", "--leaderboards", str(lb))
+    assert code == 0, err
+    board = (lb / "example-folder-quick-uqbench.md").read_text()
+    table = pd.read_csv(lb / "example-folder-quick-uqbench.csv")
+    assert list(table["uncertainty"]) in (["example-maxvar", "maxprob"], ["maxprob", "example-maxvar"])
+    assert list(table["rank"]) == sorted(table["rank"])
+    best = table["mean_foreground_dice_corrected"].round(3).max()
+    assert f"**{best:.3f}**" in board
+    assert "protocol uqbench (" + record["protocol"]["hash"] + ")" in board.splitlines()[0]
+    assert "uqbench-example 0.1.0" in board  # the provenance line names the distribution
+    assert cli("leaderboard", "--check", "--leaderboards", str(lb))[0] == 0
+
+    (lb / "example-folder-quick-uqbench.md").write_text(board.replace("| 1 |", "| 2 |", 1))
+    code, out, _ = cli("leaderboard", "--check", "--leaderboards", str(lb))
+    assert code == 1 and "example-folder-quick-uqbench.md" in out
+    (lb / "old-board.md").write_text("# gone\n")
+    cli("leaderboard", "--leaderboards", str(lb))
+    assert not (lb / "old-board.md").exists()
+    assert cli("leaderboard", "--check", "--leaderboards", str(lb))[0] == 0
+
+
+@pytest.mark.usefixtures("example_plugin")
+@pytest.mark.parametrize(("run", "reason"), [
+    ("smoke", r"ran with overridden iterations 3 \(the quick recipe has 20\)"),
+    ("two-folds", r"ran folds 0,1; an entry needs all folds 0..3"),
+])
+def test_submit_refuses_a_smoke_or_partial_fold_run(example_runs: Path, tmp_path: Path, cli, run: str,
+                                                    reason: str) -> None:
+    code, _, err = cli("submit", str(example_runs / run), "--leaderboards", str(tmp_path / "lb"))
+    assert code == 2 and re.search(reason, err) and str(example_runs / run) in err
+    assert not (tmp_path / "lb").exists()
+
+
+@pytest.mark.usefixtures("example_plugin")
+def test_submit_refuses_a_failed_or_unfinished_run(example_runs: Path, tmp_path: Path, cli) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(example_runs / "full", run)
+    (run / "summary.json").unlink()  # a run that failed or was stopped never writes its summary
+    code, _, err = cli("submit", str(run), "--leaderboards", str(tmp_path / "lb"))
+    assert code == 2 and "not a finished run" in err and "summary.json: missing" in err
+    code, _, err = cli("submit", str(tmp_path / "nothing"), "--leaderboards", str(tmp_path / "lb"))
+    assert code == 2 and "config.json: missing (not a run folder)" in err
+
+
+@pytest.mark.usefixtures("example_plugin")
+def test_submit_refuses_a_run_whose_cases_do_not_match_its_summary(example_runs: Path, tmp_path: Path, cli) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(example_runs / "full", run)
+    cases = pd.read_csv(run / "cases.csv")
+    cases[cases["patient"] != cases["patient"].iloc[0]].to_csv(run / "cases.csv", index=False)
+    code, _, err = cli("submit", str(run), "--leaderboards", str(tmp_path / "lb"))
+    assert code == 2 and "cases.csv: 6 volumes, summary.json scored 8" in err
+
+
+@pytest.mark.usefixtures("example_plugin")
+def test_submit_refuses_another_protocol_split_or_data_on_one_board(example_runs: Path, tmp_path: Path, cli) -> None:
+    lb = tmp_path / "lb"
+    assert cli("submit", str(example_runs / "full"), "--leaderboards", str(lb))[0] == 0
+    first = _entry_files(lb)[0]
+    original = first.read_text()
+    for field, value, says in ((("protocol", "hash"), "0123456789ab", "protocol uqbench has hash"),
+                               (("fold_split",), "f" * 64, "fold split is"),
+                               (("dataset", "fingerprint"), "e" * 64, "dataset fingerprint is")):
+        record = json.loads(original)
+        where = record
+        for part in field[:-1]:
+            where = where[part]
+        where[field[-1]] = value  # the board's entry as another uqbench, split or dataset would have made it
+        first.write_text(json.dumps(record))
+        code, _, err = cli("submit", str(example_runs / "maxprob"), "--leaderboards", str(lb))
+        assert code == 2 and says in err and f"where {first.name} has" in err and "cannot share a board" in err
+    assert len(_entry_files(lb)) == 1
+
+
+@pytest.mark.usefixtures("example_plugin")
+def test_submit_refuses_the_same_method_twice_unless_replaced(example_runs: Path, tmp_path: Path, cli) -> None:
+    lb = tmp_path / "lb"
+    assert cli("submit", str(example_runs / "full"), "--leaderboards", str(lb))[0] == 0
+    code, _, err = cli("submit", str(example_runs / "full"), "--leaderboards", str(lb))
+    assert code == 2 and "already has this method (--replace to replace it)" in err
+    code, _, err = cli("submit", str(example_runs / "full"), "--note", "second try", "--replace",
+                       "--leaderboards", str(lb))
+    assert code == 0, err
+    assert json.loads(_entry_files(lb)[0].read_text())["note"] == "second try"
+
+
+@pytest.mark.usefixtures("example_plugin")
+def test_submit_refuses_a_note_of_more_than_one_line(example_runs: Path, tmp_path: Path, cli) -> None:
+    code, _, err = cli("submit", str(example_runs / "full"), "--note", "one\ntwo",
+                       "--leaderboards", str(tmp_path / "lb"))
+    assert code == 2 and "--note: one line" in err
+
+
+@pytest.mark.usefixtures("example_plugin")
+@pytest.mark.parametrize(("edit", "says"), [
+    (lambda r: r.pop("cost"), "missing field(s) cost"),
+    (lambda r: r.update(extra=1), "unexpected field(s) extra"),
+    (lambda r: r["results"].update(ece="low"), "entry.results.ece: expected a number"),
+    (lambda r: r["results"].update(aurc=float("nan")), "entry.results.aurc: nan is not a finite number"),
+    (lambda r: r["results"].update(slice_ap=None), "present exactly when a detector is"),
+    (lambda r: r.update(folds=[0, 1]), "an entry covers all folds"),
+    (lambda r: r.update(schema_version=0), "entry schema version 0"),
+])
+def test_leaderboard_check_refuses_an_entry_that_breaks_the_schema(example_runs: Path, tmp_path: Path, cli, edit,
+                                                                  says: str) -> None:
+    lb = tmp_path / "lb"
+    assert cli("submit", str(example_runs / "full"), "--leaderboards", str(lb))[0] == 0
+    assert cli("leaderboard", "--leaderboards", str(lb))[0] == 0
+    path = _entry_files(lb)[0]
+    record = json.loads(path.read_text())
+    edit(record)
+    path.write_text(json.dumps(record))
+    code, _, err = cli("leaderboard", "--check", "--leaderboards", str(lb))
+    assert code == 2 and str(path) in err and says in err
+
+
+HOSTILE = {"segmenter": "a|b", "uncertainty": "<img src=x onerror=alert(1)>", "detector": "**bold** [x](y) `c`",
+           "loss": "=cmd|' /C calc'!A0"}
+
+
+@pytest.mark.usefixtures("example_plugin")
+def test_hostile_names_and_notes_cannot_break_a_table_or_inject_markup(example_runs: Path, tmp_path: Path, cli) -> None:
+    lb = tmp_path / "lb"
+    assert cli("submit", str(example_runs / "full"), "--leaderboards", str(lb))[0] == 0
+    path = _entry_files(lb)[0]
+    record = json.loads(path.read_text())
+    for kind, name in HOSTILE.items():
+        record["method"][kind]["spec"] = name
+        record["method"][kind]["distribution"] = name
+    record["note"] = "| </table> <script>x</script> $x$ ~~y~~"
+    entry = entries.parse(record, "test")
+    path.unlink()
+    (lb / "entries" / f"{entry.file_stem}.json").write_text(json.dumps(record))
+    assert cli("leaderboard", "--leaderboards", str(lb))[0] == 0
+    board = (lb / "example-folder-quick-uqbench.md").read_text()
+    for bad in ("<img", "<script", "</table>", "**bold**", "[x](y)", "`c`", "$x$", "~~y~~"):
+        assert bad not in board
+    tables, rows = [], []  # each table's rows: consecutive lines that start with a bar
+    for line in [*board.splitlines(), ""]:
+        if line.startswith("|"):
+            rows.append(line)
+        elif rows:
+            tables.append(rows)
+            rows = []
+    assert len(tables) == 4
+    for rows in tables:  # every row has its header's columns
+        assert {_columns(r) for r in rows} == {_columns(rows[0])}, rows
+    table = pd.read_csv(lb / "example-folder-quick-uqbench.csv")
+    assert table.loc[0, "segmenter"] == "a|b" and table.loc[0, "loss"] == "'" + HOSTILE["loss"]
+    assert cli("leaderboard", "--check", "--leaderboards", str(lb))[0] == 0
+
+
+def _columns(line: str) -> int:
+    """Cells in a markdown table row: bars that are not escaped, less one."""
+    return len(re.findall(r"(?<!\\)\|", line)) - 1
+
+
+def test_markdown_escaping_keeps_text_literal() -> None:
+    assert boards.md("a|b") == "a\\|b"
+    assert boards.md("<img src=x>") == "&lt;img src=x&gt;"
+    assert boards.md("**b** _i_ `c` [l](u) ~~s~~ $m$ \\") == \
+        "\\*\\*b\\*\\* \\_i\\_ \\`c\\` \\[l\\](u) \\~\\~s\\~\\~ \\$m\\$ \\\\"
+    assert boards.md("one\ntwo\x00") == "one two"
+    assert boards.csv_cell("=1+1") == "'=1+1" and boards.csv_cell("drn") == "drn"
+
+
+def test_froc_sensitivity_is_the_best_at_or_below_the_false_positives() -> None:
+    froc = Froc(convention="pooled", threshold=[0.0, 0.3, 0.6, 1.0], sensitivity=[1.0, 0.8, 0.5, 0.0],
+                false_positives_per_volume=[12.0, 5.0, 1.5, 0.0])
+    assert [entries.froc_sensitivity(froc, fp) for fp in (1, 2, 5, 10, 20)] == [0.0, 0.5, 0.8, 0.8, 1.0]
+
+
+def test_ranks_tie_on_the_dice_shown() -> None:
+    class E:
+        def __init__(self, dice: float) -> None:
+            self.ranking_dice = dice
+
+    assert boards.ranks([E(0.9), E(0.8), E(0.9001), E(0.7)]) == [1, 3, 1, 4]  # type: ignore[list-item]
