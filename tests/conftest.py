@@ -131,7 +131,8 @@ def _run(*args: str) -> None:
 @pytest.fixture(scope="session")
 def example_runs(example_site: Path, tiny_phantom: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """Real runs of the example plugin on the 4-patient phantom: all folds with its own recipe ("full"), the same
-    with the built-in one-pass map ("maxprob"), with --iterations ("smoke") and on two folds ("two-folds")."""
+    with the built-in one-pass map ("maxprob"), with --iterations ("smoke"), on two folds ("two-folds") and with
+    --samples 2 instead of the map's 4 ("two-samples")."""
     root = tmp_path_factory.mktemp("runs")
     sys.path.insert(0, str(example_site))
     os.environ["UQBENCH_PLUGINS"] = "uqbench,uqbench-example"
@@ -143,6 +144,7 @@ def example_runs(example_site: Path, tiny_phantom: Path, tmp_path_factory: pytes
     _run(*METHOD, *data, "--uncertainty", "maxprob", "--out", str(root / "maxprob"))
     _run(*METHOD, *data, "--iterations", "3", "--out", str(root / "smoke"))
     _run(*METHOD, *data, "--folds", "0,1", "--out", str(root / "two-folds"))
+    _run(*METHOD, *data, "--samples", "2", "--out", str(root / "two-samples"))
     sys.path.remove(str(example_site))
     sys.modules.pop("uqbench_example", None)
     os.environ["UQBENCH_PLUGINS"] = "uqbench"

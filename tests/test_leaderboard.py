@@ -23,8 +23,8 @@ def _entry_files(board_dir: Path) -> list[Path]:
 @pytest.mark.usefixtures("example_plugin")
 def test_submitted_runs_make_a_ranked_board_that_check_accepts(example_runs: Path, tmp_path: Path, cli) -> None:
     lb = tmp_path / "leaderboards"
-    for run in ("full", "maxprob"):
-        code, out, err = cli("submit", str(example_runs / run), "--leaderboards", str(lb))
+    for run, extra in (("full", ["--report"]), ("maxprob", [])):
+        code, out, err = cli("submit", str(example_runs / run), "--leaderboards", str(lb), *extra)
         assert code == 0, err
         assert "wrote" in out
     files = _entry_files(lb)
@@ -53,6 +53,9 @@ def test_submitted_runs_make_a_ranked_board_that_check_accepts(example_runs: Pat
     assert f"**{best:.3f}**" in board
     assert "protocol uqbench (" + record["protocol"]["hash"] + ")" in board.splitlines()[0]
     assert "uqbench-example 0.1.0" in board  # the provenance line names the distribution
+    report = f"reports/{files[0].stem}/report.md"
+    assert (lb / report).is_file() and not list((lb / report).parent.glob("*example*"))  # not the phantom reader
+    assert board.count("[report](") == 1 and f"[report]({report})" in board  # only the row that has one
     assert cli("leaderboard", "--check", "--leaderboards", str(lb))[0] == 0
 
     (lb / "example-folder-quick-uqbench.md").write_text(board.replace("| 1 |", "| 2 |", 1))
@@ -68,9 +71,10 @@ def test_submitted_runs_make_a_ranked_board_that_check_accepts(example_runs: Pat
 @pytest.mark.parametrize(("run", "reason"), [
     ("smoke", r"ran with overridden iterations 3 \(the quick recipe has 20\)"),
     ("two-folds", r"ran folds 0,1; an entry needs all folds 0..3"),
+    ("two-samples", r"ran with --samples 2; map 'example-maxvar' is defined with T=4"),
 ])
-def test_submit_refuses_a_smoke_or_partial_fold_run(example_runs: Path, tmp_path: Path, cli, run: str,
-                                                    reason: str) -> None:
+def test_submit_refuses_a_smoke_partial_fold_or_other_sample_count_run(example_runs: Path, tmp_path: Path, cli,
+                                                                       run: str, reason: str) -> None:
     code, _, err = cli("submit", str(example_runs / run), "--leaderboards", str(tmp_path / "lb"))
     assert code == 2 and re.search(reason, err) and str(example_runs / run) in err
     assert not (tmp_path / "lb").exists()
@@ -85,6 +89,21 @@ def test_submit_refuses_a_failed_or_unfinished_run(example_runs: Path, tmp_path:
     assert code == 2 and "not a finished run" in err and "summary.json: missing" in err
     code, _, err = cli("submit", str(tmp_path / "nothing"), "--leaderboards", str(tmp_path / "lb"))
     assert code == 2 and "config.json: missing (not a run folder)" in err
+
+
+@pytest.mark.usefixtures("example_plugin")
+@pytest.mark.parametrize(("damage", "says"), [
+    (lambda run: (run / "detection.csv").unlink(), "detection.csv: missing (the run did not finish detection)"),
+    (lambda run: (run / "config.json").write_text((run / "config.json").read_text().replace(
+        '"profile": "quick"', '"profile": "paper"')), "summary.json and config.json describe different runs"),
+])
+def test_submit_refuses_a_run_folder_whose_files_disagree(example_runs: Path, tmp_path: Path, cli, damage,
+                                                          says: str) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(example_runs / "full", run)
+    damage(run)
+    code, _, err = cli("submit", str(run), "--leaderboards", str(tmp_path / "lb"))
+    assert code == 2 and says in err
 
 
 @pytest.mark.usefixtures("example_plugin")

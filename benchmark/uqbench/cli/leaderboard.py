@@ -22,11 +22,21 @@ def submit_cmd(
         "--note", help=f"One line shown with the row (at most {entries.NOTE_LIMIT} characters; escaped).")] = None,
     replace: Annotated[bool, typer.Option(
         "--replace", help="Replace the board's entry of the same method.")] = False,
+    report: Annotated[bool, typer.Option(
+        "--report", help="Also write the run's report to leaderboards/reports/<entry>/, which the board links "
+                         "(example slices only of the phantom: real images are never committed); needs "
+                         "pip install 'uqbench\\[report]'.")] = False,
     leaderboards: Leaderboards = Path("leaderboards"),
 ) -> None:
     """Check a finished run and write its entry to leaderboards/entries/ (then run `uqbench leaderboard`)."""
     entry = entries.from_run(run, note=note)
     path = entries.write(leaderboards / "entries", entry, replace_existing=replace)
+    if report:
+        from uqbench.report import build
+
+        folder = leaderboards / "reports" / entry.file_stem
+        build([run], folder, examples=entry.dataset.name == "phantom")
+        console.print(f"wrote the report {folder / 'report.md'}", markup=False, highlight=False, soft_wrap=True)
     console.print(f"wrote {path} (board {entry.board}: mean foreground Dice {entry.results.mean_foreground_dice:.3f}"
                   + (f", corrected {entry.results.mean_foreground_dice_corrected:.3f}"
                      if entry.results.mean_foreground_dice_corrected is not None else "")

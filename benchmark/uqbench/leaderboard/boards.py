@@ -41,23 +41,21 @@ def csv_cell(text: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class _Column:
-    """One numeric column: its heading, how to read it from an entry, whether more is better, the format."""
+    """One numeric column: its heading, how to read it from an entry, whether more is better, the digits shown."""
 
     heading: str
     value: Callable[[Entry], float | None]
     higher: bool
     digits: int
+    sd: Callable[[Entry], float | None] | None = None  # shown as "mean ± sd"
 
 
-def _stat(table: Callable[[Entry], ByPhaseClass | None], phase: str, cls: str) -> Callable[[Entry], float | None]:
+def _stat(metric: str, phase: str, cls: str, part: str) -> Callable[[Entry], float | None]:
+    """Reads ``results.<metric>[phase][cls].<part>`` ("mean" or "sd"); None where the table is absent."""
     def value(e: Entry) -> float | None:
-        t = table(e)
-        return None if t is None else t[phase][cls].mean
+        table: ByPhaseClass | None = getattr(e.results, metric)
+        return None if table is None else float(getattr(table[phase][cls], part))
     return value
-
-
-def _sd(table: ByPhaseClass | None, phase: str, cls: str) -> float | None:
-    return None if table is None else table[phase][cls].sd
 
 
 def _mean_hd(corrected: bool) -> Callable[[Entry], float | None]:
@@ -88,16 +86,11 @@ RANKING = [
 ]
 
 
-def _per_structure(metric: str, higher: bool, digits: int) -> list[tuple[_Column, _Column]]:
-    """(segmentation-only, corrected) column pairs per phase and structure."""
-    pairs = []
-    for phase in PHASES:
-        for cls in STRUCTURES:
-            seg = _Column(f"{phase} {cls}", _stat(lambda e: getattr(e.results, metric), phase, cls), higher, digits)
-            fix = _Column(f"{phase} {cls} corr.", _stat(lambda e: getattr(e.results, metric + "_corrected"), phase,
-                                                        cls), higher, digits)
-            pairs.append((seg, fix))
-    return pairs
+def _per_structure(metric: str, higher: bool, digits: int) -> list[_Column]:
+    """Per phase and structure, the segmentation-only column, then the corrected one."""
+    return [_Column(f"{phase} {cls}{label}", _stat(metric + suffix, phase, cls, "mean"), higher, digits,
+                    sd=_stat(metric + suffix, phase, cls, "sd"))
+            for phase in PHASES for cls in STRUCTURES for suffix, label in (("", ""), ("_corrected", " corr."))]
 
 
 def ranks(entries: Sequence[Entry]) -> list[int]:
@@ -189,18 +182,10 @@ def markdown(name: str, entries: Sequence[Entry], root: Path) -> str:
     lines += ["## Ranking", "", *_table(head, body), ""]
     for title, metric, higher, digits in (("Dice per phase and structure", "dice", True, 3),
                                           ("Hausdorff distance (mm) per phase and structure", "hd", False, 1)):
-        pairs = _per_structure(metric, higher, digits)
-        columns = [c for pair in pairs for c in pair]
+        columns = _per_structure(metric, higher, digits)
         best = _best(columns, entries_in_order)
-        body = []
-        for rank, e in rows:
-            seg, fix = getattr(e.results, metric), getattr(e.results, metric + "_corrected")
-            cells = []
-            for (phase, cls), c, b in zip(((p, s) for p in PHASES for s in STRUCTURES for _ in (0, 1)), columns,
-                                          best, strict=True):
-                table = fix if c.heading.endswith("corr.") else seg
-                cells.append(_cell(c.value(e), c.digits, b, _sd(table, phase, cls)))
-            body.append([str(rank), method_label(e), *cells])
+        body = [[str(rank), method_label(e), *[_cell(c.value(e), c.digits, b, c.sd(e) if c.sd else None)
+                                                for c, b in zip(columns, best, strict=True)]] for rank, e in rows]
         lines += [f"## {title}", "", "Segmentation only, then after simulated correction (corr.): mean ± sd.", "",
                   *_table(["rank", "method", *[c.heading for c in columns]], body), ""]
     indices = list(first.results.clinical_units)
