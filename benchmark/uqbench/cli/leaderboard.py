@@ -18,6 +18,7 @@ Leaderboards = Annotated[Path, typer.Option(
 @app.command("submit")
 def submit_cmd(
     run: Annotated[Path, typer.Argument(help="A finished run folder (all folds, the methods' own recipes).")],
+    *,
     note: Annotated[str | None, typer.Option(
         "--note", help=f"One line shown with the row (at most {entries.NOTE_LIMIT} characters; escaped).")] = None,
     replace: Annotated[bool, typer.Option(

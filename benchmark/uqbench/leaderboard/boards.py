@@ -39,7 +39,7 @@ def csv_cell(text: str) -> str:
     return "'" + text if text[:1] in ("=", "+", "-", "@") else text
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class _Column:
     """One numeric column: its heading, how to read it from an entry, whether more is better, the digits shown."""
 
@@ -73,23 +73,24 @@ def _mae(corrected: bool, index: str) -> Callable[[Entry], float | None]:
 
 
 RANKING = [
-    _Column("Dice", lambda e: e.results.mean_foreground_dice, True, 3),
-    _Column("Dice corrected", lambda e: e.results.mean_foreground_dice_corrected, True, 3),
-    _Column("HD mm", _mean_hd(False), False, 2),
-    _Column("HD mm corrected", _mean_hd(True), False, 2),
-    _Column("slice AP", lambda e: e.results.slice_ap, True, 3),
-    _Column(f"sensitivity @{FROC_SHOWN} FP", lambda e: (e.results.froc_sensitivity or {}).get(FROC_SHOWN), True, 3),
-    _Column("effort AUC", lambda e: e.results.effort_auc_slices, True, 3),
-    _Column("AURC", lambda e: e.results.aurc, False, 4),
-    _Column("e-AURC", lambda e: e.results.e_aurc, False, 4),
-    _Column("ECE", lambda e: e.results.ece, False, 4),
+    _Column(heading="Dice", value=lambda e: e.results.mean_foreground_dice, higher=True, digits=3),
+    _Column(heading="Dice corrected", value=lambda e: e.results.mean_foreground_dice_corrected, higher=True, digits=3),
+    _Column(heading="HD mm", value=_mean_hd(False), higher=False, digits=2),
+    _Column(heading="HD mm corrected", value=_mean_hd(True), higher=False, digits=2),
+    _Column(heading="slice AP", value=lambda e: e.results.slice_ap, higher=True, digits=3),
+    _Column(heading=f"sensitivity @{FROC_SHOWN} FP",
+            value=lambda e: (e.results.froc_sensitivity or {}).get(FROC_SHOWN), higher=True, digits=3),
+    _Column(heading="effort AUC", value=lambda e: e.results.effort_auc_slices, higher=True, digits=3),
+    _Column(heading="AURC", value=lambda e: e.results.aurc, higher=False, digits=4),
+    _Column(heading="e-AURC", value=lambda e: e.results.e_aurc, higher=False, digits=4),
+    _Column(heading="ECE", value=lambda e: e.results.ece, higher=False, digits=4),
 ]
 
 
 def _per_structure(metric: str, higher: bool, digits: int) -> list[_Column]:
     """Per phase and structure, the segmentation-only column, then the corrected one."""
-    return [_Column(f"{phase} {cls}{label}", _stat(metric + suffix, phase, cls, "mean"), higher, digits,
-                    sd=_stat(metric + suffix, phase, cls, "sd"))
+    return [_Column(heading=f"{phase} {cls}{label}", value=_stat(metric + suffix, phase, cls, "mean"),
+                    higher=higher, digits=digits, sd=_stat(metric + suffix, phase, cls, "sd"))
             for phase in PHASES for cls in STRUCTURES for suffix, label in (("", ""), ("_corrected", " corr."))]
 
 
@@ -112,7 +113,7 @@ def _best(columns: Sequence[_Column], entries: Sequence[Entry]) -> list[float | 
     return out
 
 
-def _cell(value: float | None, digits: int, best: float | None, sd: float | None = None) -> str:
+def _cell(value: float | None, digits: int, best: float | None, *, sd: float | None = None) -> str:
     if value is None or not math.isfinite(value):
         return "-"
     text = f"{value:.{digits}f}"
@@ -184,12 +185,12 @@ def markdown(name: str, entries: Sequence[Entry], root: Path) -> str:
                                           ("Hausdorff distance (mm) per phase and structure", "hd", False, 1)):
         columns = _per_structure(metric, higher, digits)
         best = _best(columns, entries_in_order)
-        body = [[str(rank), method_label(e), *[_cell(c.value(e), c.digits, b, c.sd(e) if c.sd else None)
+        body = [[str(rank), method_label(e), *[_cell(c.value(e), c.digits, b, sd=c.sd(e) if c.sd else None)
                                                 for c, b in zip(columns, best, strict=True)]] for rank, e in rows]
         lines += [f"## {title}", "", "Segmentation only, then after simulated correction (corr.): mean ± sd.", "",
                   *_table(["rank", "method", *[c.heading for c in columns]], body), ""]
     indices = list(first.results.clinical_units)
-    columns = [_Column(f"{i} MAE{' corr.' if fixed else ''}", _mae(fixed, i), False, 1)
+    columns = [_Column(heading=f"{i} MAE{' corr.' if fixed else ''}", value=_mae(fixed, i), higher=False, digits=1)
                for i in indices for fixed in (False, True)]
     best = _best(columns, entries_in_order)
     body = []
