@@ -199,8 +199,8 @@ def entry_record(summary: Summary, cfg: run_config.RunConfig, *, note: str | Non
     wall: dict[str, float] = {}
     device: dict[str, float] = {}
     for s in summary.stages:
-        wall[s.stage] = round(wall.get(s.stage, 0.0) + s.wall_s, 1)
-        device[s.stage] = round(device.get(s.stage, 0.0) + s.device_s, 1)
+        wall[s.stage] = wall.get(s.stage, 0.0) + s.wall_s
+        device[s.stage] = device.get(s.stage, 0.0) + s.device_s
     results = {
         "mean_foreground_dice": seg.mean_foreground_dice,
         "mean_foreground_dice_corrected": fixed.mean_foreground_dice if fixed else None,
@@ -230,7 +230,8 @@ def entry_record(summary: Summary, cfg: run_config.RunConfig, *, note: str | Non
         "external": False,  # a uqbench run's own predictions
         "results": to_json(results),
         "cost": {"device": summary.device, "device_name": prov.device_name, "precision": prov.precision,
-                 "cpu_threads": prov.cpu_threads, "wall_s": wall, "device_s": device},
+                 "cpu_threads": prov.cpu_threads, "wall_s": {k: round(v, 1) for k, v in wall.items()},
+                 "device_s": {k: round(v, 1) for k, v in device.items()}},
         "software": {"uqbench": prov.uqbench, "git_commit": prov.git_commit, "torch": prov.torch},
         "note": note,
     }
