@@ -106,17 +106,26 @@ def example_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return site
 
 
+def _install_example(site: Path) -> None:
+    """Put the laid-out example on sys.path and let its distribution load."""
+    from uqbench.registry import reset
+
+    sys.path.insert(0, str(site))
+    os.environ["UQBENCH_PLUGINS"] = "uqbench,uqbench-example"
+    reset()
+
+
+def _remove_example(site: Path) -> None:
+    sys.path.remove(str(site))
+    sys.modules.pop("uqbench_example", None)
+
+
 @pytest.fixture
 def example_plugin(example_site: Path) -> Iterator[None]:
     """The example plugin installed and allowed to load, for one test."""
-    sys.path.insert(0, str(example_site))
-    os.environ["UQBENCH_PLUGINS"] = "uqbench,uqbench-example"
-    from uqbench.registry import reset
-
-    reset()
+    _install_example(example_site)
     yield
-    sys.path.remove(str(example_site))
-    sys.modules.pop("uqbench_example", None)
+    _remove_example(example_site)
 
 
 def _run(*args: str) -> None:
@@ -134,19 +143,16 @@ def example_runs(example_site: Path, tiny_phantom: Path, tmp_path_factory: pytes
     with the built-in one-pass map ("maxprob"), with --iterations ("smoke"), on two folds ("two-folds") and with
     --samples 2 instead of the map's 4 ("two-samples")."""
     root = tmp_path_factory.mktemp("runs")
-    sys.path.insert(0, str(example_site))
-    os.environ["UQBENCH_PLUGINS"] = "uqbench,uqbench-example"
-    from uqbench.registry import reset
-
-    reset()
+    _install_example(example_site)
     data = ["--data", str(tiny_phantom)]
     _run(*METHOD, *data, "--out", str(root / "full"))
     _run(*METHOD, *data, "--uncertainty", "maxprob", "--out", str(root / "maxprob"))
     _run(*METHOD, *data, "--iterations", "3", "--out", str(root / "smoke"))
     _run(*METHOD, *data, "--folds", "0,1", "--out", str(root / "two-folds"))
     _run(*METHOD, *data, "--samples", "2", "--out", str(root / "two-samples"))
-    sys.path.remove(str(example_site))
-    sys.modules.pop("uqbench_example", None)
+    _remove_example(example_site)
     os.environ["UQBENCH_PLUGINS"] = "uqbench"
+    from uqbench.registry import reset
+
     reset()
     yield root

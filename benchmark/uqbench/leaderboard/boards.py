@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from uqbench.api import CLASS_NAMES, PHASES
-from uqbench.leaderboard.entries import FROC_FALSE_POSITIVES, Entry, Index, boards
+from uqbench.leaderboard.entries import FROC_FALSE_POSITIVES, Entry, Index, boards, fp_key
 from uqbench.results.summary import ByPhaseClass
 
 STRUCTURES = CLASS_NAMES[1:]
@@ -238,7 +238,7 @@ def csv(entries: Sequence[Entry]) -> str:
                 row[f"{index}{suffix}_r"] = None if a is None else a.r
         row |= {"aurc": r.aurc, "e_aurc": r.e_aurc, "ece": r.ece, "brier": r.brier, "slice_ap": r.slice_ap}
         for fp in FROC_FALSE_POSITIVES:
-            key = f"{fp:g}"
+            key = fp_key(fp)
             row[f"sensitivity_at_{key}_fp"] = (r.froc_sensitivity or {}).get(key)
         row |= {"effort_auc_slices": r.effort_auc_slices, "effort_auc_patches": r.effort_auc_patches,
                 "device": e.cost.device, "device_name": csv_cell(e.cost.device_name or ""),

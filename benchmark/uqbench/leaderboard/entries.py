@@ -181,7 +181,8 @@ def froc_sensitivity(froc: Froc, false_positives: float) -> float:
     return max(ok, default=0.0)
 
 
-def _fmt_fp(value: float) -> str:
+def fp_key(value: float) -> str:
+    """The key of ``froc_sensitivity`` for ``value`` false positives per volume ("1", "2", "5", "10")."""
     return f"{value:g}"
 
 
@@ -213,7 +214,7 @@ def entry_record(summary: Summary, cfg: run_config.RunConfig, *, note: str | Non
         "aurc": summary.risk_coverage.aurc, "e_aurc": summary.risk_coverage.e_aurc,
         "ece": summary.calibration.pooled.ece, "brier": summary.calibration.brier,
         "slice_ap": curves.slices.ap if curves else None,
-        "froc_sensitivity": {_fmt_fp(fp): froc_sensitivity(curves.froc, fp) for fp in FROC_FALSE_POSITIVES}
+        "froc_sensitivity": {fp_key(fp): froc_sensitivity(curves.froc, fp) for fp in FROC_FALSE_POSITIVES}
         if curves else None,
         "effort_auc_slices": effort.auc_dice_vs_slices if effort else None,
         "effort_auc_patches": effort.auc_dice_vs_patches if effort else None,
