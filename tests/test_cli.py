@@ -41,7 +41,7 @@ def run_main(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
     (["run", "--folds", "0,0"], "--folds '0,0': fold '0' is given twice"),
     (["run", "--seed", "-1"], "--seed -1: must be 0 or more"),
     (["run", "--out", ""], "--out '': name a folder (an empty name would mean the current one)"),
-    (["run", "--profile", "fast"], "--profile 'fast': expected one of quick, paper"),
+    (["run", "--profile", "fast"], "--profile 'fast': expected one of quick, cpu, paper"),
     (["run", "--device", "tpu"], "--device 'tpu': expected auto, cpu or cuda"),
     (["run", "--precision", "fp16"], "--precision 'fp16': expected one of auto, fp32, bf16"),
     (["bench", "infer", "--precision", "half"], "--precision 'half': expected one of auto, fp32, bf16"),

@@ -34,6 +34,7 @@ class Profile(StrEnum):
     """A training recipe family; every output records which one produced it."""
 
     QUICK = "quick"  # CPU recipe for the phantom and smoke tests: small patches, narrow nets, few steps
+    CPU = "cpu"  # the best a 2-core CPU trains on real ACDC in at most 30 minutes a fold
     PAPER = "paper"  # the paper's recipe (section V-A); wants a GPU
 
 

@@ -116,3 +116,10 @@ def test_bad_step_count_is_a_usage_error() -> None:
 
     with pytest.raises(UsageError, match="sresnet:N: N must be a positive integer, got 'many'"):
         registry().create("detector", "sresnet:many")
+
+
+@pytest.mark.parametrize("profile", list(Profile))
+def test_every_profile_trains_sresnet_with_a_recipe_of_its_own_size(profile: Profile) -> None:
+    recipe = sresnet.PROFILES[profile]
+    assert recipe.crop % 8 == 0 and 0 < recipe.lr_decay_every <= recipe.iterations
+    assert (recipe is sresnet.PAPER) == (profile is Profile.PAPER)

@@ -13,7 +13,8 @@ Segmenters = Annotated[list[str], typer.Option("--segmenter", "-s", help=f"Segme
 Uncertainty = Annotated[str, typer.Option("--uncertainty", "-u", help="Uncertainty map: a name from `uqbench "
                                                                         "plugins` (name:arg:... with arguments).")]
 Profile = Annotated[str | None, typer.Option(
-    "--profile", help="Training recipe: quick (CPU) or paper (section V-A); default: paper with CUDA, else quick.")]
+    "--profile", help="Training recipe: quick (phantom, smoke tests), cpu (real ACDC on a 2-core CPU, at most 30 "
+    "minutes a fold) or paper (section V-A); default: paper with CUDA, else quick.")]
 Device = Annotated[str, typer.Option("--device", help="auto (cuda when available), cpu or cuda.")]
 Precision = Annotated[str, typer.Option(
     "--precision", help="auto (bf16 autocast where the device computes bf16 natively, else fp32), fp32 or bf16.")]

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from uqbench import Context, Detector, DetectorExample, Profile, Register, hookimpl
+from uqbench import Context, Detector, DetectorExample, Register, hookimpl
 from uqbench.plugin import grid_shape, patch_max, patch_mean, save_torch
 
 
@@ -81,7 +81,7 @@ class SResNetDetector:
 
         if any(ex.failures is None for ex in examples):
             raise ValueError("sresnet detector: training examples need failure labels")
-        recipe = sresnet.PAPER if ctx.profile is Profile.PAPER else sresnet.QUICK
+        recipe = sresnet.PROFILES[ctx.profile]
         if self.iterations is not None:
             recipe = replace(recipe, iterations=self.iterations)
         self.crop = recipe.crop
