@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -129,3 +130,26 @@ def test_example_figure_shows_six_panels_per_slice_with_the_most_failures() -> N
     slice3_flags = fig.axes[6 + 5].get_images()[1].get_array()  # row 2 (slice 3), column 6: the flagged overlay
     assert not np.ma.getmaskarray(slice3_flags)[:8, :8].any()  # the one patch above 0.5, 8 x 8 voxels
     assert np.ma.getmaskarray(slice3_flags)[8:, :].all() and np.ma.getmaskarray(slice3_flags)[:, 8:].all()
+
+
+def test_examples_show_the_box_around_the_heart_and_no_detector_column_without_one() -> None:
+    import numpy as np
+
+    from uqbench.evaluation import Volume
+    from uqbench.protocol.presets import UQBENCH
+
+    z, y, x = 3, 120, 150
+    ref = np.zeros((z, y, x), np.uint8)
+    ref[1, 40:50, 60:75] = 3  # rows 40-49, columns 60-74
+    pred = np.zeros_like(ref)
+    pred[2, 45:52, 100:101] = 1  # reaches column 100 and row 51
+    v = Volume(patient="p", phase="ES", group="NOR", fold=0, spacing=(10.0, 1.4, 1.4), reference=ref,
+               reference_grid=ref, prediction_grid=pred, uncertainty=np.zeros((z, y, x), np.float16),
+               failures=np.zeros((z, y, x), bool))
+    assert figures.heart_box(v) == ((40 - 24, 52 + 24), (60 - 24, 101 + 24))
+    assert figures.heart_box(v, margin=100) == ((0, 120), (0, 150))  # clipped to the slice
+    assert figures.heart_box(replace(v, reference_grid=ref * 0, prediction_grid=ref * 0)) == ((0, 120), (0, 150))
+    fig = figures.example(v, np.zeros((z, y, x), np.float32), protocol=UQBENCH, title="t")
+    assert [ax.get_title() for ax in fig.axes if ax.get_title()] == \
+        ["image", "reference", "prediction", "failure voxels", "uncertainty"]
+    assert fig.axes[0].get_xlim() == (36 - 0.5, 125 - 0.5) and fig.axes[0].get_ylim() == (76 - 0.5, 16 - 0.5)
