@@ -1,8 +1,8 @@
 """The core's helpers a plugin may use, beside the contracts and value types in ``uqbench``.
 
 This module, ``uqbench`` itself, ``uqbench.hookspecs``, ``uqbench.testing`` (for a plugin's tests) and the pure
-protocol functions in ``uqbench.protocol`` are uqbench's public API: they change only with a note in the
-changelog. Every other module is internal and may change in any release; uqbench's own built-in methods import
+protocol functions in ``uqbench.protocol`` are uqbench's public API: they change only with a note in
+CHANGELOG.md. Every other module is internal and may change in any release; uqbench's own built-in methods import
 nothing else either (tests/test_public_api.py checks it).
 
 - the label and patch grid: ``NUM_CLASSES``, ``CLASS_NAMES``, ``PHASES``, ``GROUPS``, ``PATCH``, and
