@@ -3,6 +3,7 @@ machine cannot change what the suite sees; the cache lives in a temporary folder
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sys
@@ -156,3 +157,29 @@ def example_runs(example_site: Path, tiny_phantom: Path, tmp_path_factory: pytes
 
     reset()
     yield root
+
+
+def to_nnunet(acdc: Path, out: Path) -> Path:
+    """``acdc`` (ACDC layout) rewritten in nnU-Net's raw layout as its ACDC conversion names it:
+    imagesTr/patientNNN_frameFF_0000.nii.gz, labelsTr/patientNNN_frameFF.nii.gz, dataset.json."""
+    from uqbench.data import layout
+
+    (out / "imagesTr").mkdir(parents=True)
+    (out / "labelsTr").mkdir()
+    n = 0
+    for pdir in layout.patient_dirs(acdc):
+        for frame in layout.read_info(pdir).frames.values():
+            image, labels = layout.frame_paths(pdir, frame)
+            shutil.copy(image, out / "imagesTr" / image.name.replace(".nii.gz", "_0000.nii.gz"))
+            shutil.copy(labels, out / "labelsTr" / labels.name.replace("_gt", ""))
+            n += 1
+    (out / "dataset.json").write_text(json.dumps({
+        "channel_names": {"0": "cineMRI"}, "labels": {"background": 0, "RV": 1, "MLV": 2, "LVC": 3},
+        "numTraining": n, "file_ending": ".nii.gz"}))
+    return out
+
+
+@pytest.fixture(scope="session")
+def nnunet_phantom(tiny_phantom: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny phantom in nnU-Net's raw layout (read-only: copy before damaging)."""
+    return to_nnunet(tiny_phantom, tmp_path_factory.mktemp("nnunet") / "Dataset027_ACDC")

@@ -17,6 +17,7 @@ import pytest
 from uqbench import pipeline
 from uqbench.cli import main
 from uqbench.data import nifti
+from uqbench.data.folds import acdc_folds
 from uqbench.kinds import LOSS, SEGMENTER, UNCERTAINTY, Kind
 
 
@@ -41,6 +42,8 @@ def run_main(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
     (["run", "--folds", "0,0"], "--folds '0,0': fold '0' is given twice"),
     (["run", "--seed", "-1"], "--seed -1: must be 0 or more"),
     (["run", "--out", ""], "--out '': name a folder (an empty name would mean the current one)"),
+    (["folds", "--format", "yaml"], "--format 'yaml': expected one of table, json, nnunet"),
+    (["folds", "--format", "nnunet"], "--data goes with --format nnunet"),
     (["run", "--profile", "fast"], "--profile 'fast': expected one of quick, cpu, paper"),
     (["run", "--device", "tpu"], "--device 'tpu': expected auto, cpu or cuda"),
     (["run", "--precision", "fp16"], "--precision 'fp16': expected one of auto, fp32, bf16"),
@@ -202,12 +205,38 @@ def test_data_check_names_every_damaged_file_at_once(monkeypatch: pytest.MonkeyP
     assert code == 2 and len(problems) == 4
     for path in (img, gt, bad, cfg):
         assert any(str(path) in line for line in problems), path
-    assert "4 patients, 8 volumes, 4 problems" in out
+    assert f"{phantom_copy}: 4 problems" in out
 
 
 def test_data_check_clean_folder_exits_0(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
                                          tiny_phantom: Path) -> None:
     code, out, _ = run_main(monkeypatch, capsys, "data", "check", str(tiny_phantom))
+    assert code == 0 and "4 patients, 8 volumes, 0 problems" in out
+
+
+def _as_patient(root: Path, old: str, new: str) -> None:
+    """Rename patient ``old`` to ``new``, its folder and files."""
+    (root / old).rename(root / new)
+    for f in (root / new).iterdir():
+        f.rename(f.with_name(f.name.replace(old, new)))
+
+
+def test_a_held_out_test_patient_is_read_but_cross_validation_refuses_it(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], phantom_copy: Path, tmp_path: Path) -> None:
+    _as_patient(phantom_copy, "patient016", "patient116")
+    code, out, _ = run_main(monkeypatch, capsys, "data", "check", str(phantom_copy))
+    assert code == 0 and "4 patients, 8 volumes, 0 problems" in out
+    table = acdc_folds()
+    folds = ",".join(sorted(str(table[p]) for p in ("patient001", "patient006", "patient011")))
+    code, _, err = run_main(monkeypatch, capsys, "run", "--data", str(phantom_copy), "--folds", folds, "--iterations",
+                            "1", "--detector", "none", "--out", str(tmp_path / "r"))
+    assert code == 2 and f"{phantom_copy}: patient116 has no fold in the committed split" in err
+    assert not (tmp_path / "r").exists()
+
+
+def test_data_check_reads_the_nnunet_layout(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+                                            nnunet_phantom: Path) -> None:
+    code, out, _ = run_main(monkeypatch, capsys, "data", "check", "--dataset", "nnunet", str(nnunet_phantom))
     assert code == 0 and "4 patients, 8 volumes, 0 problems" in out
 
 
@@ -221,9 +250,25 @@ def test_data_phantom_refuses_a_non_empty_folder(monkeypatch: pytest.MonkeyPatch
 
 def test_folds_json_matches_the_committed_table(monkeypatch: pytest.MonkeyPatch,
                                                 capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = run_main(monkeypatch, capsys, "folds", "--json")
+    code, out, _ = run_main(monkeypatch, capsys, "folds", "--format", "json")
     folds = json.loads(out)
     assert code == 0 and folds["patient016"] == 0 and folds["patient100"] == 0 and len(folds) == 100
+
+
+def test_folds_in_nnunet_format_split_each_patients_frames_together(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tiny_phantom: Path,
+        nnunet_phantom: Path) -> None:
+    code, out, _ = run_main(monkeypatch, capsys, "folds", "--format", "nnunet", "--data", str(nnunet_phantom))
+    splits = json.loads(out)
+    stems = sorted(f.name.removesuffix(".nii.gz") for f in (nnunet_phantom / "labelsTr").iterdir())
+    table = json.loads(run_main(monkeypatch, capsys, "folds", "--format", "json")[1])
+    assert code == 0 and len(splits) == 4 and len(stems) == 8
+    for k, split in enumerate(splits):
+        assert sorted(split) == ["train", "val"] and sorted(split["train"] + split["val"]) == stems
+        assert split["val"] == [s for s in stems if table[s[:10]] == k] and len(split["val"]) == 2
+    # the ACDC layout names the same cases from Info.cfg
+    assert json.loads(run_main(monkeypatch, capsys, "folds", "--format", "nnunet", "--data", str(tiny_phantom))[1]) \
+        == splits
 
 
 def test_plugins_json_lists_the_builtins_with_distribution(monkeypatch: pytest.MonkeyPatch,

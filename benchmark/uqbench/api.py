@@ -244,7 +244,8 @@ class Dataset(Protocol):
         ...
 
     def folds(self) -> Mapping[str, int]:
-        """patient -> fold index; every patient of cases() appears exactly once."""
+        """patient -> fold index for each patient of cases() that has one; a patient without (one of a held-out
+        test set) is absent, and cross-validation refuses data that holds one."""
         ...
 
     def fingerprint(self) -> str:

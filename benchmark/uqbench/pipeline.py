@@ -369,10 +369,9 @@ def run(cfg: RunConfig, progress: Progress | None = None, *, force: str | None =
     of STAGES to recompute, with every stage after it, even when the store holds it."""
     t_start = time.perf_counter()
     _check_force(force)
-    source = _source(cfg, progress)
+    data, store = _load(cfg, _source(cfg, progress), progress)  # refusals of the data come before OUT is touched
     with _out_lock(cfg.out):
         out = _check_out(cfg)
-        data, store = _load(cfg, source, progress)
         g = _graph(cfg, store=store, force=force, progress=progress)
         summary = _run_graph(cfg, g, data=data, t_start=t_start)
         _write_stages(out, g)
@@ -454,6 +453,10 @@ def _load(cfg: RunConfig, source: _Source, progress: Progress | None) -> tuple[_
     folder, entries = cache.prepare(source.dataset, params=cfg.preprocess, fingerprint=source.fingerprint,
                                     notes=store.notes, advance=_tracker(progress, "prepare", 2 * len(source.fold_of)))
     cases = cache.load(folder, entries, params=cfg.preprocess, advance=_tracker(progress, "load", len(entries)))
+    unsplit = sorted({c.patient for c in cases} - set(source.fold_of))
+    if unsplit:
+        raise DataError(f"{source.root}: {unsplit[0]} has no fold in the committed split (a held-out test patient?); "
+                        f"cross-validation needs every patient of --data in the split ({len(unsplit)} are not)")
     return _Data(cases=cases, fold_of=source.fold_of, root=source.root, fingerprint=source.fingerprint), store
 
 

@@ -213,7 +213,8 @@ def check_dataset(ds: Any) -> None:
         assert (c.patient, c.phase) not in seen, f"{who}: {c.patient} {c.phase} twice"
         seen.add((c.patient, c.phase))
     folds = ds.folds()
-    assert {c.patient for c in cases} <= set(folds), f"{who}: folds() misses patients"
+    assert set(folds) <= {c.patient for c in cases}, f"{who}: folds() names patients cases() does not give"
+    assert set(folds.values()) <= set(range(4)), f"{who}: folds() gives a fold outside 0..3"
     assert ds.fingerprint() == ds.fingerprint(), f"{who}: fingerprint is not stable"
 
 

@@ -9,7 +9,6 @@ import typer
 from rich.markup import escape
 
 from uqbench.cli.app import console, data_app
-from uqbench.data import layout
 from uqbench.data.phantom import write_phantom
 from uqbench.errors import UsageError
 from uqbench.registry import registry
@@ -17,20 +16,25 @@ from uqbench.registry import registry
 
 @data_app.command("check")
 def check_cmd(
-    path: Annotated[Path, typer.Argument(help="Dataset folder (ACDC layout: patientNNN/...).")],
+    path: Annotated[Path, typer.Argument(help="Dataset folder (for acdc: patientNNN/...; for nnunet: "
+                                                 "DatasetNNN_Name/ with dataset.json).")],
     dataset: Annotated[str, typer.Option("--dataset", help="Reader (see `uqbench plugins`).")] = "acdc",
 ) -> None:
     """Validate a dataset folder: one line per problem naming the file; exit 2 unless clean."""
     ds = registry().create("dataset", dataset, path)
     found = ds.problems()
-    patients = len(layout.patient_dirs_or_empty(path))
-    volumes = 2 * patients
     for line in found:
         console.print(f"[red]problem[/red] {escape(line)}", highlight=False, soft_wrap=True)
-    console.print(f"{path}: {patients} patients, {volumes} volumes, {len(found)} problems", markup=False,
-                  highlight=False, soft_wrap=True)
     if found:
+        console.print(f"{path}: {len(found)} problems", markup=False, highlight=False, soft_wrap=True)
         raise typer.Exit(2)
+    patients: set[str] = set()
+    volumes = 0
+    for case in ds.cases():  # read once more, one case at a time, to count what the reader gives
+        patients.add(case.patient)
+        volumes += 1
+    console.print(f"{path}: {len(patients)} patients, {volumes} volumes, 0 problems", markup=False,
+                  highlight=False, soft_wrap=True)
 
 
 @data_app.command("phantom")

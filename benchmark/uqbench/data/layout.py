@@ -111,6 +111,14 @@ def read_case(pdir: Path, info: PatientInfo, phase: str) -> Case:
     for p in (img_path, gt_path):
         if not p.is_file():
             raise DataError(f"{p}: missing ({phase} frame {info.frames[phase]} named in Info.cfg)")
+    return read_pair(img_path, gt_path, patient=info.patient, phase=phase, group=info.group, height=info.height,
+                     weight=info.weight)
+
+
+def read_pair(img_path: Path, gt_path: Path, *, patient: str, phase: str, group: str, height: float | None = None,
+              weight: float | None = None) -> Case:
+    """One case from an image and its label map, whatever the layout that names them: a plausible voxel size,
+    finite and non-constant intensities, labels of the image's shape and affine with values in 0..3."""
     image, spacing, affine, header = nifti.read_with_header(img_path)
     z, y, x = spacing
     if not (IN_PLANE_MM[0] <= min(y, x) and max(y, x) <= IN_PLANE_MM[1]
@@ -128,14 +136,18 @@ def read_case(pdir: Path, info: PatientInfo, phase: str) -> Case:
         raise DataError(f"{img_path}: {int((~np.isfinite(image)).sum())} non-finite voxels")
     if image.size and image.min() == image.max():
         raise DataError(f"{img_path}: constant image (every voxel is {image.flat[0]:g}): it cannot be normalised")
-    if np.issubdtype(labels_raw.dtype, np.floating) and (
-            not np.isfinite(labels_raw).all() or not np.all(labels_raw == np.round(labels_raw))):
-        raise DataError(f"{gt_path}: non-integer or non-finite label values")
-    bad = np.setdiff1d(np.unique(labels_raw), [0, 1, 2, 3])
+    return Case(patient=patient, phase=phase, group=group, image=image, labels=label_values(labels_raw, gt_path),
+                spacing=spacing, affine=affine, height=height, weight=weight, header=header)
+
+
+def label_values(raw: np.ndarray, path: Path) -> np.ndarray:
+    """``raw`` as uint8 labels; DataError naming ``path`` for non-integer values or values outside 0..3."""
+    if np.issubdtype(raw.dtype, np.floating) and (not np.isfinite(raw).all() or not np.all(raw == np.round(raw))):
+        raise DataError(f"{path}: non-integer or non-finite label values")
+    bad = np.setdiff1d(np.unique(raw), [0, 1, 2, 3])
     if bad.size:
-        raise DataError(f"{gt_path}: label values {', '.join(str(int(v)) for v in bad[:5])} outside 0..3")
-    return Case(patient=info.patient, phase=phase, group=info.group, image=image, labels=labels_raw.astype(np.uint8),
-                spacing=spacing, affine=affine, height=info.height, weight=info.weight, header=header)
+        raise DataError(f"{path}: label values {', '.join(str(int(v)) for v in bad[:5])} outside 0..3")
+    return raw.astype(np.uint8)
 
 
 def iter_cases(root: Path) -> Iterator[Case]:
