@@ -368,6 +368,7 @@ def run(cfg: RunConfig, progress: Progress | None = None, *, force: str | None =
     """Execute a resolved run and return its summary (also written to OUT/summary.json). ``force`` names a stage
     of STAGES to recompute, with every stage after it, even when the store holds it."""
     t_start = time.perf_counter()
+    _git_commit()  # the code this process runs, not whatever HEAD is when the summary is written
     _check_force(force)
     data, store = _load(cfg, _source(cfg, progress), progress)  # refusals of the data come before OUT is touched
     with _out_lock(cfg.out):
@@ -382,6 +383,7 @@ def predict_only(cfgs: Sequence[RunConfig], progress: Progress | None = None, *,
                  ) -> list[StageRecord]:
     """Train and predict fold by fold every stage that ``cfgs`` (runs on the same data) would read, into the
     store, and nothing after: a sweep's first wave. No run folder is written; the stages come back."""
+    _git_commit()  # as run(): the sweep's cells claim the commit it started with
     _check_force(force)
     records: list[StageRecord] = []
     data, store = _load(cfgs[0], _source(cfgs[0], progress), progress)
@@ -679,8 +681,11 @@ def _provenance(cfg: RunConfig, fold_of: dict[str, int]) -> Provenance:
     return provenance
 
 
+@functools.cache
 def _git_commit() -> str | None:
-    """The commit of the uqbench source tree when it is a git checkout (an editable install), else None."""
+    """The commit of the uqbench source tree when it is a git checkout (an editable install), else None; read
+    once, when the process starts its first run, so that a commit made while a sweep runs is not claimed by
+    the cells that sweep writes afterwards."""
     head = Path(uqbench.__file__).resolve().parents[2] / ".git" / "HEAD"
     try:
         ref = head.read_text().strip()
