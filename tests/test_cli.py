@@ -222,7 +222,8 @@ def _as_patient(root: Path, old: str, new: str) -> None:
 
 
 def test_a_held_out_test_patient_is_read_but_cross_validation_refuses_it(
-        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], phantom_copy: Path, tmp_path: Path) -> None:
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], phantom_copy: Path,
+        tmp_path: Path) -> None:
     _as_patient(phantom_copy, "patient016", "patient116")
     code, out, _ = run_main(monkeypatch, capsys, "data", "check", str(phantom_copy))
     assert code == 0 and "4 patients, 8 volumes, 0 problems" in out
