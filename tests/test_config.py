@@ -72,7 +72,7 @@ def test_a_failure_rule_or_protocol_edited_by_hand_is_refused(tmp_path: Path) ->
 
 @pytest.mark.parametrize(("change", "message"), [
     (lambda r: r["recipe"].update(iterations="ten"), "config.recipe.iterations: expected an integer, got 'ten'"),
-    (lambda r: r.update(profile="fast"), "config.profile: 'fast' is not one of 'quick', 'paper'"),
+    (lambda r: r.update(profile="fast"), "config.profile: 'fast' is not one of 'quick', 'cpu', 'paper'"),
     (lambda r: r["protocol"].update(correction="all"),
      "config.protocol.correction: 'all' is not one of 'patch', 'failures-only'"),
     (lambda r: r.pop("samples"), "config: missing field(s) samples"),

@@ -41,8 +41,8 @@ def test_detector_contract(name: str, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("name", NAMES.names("dataset"))
-def test_dataset_contract(name: str, tiny_phantom: Path) -> None:
-    check_dataset(registry().create("dataset", name, tiny_phantom))
+def test_dataset_contract(name: str, tiny_phantom: Path, nnunet_phantom: Path) -> None:
+    check_dataset(registry().create("dataset", name, nnunet_phantom if name == "nnunet" else tiny_phantom))
 
 
 def test_segmenter_check_catches_a_network_without_dropout() -> None:

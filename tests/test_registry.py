@@ -55,8 +55,8 @@ def test_hook_register_detectors_builtin_threshold() -> None:
     assert "threshold" in registry().names("detector")
 
 
-def test_hook_register_datasets_builtin_acdc() -> None:
-    assert registry().names("dataset") == ["acdc"]
+def test_hook_register_datasets_builtin_acdc_and_nnunet() -> None:
+    assert registry().names("dataset") == ["acdc", "nnunet"]
 
 
 def test_broken_plugin_is_reported_and_others_still_work(sandbox: Path) -> None:

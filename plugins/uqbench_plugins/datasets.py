@@ -102,19 +102,19 @@ class NNUNet:
         index, found = self._index()
         for image, labels, patient, phase in index:
             try:
-                self._read(image, labels, patient, phase)
+                self._read(image, labels, patient=patient, phase=phase)
             except DataError as exc:
                 found.append(str(exc))
         return found
 
-    def _read(self, image: Path, labels: Path, patient: str, phase: str) -> Case:
+    def _read(self, image: Path, labels: Path, *, patient: str, phase: str) -> Case:
         return read_case_files(image, labels, patient=patient, phase=phase, group=acdc_groups().get(patient, ""))
 
     def cases(self) -> Iterator[Case]:
         index, problems = self._index()
         if problems:
             raise DataError(problems[0])
-        return (self._read(*f) for f in index)
+        return (self._read(image, labels, patient=patient, phase=phase) for image, labels, patient, phase in index)
 
     def folds(self) -> Mapping[str, int]:
         index, problems = self._index()
