@@ -47,6 +47,19 @@ def read_with_header(path: Path) -> tuple[np.ndarray, tuple[float, float, float]
     return np.ascontiguousarray(data.transpose(2, 1, 0)), spacing, affine, bytes(stored.binaryblock)
 
 
+def read_geometry(path: Path) -> tuple[tuple[float, float, float], np.ndarray]:
+    """(spacing (z, y, x) in mm from the stored pixdim, affine) of any NIfTI file, 3-D or not, without its data."""
+    try:
+        affine = np.asarray(nib.load(str(path)).affine, dtype=np.float64)
+        zooms = np.asarray(_stored_header(path)["pixdim"][1:4], dtype=np.float64)
+    except Exception as exc:  # as read_with_header
+        raise DataError(f"{path}: unreadable NIfTI ({type(exc).__name__})") from exc
+    spacing = (float(zooms[2]), float(zooms[1]), float(zooms[0]))
+    if not all(np.isfinite(spacing)) or min(spacing) <= 0:
+        raise DataError(f"{path}: voxel spacing {_mm(spacing)} is not positive and finite")
+    return spacing, affine
+
+
 def _stored_header(path: Path) -> Any:
     """The header as the file stores it, unchecked: nibabel's checked load would change it without a word."""
     with ImageOpener(str(path)) as f:
