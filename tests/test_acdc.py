@@ -62,7 +62,7 @@ def test_three_real_patients_run_end_to_end(acdc_root: Path, tmp_path: Path) -> 
     assert len(rows) == 6 and all(0 <= float(r["dice"]) <= 1 for r in rows)
     # the written label maps keep the source's voxel size, so volumes measured from them match cases.csv
     for r in rows:
-        written = nib.load(str(tmp_path / "run" / "fold0" / "nifti" / f"{r['patient']}_{r['phase']}_labels.nii.gz"))
+        written = nib.load(str(tmp_path / "run" / "nifti" / "predictions" / f"{r['patient']}_{r['phase']}.nii.gz"))
         info = layout.read_info(data / r["patient"])
         source = nib.load(str(layout.frame_paths(data / r["patient"], info.frames[r["phase"]])[0]))
         assert written.header.get_zooms() == source.header.get_zooms()

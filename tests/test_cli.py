@@ -65,7 +65,7 @@ def run_main(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
     (["bench", "infer", "--samples", "1"], "need at least 2 samples"),
     (["bench", "metrics", "--data", "/no/such/folder"], "--data /no/such/folder: not a folder"),
     (["data", "phantom", "/tmp/x-uqbench-never", "--patients", "0"], "--patients must be between 1 and 100"),
-    (["run", "--force", "infer"], "--force 'infer': expected one of train, predict, maps, failures, score, detect"),
+    (["run", "--force", "infer"], "--force 'infer': expected one of train, predict, maps, score, detect"),
     (["cache", "prune"], "cache prune: say what to delete: --stage, --older-than or --all"),
     (["cache", "prune", "--all", "--stage", "maps"], "cache prune: --all deletes everything"),
     (["cache", "prune", "--older-than", "-1"], "--older-than -1.0: must be 0 or more days"),

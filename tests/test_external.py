@@ -34,7 +34,7 @@ def test_labels_written_by_uqbench_or_as_simpleitk_writes_them_read_back(case: C
     nifti.write(ours, case.labels, case.affine, header=case.header)
     nifti.write(theirs, case.labels, _scaled_affine(case))
     for path in (ours, theirs):
-        got = external.read_labels(path, case)
+        got = external.read_labels(path, external.Geometry.of_case(case))
         assert got.dtype == np.uint8 and np.array_equal(got, case.labels)
 
 
@@ -65,7 +65,7 @@ def test_a_bad_label_map_is_one_line_naming_the_file(case: Case, tmp_path: Path,
     path = tmp_path / "patient001_frame01.nii.gz"
     write(case, path)
     with pytest.raises(DataError, match="^" + str(path).replace(".", r"\.") + ": ") as err:
-        external.read_labels(path, case)
+        external.read_labels(path, external.Geometry.of_case(case))
     assert message in str(err.value) and "\n" not in str(err.value)
 
 
@@ -80,8 +80,9 @@ def test_probabilities_read_from_nnunet_npz_and_from_4d_nifti(case: Case, tmp_pa
     probs = _probs(case)
     np.savez_compressed(tmp_path / "a.npz", probabilities=probs)
     nifti.write(tmp_path / "b.nii.gz", probs, case.affine, header=case.header, quantum=1e-3)
-    assert np.array_equal(external.read_probabilities(tmp_path / "a.npz", case), probs)
-    assert np.allclose(external.read_probabilities(tmp_path / "b.nii.gz", case), probs, atol=1e-6)
+    assert np.array_equal(external.read_probabilities(tmp_path / "a.npz", external.Geometry.of_case(case)), probs)
+    got = external.read_probabilities(tmp_path / "b.nii.gz", external.Geometry.of_case(case))
+    assert np.allclose(got, probs, atol=1e-6)
 
 
 @pytest.mark.parametrize(("change", "message"), [
@@ -96,30 +97,30 @@ def test_bad_probabilities_are_one_line_naming_the_file(case: Case, tmp_path: Pa
     path = tmp_path / "patient001_ED.npz"
     np.savez_compressed(path, probabilities=change(_probs(case)))
     with pytest.raises(DataError, match=f"^{path}: ") as err:
-        external.read_probabilities(path, case)
+        external.read_probabilities(path, external.Geometry.of_case(case))
     assert message in str(err.value)
 
 
 def test_an_npz_without_probabilities_names_what_it_holds(case: Case, tmp_path: Path) -> None:
     np.savez_compressed(tmp_path / "x.npz", softmax=_probs(case))
     with pytest.raises(DataError, match=r"no 'probabilities' array \(holds softmax\)"):
-        external.read_probabilities(tmp_path / "x.npz", case)
+        external.read_probabilities(tmp_path / "x.npz", external.Geometry.of_case(case))
 
 
 def test_a_3d_nifti_is_not_probabilities(case: Case, tmp_path: Path) -> None:
     assert case.labels is not None
     nifti.write(tmp_path / "x.nii.gz", case.labels, case.affine, header=case.header)
     with pytest.raises(DataError, match="expected a 4-D image with 4 classes last"):
-        external.read_probabilities(tmp_path / "x.nii.gz", case)
+        external.read_probabilities(tmp_path / "x.nii.gz", external.Geometry.of_case(case))
 
 
 def test_uncertainty_maps_must_lie_in_0_1(case: Case, tmp_path: Path) -> None:
     good = np.linspace(0, 1, case.image.size, dtype=np.float32).reshape(case.image.shape)
     nifti.write(tmp_path / "ok.nii.gz", good, case.affine, header=case.header)
-    assert np.allclose(external.read_map(tmp_path / "ok.nii.gz", case), good)
+    assert np.allclose(external.read_map(tmp_path / "ok.nii.gz", external.Geometry.of_case(case)), good)
     nifti.write(tmp_path / "bad.nii.gz", good * 2, case.affine, header=case.header)
     with pytest.raises(DataError, match=r"bad\.nii\.gz: uncertainty values from 0 to 2, outside \[0, 1\]"):
-        external.read_map(tmp_path / "bad.nii.gz", case)
+        external.read_map(tmp_path / "bad.nii.gz", external.Geometry.of_case(case))
 
 
 def test_missing_and_extra_cases_are_named(tmp_path: Path) -> None:
@@ -158,7 +159,7 @@ def test_acdc_unit_sform_and_a_simpleitk_style_file_are_the_same_grid(acdc_root:
     nifti.write(tmp_path / "sitk.nii.gz", real.labels, _scaled_affine(real))
     nifti.write(tmp_path / "ours.nii.gz", real.labels, real.affine, header=real.header)
     for name in ("sitk.nii.gz", "ours.nii.gz"):
-        assert np.array_equal(external.read_labels(tmp_path / name, real), real.labels)
+        assert np.array_equal(external.read_labels(tmp_path / name, external.Geometry.of_case(real)), real.labels)
     nifti.write(tmp_path / "half.nii.gz", real.labels, _scaled_affine(real) @ np.diag([0.5, 0.5, 1, 1]))
     with pytest.raises(DataError, match="voxel size"):
-        external.read_labels(tmp_path / "half.nii.gz", real)
+        external.read_labels(tmp_path / "half.nii.gz", external.Geometry.of_case(real))

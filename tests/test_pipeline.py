@@ -51,11 +51,10 @@ def test_run_writes_config_cases_summary_and_detection(tiny_phantom: Path, tmp_p
     tested = [c for c in layout.iter_cases(tiny_phantom) if c.patient in set(cases["patient"])]
     assert len(tested) == 4
     for case in tested:  # NIfTI outputs in original geometry, source affine
-        fold = int(cases[cases["patient"] == case.patient]["fold"].iloc[0])
-        stem = out / f"fold{fold}" / "nifti" / f"{case.patient}_{case.phase}"
-        labels, _, affine = nifti.read(stem.with_name(stem.name + "_labels.nii.gz"))
-        probs = np.asarray(nib.load(stem.with_name(stem.name + "_probs.nii.gz")).dataobj).transpose(3, 2, 1, 0)
-        unc, _, _ = nifti.read(stem.with_name(stem.name + "_bmap.nii.gz"))
+        name = f"{case.patient}_{case.phase}.nii.gz"
+        labels, _, affine = nifti.read(out / "nifti" / "predictions" / name)
+        probs = np.asarray(nib.load(out / "nifti" / "probabilities" / name).dataobj).transpose(3, 2, 1, 0)
+        unc, _, _ = nifti.read(out / "nifti" / "uncertainty-maps" / name)
         assert labels.shape == case.labels.shape and np.allclose(affine, case.affine)
         assert probs.shape == (4, *case.labels.shape) and np.allclose(probs.sum(0), 1, atol=2.5e-3)
         assert unc.min() >= 0 and unc.max() <= 1 + 1e-4

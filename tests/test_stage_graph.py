@@ -62,13 +62,13 @@ def test_a_second_map_after_the_first_trains_nothing_and_runs_no_inference(
         served = _served(summary)
         assert all(v for (stage, *_), v in served.items() if stage in ("train", "predict")), served
         assert not served[("maps", 0, "test", "")] and summary.segmentation.volumes == 4
-    for name in (p.name for p in (tmp_path / "bmap" / "fold0" / "nifti").glob("*_probs.nii.gz")):
-        emap = np.asarray(nib.load(tmp_path / "emap" / "fold0" / "nifti" / name).dataobj)  # the deterministic pass
-        bmap = np.asarray(nib.load(tmp_path / "bmap" / "fold0" / "nifti" / name).dataobj)  # not the MC mean
+    for name in (p.name for p in (tmp_path / "bmap" / "nifti" / "probabilities").glob("*.nii.gz")):
+        emap = np.asarray(nib.load(tmp_path / "emap" / "nifti" / "probabilities" / name).dataobj)  # one pass
+        bmap = np.asarray(nib.load(tmp_path / "bmap" / "nifti" / "probabilities" / name).dataobj)  # not MC mean
         assert emap.shape == bmap.shape and not np.allclose(emap, bmap)
 
 
-def test_another_detector_failure_rule_or_correction_reuses_every_prediction(
+def test_another_detector_failure_rule_or_correction_reuses_every_prediction_and_map(
         tiny_phantom: Path, tmp_path: Path, fresh_store: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     pipeline.run(_cfg(tiny_phantom, tmp_path / "first"))
     _no_training_or_inference(monkeypatch)
@@ -76,7 +76,9 @@ def test_another_detector_failure_rule_or_correction_reuses_every_prediction(
                                 {"correction": "failures-only"}]):
         summary = pipeline.run(_cfg(tiny_phantom, tmp_path / str(i), **change))
         served = _served(summary)
-        assert all(v for (stage, *_), v in served.items() if stage in ("train", "predict", "maps", "score"))
+        assert all(v for (stage, *_), v in served.items() if stage in ("train", "predict", "maps"))
+        # the failure rule is part of scoring; a detector or a correction mode is not
+        assert all(v != ("failure_preset" in change) for (stage, *_), v in served.items() if stage == "score")
         assert not served[("detect", 0, "test", "")] or "correction" in change  # correction is not a stored stage
         assert summary.corrected is not None
 
@@ -129,11 +131,10 @@ def test_force_recomputes_the_named_stage_and_every_later_one(tiny_phantom: Path
     cfg = _cfg(tiny_phantom, tmp_path / "run")
     before = pipeline.run(cfg)
     summary = pipeline.run(cfg, force="maps")
-    assert {s for (s, *_), v in _served(summary).items() if not v} == {"maps", "failures", "score", "detect"}
+    assert {s for (s, *_), v in _served(summary).items() if not v} == {"maps", "score", "detect"}
     assert summary.segmentation == before.segmentation and summary.detection == before.detection
     assert {r.why for r in summary.stages if not r.from_store} == {"forced"}
-    with pytest.raises(UsageError, match=r"--force 'infer': expected one of train, predict, maps, failures, score, "
-                                         r"detect"):
+    with pytest.raises(UsageError, match=r"--force 'infer': expected one of train, predict, maps, score, detect"):
         pipeline.run(cfg, force="infer")
 
 
@@ -150,7 +151,7 @@ def test_a_changed_reference_label_file_rescores_its_case(phantom_copy: Path, tm
     nifti.write(ref_path, labels, affine)
     summary = pipeline.run(cfg)
     after = pd.read_csv(tmp_path / "run" / "cases.csv")
-    predicted, _, _ = nifti.read(tmp_path / "run" / "fold0" / "nifti" / f"{patient}_{phase}_labels.nii.gz")
+    predicted, _, _ = nifti.read(tmp_path / "run" / "nifti" / "predictions" / f"{patient}_{phase}.nii.gz")
     def myo(rows: pd.DataFrame) -> pd.Series:
         return rows[(rows["patient"] == patient) & (rows["phase"] == phase) & (rows["class"] == "MYO")].iloc[0]
 

@@ -7,17 +7,34 @@ gathers volumes, applies them under a protocol preset (``uqbench.protocol.preset
 
 from __future__ import annotations
 
+import dataclasses
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from uqbench.api import CLASS_NAMES, PHASES
+from uqbench.data.preprocess import PreprocessParams, labels_to_original
 from uqbench.protocol import calibration, clinical, detection, stats
+from uqbench.protocol.calibration import RiskCoverage
 from uqbench.protocol.metrics import score
+from uqbench.protocol.patches import expand
 from uqbench.protocol.presets import Preset
-from uqbench.results.summary import Calibration, Clinical, DetectionCurves, EffortCurve, EffortPoint, Significance
+from uqbench.results import tables
+from uqbench.results.summary import (
+    METRICS,
+    Calibration,
+    Clinical,
+    DetectionCurves,
+    DetectionTotals,
+    EffortCurve,
+    EffortPoint,
+    Scores,
+    Significance,
+)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -187,3 +204,112 @@ def effort_curve(volumes: Sequence[Volume], *, to_original: ToOriginal, protocol
                                                                 [p.dice for p in points]),
                        auc_dice_vs_slices=detection.area_under([p.share_of_slices for p in points],
                                                                [p.dice for p in points]))
+
+
+def to_original(params: PreprocessParams) -> ToOriginal:
+    """Labels on a volume's grid back to its original geometry, as the run maps its predictions."""
+    def back(v: Volume, labels: np.ndarray) -> np.ndarray:
+        return labels_to_original(labels, original_shape=v.reference.shape, spacing=v.spacing, target=params.spacing)
+
+    return back
+
+
+def correct_volumes(volumes: Sequence[Volume], rows: list[dict[str, Any]], *, protocol: Preset,
+                    params: PreprocessParams) -> list[dict[str, Any]]:
+    """Simulated correction of the patches flagged at the protocol's operating point (p > 0.5, or >= 0.5);
+    corrected metrics join ``rows``, and one detection row per volume is returned."""
+    corrected: dict[tuple[str, str, str], dict[str, Any]] = {}
+    detection_rows = []
+    back = to_original(params)
+    for v in volumes:
+        assert v.patch_probs is not None
+        flags = protocol.flagged(v.patch_probs, protocol.operating_point)
+        fixed = detection.correct(v.prediction_grid, v.reference_grid, flags, mode=protocol.correction,
+                                  failures=v.failures)
+        for r in case_rows(v, back(v, fixed)):
+            corrected[(v.patient, v.phase, r["class"])] = r
+        fail_patches = detection.voxels_per_patch(v.failures) > 0
+        mask = np.stack([expand(f, v.failures.shape[1:]) for f in flags])
+        detection_rows.append({
+            "patient": v.patient, "phase": v.phase, "fold": v.fold, "slices": int(v.failures.shape[0]),
+            "failure_slices": int(v.failures.any((1, 2)).sum()),
+            "failure_voxels": int(v.failures.sum()), "detected_failure_voxels": int((v.failures & mask).sum()),
+            "failure_patches": int(fail_patches.sum()), "flagged_patches": int(flags.sum()),
+            "true_positive_patches": int((fail_patches & flags).sum())})
+    for r in rows:
+        fixed_row = corrected.get((r["patient"], r["phase"], r["class"]))
+        if fixed_row:
+            for metric in (*METRICS, "predicted_voxels", "predicted_ml"):
+                r[f"{metric}_corrected"] = fixed_row[metric]
+    return detection_rows
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Measured:
+    """Everything the protocol measured of a set of scored volumes: the summary's results and the tables."""
+
+    segmentation: Scores
+    corrected: Scores | None
+    empty_reference: int
+    empty_prediction: int
+    detection: DetectionTotals | None
+    risk_coverage: RiskCoverage | None
+    calibration: Calibration | None
+    detection_curves: DetectionCurves | None
+    correction_effort: EffortCurve | None
+    significance: Significance | None
+    clinical: Clinical
+    clinical_corrected: Clinical | None
+    rows: list[dict[str, Any]]
+    detection_rows: list[dict[str, Any]]
+    timings_s: dict[str, float]
+
+    def summary_fields(self) -> dict[str, Any]:
+        """The fields a Summary takes from here."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                if f.name not in ("rows", "detection_rows", "timings_s")}
+
+
+def measure(*, rows: list[dict[str, Any]], volumes: Sequence[Volume],
+            reliability: tuple[np.ndarray, float, int] | None, protocol: Preset, params: PreprocessParams
+            ) -> Measured:
+    """The protocol's results for scored volumes (``uqbench.scoring``) and their rows: volumes with patch
+    probabilities are corrected and their detection measured; risk-coverage needs every volume's map, the
+    reliability data the summed counts of the probabilities (``reliability``). The run and ``uqbench evaluate``
+    both end here."""
+    detected = [v for v in volumes if v.patch_probs is not None]
+    curves = effort = compared = None
+    detection_rows: list[dict[str, Any]] = []
+    timings: dict[str, float] = {}
+    if detected:
+        detection_rows = correct_volumes(detected, rows, protocol=protocol, params=params)
+        t0 = time.perf_counter()
+        curves = detection_summary(detected, protocol)
+        effort = effort_curve(detected, to_original=to_original(params), protocol=protocol)
+        compared = significance(rows, protocol)
+        timings["effort_curve_s"] = time.perf_counter() - t0
+    with_maps = bool(volumes) and all(v.uncertainty.size for v in volumes)
+    corrected_rows = [r for r in rows if "dice_corrected" in r]
+    empty_reference, empty_prediction = tables.empty_counts(rows)
+    density = protocol.myocardial_density
+    return Measured(
+        segmentation=tables.scores(rows),
+        corrected=tables.scores(corrected_rows, corrected=True) if corrected_rows else None,
+        empty_reference=empty_reference, empty_prediction=empty_prediction,
+        detection=tables.detection_totals(detection_rows) if detection_rows else None,
+        risk_coverage=risk_coverage_summary(volumes, protocol.risk) if with_maps else None,
+        calibration=calibration_summary(*reliability) if reliability is not None else None,
+        detection_curves=curves, correction_effort=effort, significance=compared,
+        clinical=clinical_summary(rows, density=density),
+        clinical_corrected=clinical_summary(rows, "predicted_ml_corrected", density=density) if corrected_rows
+        else None,
+        rows=rows, detection_rows=detection_rows, timings_s=timings)
+
+
+def write_tables(out: Path, *, rows: list[dict[str, Any]], detection_rows: list[dict[str, Any]], protocol: Preset
+                 ) -> None:
+    """OUT/cases.csv and, when a detector ran, OUT/detection.csv; every row names the preset that made it."""
+    tag = {"protocol": f"{protocol.label} {protocol.digest()}"}
+    tables.write_csv(out / "cases.csv", [r | tag for r in rows])
+    if detection_rows:
+        tables.write_csv(out / "detection.csv", [r | tag for r in detection_rows])

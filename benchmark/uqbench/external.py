@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import zipfile
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -34,6 +36,21 @@ SUM_TOL = 5e-3  # four probabilities stored in steps of 0.001 (as `uqbench run` 
 RANGE_TOL = 1e-6
 ENDINGS = (".nii.gz", ".nii")
 Key = tuple[str, str]  # (patient, phase)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Geometry:
+    """A case's original grid, which every file scored against it must share."""
+
+    where: str  # "patientNNN ED"
+    shape: tuple[int, ...]  # [Z, Y, X]
+    spacing: tuple[float, float, float]  # (z, y, x) mm
+    affine: np.ndarray
+
+    @classmethod
+    def of_case(cls, case: Case) -> Geometry:
+        return cls(where=f"{case.patient} {case.phase}", shape=case.image.shape, spacing=case.spacing,
+                   affine=case.affine)
 
 
 def files(folder: Path, *, what: str, endings: Iterable[str] = ENDINGS) -> dict[Key, Path]:
@@ -76,11 +93,11 @@ def _listed(names: list[str], shown: int = 5) -> str:
 
 
 def check_geometry(path: Path, *, shape: tuple[int, ...], spacing: tuple[float, float, float], affine: np.ndarray,
-                   case: Case) -> None:
+                   case: Geometry) -> None:
     """DataError naming ``path`` unless its grid is the case's: shape, voxel size, axis directions and origin."""
-    if tuple(shape) != case.image.shape:
-        raise DataError(f"{path}: shape {tuple(shape)[::-1]} differs from the image's {case.image.shape[::-1]} "
-                        f"({case.patient} {case.phase}; x, y, z)")
+    if tuple(shape) != tuple(case.shape):
+        raise DataError(f"{path}: shape {tuple(shape)[::-1]} differs from the image's {tuple(case.shape)[::-1]} "
+                        f"({case.where}; x, y, z)")
     if not np.allclose(spacing, case.spacing, rtol=0, atol=GEOMETRY_TOL):
         raise DataError(f"{path}: voxel size {_mm(spacing)} differs from the image's {_mm(case.spacing)}")
     ours, theirs = _directions(affine), _directions(case.affine)
@@ -99,14 +116,14 @@ def _mm(spacing: Iterable[float]) -> str:
     return " x ".join(f"{s:g}" for s in list(spacing)[::-1]) + " mm"
 
 
-def read_labels(path: Path, case: Case) -> np.ndarray:
+def read_labels(path: Path, case: Geometry) -> np.ndarray:
     """A label map in the case's geometry, uint8 [Z, Y, X] with values 0..3."""
     data, spacing, affine = nifti.read(path)
     check_geometry(path, shape=data.shape, spacing=spacing, affine=affine, case=case)
     return layout.label_values(data, path)
 
 
-def read_map(path: Path, case: Case) -> np.ndarray:
+def read_map(path: Path, case: Geometry) -> np.ndarray:
     """An uncertainty map in the case's geometry, float32 [Z, Y, X] in [0, 1]."""
     data, spacing, affine = nifti.read(path)
     check_geometry(path, shape=data.shape, spacing=spacing, affine=affine, case=case)
@@ -118,7 +135,7 @@ def read_map(path: Path, case: Case) -> np.ndarray:
     return np.clip(values, 0, 1)
 
 
-def read_probabilities(path: Path, case: Case) -> np.ndarray:
+def read_probabilities(path: Path, case: Geometry) -> np.ndarray:
     """Class probabilities in the case's geometry, float32 [C, Z, Y, X], each voxel's summing to 1: from
     nnU-Net's ``.npz`` (key ``probabilities``, [C, Z, Y, X]) or a 4-D NIfTI (classes last)."""
     if path.name.endswith(".npz"):
@@ -129,7 +146,7 @@ def read_probabilities(path: Path, case: Case) -> np.ndarray:
                 probs = np.asarray(z["probabilities"], np.float32)
         except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
             raise DataError(f"{path}: unreadable npz ({type(exc).__name__})") from exc
-        expect = (NUM_CLASSES, *case.image.shape)
+        expect = (NUM_CLASSES, *case.shape)
         if probs.shape != expect:
             raise DataError(f"{path}: probabilities of shape {probs.shape}, expected {expect} (classes, z, y, x)")
     else:
@@ -145,10 +162,10 @@ def read_probabilities(path: Path, case: Case) -> np.ndarray:
     return probs
 
 
-def _nifti4d(path: Path, case: Case) -> np.ndarray:
+def _nifti4d(path: Path, case: Geometry) -> np.ndarray:
     try:
-        img = nib.load(str(path))
-        data = np.asarray(img.dataobj, np.float32)  # type: ignore[attr-defined]
+        img: Any = nib.load(str(path))  # a Nifti1Image, typed as the generic base
+        data = np.asarray(img.dataobj, np.float32)
     except Exception as exc:  # nibabel, gzip and zlib raise many types for damaged files
         raise DataError(f"{path}: unreadable NIfTI ({type(exc).__name__})") from exc
     if data.ndim != 4 or data.shape[3] != NUM_CLASSES:

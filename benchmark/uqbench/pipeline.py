@@ -1,11 +1,13 @@
 """The run as a graph of stages, in one place:
 
-    prepare -> train[k] -> predict[k] -> maps[k], failures[k], score[k] -> detect[k] -> correct -> summarise
+    prepare -> train[k] -> predict[k] -> maps[k] -> score[k] -> detect[k] -> correct -> summarise
 
-per test fold k (and, when fold k's detector learns in-sample, predict, maps and failures of fold k's own
-training patients too). Each stage's output lives in the stage store (``uqbench.store``) under a key that hashes
-its settings, the plugins it runs (distribution, version, ``cache_version``), its seed and its inputs' keys, so a
-stage is computed once: ``--uncertainty emap`` after ``--uncertainty bmap`` trains and predicts nothing, and a
+per test fold k (and, when fold k's detector learns in-sample, predict, maps and score of fold k's own
+training patients too). predict and maps write their outputs as NIfTI in original geometry, and score reads
+those files through ``uqbench.scoring``, the function ``uqbench evaluate`` scores other tools' files with.
+Each stage's output lives in the stage store (``uqbench.store``) under a key that hashes its settings, the
+plugins it runs (distribution, version, ``cache_version``), its seed and its inputs' keys, so a stage is
+computed once: ``--uncertainty emap`` after ``--uncertainty bmap`` trains and predicts nothing, and a
 new detector, protocol or correction reuses every prediction. An MC run also makes the one deterministic pass of
 its test patients (1/T more inference), which is all a one-pass map (emap) of the same model reads.
 
@@ -36,26 +38,23 @@ from uqbench import evaluation, stages
 from uqbench.api import Context, MomentMap, Segmenter, context_of
 from uqbench.config import RunConfig
 from uqbench.data import cache, phantom
-from uqbench.data.preprocess import PreprocessParams, labels_to_original
 from uqbench.devices import machine
 from uqbench.errors import DataError, MethodFault, PluginError, UsageError
 from uqbench.evaluation import Volume
 from uqbench.files import write_atomic
 from uqbench.kinds import DATASET, DETECTOR, LOSS, SEGMENTER, UNCERTAINTY, Kind, kind
 from uqbench.protocol import calibration
-from uqbench.protocol.detection import DetectorTraining, correct, voxels_per_patch
-from uqbench.protocol.patches import expand
+from uqbench.protocol.detection import DetectorTraining
 from uqbench.records import fields_to_json, from_json, write_json
 from uqbench.registry import registry
 from uqbench.results import summary as summaries
-from uqbench.results import tables
-from uqbench.results.summary import METRICS, DatasetInfo, Provenance, StageRecord, Summary
+from uqbench.results.summary import DatasetInfo, Provenance, StageRecord, Summary
 from uqbench.store import Served, StageKey, Store, open_store, stage_key
 
 PHANTOM_PATIENTS = 20
 PHANTOM_SEED = 0
 
-STAGES = ("train", "predict", "maps", "failures", "score", "detect")
+STAGES = ("train", "predict", "maps", "score", "detect")
 """The stored stages in graph order; ``--force STAGE`` recomputes that stage and every one after it here."""
 
 TORCH_STAGES = ("train", "predict", "detect")
@@ -63,8 +62,11 @@ TORCH_STAGES = ("train", "predict", "detect")
 model trained on 1 thread scores cases up to 0.14 Dice apart from the same recipe on 2), so it is part of their
 keys there: a stage made with another thread count is recomputed, never mixed in."""
 
-CODE = {"train": 1, "predict": 1, "maps": 1, "failures": 1, "score": 1, "detect": 1}
-"""Each stored stage's code version, part of its key: bumped when the harness's own computation of it changes."""
+CODE = {"train": 1, "predict": 1, "maps": 2, "score": 2, "detect": 1}
+"""Each stored stage's code version, part of its key: bumped when the harness's own computation of it changes.
+maps 2 and score 2: the run scores the files it writes (failure voxels, calibration and the map detectors read
+come from the original-geometry outputs; score took over the failures stage). predict kept 1: it stopped
+storing calibration counts, which nothing reads now, and computes the same labels, statistics and files."""
 
 
 class Progress(Protocol):
@@ -148,25 +150,17 @@ def _check_out(cfg: RunConfig) -> Path:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class _Predicted:
-    """The stored stages of one fold's case set: where its predictions, maps and failure labels are."""
+    """The stored stages of one fold's case set: where its predictions, maps and scores are."""
 
     fold: int
     cases: list[cache.Prepared]
     predictions: Served
     maps: Served
-    failures: Served
+    scored: Served
 
     def load_volumes(self) -> list[Volume]:
-        with np.load(self.maps.path / "maps.npz") as m, np.load(self.failures.path / "failures.npz") as f:
-            return [stages.volume(c, self.fold, labels=_labels(self.predictions.path, c),
-                                  uncertainty=m[stages.case_key(c)], failures=f[stages.case_key(c)])
-                    for c in self.cases]
-
-
-def _labels(folder: Path, c: cache.Prepared) -> np.ndarray:
-    with np.load(folder / f"{stages.case_key(c)}.npz") as z:
-        labels: np.ndarray = z["labels"]
-    return labels
+        with np.load(self.scored.path / "grid.npz") as grid:
+            return [stages.volume(c, self.fold, grid) for c in self.cases]
 
 
 class _Graph:
@@ -177,7 +171,7 @@ class _Graph:
         self.cfg, self.store, self.force, self.progress = cfg, store, force, progress
         self.seg, self.umap, self.loss = seg, umap, loss
         self.keys: list[tuple[StageRecord, StageKey]] = []  # every stage served, in order, with its key
-        self.loaded: dict[tuple[str, str], list[Volume]] = {}
+        self.loaded: dict[str, list[Volume]] = {}
         self.forced: set[str] = set()
         self.models: dict[str, Any] = {}
         self.offline = False  # True: serve only what the store holds, compute nothing (reading a finished run)
@@ -221,7 +215,7 @@ class _Graph:
     def volumes(self, p: _Predicted) -> list[Volume]:
         """The volumes of a case set, read from the store once per run (the detectors of several folds and the
         summary all read the test folds)."""
-        key = (p.maps.key.digest, p.failures.key.digest)
+        key = p.scored.key.digest
         if key not in self.loaded:
             self.loaded[key] = p.load_volumes()
         return self.loaded[key]
@@ -298,7 +292,7 @@ class _Graph:
 
     def maps(self, k: int, *, role: str, cases: list[cache.Prepared], predicted: Served) -> Served:
         cfg, umap = self.cfg, self.umap
-        key = self.key("maps", settings={"export": role == "test", "preprocess": fields_to_json(cfg.preprocess)},
+        key = self.key("maps", settings={"preprocess": fields_to_json(cfg.preprocess)},
                        plugins=(UNCERTAINTY,), inputs={"predictions": predicted.key.digest,
                                                        "cases": [c.fingerprint for c in cases]})
         samples = int(predicted.key.record["settings"]["samples"])
@@ -319,32 +313,29 @@ class _Graph:
 
         def compute(work: Path) -> None:
             stages.maps(work, cases=cases, predictions=predicted.path, umap_name=cfg.uncertainty, compute=from_stats,
-                        export=role == "test", params=cfg.preprocess)
+                        params=cfg.preprocess)
 
         return self.serve(key, fold=k, cases=role, compute=compute)
 
-    def failures(self, k: int, *, role: str, cases: list[cache.Prepared], predicted: Served) -> Served:
+    def score(self, k: int, *, role: str, cases: list[cache.Prepared], predicted: Served, mapped: Served) -> Served:
+        """The case set's outputs scored from their files (test cases with their probabilities' calibration)."""
         cfg = self.cfg
         rule = cfg.protocol.failure_rule
-        key = self.key("failures", settings={"rule": fields_to_json(rule), "spacing": cfg.preprocess.spacing},
-                       inputs={"predictions": predicted.key.digest, "cases": [c.fingerprint for c in cases]})
-        return self.serve(key, fold=k, cases=role, compute=lambda work: stages.failures(
-            work, cases=cases, predictions=predicted.path, rule=rule, spacing=cfg.preprocess.spacing))
-
-    def score(self, k: int, cases: list[cache.Prepared], predicted: Served) -> Served:
-        cfg = self.cfg
-        key = self.key("score", settings={"preprocess": fields_to_json(cfg.preprocess)},
-                       inputs={"predictions": predicted.key.digest, "cases": [c.fingerprint for c in cases]})
-        return self.serve(key, fold=k, cases="test", compute=lambda work: stages.score(
-            work, cases=cases, predictions=predicted.path, fold=k, params=cfg.preprocess,
-            advance=_tracker(self.progress, f"fold {k} score", len(cases))))
+        key = self.key("score", settings={"rule": fields_to_json(rule), "preprocess": fields_to_json(cfg.preprocess),
+                                          "probabilities": role == "test"},
+                       inputs={"predictions": predicted.key.digest, "maps": mapped.key.digest,
+                               "cases": [c.fingerprint for c in cases]})
+        return self.serve(key, fold=k, cases=role, compute=lambda work: stages.score(
+            work, cases=cases, predictions=predicted.path, maps=mapped.path, umap_name=cfg.uncertainty, fold=k,
+            rule=rule, params=cfg.preprocess, probabilities=role == "test",
+            advance=_tracker(self.progress, f"fold {k} {role} score", len(cases))))
 
     def detect(self, k: int, *, fit: Sequence[_Predicted], test: _Predicted, images: dict[str, np.ndarray]) -> Served:
         cfg = self.cfg
         assert cfg.detector is not None
 
         def keys(p: _Predicted) -> list[str]:
-            return [p.predictions.key.digest, p.maps.key.digest, p.failures.key.digest]
+            return [p.predictions.key.digest, p.maps.key.digest, p.scored.key.digest]
 
         key = self.key("detect", settings={"profile": cfg.profile.value, "device": cfg.device},
                        plugins=(DETECTOR,), seed=cfg.seed + k,
@@ -493,18 +484,18 @@ def _predictions(cfg: RunConfig, g: _Graph, *, k: int, data: _Data) -> tuple[Ser
 
 
 def _fold(cfg: RunConfig, g: _Graph, *, k: int, data: _Data) -> tuple[_Predicted, _Predicted | None]:
-    """Fold k's test predictions with their maps and failure labels, and the same of its own training patients
-    when the detector learns in-sample."""
+    """Fold k's test predictions with their maps and scores, and the same of its own training patients when
+    the detector learns in-sample."""
     test, own = data.split(k)
     predicted, own_predicted = _predictions(cfg, g, k=k, data=data)
-    tested = _Predicted(fold=k, cases=test, predictions=predicted,
-                        maps=g.maps(k, role="test", cases=test, predicted=predicted),
-                        failures=g.failures(k, role="test", cases=test, predicted=predicted))
-    if own_predicted is None:
-        return tested, None
-    return tested, _Predicted(fold=k, cases=own, predictions=own_predicted,
-                              maps=g.maps(k, role="training", cases=own, predicted=own_predicted),
-                              failures=g.failures(k, role="training", cases=own, predicted=own_predicted))
+    tested = _scored(g, k, role="test", cases=test, predicted=predicted)
+    return tested, None if own_predicted is None else _scored(g, k, role="training", cases=own, predicted=own_predicted)
+
+
+def _scored(g: _Graph, k: int, *, role: str, cases: list[cache.Prepared], predicted: Served) -> _Predicted:
+    mapped = g.maps(k, role=role, cases=cases, predicted=predicted)
+    return _Predicted(fold=k, cases=cases, predictions=predicted, maps=mapped,
+                      scored=g.score(k, role=role, cases=cases, predicted=predicted, mapped=mapped))
 
 
 def _detects(cfg: RunConfig) -> bool:
@@ -556,64 +547,48 @@ def _run_graph(cfg: RunConfig, g: _Graph, *, data: _Data, t_start: float) -> Sum
         tested[k], own_predicted = _fold(cfg, g, k=k, data=data)
         if own_predicted is not None:
             training[k] = own_predicted
-        scored = g.score(k, tested[k].cases, tested[k].predictions)
+        scored = tested[k].scored
         rows += json.loads((scored.path / "rows.json").read_text())
         cal = json.loads((scored.path / "calibration.json").read_text())
         calib = np.asarray(cal["counts"]) + (0 if calib is None else calib)
         brier, voxels = brier + cal["brier_sum"], voxels + cal["voxels"]
-        _link_nifti(out / f"fold{k}" / "nifti", [tested[k].predictions, tested[k].maps, scored])
+        _link_nifti(out / "nifti", cfg.uncertainty, tested[k])
     assert calib is not None
     volumes = [v for k in cfg.folds for v in g.volumes(tested[k])]
     notes: list[str] = []
-    timings: dict[str, float] = {}
-    risk_coverage = evaluation.risk_coverage_summary(volumes, protocol.risk)
-    calibration_summary = evaluation.calibration_summary(calib, brier, voxels)
-    curves = effort = significance = None
-    detection_rows: list[dict[str, Any]] = []
     if _detects(cfg):
         volumes = _with_patch_probs(cfg, g, volumes, data=data, tested=tested, training=training)
-        detection_rows = _correct(cfg, volumes, rows)
-        t0 = time.perf_counter()
-        curves = evaluation.detection_summary(volumes, protocol)
-        effort = evaluation.effort_curve(volumes, to_original=_to_original(cfg.preprocess), protocol=protocol)
-        significance = evaluation.significance(rows, protocol)
-        timings["effort_curve_s"] = time.perf_counter() - t0
     elif cfg.detector:
         notes.append(f"detector '{cfg.detector}' not run: it is fitted out of fold, which needs 2 or more --folds "
                      "(or --detector-training in-sample)")
+    measured = evaluation.measure(rows=rows, volumes=volumes, reliability=(calib, brier, voxels), protocol=protocol,
+                                  params=cfg.preprocess)
     notes = g.store.notes + _why_recomputed(out, g) + notes
-    timings["run_s"] = time.perf_counter() - t_start
-    corrected_rows = [r for r in rows if "dice_corrected" in r]
-    empty_reference, empty_prediction = tables.empty_counts(rows)
     summary = Summary(
-        segmentation=tables.scores(rows),
-        corrected=tables.scores(corrected_rows, corrected=True) if corrected_rows else None,
-        empty_reference=empty_reference, empty_prediction=empty_prediction,
-        detection=tables.detection_totals(detection_rows) if detection_rows else None,
-        risk_coverage=risk_coverage, calibration=calibration_summary, detection_curves=curves,
-        correction_effort=effort, significance=significance,
-        clinical=evaluation.clinical_summary(rows, density=protocol.myocardial_density),
-        clinical_corrected=evaluation.clinical_summary(rows, "predicted_ml_corrected",
-                                                       density=protocol.myocardial_density) if corrected_rows else None,
-        profile=cfg.profile.value, device=cfg.device, timings_s=timings, notes=notes,
+        **measured.summary_fields(), profile=cfg.profile.value, device=cfg.device,
+        timings_s=measured.timings_s | {"run_s": time.perf_counter() - t_start}, notes=notes,
         protocol=protocol, stages=[r for r, _ in g.keys],
         dataset=DatasetInfo(name=cfg.dataset, root=str(data.root), fingerprint=data.fingerprint,
                             phantom=cfg.data is None),
         provenance=_provenance(cfg, data.fold_of))
-    tag = {"protocol": f"{protocol.label} {protocol.digest()}"}  # every table names the preset that made it
-    tables.write_csv(out / "cases.csv", [r | tag for r in rows])
-    if detection_rows:
-        tables.write_csv(out / "detection.csv", [r | tag for r in detection_rows])
+    evaluation.write_tables(out, rows=measured.rows, detection_rows=measured.detection_rows, protocol=protocol)
     summaries.write(out / "summary.json", summary)
     return summary
 
 
-def _link_nifti(folder: Path, served: Sequence[Served]) -> None:
-    """The run's NIfTI outputs, hard-linked from the store (copied where the store is on another disk)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    for s in served:
-        for src in sorted((s.path / "nifti").glob("*.nii.gz")):
-            dst = folder / src.name
+NIFTI_FOLDERS = ("predictions", "probabilities", "uncertainty-maps")
+"""OUT/nifti/'s folders, named like the ``uqbench evaluate`` options that read them back."""
+
+
+def _link_nifti(folder: Path, umap_name: str, p: _Predicted) -> None:
+    """A fold's NIfTI outputs as ``folder/{predictions,probabilities,uncertainty-maps}/<patient>_<phase>.nii.gz``,
+    the layout ``uqbench evaluate`` reads, hard-linked from the store (copied where it is on another disk)."""
+    for c in p.cases:
+        for sub, src in zip(NIFTI_FOLDERS, (stages.labels_file(p.scored.path, c),
+                                            stages.probabilities_file(p.predictions.path, c),
+                                            stages.map_file(p.maps.path, c, umap_name)), strict=True):
+            dst = folder / sub / f"{stages.case_key(c)}.nii.gz"
+            dst.parent.mkdir(parents=True, exist_ok=True)
             if dst.is_file() and os.path.samefile(src, dst):
                 continue
             write_atomic(dst, functools.partial(_link_or_copy, src))
@@ -666,19 +641,26 @@ def _differences(a: Any, b: Any, path: str = "") -> Iterator[tuple[str, Any, Any
 def _provenance(cfg: RunConfig, fold_of: dict[str, int]) -> Provenance:
     """Where each method of the run came from (distribution, version), which distributions could load, and
     what else the numbers depend on: uqbench's version and commit, torch, the device, the fold split."""
+    return provenance(methods=cfg.methods(), device=cfg.device, precision=cfg.precision, seed=cfg.seed,
+                      fold_of=fold_of)
+
+
+def provenance(*, methods: dict[str, str], device: str, precision: str, seed: int, fold_of: dict[str, int]
+               ) -> Provenance:
+    """The provenance of results made with ``methods`` (kind -> spec) on ``device``: shared by runs and
+    ``uqbench evaluate``."""
     import hashlib
 
     import torch
 
     split = hashlib.sha256(json.dumps(sorted(fold_of.items())).encode()).hexdigest()
-    where = machine(cfg.device)
-    record = registry().provenance(cfg.methods()) | {
+    where = machine(device)
+    record = registry().provenance(methods) | {
         "uqbench": uqbench.__version__, "git_commit": _git_commit(), "torch": torch.__version__,
-        "device_name": where["cuda"] or where["cpu"], "precision": cfg.precision,
-        "cpu_threads": torch.get_num_threads(),
-        "fold_split": split, "seed": cfg.seed}
-    provenance: Provenance = from_json(Provenance, record, "provenance")
-    return provenance
+        "device_name": where["cuda"] or where["cpu"], "precision": precision, "cpu_threads": torch.get_num_threads(),
+        "fold_split": split, "seed": seed}
+    made: Provenance = from_json(Provenance, record, "provenance")
+    return made
 
 
 @functools.cache
@@ -694,13 +676,6 @@ def _git_commit() -> str | None:
         return ref
     except OSError:
         return None
-
-
-def _to_original(params: PreprocessParams) -> evaluation.ToOriginal:
-    def to_original(v: Volume, labels: np.ndarray) -> np.ndarray:
-        return labels_to_original(labels, original_shape=v.reference.shape, spacing=v.spacing, target=params.spacing)
-
-    return to_original
 
 
 class _Attributed:
@@ -747,31 +722,3 @@ def _fit_set(mode: DetectorTraining, fold: int, *, tested: dict[int, _Predicted]
     if mode == "in-sample":
         return [training[fold]]
     return [p for k, p in tested.items() if k != fold]
-
-
-def _correct(cfg: RunConfig, volumes: list[Volume], rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Simulated correction of the patches flagged at the protocol's operating point (p > 0.5, or >= 0.5);
-    corrected metrics join ``rows``, and one detection row per volume is returned."""
-    corrected: dict[tuple[str, str, str], dict[str, Any]] = {}
-    detection_rows = []
-    to_original = _to_original(cfg.preprocess)
-    for v in volumes:
-        assert v.patch_probs is not None
-        flags = cfg.protocol.flagged(v.patch_probs, cfg.protocol.operating_point)
-        fixed = correct(v.prediction_grid, v.reference_grid, flags, mode=cfg.protocol.correction, failures=v.failures)
-        for r in evaluation.case_rows(v, to_original(v, fixed)):
-            corrected[(v.patient, v.phase, r["class"])] = r
-        fail_patches = voxels_per_patch(v.failures) > 0
-        mask = np.stack([expand(f, v.failures.shape[1:]) for f in flags])
-        detection_rows.append({
-            "patient": v.patient, "phase": v.phase, "fold": v.fold, "slices": int(v.failures.shape[0]),
-            "failure_slices": int(v.failures.any((1, 2)).sum()),
-            "failure_voxels": int(v.failures.sum()), "detected_failure_voxels": int((v.failures & mask).sum()),
-            "failure_patches": int(fail_patches.sum()), "flagged_patches": int(flags.sum()),
-            "true_positive_patches": int((fail_patches & flags).sum())})
-    for r in rows:
-        fixed_row = corrected.get((r["patient"], r["phase"], r["class"]))
-        if fixed_row:
-            for metric in (*METRICS, "predicted_voxels", "predicted_ml"):
-                r[f"{metric}_corrected"] = fixed_row[metric]
-    return detection_rows

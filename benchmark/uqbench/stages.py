@@ -15,11 +15,12 @@ from typing import Any
 
 import numpy as np
 
+from uqbench import external, scoring
 from uqbench.api import CLASS_NAMES, Context, DetectorExample
 from uqbench.data import cache, nifti
 from uqbench.data.preprocess import PreprocessParams, labels_to_original, map_to_original
 from uqbench.errors import PluginError
-from uqbench.evaluation import Volume, case_rows
+from uqbench.evaluation import Volume
 from uqbench.files import write_atomic
 from uqbench.infer.postprocess import finalise
 from uqbench.protocol import calibration
@@ -49,9 +50,9 @@ def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
 def predict(work: Path, *, cases: Sequence[cache.Prepared], sample: Callable[[cache.Prepared, int],
             dict[str, np.ndarray]], seed: int, export: bool, params: PreprocessParams,
             advance: Callable[[int], None]) -> None:
-    """Per case ``<case>.npz``: the label map (arg-max of the float32 mean softmax, largest component), the
-    statistics ``sample(case, seed)`` returned (float16; a map computed from raw samples stays float32), and,
-    when ``export``, calibration counts and the mean probabilities as NIfTI in original geometry. Cases already
+    """Per case ``<case>.npz``: the label map (arg-max of the float32 mean softmax, largest component) and the
+    statistics ``sample(case, seed)`` returned (float16; a map computed from raw samples stays float32); when
+    ``export``, the mean probabilities as NIfTI in original geometry, which the score stage reads. Cases already
     written by an interrupted attempt are kept: case ``i`` always gets seed ``seed + i``."""
     for i, c in enumerate(cases):
         path = work / f"{case_key(c)}.npz"
@@ -65,10 +66,7 @@ def predict(work: Path, *, cases: Sequence[cache.Prepared], sample: Callable[[ca
         if "map" in stats:
             out["map"] = stats["map"].astype(np.float32)
         if export:
-            probs = mean.transpose(1, 0, 2, 3)
-            counts, brier, voxels = calibration.reliability_counts(probs, c.labels, f"{c.patient} {c.phase}")
-            out |= {"calibration": counts, "brier": np.asarray(brier), "voxels": np.asarray(voxels)}
-            _nifti(work / "nifti" / f"{case_key(c)}_probs.nii.gz", c=c, values=probs, params=params,
+            _nifti(probabilities_file(work, c), c=c, values=mean.transpose(1, 0, 2, 3), params=params,
                    quantum=NIFTI_QUANTUM)
         write_npz(path, out)
         advance(1)
@@ -79,12 +77,22 @@ def read_prediction(folder: Path, c: cache.Prepared) -> dict[str, np.ndarray]:
         return {k: z[k] for k in z.files}
 
 
+def probabilities_file(folder: Path, c: cache.Prepared) -> Path:
+    return folder / "nifti" / f"{case_key(c)}_probs.nii.gz"
+
+
+def map_file(folder: Path, c: cache.Prepared, umap_name: str) -> Path:
+    return folder / "nifti" / f"{case_key(c)}_{umap_name.replace(':', '_')}.nii.gz"
+
+
+def labels_file(folder: Path, c: cache.Prepared) -> Path:
+    return folder / "nifti" / f"{case_key(c)}_labels.nii.gz"
+
+
 def maps(work: Path, *, cases: Sequence[cache.Prepared], predictions: Path, umap_name: str,
-         compute: Callable[[dict[str, np.ndarray], cache.Prepared], np.ndarray], export: bool,
-         params: PreprocessParams) -> None:
-    """``maps.npz``: the uncertainty map of each case (float16, what detectors read) from its stored
-    statistics, checked to lie in [0, 1]; with ``export``, also as NIfTI in original geometry."""
-    out: dict[str, np.ndarray] = {}
+         compute: Callable[[dict[str, np.ndarray], cache.Prepared], np.ndarray], params: PreprocessParams) -> None:
+    """Each case's uncertainty map from its stored statistics, checked to lie in [0, 1], as NIfTI in original
+    geometry: what the score stage reads, as it reads any tool's map."""
     for c in cases:
         stats = read_prediction(predictions, c)
         unc = stats["map"] if "map" in stats else compute(stats, c)
@@ -92,51 +100,54 @@ def maps(work: Path, *, cases: Sequence[cache.Prepared], predictions: Path, umap
             calibration.check_map(unc, f"{c.patient} {c.phase}")
         except ValueError as exc:
             raise PluginError(f"uncertainty map '{umap_name}' returned a bad map: {exc}") from None
-        out[case_key(c)] = unc.astype(np.float16)
-        if export:
-            _nifti(work / "nifti" / f"{case_key(c)}_{umap_name.replace(':', '_')}.nii.gz", c=c, values=unc,
-                   params=params, quantum=NIFTI_QUANTUM)
-    write_npz(work / "maps.npz", out)
+        _nifti(map_file(work, c, umap_name), c=c, values=unc, params=params, quantum=NIFTI_QUANTUM)
 
 
-def failures(work: Path, *, cases: Sequence[cache.Prepared], predictions: Path, rule: failure_rules.FailureRule,
-             spacing: float) -> None:
-    """``failures.npz``: each case's failure voxels under ``rule`` on the network grid."""
-    write_npz(work / "failures.npz", {
-        case_key(c): failure_rules.failure_map(read_prediction(predictions, c)["labels"], c.labels, rule=rule,
-                                               spacing=spacing) for c in cases})
-
-
-def score(work: Path, *, cases: Sequence[cache.Prepared], predictions: Path, fold: int, params: PreprocessParams,
+def score(work: Path, *, cases: Sequence[cache.Prepared], predictions: Path, maps: Path, umap_name: str, fold: int,
+          rule: failure_rules.FailureRule, params: PreprocessParams, probabilities: bool,
           advance: Callable[[int], None]) -> None:
-    """``rows.json`` (per case and class: Dice, HD, HD95, ASSD, volumes in original geometry) and
-    ``calibration.json`` (the summed reliability counts); each label map as NIfTI in original geometry."""
-    (work / "nifti").mkdir(exist_ok=True)
+    """Write each label map as NIfTI in original geometry, then score the case's files (labels, the map, and
+    the probabilities when ``probabilities``) with ``uqbench.scoring.score_case``, exactly as ``uqbench evaluate``
+    scores files made elsewhere: ``rows.json`` (per case and class), ``calibration.json`` (summed reliability
+    counts) and ``grid.npz`` (per case the labels, failure voxels and map on the 1.4 mm grid)."""
     rows: list[dict[str, Any]] = []
     counts = np.zeros((len(CLASS_NAMES), calibration.BINS, 3))
     brier, voxels = 0.0, 0
+    grid: dict[str, np.ndarray] = {}
     for c in cases:
-        p = read_prediction(predictions, c)
-        original = labels_to_original(p["labels"], original_shape=c.original_labels.shape, spacing=c.spacing,
-                                      target=params.spacing)
-        nifti.write(work / "nifti" / f"{case_key(c)}_labels.nii.gz", original.astype(np.uint8), c.affine,
-                    header=c.header)
-        rows += case_rows(volume(c, fold, labels=p["labels"], uncertainty=None, failures=None), original)
-        counts, brier, voxels = counts + p["calibration"], brier + float(p["brier"]), voxels + int(p["voxels"])
+        original = labels_to_original(read_prediction(predictions, c)["labels"],
+                                      original_shape=c.original_labels.shape, spacing=c.spacing, target=params.spacing)
+        nifti.write(labels_file(work, c), original.astype(np.uint8), c.affine, header=c.header)
+        geo = scoring.geometry(c)
+        scored = scoring.score_case(
+            c, fold=fold, labels=external.read_labels(labels_file(work, c), geo),
+            probabilities=external.read_probabilities(probabilities_file(predictions, c), geo) if probabilities
+            else None,
+            uncertainty=external.read_map(map_file(maps, c, umap_name), geo), rule=rule, params=params)
+        rows += scored.rows
+        if scored.calibration is not None:
+            n, b, v = scored.calibration
+            counts, brier, voxels = counts + n, brier + b, voxels + v
+        grid |= grid_arrays(scored.volume)
         advance(1)
     write_atomic(work / "rows.json", lambda tmp: tmp.write_text(json.dumps(rows)))
     write_atomic(work / "calibration.json", lambda tmp: tmp.write_text(json.dumps(
         {"counts": counts.tolist(), "brier_sum": brier, "voxels": voxels})))
+    write_npz(work / "grid.npz", grid)
 
 
-def volume(c: cache.Prepared, fold: int, *, labels: np.ndarray, uncertainty: np.ndarray | None,
-           failures: np.ndarray | None) -> Volume:
-    """A case's Volume (what evaluation reads); a missing map or failure map is an empty array."""
-    empty = np.zeros((0,), np.float16)
+def grid_arrays(v: Volume) -> dict[str, np.ndarray]:
+    """A scored volume's grid arrays as ``grid.npz`` stores them."""
+    key = f"{v.patient}_{v.phase}"
+    return {f"{key}.labels": v.prediction_grid, f"{key}.failures": v.failures, f"{key}.map": v.uncertainty}
+
+
+def volume(c: cache.Prepared, fold: int, grid: Any) -> Volume:
+    """A case's Volume (what evaluation reads) from the ``grid.npz`` its score stage wrote."""
+    key = case_key(c)
     return Volume(patient=c.patient, phase=c.phase, group=c.group, fold=fold, spacing=c.spacing,
-                  reference=c.original_labels, reference_grid=c.labels, prediction_grid=labels,
-                  uncertainty=empty if uncertainty is None else uncertainty,
-                  failures=empty.astype(bool) if failures is None else failures)
+                  reference=c.original_labels, reference_grid=c.labels, prediction_grid=grid[f"{key}.labels"],
+                  uncertainty=grid[f"{key}.map"], failures=grid[f"{key}.failures"])
 
 
 def examples(v: Volume, image: np.ndarray, with_failures: bool) -> list[DetectorExample]:

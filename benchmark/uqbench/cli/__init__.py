@@ -13,7 +13,7 @@ from typing import NoReturn
 from rich.console import Console
 from rich.markup import escape
 
-from uqbench.cli import bench, cache, data, folds, leaderboard, plugins, report, run, sweep  # noqa: F401  (commands register on import)
+from uqbench.cli import bench, cache, data, evaluate, folds, leaderboard, plugins, report, run, sweep  # noqa: F401  (commands register on import)
 from uqbench.cli.app import app
 from uqbench.errors import UqbenchError
 

@@ -123,10 +123,12 @@ def summary_table(summary: Summary) -> Table:
 def protocol_line(summary: Summary) -> str:
     """One line of the run's uncertainty and detection measures (all of them are in summary.json)."""
     p, rc, cal = summary.protocol, summary.risk_coverage, summary.calibration
-    risk = f"AURC {rc.aurc:.4f}, e-AURC {rc.e_aurc:.4f}" if rc.measure == "error-rate" else \
-        f"AURC {rc.aurc:.1f}, e-AURC {rc.e_aurc:.1f} (error count, voxels)"
-    parts = [f"protocol {p.label} ({p.digest()}; failure rule {p.failure_rule.name})", risk,
-             f"ECE {cal.pooled.ece:.4f}, Brier {cal.brier:.4f}"]
+    parts = [f"protocol {p.label} ({p.digest()}; failure rule {p.failure_rule.name})"]
+    if rc is not None:
+        parts.append(f"AURC {rc.aurc:.4f}, e-AURC {rc.e_aurc:.4f}" if rc.measure == "error-rate" else
+                     f"AURC {rc.aurc:.1f}, e-AURC {rc.e_aurc:.1f} (error count, voxels)")
+    if cal is not None:
+        parts.append(f"ECE {cal.pooled.ece:.4f}, Brier {cal.brier:.4f}")
     if summary.detection_curves and summary.correction_effort:
         slices = summary.detection_curves.slices
         parts += [f"slice AP {slices.ap:.3f} ({slices.ap_convention}), {slices.ap_pooled:.3f} pooled",

@@ -164,7 +164,7 @@ def _cells_table(p: sweep.Plan, outcomes: list[sweep.Outcome]) -> Table:
         s = summaries.read(Path(cell.out or "") / "summary.json")
         table.add_row(Text(cell.name), f"{s.segmentation.mean_foreground_dice:.3f}",
                       f"{s.corrected.mean_foreground_dice:.3f}" if s.corrected else "-",
-                      f"{s.risk_coverage.e_aurc:.4f}",
+                      f"{s.risk_coverage.e_aurc:.4f}" if s.risk_coverage else "-",
                       f"{s.detection_curves.slices.ap:.3f}" if s.detection_curves else "-",
                       f"{s.detection.voxel_sensitivity:.3f}" if s.detection else "-",
                       f"{o.from_store}/{o.computed + o.from_store}", f"{o.wall_s:.0f}")

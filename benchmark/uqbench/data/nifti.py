@@ -50,7 +50,8 @@ def read_with_header(path: Path) -> tuple[np.ndarray, tuple[float, float, float]
 def read_geometry(path: Path) -> tuple[tuple[float, float, float], np.ndarray]:
     """(spacing (z, y, x) in mm from the stored pixdim, affine) of any NIfTI file, 3-D or not, without its data."""
     try:
-        affine = np.asarray(nib.load(str(path)).affine, dtype=np.float64)
+        img: Any = nib.load(str(path))  # a Nifti1Image, typed as the generic base
+        affine = np.asarray(img.affine, dtype=np.float64)
         zooms = np.asarray(_stored_header(path)["pixdim"][1:4], dtype=np.float64)
     except Exception as exc:  # as read_with_header
         raise DataError(f"{path}: unreadable NIfTI ({type(exc).__name__})") from exc

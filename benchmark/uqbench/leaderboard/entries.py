@@ -95,10 +95,10 @@ class Results:
     clinical_units: dict[str, str]
     clinical: dict[str, Index]
     clinical_corrected: dict[str, Index] | None
-    aurc: float  # risk-coverage of the uncertainty map (risk as protocol.risk says)
-    e_aurc: float
-    ece: float  # pooled reliability of the mean softmax
-    brier: float
+    aurc: float | None  # risk-coverage of the uncertainty map (risk as protocol.risk says); None: no map
+    e_aurc: float | None
+    ece: float | None  # pooled reliability of the mean softmax; None: no probabilities
+    brier: float | None
     slice_ap: float | None  # slices needing correction, under the protocol's AP convention
     froc_sensitivity: dict[str, float] | None  # false positives per volume ("1", "2", "5", "10") -> sensitivity
     effort_auc_slices: float | None  # area under mean Dice against the share of slices inspected
@@ -194,6 +194,7 @@ def entry_record(summary: Summary, cfg: run_config.RunConfig, *, note: str | Non
     """The JSON record of the entry a finished run makes (checked by :func:`parse` before it is written)."""
     seg, fixed, prov = summary.segmentation, summary.corrected, summary.provenance
     curves, effort = summary.detection_curves, summary.correction_effort
+    rc, cal = summary.risk_coverage, summary.calibration
     methods = {k: {"spec": m.spec, "distribution": m.distribution, "version": m.version}
                for k, m in prov.methods.items()}
     dataset = "phantom" if summary.dataset.phantom else summary.dataset.name
@@ -211,8 +212,8 @@ def entry_record(summary: Summary, cfg: run_config.RunConfig, *, note: str | Non
         "clinical": {k: _index(a) for k, a in summary.clinical.indices.items()},
         "clinical_corrected": {k: _index(a) for k, a in summary.clinical_corrected.indices.items()}
         if summary.clinical_corrected else None,
-        "aurc": summary.risk_coverage.aurc, "e_aurc": summary.risk_coverage.e_aurc,
-        "ece": summary.calibration.pooled.ece, "brier": summary.calibration.brier,
+        "aurc": rc.aurc if rc else None, "e_aurc": rc.e_aurc if rc else None,
+        "ece": cal.pooled.ece if cal else None, "brier": cal.brier if cal else None,
         "slice_ap": curves.slices.ap if curves else None,
         "froc_sensitivity": {fp_key(fp): froc_sensitivity(curves.froc, fp) for fp in FROC_FALSE_POSITIVES}
         if curves else None,

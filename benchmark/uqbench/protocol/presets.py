@@ -52,8 +52,10 @@ from uqbench.protocol.detection import (
 from uqbench.protocol.stats import MannWhitney
 from uqbench.records import fields_from_hashed, fields_to_json
 
-PRESET_VERSION = 1
-"""Bumped whenever this code changes what a preset parameter means; part of every hash."""
+PRESET_VERSION = 2
+"""Bumped whenever this code changes what a preset parameter means; part of every hash. 2: outputs are scored
+from their original-geometry files (failure labels from the written labels resampled onto the 1.4 mm grid as the
+reference is, calibration in original geometry), so a run and ``uqbench evaluate`` of its files agree."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

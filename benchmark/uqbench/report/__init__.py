@@ -56,9 +56,11 @@ def _scores_table(seg: Scores, fixed: Scores | None) -> list[str]:
 def _measures(s: Summary) -> list[str]:
     rc, cal = s.risk_coverage, s.calibration
     out = [f"- mean foreground Dice {s.segmentation.mean_foreground_dice:.3f}"
-           + (f", after simulated correction {s.corrected.mean_foreground_dice:.3f}" if s.corrected else ""),
-           f"- risk-coverage ({rc.measure}): AURC {rc.aurc:.4g}, e-AURC {rc.e_aurc:.4g}",
-           f"- calibration: ECE {cal.pooled.ece:.4f} (pooled, {cal.bins} bins), Brier {cal.brier:.4f}"]
+           + (f", after simulated correction {s.corrected.mean_foreground_dice:.3f}" if s.corrected else "")]
+    if rc is not None:
+        out.append(f"- risk-coverage ({rc.measure}): AURC {rc.aurc:.4g}, e-AURC {rc.e_aurc:.4g}")
+    if cal is not None:
+        out.append(f"- calibration: ECE {cal.pooled.ece:.4f} (pooled, {cal.bins} bins), Brier {cal.brier:.4f}")
     if s.detection_curves and s.correction_effort and s.detection:
         sl = s.detection_curves.slices
         out += [f"- slices needing correction: AP {sl.ap:.3f} ({sl.ap_convention}); "

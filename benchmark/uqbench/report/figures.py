@@ -47,17 +47,22 @@ def save(fig: Figure, path: Path, dpi: int = DPI) -> Path:
     return path
 
 
-def reliability(runs: Sequence[Run]) -> Figure:
+def reliability(runs: Sequence[Run]) -> Figure | None:
     """Reliability diagrams of the mean softmax: pooled over classes (every run) and per class (first run),
-    with the ECE in each legend (Fig. 1 of the preliminary paper)."""
+    with the ECE in each legend (Fig. 1 of the preliminary paper); None when no run has probabilities."""
+    runs = [r for r in runs if r.summary.calibration is not None]
+    if not runs:
+        return None
     fig = Figure(figsize=(10, 4.6))
     ax, per = fig.subplots(1, 2)
     for r in runs:
+        assert r.summary.calibration is not None
         rel = r.summary.calibration.pooled
         conf = [c for c, f in zip(rel.confidence, rel.frequency, strict=True) if c is not None and f is not None]
         freq = [f for c, f in zip(rel.confidence, rel.frequency, strict=True) if c is not None and f is not None]
         ax.plot(conf, freq, marker="o", ms=3, label=f"{r.label} (ECE {rel.ece:.4f})")
     first = runs[0].summary.calibration
+    assert first is not None
     for cls, rel in first.per_class.items():
         pts = [(c, f) for c, f in zip(rel.confidence, rel.frequency, strict=True) if c is not None and f is not None]
         per.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", ms=3, label=f"{cls} (ECE {rel.ece:.4f})")
@@ -69,14 +74,17 @@ def reliability(runs: Sequence[Run]) -> Figure:
     return fig
 
 
-def risk_coverage(runs: Sequence[Run]) -> Figure:
-    """Risk against coverage when the most uncertain voxels are withheld first, with AURC and e-AURC (Fig. 4)."""
+def risk_coverage(runs: Sequence[Run]) -> Figure | None:
+    """Risk against coverage when the most uncertain voxels are withheld first, with AURC and e-AURC (Fig. 4);
+    None when no run has an uncertainty map."""
+    curves = [(r.label, r.summary.risk_coverage) for r in runs if r.summary.risk_coverage is not None]
+    if not curves:
+        return None
     fig = Figure(figsize=(6, 4.6))
     ax = fig.subplots()
-    for r in runs:
-        rc = r.summary.risk_coverage
-        ax.plot(rc.coverage, rc.risk, label=f"{r.label} (AURC {rc.aurc:.4g}, e-AURC {rc.e_aurc:.4g})")
-    measure = runs[0].summary.risk_coverage.measure
+    for label, rc in curves:
+        ax.plot(rc.coverage, rc.risk, label=f"{label} (AURC {rc.aurc:.4g}, e-AURC {rc.e_aurc:.4g})")
+    measure = curves[0][1].measure
     ax.set(xlabel="coverage (% of voxels kept)", ylabel="risk (error rate)" if measure == "error-rate" else
            "risk (errors, voxels)", title="Risk-coverage of the uncertainty map")
     ax.legend(fontsize=8)

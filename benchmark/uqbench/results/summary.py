@@ -21,7 +21,7 @@ from uqbench.protocol.presets import Preset
 from uqbench.protocol.stats import Comparison, MannWhitney
 from uqbench.records import from_json, to_json, write_json
 
-SUMMARY_VERSION = 4
+SUMMARY_VERSION = 5  # 5: calibration and risk_coverage may be None (predictions scored without them)
 
 Metric = Literal["dice", "hd", "hd95", "hd95_directed_max", "assd"]
 METRICS: tuple[Metric, ...] = ("dice", "hd", "hd95", "hd95_directed_max", "assd")
@@ -201,8 +201,8 @@ class Summary:
     empty_reference: int  # class volumes with an empty reference
     empty_prediction: int  # class volumes predicted empty where the reference is not
     detection: DetectionTotals | None = None
-    risk_coverage: RiskCoverage
-    calibration: Calibration
+    risk_coverage: RiskCoverage | None  # None: no uncertainty map (scored predictions made elsewhere)
+    calibration: Calibration | None  # None: no class probabilities (scored predictions made elsewhere)
     detection_curves: DetectionCurves | None = None
     correction_effort: EffortCurve | None = None
     significance: Significance | None = None

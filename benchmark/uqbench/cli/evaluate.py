@@ -1,0 +1,81 @@
+"""`uqbench evaluate`: score segmentations made elsewhere with the run's protocol."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+
+from uqbench import evaluate
+from uqbench.cli import options
+from uqbench.cli.app import app, console
+from uqbench.cli.run import protocol_line, summary_table
+from uqbench.data.folds import parse_folds
+from uqbench.devices import resolve_device, resolve_profile
+from uqbench.errors import UsageError
+from uqbench.protocol import failures as failure_rules
+from uqbench.protocol import presets
+from uqbench.protocol.detection import MODES
+
+
+@app.command("evaluate")
+def evaluate_cmd(
+    *,
+    predictions: Annotated[Path, typer.Option(
+        "--predictions", help="Folder of label maps (NIfTI, values 0..3) in each case's original geometry, named "
+                              "patientNNN_frameFF (nnU-Net's ACDC names) or patientNNN_ED / _ES; one per case of "
+                              "--data.")],
+    data: Annotated[Path, typer.Option("--data", help="The reference dataset folder (read by --dataset).")],
+    dataset: options.Dataset = "acdc",
+    folds: Annotated[str | None, typer.Option(
+        "--folds", help="Comma list of folds whose cases are scored (default: every case of --data).")] = None,
+    probabilities: Annotated[Path | None, typer.Option(
+        "--probabilities", help="Folder of class probabilities: nnU-Net's --save_probabilities <case>.npz (key "
+                                "'probabilities', classes first) or 4-D NIfTI (classes last); adds calibration.")
+    ] = None,
+    uncertainty_maps: Annotated[Path | None, typer.Option(
+        "--uncertainty-maps", help="Folder of uncertainty maps (NIfTI in [0, 1]); adds risk-coverage and lets a "
+                                   "detector run.")] = None,
+    uncertainty: Annotated[str | None, typer.Option(
+        "--uncertainty", "-u", help="Compute the map from --probabilities with this registered map of the mean "
+                                    "softmax (e.g. emap, maxprob) instead of reading --uncertainty-maps.")] = None,
+    detector: Annotated[str | None, typer.Option(
+        "--detector", help="oracle (flags exactly the patches holding failures: the ceiling of simulated "
+                           "correction), or a registered detector fitted out of fold (needs a map and 2+ folds); "
+                           "default: none.")] = None,
+    protocol: options.Protocol = "uqbench",
+    failure_preset: options.FailurePreset = None,
+    correction: options.Correction = None,
+    profile: options.Profile = None,
+    device: options.Device = "auto",
+    seed: options.Seed = 0,
+    out: Annotated[Path, typer.Option("--out", help="Output folder (config.json, cases.csv, detection.csv, "
+                                                    "summary.json).")] = Path("runs/evaluate"),
+) -> None:
+    """Score label maps made elsewhere (nnU-Net's, or a run's OUT/nifti/predictions) with the run's protocol."""
+    if protocol not in presets.PRESETS:
+        raise UsageError(f"--protocol {protocol!r}: expected one of {', '.join(presets.PRESETS)}")
+    if failure_preset is not None and failure_preset not in failure_rules.PRESETS:
+        raise UsageError(f"--failure-preset {failure_preset!r}: expected one of {', '.join(failure_rules.PRESETS)}")
+    if correction is not None and correction not in MODES:
+        raise UsageError(f"--correction {correction!r}: expected one of {', '.join(MODES)}")
+    try:
+        fold_list = None if folds is None else tuple(parse_folds(folds))
+    except ValueError as exc:
+        raise UsageError(f"--folds {folds!r}: {exc}") from exc
+    dev = resolve_device(device)
+    req = evaluate.Request(predictions=predictions, data=data, dataset=dataset, folds=fold_list,
+                           probabilities=probabilities, uncertainty_maps=uncertainty_maps, uncertainty=uncertainty,
+                           detector=None if detector in (None, "none") else detector,
+                           protocol=presets.preset(protocol, failure_preset=failure_preset, correction=correction),
+                           profile=resolve_profile(profile, dev), device=dev, seed=seed, out=out)
+    evaluate.check(req)
+    summary = evaluate.evaluate(req)
+    console.print(summary_table(summary))
+    console.print(protocol_line(summary), markup=False, highlight=False)
+    for note in summary.notes:
+        console.print(f"[yellow]note:[/yellow] {escape(note)}", highlight=False)
+    console.print(f"wrote {out}/config.json, cases.csv, summary.json"
+                  + (", detection.csv" if summary.detection else ""), markup=False, highlight=False)

@@ -1,0 +1,231 @@
+"""``uqbench evaluate``: segmentations made elsewhere (nnU-Net's above all, or a run's own ``OUT/nifti/``) scored
+with the run's protocol, nothing retrained.
+
+The data are read as a run reads them (the registered reader, the prepared cache); each case's files are read
+and checked by ``uqbench.external`` and scored by ``uqbench.scoring.score_case``; the results end in
+``uqbench.evaluation.measure``, as a run's do. A run's own files therefore give the run's numbers.
+
+Detectors: ``oracle`` flags exactly the patches that hold failure voxels, the ceiling of simulated correction (a
+reference of the protocol, not a method, so it is no plugin); a registered detector is fitted for each fold on
+the other folds' cases and scores that fold's, as the run's default out-of-fold protocol does.
+"""
+
+from __future__ import annotations
+
+import platform
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import uqbench
+from uqbench import external, scoring, stages
+from uqbench.api import Context, Profile
+from uqbench.data import cache
+from uqbench.data.preprocess import PreprocessParams
+from uqbench.errors import DataError, UqbenchError, UsageError
+from uqbench.evaluation import Volume
+from uqbench.kinds import DATASET, DETECTOR, UNCERTAINTY
+from uqbench.protocol.detection import voxels_per_patch
+from uqbench.protocol.presets import Preset
+from uqbench.records import write_json
+from uqbench.registry import registry
+from uqbench.results import summary as summaries
+from uqbench.results.summary import DatasetInfo, Provenance, Summary
+
+ORACLE = "oracle"
+PROBABILITY_ENDINGS = (".npz", ".nii.gz", ".nii")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Request:
+    """What ``uqbench evaluate`` was asked to score, checked by :func:`check`."""
+
+    predictions: Path
+    data: Path
+    dataset: str
+    folds: tuple[int, ...] | None  # the folds whose cases are scored; None: every case of the data
+    probabilities: Path | None
+    uncertainty_maps: Path | None
+    uncertainty: str | None  # a map computed from the probabilities
+    detector: str | None  # ORACLE or a registered detector
+    protocol: Preset
+    profile: Profile
+    device: str
+    seed: int
+    out: Path
+
+    def record(self) -> dict[str, Any]:
+        """config.json of an evaluation: every option, paths absolute."""
+        return {"command": "evaluate", "predictions": str(self.predictions.resolve()), "data": str(self.data.resolve()),
+                "dataset": self.dataset, "folds": list(self.folds) if self.folds is not None else None,
+                "probabilities": str(self.probabilities.resolve()) if self.probabilities else None,
+                "uncertainty_maps": str(self.uncertainty_maps.resolve()) if self.uncertainty_maps else None,
+                "uncertainty": self.uncertainty, "detector": self.detector, "protocol": self.protocol.label,
+                "protocol_hash": self.protocol.digest(), "profile": self.profile.value, "seed": self.seed,
+                "uqbench": uqbench.__version__, "python": platform.python_version()}
+
+
+def check(req: Request) -> None:
+    """UsageError naming the option that cannot work, before anything is read."""
+    for option, folder in (("--predictions", req.predictions), ("--data", req.data),
+                           ("--probabilities", req.probabilities), ("--uncertainty-maps", req.uncertainty_maps)):
+        if folder is not None and not folder.is_dir():
+            raise UsageError(f"{option} {folder}: not a folder")
+    if req.uncertainty is not None:
+        if req.uncertainty_maps is not None:
+            raise UsageError("--uncertainty computes a map from --probabilities; --uncertainty-maps gives one: "
+                             "choose one")
+        if req.probabilities is None:
+            raise UsageError(f"--uncertainty {req.uncertainty}: computes the map from the mean softmax, which needs "
+                             "--probabilities")
+        samples = registry().create(UNCERTAINTY, req.uncertainty).samples
+        if samples != 1:
+            raise UsageError(f"--uncertainty {req.uncertainty}: this map reads {samples} MC samples; from saved "
+                             "probabilities only a map of the mean softmax can be computed (e.g. emap, maxprob)")
+    registry().entry(DATASET, req.dataset.split(":")[0])
+    if req.detector not in (None, ORACLE):
+        registry().create(DETECTOR, req.detector)
+        if req.uncertainty_maps is None and req.uncertainty is None:
+            raise UsageError(f"--detector {req.detector}: a detector reads an uncertainty map; give "
+                             "--uncertainty-maps, or --probabilities with --uncertainty")
+    if req.out.exists() and not req.out.is_dir():
+        raise UsageError(f"--out {req.out}: is a file, not a folder")
+
+
+def evaluate(req: Request, advance: Callable[[int], None] = lambda n: None) -> Summary:
+    """Score the files of ``req`` and write OUT/config.json, cases.csv, detection.csv (with a detector) and
+    summary.json; the summary comes back."""
+    from uqbench import evaluation
+
+    t_start = time.perf_counter()
+    check(req)
+    params = PreprocessParams()
+    cases, fold_of, fingerprint = _prepared(req, params)
+    if req.folds is not None:
+        missing = sorted(set(req.folds) - set(fold_of.values()))
+        if missing:
+            raise UsageError(f"--folds: fold {missing[0]} has no patients in {req.data}")
+        cases = [c for c in cases if fold_of.get(c.patient) in req.folds]
+    # fold by fold, as a run orders its rows: sums then add in the same order and give the same last bits
+    cases = sorted(cases, key=lambda c: (c.patient not in fold_of, fold_of.get(c.patient, 0)))
+    keys = [(c.patient, c.phase) for c in cases]
+    labels = _found(req.predictions, keys, what="label maps")
+    probs = _found(req.probabilities, keys, what="probabilities", endings=PROBABILITY_ENDINGS)
+    maps = _found(req.uncertainty_maps, keys, what="uncertainty maps")
+    rows: list[dict[str, Any]] = []
+    volumes: list[Volume] = []
+    counts: tuple[np.ndarray, float, int] | None = None
+    for c in cases:
+        key, geo = (c.patient, c.phase), scoring.geometry(c)
+        p = external.read_probabilities(probs[key], geo) if probs else None
+        unc = external.read_map(maps[key], geo) if maps else (_map_of(req, p, geo.where) if p is not None else None)
+        scored = scoring.score_case(c, fold=fold_of.get(c.patient, -1), labels=external.read_labels(labels[key], geo),
+                                    probabilities=p, uncertainty=unc, rule=req.protocol.failure_rule, params=params)
+        rows += scored.rows
+        volumes.append(scored.volume)
+        if scored.calibration is not None:
+            n, b, v = scored.calibration
+            counts = (n, b, v) if counts is None else (counts[0] + n, counts[1] + b, counts[2] + v)
+        advance(1)
+    if req.detector == ORACLE:
+        volumes = [replace(v, patch_probs=(voxels_per_patch(v.failures) > 0).astype(np.float32)) for v in volumes]
+    elif req.detector is not None:
+        volumes = _detected(req, volumes, {f"{c.patient}_{c.phase}": c.image for c in cases})
+    measured = evaluation.measure(rows=rows, volumes=volumes, reliability=counts, protocol=req.protocol,
+                                  params=params)
+    summary = Summary(
+        **measured.summary_fields(), profile=req.profile.value, device=req.device,
+        timings_s=measured.timings_s | {"run_s": time.perf_counter() - t_start}, notes=[],
+        protocol=req.protocol, stages=[],
+        dataset=DatasetInfo(name=req.dataset, root=str(req.data.resolve()), fingerprint=fingerprint, phantom=False),
+        provenance=_provenance(req, fold_of))
+    req.out.mkdir(parents=True, exist_ok=True)
+    write_json(req.out / "config.json", req.record())
+    evaluation.write_tables(req.out, rows=measured.rows, detection_rows=measured.detection_rows,
+                            protocol=req.protocol)
+    summaries.write(req.out / "summary.json", summary)
+    return summary
+
+
+def _prepared(req: Request, params: PreprocessParams) -> tuple[list[cache.Prepared], dict[str, int], str]:
+    """The data's cases on both grids (the cache a run prepares), their folds (absent for held-out patients)
+    and the data's fingerprint."""
+    ds = registry().create(DATASET, req.dataset, req.data)
+    problems = ds.problems()
+    if problems:
+        more = f" (and {len(problems) - 1} more; run `uqbench data check {req.data}`)" if len(problems) > 1 else ""
+        raise DataError(problems[0] + more)
+    fingerprint = ds.fingerprint()
+    folder, entries = cache.prepare(ds, params=params, fingerprint=fingerprint, notes=[], advance=lambda n: None)
+    return cache.load(folder, entries, params=params, advance=lambda n: None), dict(ds.folds()), fingerprint
+
+
+def _found(folder: Path | None, keys: list[tuple[str, str]], *, what: str,
+           endings: tuple[str, ...] = external.ENDINGS) -> dict[tuple[str, str], Path]:
+    if folder is None:
+        return {}
+    found = external.files(folder, what=what, endings=endings)
+    external.check_complete(found, keys, folder=folder, what=what)
+    return found
+
+
+def _map_of(req: Request, probs: np.ndarray, where: str) -> np.ndarray | None:
+    """The ``--uncertainty`` map of class probabilities [C, Z, Y, X] (one pass: variance 0), None without one."""
+    if req.uncertainty is None:
+        return None
+    import torch
+
+    umap = registry().create(UNCERTAINTY, req.uncertainty)
+    try:
+        values = umap(torch.from_numpy(np.ascontiguousarray(probs.transpose(1, 0, 2, 3)))[None])  # T = 1
+    except Exception as exc:
+        raise registry().fault(UNCERTAINTY, req.uncertainty, f"failed on {where}: {type(exc).__name__}: {exc}"
+                               ) from exc
+    out: np.ndarray = torch.as_tensor(values).float().numpy()
+    if out.shape != probs.shape[1:] or not np.isfinite(out).all() or out.min() < 0 or out.max() > 1:
+        raise registry().fault(UNCERTAINTY, req.uncertainty, f"gave a map of shape {out.shape} (or outside [0, 1]) "
+                                                             f"for {where}")
+    return out
+
+
+def _detected(req: Request, volumes: list[Volume], images: dict[str, np.ndarray]) -> list[Volume]:
+    """``volumes`` with patch probabilities from the detector of each fold, fitted on the other folds' volumes."""
+    spec = req.detector or ""
+    folds = sorted({v.fold for v in volumes if v.fold >= 0})
+    if len(folds) < 2:
+        raise UsageError(f"--detector {spec}: fitted out of fold, it needs cases of 2 or more folds in --data")
+
+    def blame(fn: Callable[..., Any], *args: Any, where: str) -> Any:
+        try:
+            return fn(*args)
+        except UqbenchError:
+            raise
+        except Exception as exc:
+            raise registry().fault(DETECTOR, spec, f"failed in {where}: {type(exc).__name__}: {exc}") from exc
+
+    probs: dict[str, np.ndarray] = {}
+    for k in sorted({v.fold for v in volumes}):
+        fit = [(v, images[f"{v.patient}_{v.phase}"]) for v in volumes if v.fold >= 0 and v.fold != k]
+        test = [(v, images[f"{v.patient}_{v.phase}"]) for v in volumes if v.fold == k]
+        with tempfile.TemporaryDirectory(prefix="uqbench-detect-") as tmp:
+            ctx = Context(profile=req.profile, device=req.device, seed=req.seed + k, workdir=Path(tmp) / "workdir")
+            stages.detect(Path(tmp), detector=registry().create(DETECTOR, spec), name=spec,
+                          blame=lambda fn, *a, where, k=k: blame(fn, *a, where=f"{where} (fold {k})"),
+                          fit=fit, test=test, context=ctx)
+            with np.load(Path(tmp) / "probs.npz") as z:
+                probs |= {name: z[name] for name in z.files}
+    return [replace(v, patch_probs=probs[f"{v.patient}_{v.phase}"]) for v in volumes]
+
+
+def _provenance(req: Request, fold_of: dict[str, int]) -> Provenance:
+    """As a run's: the methods that ran here (a detector, a computed map), uqbench, torch and the machine."""
+    from uqbench.pipeline import provenance
+
+    used = {k: v for k, v in (("detector", req.detector), ("uncertainty", req.uncertainty))
+            if v is not None and v != ORACLE}
+    return provenance(methods=used, device=req.device, precision="fp32", seed=req.seed, fold_of=fold_of)

@@ -1,0 +1,61 @@
+"""The one scoring function: what the protocol measures of one case's outputs, whoever made them.
+
+Outputs are judged as files in the case's original geometry: a ``uqbench run`` scores the NIfTI files it wrote
+through this function, and ``uqbench evaluate`` scores another tool's (nnU-Net's) the same way, so one set of
+files gives one set of numbers. Segmentation metrics, volumes and the reliability counts of the class
+probabilities are computed in original geometry (paper section IV-A). What the protocol defines on the 1.4 mm
+grid (failure voxels, paper section III-C; the map a detector reads; patches and simulated correction) is
+computed after bringing the outputs onto that grid with the resampling that made the reference's grid
+(``uqbench.data.preprocess``): labels one-hot and linear, maps linear.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from uqbench.data.cache import Prepared
+from uqbench.data.preprocess import PreprocessParams, resample_image, resample_labels
+from uqbench.evaluation import Volume, case_rows
+from uqbench.external import Geometry
+from uqbench.protocol import calibration
+from uqbench.protocol.failures import FailureRule, failure_map
+
+CalibrationCounts = tuple[np.ndarray, float, int]
+"""``calibration.reliability_counts``: [C, BINS, 3] counts, the Brier sum and the voxel count."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CaseScore:
+    """One case scored: per-class rows (original geometry), the grid volume the detectors and correction read,
+    and the reliability counts of its probabilities (None without probabilities)."""
+
+    rows: list[dict[str, Any]]
+    volume: Volume
+    calibration: CalibrationCounts | None
+
+
+def geometry(c: Prepared) -> Geometry:
+    """The original grid a prepared case's outputs must share."""
+    return Geometry(where=f"{c.patient} {c.phase}", shape=c.original_labels.shape, spacing=c.spacing,
+                    affine=c.affine)
+
+
+def score_case(c: Prepared, *, fold: int, labels: np.ndarray, probabilities: np.ndarray | None,
+               uncertainty: np.ndarray | None, rule: FailureRule, params: PreprocessParams) -> CaseScore:
+    """Score a case's label map, and its class probabilities [C, Z, Y, X] and uncertainty map when given, all in
+    original geometry (as ``uqbench.external`` reads and checks them). The grid map is stored as float16, the
+    precision every detector has read since the first release."""
+    where = f"{c.patient} {c.phase}"
+    grid = resample_labels(labels, c.spacing, params.spacing)
+    failures = failure_map(grid, c.labels, rule=rule, spacing=params.spacing)
+    unc = (np.zeros((0,), np.float16) if uncertainty is None
+           else np.clip(resample_image(uncertainty, c.spacing, params.spacing), 0, 1).astype(np.float16))
+    volume = Volume(patient=c.patient, phase=c.phase, group=c.group, fold=fold, spacing=c.spacing,
+                    reference=c.original_labels, reference_grid=c.labels, prediction_grid=grid, uncertainty=unc,
+                    failures=failures)
+    counts = (None if probabilities is None
+              else calibration.reliability_counts(probabilities, c.original_labels, where))
+    return CaseScore(rows=case_rows(volume, labels), volume=volume, calibration=counts)

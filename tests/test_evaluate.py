@@ -1,0 +1,176 @@
+"""`uqbench evaluate`: a run's own files give the run's numbers; files made elsewhere are checked, one line each."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import Cli
+
+from uqbench import config, evaluate, pipeline
+from uqbench.protocol import presets
+
+
+@pytest.fixture(scope="module")
+def finished(tiny_phantom: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A run of every fold of the tiny phantom with an MC map and the threshold detector."""
+    out = tmp_path_factory.mktemp("evaluate") / "run"
+    pipeline.run(config.resolve(segmenter="drn", uncertainty="bmap", detector="threshold", loss=None,
+                                data=tiny_phantom, dataset="acdc", folds=[0, 1, 2, 3], profile="quick", samples=3,
+                                device="cpu", seed=0, out=out, iterations=4))
+    return out
+
+
+def _request(run: Path, data: Path, out: Path, **kw: Any) -> evaluate.Request:
+    nifti = run / "nifti"
+    args: dict[str, Any] = dict(predictions=nifti / "predictions", data=data, dataset="acdc", folds=None,
+                                probabilities=nifti / "probabilities", uncertainty_maps=nifti / "uncertainty-maps",
+                                uncertainty=None, detector="threshold", protocol=presets.preset("uqbench"),
+                                profile=config.Profile.QUICK, device="cpu", seed=0, out=out)
+    args.update(kw)
+    return evaluate.Request(**args)
+
+
+def _results(folder: Path) -> str:
+    """summary.json without what says when, where and how it was made, as text (so that NaN equals NaN)."""
+    s = json.loads((folder / "summary.json").read_text())
+    return json.dumps({k: v for k, v in s.items() if k not in ("timings_s", "notes", "stages", "provenance",
+                                                                "dataset")}, indent=1)
+
+
+def test_a_runs_own_files_score_as_the_run_scored_them(finished: Path, tiny_phantom: Path, tmp_path: Path) -> None:
+    evaluate.evaluate(_request(finished, tiny_phantom, tmp_path / "eval"))
+    assert _results(tmp_path / "eval") == _results(finished)
+    for table in ("cases.csv", "detection.csv"):
+        ours = pd.read_csv(tmp_path / "eval" / table).sort_values(["patient", "phase"], kind="stable")
+        theirs = pd.read_csv(finished / table).sort_values(["patient", "phase"], kind="stable")
+        pd.testing.assert_frame_equal(ours.reset_index(drop=True), theirs.reset_index(drop=True))
+
+
+def test_the_oracle_flags_exactly_the_failure_patches(finished: Path, tiny_phantom: Path, tmp_path: Path) -> None:
+    summary = evaluate.evaluate(_request(finished, tiny_phantom, tmp_path / "eval", detector="oracle",
+                                         probabilities=None, uncertainty_maps=None))
+    det = pd.read_csv(tmp_path / "eval" / "detection.csv")
+    assert (det["flagged_patches"] == det["failure_patches"]).all()
+    assert (det["true_positive_patches"] == det["failure_patches"]).all()
+    assert (det["detected_failure_voxels"] == det["failure_voxels"]).all()
+    assert summary.detection is not None and summary.detection.voxel_sensitivity == 1.0
+    assert summary.corrected is not None
+    assert summary.corrected.mean_foreground_dice >= summary.segmentation.mean_foreground_dice
+    assert summary.calibration is None and summary.risk_coverage is None  # no probabilities, no map
+
+
+def test_a_map_computed_from_the_probabilities(finished: Path, tiny_phantom: Path, tmp_path: Path) -> None:
+    summary = evaluate.evaluate(_request(finished, tiny_phantom, tmp_path / "eval", uncertainty="emap",
+                                         uncertainty_maps=None, detector=None))
+    assert summary.risk_coverage is not None and summary.calibration is not None
+    assert summary.provenance.methods["uncertainty"].spec == "emap"
+
+
+def test_folds_restrict_the_cases_expected(finished: Path, tiny_phantom: Path, tmp_path: Path) -> None:
+    preds = tmp_path / "preds"
+    shutil.copytree(finished / "nifti" / "predictions", preds)
+    for f in preds.iterdir():
+        if not f.name.startswith("patient001"):
+            f.unlink()
+    cases = pd.read_csv(finished / "cases.csv")
+    fold = int(cases[cases["patient"] == "patient001"]["fold"].iloc[0])
+    summary = evaluate.evaluate(_request(finished, tiny_phantom, tmp_path / "eval", predictions=preds,
+                                         probabilities=None, uncertainty_maps=None, detector=None, folds=(fold,)))
+    assert summary.segmentation.volumes == 2
+    assert set(pd.read_csv(tmp_path / "eval" / "cases.csv")["patient"]) == {"patient001"}
+
+
+def _copy(run: Path, tmp: Path) -> Path:
+    """A private copy of a run's NIfTI folders that a test may damage."""
+    shutil.copytree(run / "nifti", tmp / "nifti")
+    return tmp / "nifti"
+
+
+def _one(folder: Path) -> Path:
+    return sorted(folder.glob("*.nii.gz"))[0]
+
+
+def _rewrite(path: Path, change: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]) -> None:
+    img = nib.load(str(path))
+    data, affine = change(np.asarray(img.dataobj), img.affine.copy())
+    header = img.header.copy()
+    if data.dtype.kind == "f":  # stored as floats, unscaled, so that a NaN or a 2.0 reaches the file as it is
+        header.set_data_dtype(np.float32)
+        header.set_slope_inter(1.0, 0.0)
+    nib.save(nib.Nifti1Image(data, affine, header=header), str(path))
+
+
+def _shift(data: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    affine[0, 3] += 2.0
+    return data, affine
+
+
+def _probabilities_halved(data: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return (data.astype(np.float32) * 0.5), affine
+
+
+def _probabilities_nan(data: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    data = data.astype(np.float32)
+    data[0, 0, 0, 0] = np.nan
+    return data, affine
+
+
+BAD: dict[str, tuple[str, Callable[[Path], Path], str]] = {
+    # fault: (the folder damaged, damage -> the file named, message)
+    "another shape": ("predictions", lambda f: _damaged(_one(f), lambda d, a: (d[1:], a)), "differs from the image's"),
+    "another affine": ("predictions", lambda f: _damaged(_one(f), _shift), "affine (orientation or origin)"),
+    "labels outside 0..3": ("predictions", lambda f: _damaged(_one(f), lambda d, a: (d * 0 + 5, a)),
+                            "label values 5 outside 0..3"),
+    "probabilities not summing to 1": ("probabilities", lambda f: _damaged(_one(f), _probabilities_halved),
+                                       "sum to between"),
+    "probabilities holding NaN": ("probabilities", lambda f: _damaged(_one(f), _probabilities_nan),
+                                  "NaN or infinite probabilities"),
+    "a map outside [0, 1]": ("uncertainty-maps", lambda f: _damaged(_one(f), lambda d, a: (d * 0 + 2.0, a)),
+                             "outside [0, 1]"),
+    "a missing case": ("predictions", lambda f: _removed(_one(f)), "1 case(s) missing"),
+    "an extra case": ("predictions", lambda f: _extra(_one(f)), "1 file(s) of no case in the data: patient150_ED"),
+    "an unreadable NIfTI": ("predictions", lambda f: _garbled(_one(f)), "unreadable NIfTI"),
+}
+
+
+def _damaged(path: Path, change: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]) -> Path:
+    _rewrite(path, change)
+    return path
+
+
+def _removed(path: Path) -> Path:
+    path.unlink()
+    return path.parent
+
+
+def _extra(path: Path) -> Path:
+    shutil.copy(path, path.with_name("patient150_ED.nii.gz"))
+    return path.parent
+
+
+def _garbled(path: Path) -> Path:
+    path.write_bytes(gzip.compress(b"not a nifti"))
+    return path
+
+
+@pytest.mark.parametrize("fault", list(BAD))
+def test_bad_input_is_one_line_naming_the_file(fault: str, finished: Path, tiny_phantom: Path, tmp_path: Path,
+                                               cli: Cli) -> None:
+    folder, damage, message = BAD[fault]
+    nifti = _copy(finished, tmp_path)
+    named = damage(nifti / folder)
+    code, _, err = cli("evaluate", "--predictions", str(nifti / "predictions"), "--data", str(tiny_phantom),
+                       "--probabilities", str(nifti / "probabilities"), "--uncertainty-maps",
+                       str(nifti / "uncertainty-maps"), "--out", str(tmp_path / "eval"))
+    line = " ".join(err.split())  # rich wraps long lines on the console
+    assert code == 2 and "Traceback" not in err and str(named) in line and message in line, err
+    assert not (tmp_path / "eval").exists()  # nothing written before the input is checked
