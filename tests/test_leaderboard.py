@@ -240,3 +240,25 @@ def test_ranks_tie_on_the_dice_shown() -> None:
             self.ranking_dice = dice
 
     assert boards.ranks([E(0.9), E(0.8), E(0.9001), E(0.7)]) == [1, 3, 1, 4]  # type: ignore[list-item]
+
+
+@pytest.mark.usefixtures("example_plugin")
+def test_test_set_columns_appear_only_on_a_board_with_a_held_out_result(example_runs: Path, tmp_path: Path,
+                                                                         cli) -> None:
+    lb = tmp_path / "lb"
+    code, _, err = cli("submit", str(example_runs / "full"), "--leaderboards", str(lb))
+    assert code == 0, err
+    assert cli("leaderboard", "--leaderboards", str(lb))[0] == 0
+    (board,) = lb.glob("*.md")
+    assert "test Dice" not in board.read_text()
+    path = _entry_files(lb)[0]
+    record = json.loads(path.read_text())
+    record["results"] |= {"test_volumes": 100, "test_mean_foreground_dice": 0.8771,
+                          "test_mean_foreground_dice_corrected": None}
+    path.write_text(json.dumps(record))
+    assert cli("leaderboard", "--leaderboards", str(lb))[0] == 0
+    ranking = board.read_text().split("## Ranking")[1].splitlines()
+    head, row = ranking[2], ranking[4]
+    assert head.split(" | ")[-3:] == ["test Dice", "test Dice corrected", "report |"]
+    assert row.split(" | ")[-3:-1] == ["**0.877**", "-"]
+    assert pd.read_csv(board.with_suffix(".csv")).loc[0, "test_mean_foreground_dice"] == 0.8771

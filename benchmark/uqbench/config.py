@@ -44,6 +44,7 @@ class RunConfig:
     preprocess: PreprocessParams
     precision: Precision
     protocol: presets.Preset  # failure rule, correction, detector training data, curve and test conventions
+    test_data: str | None = None  # an absolute held-out test set folder (--test-data), read like ``data``
 
     def record(self) -> dict[str, Any]:
         """The JSON form config.json holds (with PROVENANCE_KEYS added by the run)."""
@@ -86,7 +87,7 @@ def resolve(*, segmenter: str, uncertainty: str, detector: str | None, loss: str
             dataset: str, folds: list[int], profile: str | None, samples: int | None, device: str, seed: int,
             out: Path | None, iterations: int | None = None, protocol: str = "uqbench",
             failure_preset: str | None = None, correction: str | None = None, precision: str = "auto",
-            detector_training: str | None = None) -> RunConfig:
+            detector_training: str | None = None, test_data: Path | None = None) -> RunConfig:
     """Check every option against the registry and the machine; UsageError names the bad one."""
     reg = registry()
     seg = reg.create(SEGMENTER, segmenter)
@@ -129,6 +130,8 @@ def resolve(*, segmenter: str, uncertainty: str, detector: str | None, loss: str
                             detector_training=detector_training)
     if data is not None and not data.is_dir():
         raise UsageError(f"--data {data}: not a folder")
+    if test_data is not None and not test_data.is_dir():
+        raise UsageError(f"--test-data {test_data}: not a folder")
     if not folds:
         raise UsageError("--folds: no fold given")
     if seed < 0:
@@ -140,4 +143,5 @@ def resolve(*, segmenter: str, uncertainty: str, detector: str | None, loss: str
     return RunConfig(segmenter=segmenter, uncertainty=uncertainty, detector=detector, loss=recipe.loss,
                      data=None if data is None else str(data.resolve()), dataset=dataset, folds=tuple(folds),
                      profile=prof, samples=samples, device=dev, seed=seed, out=out, recipe=recipe,
-                     preprocess=PreprocessParams(), precision=prec, protocol=chosen)
+                     preprocess=PreprocessParams(), precision=prec, protocol=chosen,
+                     test_data=None if test_data is None else str(test_data.resolve()))

@@ -48,7 +48,7 @@ from uqbench.protocol.detection import DetectorTraining
 from uqbench.records import fields_to_json, from_json, write_json
 from uqbench.registry import registry
 from uqbench.results import summary as summaries
-from uqbench.results.summary import DatasetInfo, Provenance, StageRecord, Summary
+from uqbench.results.summary import DatasetInfo, HeldOut, Provenance, StageRecord, Summary
 from uqbench.store import Served, StageKey, Store, open_store, stage_key
 
 PHANTOM_PATIENTS = 20
@@ -67,6 +67,16 @@ CODE = {"train": 1, "predict": 1, "maps": 2, "score": 2, "detect": 1}
 maps 2 and score 2: the run scores the files it writes (failure voxels, calibration and the map detectors read
 come from the original-geometry outputs; score took over the failures stage). predict kept 1: it stopped
 storing calibration counts, which nothing reads now, and computes the same labels, statistics and files."""
+
+
+HELD_OUT = -1
+"""The fold number of --test-data's stages and rows: the segmenter trained on every training patient, the held-out
+cases it predicts and the detector fitted on every cross-validation prediction."""
+
+
+def _stream(k: int) -> int:
+    """The random stream of fold k's seeds (the held-out set's is its own, after any fold's)."""
+    return 97 if k == HELD_OUT else k
 
 
 class Progress(Protocol):
@@ -225,7 +235,8 @@ class _Graph:
         key = self.key("train", settings={"recipe": fields_to_json(cfg.recipe),
                                           "preprocess": fields_to_json(cfg.preprocess), "device": cfg.device,
                                           "precision": cfg.precision},
-                       plugins=(SEGMENTER, LOSS), seed=cfg.seed + k, inputs={"cases": [c.fingerprint for c in own]})
+                       plugins=(SEGMENTER, LOSS), seed=cfg.seed + _stream(k),
+                       inputs={"cases": [c.fingerprint for c in own]})
 
         def compute(work: Path) -> None:
             from uqbench.train.loop import train
@@ -235,7 +246,7 @@ class _Graph:
                 cfg, SEGMENTER, train, where=where, segmenter=self.seg, recipe=cfg.recipe,
                 loss=_Attributed(cfg, LOSS, self.loss, where=where),
                 slices=[(c.image[z], c.labels[z]) for c in own for z in range(c.image.shape[0])], device=cfg.device,
-                seed=cfg.seed + k, checkpoint=work / "checkpoint.pt",
+                seed=cfg.seed + _stream(k), checkpoint=work / "checkpoint.pt",
                 advance=_tracker(self.progress, f"fold {k} train", cfg.recipe.iterations), precision=cfg.precision)
 
         return self.serve(key, fold=k, cases="training", compute=compute, resumable=True)
@@ -251,14 +262,15 @@ class _Graph:
 
     def predict(self, k: int, *, role: str, cases: list[cache.Prepared], trained: Served, stochastic: bool) -> Served:
         """T MC-dropout passes (``stochastic``) or one deterministic pass over ``cases`` with fold k's model.
-        Test cases (role "test") also get calibration counts and their probabilities as NIfTI."""
+        Scored cases (role "test", or "held-out" for --test-data) also get their probabilities as NIfTI."""
         cfg, umap = self.cfg, self.umap
         raw = stochastic and not isinstance(umap, MomentMap)  # a map that reads the raw samples is made here
         samples = cfg.samples if stochastic else 1
-        seed = cfg.seed * 100_003 + k * 1000 + (0 if role == "test" else 500)
+        seed = cfg.seed * 100_003 + _stream(k) * 1000 + (0 if role != "training" else 500)
         key = self.key("predict", settings={"passes": "mc" if stochastic else "deterministic", "samples": samples,
                                             "device": cfg.device, "precision": cfg.precision,
-                                            "export": role == "test", "preprocess": fields_to_json(cfg.preprocess)},
+                                            "export": role != "training",
+                                            "preprocess": fields_to_json(cfg.preprocess)},
                        plugins=(SEGMENTER, UNCERTAINTY) if raw else (SEGMENTER,), seed=seed,
                        inputs={"model": trained.key.digest, "cases": [c.fingerprint for c in cases]})
 
@@ -283,7 +295,7 @@ class _Graph:
             return stats
 
         def compute(work: Path) -> None:
-            stages.predict(work, cases=cases, sample=sample, seed=seed, export=role == "test",
+            stages.predict(work, cases=cases, sample=sample, seed=seed, export=role != "training",
                            params=cfg.preprocess, advance=_tracker(self.progress, f"fold {k} {role} infer",
                                                                    len(cases)))
 
@@ -322,12 +334,12 @@ class _Graph:
         cfg = self.cfg
         rule = cfg.protocol.failure_rule
         key = self.key("score", settings={"rule": fields_to_json(rule), "preprocess": fields_to_json(cfg.preprocess),
-                                          "probabilities": role == "test"},
+                                          "probabilities": role != "training"},
                        inputs={"predictions": predicted.key.digest, "maps": mapped.key.digest,
                                "cases": [c.fingerprint for c in cases]})
         return self.serve(key, fold=k, cases=role, compute=lambda work: stages.score(
             work, cases=cases, predictions=predicted.path, maps=mapped.path, umap_name=cfg.uncertainty, fold=k,
-            rule=rule, params=cfg.preprocess, probabilities=role == "test",
+            rule=rule, params=cfg.preprocess, probabilities=role != "training",
             advance=_tracker(self.progress, f"fold {k} {role} score", len(cases))))
 
     def detect(self, k: int, *, fit: Sequence[_Predicted], test: _Predicted, images: dict[str, np.ndarray]) -> Served:
@@ -338,12 +350,13 @@ class _Graph:
             return [p.predictions.key.digest, p.maps.key.digest, p.scored.key.digest]
 
         key = self.key("detect", settings={"profile": cfg.profile.value, "device": cfg.device},
-                       plugins=(DETECTOR,), seed=cfg.seed + k,
+                       plugins=(DETECTOR,), seed=cfg.seed + _stream(k),
                        inputs={"fit": [keys(p) for p in fit], "test": keys(test)})
 
         def compute(work: Path) -> None:
             det = registry().create(DETECTOR, cfg.detector or "")
-            ctx = Context(profile=cfg.profile, device=cfg.device, seed=cfg.seed + k, workdir=work / "workdir")
+            ctx = Context(profile=cfg.profile, device=cfg.device, seed=cfg.seed + _stream(k),
+                          workdir=work / "workdir")
 
             def blame(fn: Callable[..., Any], *args: Any, where: str) -> Any:
                 return _plugin_call(cfg, DETECTOR, fn, *args, where=f"{where} (fold {k})")
@@ -362,10 +375,11 @@ def run(cfg: RunConfig, progress: Progress | None = None, *, force: str | None =
     _git_commit()  # the code this process runs, not whatever HEAD is when the summary is written
     _check_force(force)
     data, store = _load(cfg, _source(cfg, progress), progress)  # refusals of the data come before OUT is touched
+    held_out = _held_out(cfg, data, progress) if cfg.test_data else None
     with _out_lock(cfg.out):
         out = _check_out(cfg)
         g = _graph(cfg, store=store, force=force, progress=progress)
-        summary = _run_graph(cfg, g, data=data, t_start=t_start)
+        summary = _run_graph(cfg, g, data=data, held_out=held_out, t_start=t_start)
         _write_stages(out, g)
     return summary
 
@@ -402,6 +416,62 @@ class _Data:
         """Fold k's test cases and its training cases."""
         return ([c for c in self.cases if self.fold_of[c.patient] == k],
                 [c for c in self.cases if self.fold_of[c.patient] != k])
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _HeldOutData:
+    """The prepared cases of --test-data."""
+
+    cases: list[cache.Prepared]
+    root: Path
+    fingerprint: str
+
+
+def _held_out(cfg: RunConfig, data: _Data, progress: Progress | None) -> _HeldOutData:
+    """--test-data checked and prepared before OUT is touched: read by the run's reader, no patient of it a
+    training patient (by id; the test set must be disjoint)."""
+    root = Path(cfg.test_data or "")
+    ds = registry().create(DATASET, cfg.dataset, root)
+    problems = _plugin_call(cfg, DATASET, ds.problems, where="checking the test data")
+    if problems:
+        more = f" (and {len(problems) - 1} more; run `uqbench data check {root}`)" if len(problems) > 1 else ""
+        raise DataError(f"--test-data: {problems[0]}{more}")
+    fingerprint = _plugin_call(cfg, DATASET, ds.fingerprint, where="reading the test data")
+    folder, entries = cache.prepare(ds, params=cfg.preprocess, fingerprint=fingerprint, notes=[],
+                                    advance=lambda n: None)
+    cases = cache.load(folder, entries, params=cfg.preprocess, advance=_tracker(progress, "load test", len(entries)))
+    shared = sorted({c.patient for c in cases} & {c.patient for c in data.cases})
+    if shared:
+        raise DataError(f"--test-data {root}: {shared[0]} is also a training patient in {data.root} ({len(shared)} "
+                        "such); the test set must be disjoint from the training set")
+    return _HeldOutData(cases=cases, root=root, fingerprint=fingerprint)
+
+
+def _test_set(cfg: RunConfig, g: _Graph, *, data: _Data, held_out: _HeldOutData, tested: dict[int, _Predicted]
+              ) -> HeldOut:
+    """--test-data after the cross-validation: the segmenter trained on every training patient predicts the
+    held-out cases, the detector is fitted on every cross-validation prediction (out of fold by construction),
+    and the held-out cases are scored and corrected; OUT/test/ gets their tables and NIfTI."""
+    trained = g.train(HELD_OUT, data.cases)
+    predicted = g.predict(HELD_OUT, role="held-out", cases=held_out.cases, trained=trained, stochastic=False)
+    if g.umap.samples > 1:
+        predicted = g.predict(HELD_OUT, role="held-out", cases=held_out.cases, trained=trained, stochastic=True)
+    p = _scored(g, HELD_OUT, role="held-out", cases=held_out.cases, predicted=predicted)
+    rows = json.loads((p.scored.path / "rows.json").read_text())
+    cal = json.loads((p.scored.path / "calibration.json").read_text())
+    volumes = g.volumes(p)
+    if cfg.detector is not None:
+        images = {f"{c.patient}_{c.phase}": c.image for c in [*data.cases, *held_out.cases]}
+        detected = g.detect(HELD_OUT, fit=[tested[k] for k in cfg.folds], test=p, images=images)
+        with np.load(detected.path / "probs.npz") as z:
+            volumes = [replace(v, patch_probs=z[f"{v.patient}_{v.phase}"]) for v in volumes]
+    measured = evaluation.measure(rows=rows, volumes=volumes, reliability=(np.asarray(cal["counts"]),
+                                  cal["brier_sum"], cal["voxels"]), protocol=cfg.protocol, params=cfg.preprocess)
+    out = cfg.out / "test"
+    _link_nifti(out / "nifti", cfg.uncertainty, p)
+    evaluation.write_tables(out, rows=measured.rows, detection_rows=measured.detection_rows, protocol=cfg.protocol)
+    return HeldOut(dataset=DatasetInfo(name=cfg.dataset, root=str(held_out.root), fingerprint=held_out.fingerprint,
+                                       phantom=False), **measured.summary_fields())
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -536,7 +606,8 @@ def stored_volumes(cfg: RunConfig) -> tuple[list[Volume], dict[str, np.ndarray]]
     return volumes, {f"{c.patient}_{c.phase}": c.image for c in data.cases}
 
 
-def _run_graph(cfg: RunConfig, g: _Graph, *, data: _Data, t_start: float) -> Summary:
+def _run_graph(cfg: RunConfig, g: _Graph, *, data: _Data, held_out: _HeldOutData | None, t_start: float
+               ) -> Summary:
     out, protocol = cfg.out, cfg.protocol
     tested: dict[int, _Predicted] = {}
     training: dict[int, _Predicted] = {}  # in-sample: fold k's predictions of its own training patients
@@ -563,6 +634,7 @@ def _run_graph(cfg: RunConfig, g: _Graph, *, data: _Data, t_start: float) -> Sum
                      "(or --detector-training in-sample)")
     measured = evaluation.measure(rows=rows, volumes=volumes, reliability=(calib, brier, voxels), protocol=protocol,
                                   params=cfg.preprocess)
+    test = None if held_out is None else _test_set(cfg, g, data=data, held_out=held_out, tested=tested)
     notes = g.store.notes + _why_recomputed(out, g) + notes
     summary = Summary(
         **measured.summary_fields(), profile=cfg.profile.value, device=cfg.device,
@@ -570,7 +642,7 @@ def _run_graph(cfg: RunConfig, g: _Graph, *, data: _Data, t_start: float) -> Sum
         protocol=protocol, stages=[r for r, _ in g.keys],
         dataset=DatasetInfo(name=cfg.dataset, root=str(data.root), fingerprint=data.fingerprint,
                             phantom=cfg.data is None),
-        provenance=_provenance(cfg, data.fold_of))
+        provenance=_provenance(cfg, data.fold_of), test=test)
     evaluation.write_tables(out, rows=measured.rows, detection_rows=measured.detection_rows, protocol=protocol)
     summaries.write(out / "summary.json", summary)
     return summary

@@ -41,6 +41,10 @@ def run_cmd(
     data: options.Data = None,
     dataset: options.Dataset = "acdc",
     folds: options.Folds = "0,1,2,3",
+    test_data: Annotated[Path | None, typer.Option(
+        "--test-data", help="A held-out test set (read like --data; no patient of it a training patient): after "
+                            "the cross-validation, train on every training patient, predict it, fit the detector "
+                            "on every cross-validation prediction and score it apart (OUT/test/).")] = None,
     profile: options.Profile = None,
     samples: Annotated[int | None, typer.Option(
         "--samples", help="MC samples T (default: the map's); 1 with an MC map is one stochastic pass.")] = None,
@@ -73,7 +77,7 @@ def run_cmd(
                          dataset=dataset, folds=fold_list, profile=profile, samples=samples, device=device, seed=seed,
                          out=None if out is None else Path(out), iterations=iterations,
                          protocol=protocol, failure_preset=failure_preset, correction=correction, precision=precision,
-                         detector_training=detector_training)
+                         detector_training=detector_training, test_data=test_data)
     for warning in registry().warnings:
         console.print(f"[yellow]warning:[/yellow] {escape(warning)}", highlight=False)
     console.print(f"run → {cfg.out}  (profile {cfg.profile.value}, device {cfg.device}, {cfg.precision}, "
@@ -84,6 +88,12 @@ def run_cmd(
         summary = pipeline.run(cfg, progress, force=force)
     console.print(summary_table(summary))
     console.print(protocol_line(summary), markup=False, highlight=False)
+    if summary.test is not None:
+        t = summary.test
+        console.print(f"held-out test set ({t.dataset.root}, {t.segmentation.volumes} volumes): mean foreground "
+                      f"Dice {t.segmentation.mean_foreground_dice:.3f}"
+                      + (f", after simulated correction {t.corrected.mean_foreground_dice:.3f}" if t.corrected else "")
+                      + "; tables in OUT/test/", markup=False, highlight=False)
     for note in summary.notes:
         console.print(f"[yellow]note:[/yellow] {escape(note)}", highlight=False)
     stored = sum(r.from_store for r in summary.stages)

@@ -86,6 +86,13 @@ RANKING = [
     _Column(heading="ECE", value=lambda e: e.results.ece, higher=False, digits=4),
 ]
 
+HELD_OUT = [
+    _Column(heading="test Dice", value=lambda e: e.results.test_mean_foreground_dice, higher=True, digits=3),
+    _Column(heading="test Dice corrected", value=lambda e: e.results.test_mean_foreground_dice_corrected,
+            higher=True, digits=3),
+]
+"""Shown when a row of the board scored a held-out test set (--test-data); never ranked by."""
+
 
 def _per_structure(metric: str, higher: bool, digits: int) -> list[_Column]:
     """Per phase and structure, the segmentation-only column, then the corrected one."""
@@ -171,14 +178,19 @@ def markdown(name: str, entries: Sequence[Entry], root: Path) -> str:
              f"three structures; sensitivity: failure voxels detected at {FROC_SHOWN} false-positive patches per "
              "volume; effort AUC: mean Dice against the share of slices inspected.", ""]
     entries_in_order = [e for _, e in rows]
-    best = _best(RANKING, entries_in_order)
-    head = ["rank", "segmenter", "loss", "map", "detector", *[c.heading for c in RANKING], "report"]
+    ranking = RANKING + (HELD_OUT if any(e.results.test_volumes for e in entries_in_order) else [])
+    if ranking is not RANKING:
+        lines[-1:-1] = ["Test columns: a held-out test set (`--test-data`) segmented by the model of every training "
+                        "patient, corrected with the detector fitted on every cross-validation prediction; not "
+                        "ranked by."]
+    best = _best(ranking, entries_in_order)
+    head = ["rank", "segmenter", "loss", "map", "detector", *[c.heading for c in ranking], "report"]
     body = []
     for rank, e in rows:
         m = e.method
         body.append([str(rank), md(m.segmenter.spec), md(m.loss.spec), md(m.uncertainty.spec),
                      md(m.detector.spec) if m.detector else "none",
-                     *[_cell(c.value(e), c.digits, b) for c, b in zip(RANKING, best, strict=True)],
+                     *[_cell(c.value(e), c.digits, b) for c, b in zip(ranking, best, strict=True)],
                      _report_link(e, root)])
     lines += ["## Ranking", "", *_table(head, body), ""]
     for title, metric, higher, digits in (("Dice per phase and structure", "dice", True, 3),
@@ -240,6 +252,8 @@ def csv(entries: Sequence[Entry]) -> str:
         for fp in FROC_FALSE_POSITIVES:
             key = fp_key(fp)
             row[f"sensitivity_at_{key}_fp"] = (r.froc_sensitivity or {}).get(key)
+        row |= {"test_volumes": r.test_volumes, "test_mean_foreground_dice": r.test_mean_foreground_dice,
+                "test_mean_foreground_dice_corrected": r.test_mean_foreground_dice_corrected}
         row |= {"effort_auc_slices": r.effort_auc_slices, "effort_auc_patches": r.effort_auc_patches,
                 "device": e.cost.device, "device_name": csv_cell(e.cost.device_name or ""),
                 "precision": e.cost.precision, "cpu_threads": e.cost.cpu_threads,

@@ -103,6 +103,9 @@ class Results:
     froc_sensitivity: dict[str, float] | None  # false positives per volume ("1", "2", "5", "10") -> sensitivity
     effort_auc_slices: float | None  # area under mean Dice against the share of slices inspected
     effort_auc_patches: float | None
+    test_volumes: int | None = None  # a held-out test set (--test-data) scored apart: its volumes
+    test_mean_foreground_dice: float | None = None
+    test_mean_foreground_dice_corrected: float | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -220,6 +223,11 @@ def entry_record(summary: Summary, cfg: run_config.RunConfig, *, note: str | Non
         "effort_auc_slices": effort.auc_dice_vs_slices if effort else None,
         "effort_auc_patches": effort.auc_dice_vs_patches if effort else None,
     }
+    if summary.test is not None:
+        t = summary.test
+        results |= {"test_volumes": t.segmentation.volumes,
+                    "test_mean_foreground_dice": t.segmentation.mean_foreground_dice,
+                    "test_mean_foreground_dice_corrected": t.corrected.mean_foreground_dice if t.corrected else None}
     return {
         "schema_version": SCHEMA_VERSION,
         "board": board_name(dataset, summary.profile, summary.protocol.label),

@@ -192,6 +192,26 @@ class StageRecord:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class HeldOut:
+    """Results on a held-out test set (``--test-data``), kept apart from the cross-validation's: the segmenter
+    trained on every training patient, the detector fitted on every cross-validation prediction."""
+
+    dataset: DatasetInfo
+    segmentation: Scores
+    corrected: Scores | None = None
+    empty_reference: int
+    empty_prediction: int
+    detection: DetectionTotals | None = None
+    risk_coverage: RiskCoverage | None
+    calibration: Calibration | None
+    detection_curves: DetectionCurves | None = None
+    correction_effort: EffortCurve | None = None
+    significance: Significance | None = None
+    clinical: Clinical
+    clinical_corrected: Clinical | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Summary:
     """Everything a run measured; ``*_corrected`` and the detection parts are None when no detector ran."""
 
@@ -216,6 +236,7 @@ class Summary:
     stages: list[StageRecord]
     dataset: DatasetInfo
     provenance: Provenance
+    test: HeldOut | None = None  # with --test-data
 
     def record(self) -> dict[str, Any]:
         """The JSON form written to summary.json."""

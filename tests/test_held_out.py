@@ -1,0 +1,76 @@
+"""--test-data: after the cross-validation, a model of every training patient predicts a disjoint test set,
+scored apart with a detector fitted on every cross-validation prediction."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from conftest import Cli
+
+from uqbench import config, evaluate, pipeline
+from uqbench.protocol import presets
+from uqbench.results import summary as summaries
+
+
+@pytest.fixture(scope="module")
+def test_set(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two phantom patients named as ACDC's test patients (patient101, patient102), which have no fold."""
+    from uqbench.data.phantom import write_phantom
+
+    root = tmp_path_factory.mktemp("held-out") / "testing"
+    for i, pid in enumerate(write_phantom(root, 2, seed=7)):
+        new = f"patient{101 + i}"
+        for f in (root / pid).iterdir():
+            f.rename(f.with_name(f.name.replace(pid, new)))
+        (root / pid).rename(root / new)
+    return root
+
+
+def _cfg(data: Path, out: Path, test_data: Path | None) -> config.RunConfig:
+    return config.resolve(segmenter="drn", uncertainty="emap", detector="threshold", loss=None, data=data,
+                          dataset="acdc", folds=[0, 1], profile="quick", samples=None, device="cpu", seed=0, out=out,
+                          iterations=4, test_data=test_data)
+
+
+def test_test_data_is_predicted_by_a_model_of_every_training_patient_and_scored_apart(
+        tiny_phantom: Path, test_set: Path, tmp_path: Path) -> None:
+    plain = pipeline.run(_cfg(tiny_phantom, tmp_path / "cv", None))
+    summary = pipeline.run(_cfg(tiny_phantom, tmp_path / "run", test_set))
+    assert summary.segmentation == plain.segmentation and summary.corrected == plain.corrected  # CV untouched
+    test = summary.test
+    assert test is not None and test.segmentation.volumes == 4 and test.corrected is not None
+    assert json.dumps(summaries.read(tmp_path / "run" / "summary.json").record()) == json.dumps(summary.record())
+    assert test.detection is not None and test.calibration is not None and test.dataset.root == str(test_set)
+    cases = pd.read_csv(tmp_path / "run" / "test" / "cases.csv")
+    assert set(cases["patient"]) == {"patient101", "patient102"} and set(cases["fold"]) == {pipeline.HELD_OUT}
+    assert set(pd.read_csv(tmp_path / "run" / "cases.csv")["patient"]).isdisjoint(cases["patient"])
+    stages = json.loads((tmp_path / "run" / "stages.json").read_text())["stages"]
+    (trained,) = [s for s in stages if s["stage"] == "train" and s["fold"] == pipeline.HELD_OUT]
+    assert len(trained["hashed"]["inputs"]["cases"]) == 8  # all four training patients, both phases
+    (fitted,) = [s for s in stages if s["stage"] == "detect" and s["fold"] == pipeline.HELD_OUT]
+    assert len(fitted["hashed"]["inputs"]["fit"]) == 2  # the predictions of both cross-validation folds
+    # the test set's files score as the run scored them
+    nifti = tmp_path / "run" / "test" / "nifti"
+    again = evaluate.evaluate(evaluate.Request(
+        predictions=nifti / "predictions", data=test_set, dataset="acdc", folds=None,
+        probabilities=nifti / "probabilities", uncertainty_maps=nifti / "uncertainty-maps", uncertainty=None,
+        detector=None, protocol=presets.preset("uqbench"), profile=config.Profile.QUICK, device="cpu", seed=0,
+        out=tmp_path / "eval"))
+    assert again.segmentation == test.segmentation and again.calibration == test.calibration
+    assert again.risk_coverage == test.risk_coverage and again.clinical == test.clinical
+
+
+def test_a_test_patient_that_is_also_a_training_patient_is_refused(tiny_phantom: Path, tmp_path: Path,
+                                                                   cli: Cli) -> None:
+    overlap = tmp_path / "testing"
+    shutil.copytree(tiny_phantom / "patient001", overlap / "patient001")
+    code, _, err = cli("run", "--data", str(tiny_phantom), "--test-data", str(overlap), "--iterations", "1",
+                       "--out", str(tmp_path / "out"))
+    line = " ".join(err.split())
+    assert code == 2 and "Traceback" not in err, err
+    assert f"--test-data {overlap}: patient001 is also a training patient" in line and "disjoint" in line
+    assert not (tmp_path / "out").exists()
