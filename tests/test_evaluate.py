@@ -174,3 +174,27 @@ def test_bad_input_is_one_line_naming_the_file(fault: str, finished: Path, tiny_
     line = " ".join(err.split())  # rich wraps long lines on the console
     assert code == 2 and "Traceback" not in err and str(named) in line and message in line, err
     assert not (tmp_path / "eval").exists()  # nothing written before the input is checked
+
+
+def test_nnunet_names_and_npz_probabilities_score_as_the_runs_files(finished: Path, tiny_phantom: Path,
+                                                                     tmp_path: Path) -> None:
+    """nnU-Net's ACDC case names (patientNNN_frameFF) and --save_probabilities files (<case>.npz, key
+    'probabilities', classes first, z y x) give what the run's own files give."""
+    from uqbench.data import layout
+
+    src = finished / "nifti"
+    preds, probs = tmp_path / "nnunet" / "predictions", tmp_path / "nnunet" / "probabilities"
+    preds.mkdir(parents=True)
+    probs.mkdir()
+    for f in sorted((src / "predictions").glob("*.nii.gz")):
+        patient, phase = f.name[: -len(".nii.gz")].split("_")
+        frame = layout.read_info(tiny_phantom / patient).frames[phase]
+        case = f"{patient}_frame{frame:02d}"
+        shutil.copy(f, preds / f"{case}.nii.gz")
+        p = np.asarray(nib.load(src / "probabilities" / f.name).dataobj, np.float32).transpose(3, 2, 1, 0)
+        np.savez_compressed(probs / f"{case}.npz", probabilities=p)
+    evaluate.evaluate(_request(finished, tiny_phantom, tmp_path / "theirs", predictions=preds, probabilities=probs,
+                               uncertainty_maps=None, uncertainty="emap", detector="oracle"))
+    evaluate.evaluate(_request(finished, tiny_phantom, tmp_path / "ours", uncertainty_maps=None, uncertainty="emap",
+                               detector="oracle"))
+    assert _results(tmp_path / "theirs") == _results(tmp_path / "ours")
