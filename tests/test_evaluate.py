@@ -31,7 +31,8 @@ def finished(tiny_phantom: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
 
 def _request(run: Path, data: Path, out: Path, **kw: Any) -> evaluate.Request:
     nifti = run / "nifti"
-    args: dict[str, Any] = dict(predictions=nifti / "predictions", data=data, dataset="acdc", folds=None,
+    args: dict[str, Any] = dict(name="drn-run", predictions=nifti / "predictions", data=data, dataset="acdc",
+                                folds=None,
                                 probabilities=nifti / "probabilities", uncertainty_maps=nifti / "uncertainty-maps",
                                 uncertainty=None, detector="threshold", protocol=presets.preset("uqbench"),
                                 profile=config.Profile.QUICK, device="cpu", seed=0, out=out)
@@ -198,3 +199,47 @@ def test_nnunet_names_and_npz_probabilities_score_as_the_runs_files(finished: Pa
     evaluate.evaluate(_request(finished, tiny_phantom, tmp_path / "ours", uncertainty_maps=None, uncertainty="emap",
                                detector="oracle"))
     assert _results(tmp_path / "theirs") == _results(tmp_path / "ours")
+
+
+def test_an_evaluation_is_submitted_as_external_predictions(finished: Path, tiny_phantom: Path, tmp_path: Path,
+                                                            cli: Cli) -> None:
+    evaluate.evaluate(_request(finished, tiny_phantom, tmp_path / "eval"))
+    lb = tmp_path / "lb"
+    code, _, err = cli("submit", str(tmp_path / "eval"), "--leaderboards", str(lb))
+    assert code == 0, err
+    (path,) = (lb / "entries").glob("*.json")
+    record = json.loads(path.read_text())
+    assert record["external"] is True and record["method"]["segmenter"] == {
+        "spec": "drn-run", "distribution": "external", "version": "-"}
+    assert record["method"]["uncertainty"]["spec"] == "external" and record["method"]["detector"]["spec"] == "threshold"
+    run_summary = json.loads((finished / "summary.json").read_text())
+    assert record["results"]["mean_foreground_dice"] == run_summary["segmentation"]["mean_foreground_dice"]
+    assert cli("leaderboard", "--leaderboards", str(lb))[0] == 0
+    (board,) = lb.glob("*.md")
+    assert "external predictions" in board.read_text()
+    assert cli("leaderboard", "--check", "--leaderboards", str(lb))[0] == 0
+    code, _, err = cli("report", str(tmp_path / "eval"), "--out", str(tmp_path / "report"))
+    assert code == 0, err
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert "drn-run · external map · threshold" in report and "scored by uqbench evaluate" in report
+    assert not list((tmp_path / "report").glob("*example*"))  # no stage store behind an evaluation
+
+
+@pytest.mark.parametrize(("change", "says"), [
+    ({"detector": "oracle"}, "the ceiling of simulated correction, not a method"),
+    ({"folds": (0, 1)}, "scored cases of folds 0,1"),
+])
+def test_submit_refuses_an_oracle_or_partial_evaluation(change: dict[str, Any], says: str, finished: Path,
+                                                        tiny_phantom: Path, tmp_path: Path, cli: Cli) -> None:
+    if "folds" in change:  # only those folds' files
+        preds = tmp_path / "preds"
+        cases = pd.read_csv(finished / "cases.csv")
+        keep = {f"{p}_{ph}.nii.gz" for p, ph, f in zip(cases["patient"], cases["phase"], cases["fold"], strict=True)
+                if f in change["folds"]}
+        preds.mkdir()
+        for name in keep:
+            shutil.copy(finished / "nifti" / "predictions" / name, preds / name)
+        change = change | {"predictions": preds, "probabilities": None, "uncertainty_maps": None, "detector": None}
+    evaluate.evaluate(_request(finished, tiny_phantom, tmp_path / "eval", **change))
+    code, _, err = cli("submit", str(tmp_path / "eval"), "--leaderboards", str(tmp_path / "lb"))
+    assert code == 2 and says in " ".join(err.split()), err

@@ -56,7 +56,7 @@ def test_test_data_is_predicted_by_a_model_of_every_training_patient_and_scored_
     # the test set's files score as the run scored them
     nifti = tmp_path / "run" / "test" / "nifti"
     again = evaluate.evaluate(evaluate.Request(
-        predictions=nifti / "predictions", data=test_set, dataset="acdc", folds=None,
+        name="drn", predictions=nifti / "predictions", data=test_set, dataset="acdc", folds=None,
         probabilities=nifti / "probabilities", uncertainty_maps=nifti / "uncertainty-maps", uncertainty=None,
         detector=None, protocol=presets.preset("uqbench"), profile=config.Profile.QUICK, device="cpu", seed=0,
         out=tmp_path / "eval"))

@@ -13,6 +13,7 @@ the other folds' cases and scores that fold's, as the run's default out-of-fold 
 from __future__ import annotations
 
 import platform
+import re
 import tempfile
 import time
 from collections.abc import Callable
@@ -38,6 +39,7 @@ from uqbench.results import summary as summaries
 from uqbench.results.summary import DatasetInfo, Provenance, Summary
 
 ORACLE = "oracle"
+NAME = re.compile(r"[A-Za-z][A-Za-z0-9._-]{0,63}")
 PROBABILITY_ENDINGS = (".npz", ".nii.gz", ".nii")
 
 
@@ -45,6 +47,7 @@ PROBABILITY_ENDINGS = (".npz", ".nii.gz", ".nii")
 class Request:
     """What ``uqbench evaluate`` was asked to score, checked by :func:`check`."""
 
+    name: str  # the method that made the predictions, as a board shows it (e.g. nnunet-3d_fullres)
     predictions: Path
     data: Path
     dataset: str
@@ -61,7 +64,8 @@ class Request:
 
     def record(self) -> dict[str, Any]:
         """config.json of an evaluation: every option, paths absolute."""
-        return {"command": "evaluate", "predictions": str(self.predictions.resolve()), "data": str(self.data.resolve()),
+        return {"command": "evaluate", "name": self.name, "predictions": str(self.predictions.resolve()),
+                "data": str(self.data.resolve()),
                 "dataset": self.dataset, "folds": list(self.folds) if self.folds is not None else None,
                 "probabilities": str(self.probabilities.resolve()) if self.probabilities else None,
                 "uncertainty_maps": str(self.uncertainty_maps.resolve()) if self.uncertainty_maps else None,
@@ -72,6 +76,8 @@ class Request:
 
 def check(req: Request) -> None:
     """UsageError naming the option that cannot work, before anything is read."""
+    if not NAME.fullmatch(req.name):
+        raise UsageError(f"--name {req.name!r}: letters, digits and . _ - only, at most 64, starting with a letter")
     for option, folder in (("--predictions", req.predictions), ("--data", req.data),
                            ("--probabilities", req.probabilities), ("--uncertainty-maps", req.uncertainty_maps)):
         if folder is not None and not folder.is_dir():

@@ -28,6 +28,9 @@ def evaluate_cmd(
                               "patientNNN_frameFF (nnU-Net's ACDC names) or patientNNN_ED / _ES; one per case of "
                               "--data.")],
     data: Annotated[Path, typer.Option("--data", help="The reference dataset folder (read by --dataset).")],
+    name: Annotated[str, typer.Option(
+        "--name", help="The method that made the predictions, as `uqbench submit` puts it on a board.")
+    ] = "external",
     dataset: options.Dataset = "acdc",
     folds: Annotated[str | None, typer.Option(
         "--folds", help="Comma list of folds whose cases are scored (default: every case of --data).")] = None,
@@ -66,7 +69,7 @@ def evaluate_cmd(
     except ValueError as exc:
         raise UsageError(f"--folds {folds!r}: {exc}") from exc
     dev = resolve_device(device)
-    req = evaluate.Request(predictions=predictions, data=data, dataset=dataset, folds=fold_list,
+    req = evaluate.Request(name=name, predictions=predictions, data=data, dataset=dataset, folds=fold_list,
                            probabilities=probabilities, uncertainty_maps=uncertainty_maps, uncertainty=uncertainty,
                            detector=None if detector in (None, "none") else detector,
                            protocol=presets.preset(protocol, failure_preset=failure_preset, correction=correction),

@@ -195,11 +195,19 @@ def _index(a: Any) -> Any:
 
 def entry_record(summary: Summary, cfg: run_config.RunConfig, *, note: str | None) -> dict[str, Any]:
     """The JSON record of the entry a finished run makes (checked by :func:`parse` before it is written)."""
+    methods = {k: {"spec": m.spec, "distribution": m.distribution, "version": m.version}
+               for k, m in summary.provenance.methods.items()}
+    return _record(summary, methods={"segmenter": methods[SEGMENTER.name], "loss": methods[LOSS.name],
+                                     "uncertainty": methods[UNCERTAINTY.name],
+                                     "detector": methods.get(DETECTOR.name)},
+                   folds=list(cfg.folds), samples=cfg.samples, external=False, note=note)
+
+
+def _record(summary: Summary, *, methods: dict[str, Any], folds: list[int], samples: int, external: bool,
+            note: str | None) -> dict[str, Any]:
     seg, fixed, prov = summary.segmentation, summary.corrected, summary.provenance
     curves, effort = summary.detection_curves, summary.correction_effort
     rc, cal = summary.risk_coverage, summary.calibration
-    methods = {k: {"spec": m.spec, "distribution": m.distribution, "version": m.version}
-               for k, m in prov.methods.items()}
     dataset = "phantom" if summary.dataset.phantom else summary.dataset.name
     wall: dict[str, float] = {}
     device: dict[str, float] = {}
@@ -231,13 +239,12 @@ def entry_record(summary: Summary, cfg: run_config.RunConfig, *, note: str | Non
     return {
         "schema_version": SCHEMA_VERSION,
         "board": board_name(dataset, summary.profile, summary.protocol.label),
-        "method": {"segmenter": methods[SEGMENTER.name], "loss": methods[LOSS.name],
-                   "uncertainty": methods[UNCERTAINTY.name], "detector": methods.get(DETECTOR.name)},
+        "method": methods,
         "dataset": {"name": dataset, "fingerprint": summary.dataset.fingerprint, "volumes": seg.volumes},
         "profile": summary.profile,
         "protocol": {"label": summary.protocol.label, "hash": summary.protocol.digest()},
-        "folds": list(cfg.folds), "fold_split": prov.fold_split, "samples": cfg.samples, "seed": prov.seed,
-        "external": False,  # a uqbench run's own predictions
+        "folds": folds, "fold_split": prov.fold_split, "samples": samples, "seed": prov.seed,
+        "external": external,  # predictions made elsewhere, scored by uqbench evaluate
         "results": to_json(results),
         "cost": {"device": summary.device, "device_name": prov.device_name, "precision": prov.precision,
                  "cpu_threads": prov.cpu_threads, "wall_s": {k: round(v, 1) for k, v in wall.items()},
@@ -338,20 +345,64 @@ def _clash(entry: Entry, other: Entry) -> str:
 
 
 def from_run(run: Path, *, note: str | None = None) -> Entry:
-    """The entry a finished run folder makes; Refused with the reason when it cannot stand on a board."""
-    cfg = run_config.read(run / "config.json")
+    """The entry a finished run folder (or ``uqbench evaluate`` folder) makes; Refused with the reason when it
+    cannot stand on a board."""
+    if note is not None and ("\n" in note or "\r" in note or len(note) > NOTE_LIMIT):
+        raise Refused(f"--note: one line of at most {NOTE_LIMIT} characters")
+    evaluated = _evaluation(run / "config.json")
     try:
         summary = summaries.read(run / "summary.json")
     except DataError as exc:
         raise Refused(f"{run}: not a finished run ({exc})") from None
-    if note is not None and ("\n" in note or "\r" in note or len(note) > NOTE_LIMIT):
-        raise Refused(f"--note: one line of at most {NOTE_LIMIT} characters")
+    if evaluated is not None:
+        return _from_evaluation(run, evaluated, summary, note=note)
+    cfg = run_config.read(run / "config.json")
     if sorted(cfg.folds) != list(range(NUM_FOLDS)):
         raise Refused(f"{run}: ran folds {','.join(map(str, cfg.folds))}; an entry needs all folds "
                       f"0..{NUM_FOLDS - 1}")
     _check_overrides(run, cfg)
     _check_complete(run, cfg, summary)
     return parse(entry_record(summary, cfg, note=note), f"{run} (the entry it makes)")
+
+
+def _evaluation(path: Path) -> dict[str, Any] | None:
+    """config.json of a ``uqbench evaluate`` folder, None for anything else (a run's is read as one)."""
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) and record.get("command") == "evaluate" else None
+
+
+def _from_evaluation(run: Path, record: dict[str, Any], summary: Summary, *, note: str | None) -> Entry:
+    """An entry of predictions made elsewhere: marked external, its segmenter the evaluation's ``--name``, its
+    map and detector the registered ones that ran (a given map is ``external``). The oracle detector is the
+    protocol's ceiling, not a method, and is refused; so are cases of fewer than all folds."""
+    from uqbench.evaluate import ORACLE
+
+    if record.get("detector") == ORACLE:
+        raise Refused(f"{run}: --detector oracle is the ceiling of simulated correction, not a method; submit an "
+                      "evaluation without a detector or with a registered one")
+    try:
+        cases = pd.read_csv(run / "cases.csv")
+        folds = sorted(int(f) for f in cases["fold"].unique())
+    except (OSError, ValueError, KeyError) as exc:
+        raise Refused(f"{run / 'cases.csv'}: unreadable ({exc})") from None
+    if folds != list(range(NUM_FOLDS)):
+        raise Refused(f"{run}: scored cases of folds {','.join(map(str, folds))} (-1: held out); an entry needs "
+                      f"every case of folds 0..{NUM_FOLDS - 1} and no other")
+    if len(cases[["patient", "phase"]].drop_duplicates()) != summary.segmentation.volumes:
+        raise Refused(f"{run / 'cases.csv'}: its volumes differ from summary.json's")
+    if record.get("detector") and not (run / "detection.csv").is_file():
+        raise Refused(f"{run / 'detection.csv'}: missing (the evaluation did not finish detection)")
+    ran = {k: {"spec": m.spec, "distribution": m.distribution, "version": m.version}
+           for k, m in summary.provenance.methods.items()}
+    made = {"distribution": "external", "version": "-"}
+    given = "external" if record.get("uncertainty_maps") else "none"
+    methods = {"segmenter": {"spec": str(record.get("name", "external"))} | made, "loss": {"spec": "none"} | made,
+               "uncertainty": ran.get(UNCERTAINTY.name, {"spec": given} | made), "detector": ran.get(DETECTOR.name)}
+    return parse(_record(summary, methods=methods, folds=folds, samples=1, external=True, note=note),
+                 f"{run} (the entry it makes)")
 
 
 def _check_overrides(run: Path, cfg: run_config.RunConfig) -> None:

@@ -4,6 +4,7 @@ stage store and its data (they are read, never recomputed)."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,9 +34,33 @@ def _require_matplotlib() -> None:
         raise UsageError("uqbench report draws with matplotlib: pip install 'uqbench[report]'") from None
 
 
-def _labels(cfgs: list[run_config.RunConfig], folders: list[Path]) -> list[str]:
-    """Segmenter · map · detector per run, with the folder's name where two runs would read the same."""
-    plain = [f"{c.segmenter} · {c.uncertainty} · {c.detector or 'none'}" for c in cfgs]
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Made:
+    """How a folder's results were made, as the report describes them: a run's settings, or an evaluation's."""
+
+    label: str  # segmenter · map · detector
+    setting: str  # "folds 0,1,2,3 ..., T=10, loss ce" or "predictions made elsewhere (uqbench evaluate)"
+    cfg: run_config.RunConfig | None  # a run's (its stages hold the example slices); None for an evaluation
+
+
+def _made(folder: Path) -> _Made:
+    path = folder / "config.json"
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        record = None
+    if isinstance(record, dict) and record.get("command") == "evaluate":
+        uncertainty = record.get("uncertainty") or ("external map" if record.get("uncertainty_maps") else "no map")
+        return _Made(label=f"{record.get('name', 'external')} · {uncertainty} · {record.get('detector') or 'none'}",
+                     setting="predictions made elsewhere, scored by uqbench evaluate", cfg=None)
+    cfg = run_config.read(path)
+    return _Made(label=f"{cfg.segmenter} · {cfg.uncertainty} · {cfg.detector or 'none'}",
+                 setting=f"folds {','.join(map(str, cfg.folds))}, T={cfg.samples}, loss {md(cfg.loss)}", cfg=cfg)
+
+
+def _labels(made: list[_Made], folders: list[Path]) -> list[str]:
+    """Segmenter · map · detector per folder, with the folder's name where two would read the same."""
+    plain = [m.label for m in made]
     return [f"{p} ({f.name})" if plain.count(p) > 1 else p for p, f in zip(plain, folders, strict=True)]
 
 
@@ -86,7 +111,7 @@ def build(folders: list[Path], out: Path, *, examples: bool = True) -> Written:
     _require_matplotlib()
     from uqbench.report import figures
 
-    cfgs = [run_config.read(f / "config.json") for f in folders]
+    made = [_made(f) for f in folders]
     loaded = []
     for folder in folders:
         summary = summaries.read(folder / "summary.json")
@@ -96,7 +121,7 @@ def build(folders: list[Path], out: Path, *, examples: bool = True) -> Written:
             raise DataError(f"{folder / 'cases.csv'}: unreadable ({exc})") from None
         loaded.append((summary, cases))
     runs = [figures.Run(label=label, summary=s, cases=c)
-            for label, (s, c) in zip(_labels(cfgs, folders), loaded, strict=True)]
+            for label, (s, c) in zip(_labels(made, folders), loaded, strict=True)]
     out.mkdir(parents=True, exist_ok=True)
     files: list[Path] = []
     notes: list[str] = []
@@ -108,24 +133,24 @@ def build(folders: list[Path], out: Path, *, examples: bool = True) -> Written:
            "Made by `uqbench report` from each run's summary.json and cases.csv"
            + (" and, for the example slices, its stages in the stage store." if examples else "."), ""]
     doc += ["## Curves", ""] + [f"![{p.stem}]({p.name})" for p in curves] + [""]
-    for i, (run, cfg, folder) in enumerate(zip(runs, cfgs, folders, strict=True)):
+    for i, (run, how, folder) in enumerate(zip(runs, made, folders, strict=True)):
         s = run.summary
         tag = f"run{i + 1}" if len(runs) > 1 else "run"
         data = "the built-in phantom" if s.dataset.phantom else f"{s.dataset.name} ({s.dataset.fingerprint[:12]})"
         doc += [f"## {md(run.label)}", "",
-                f"Folder `{md(folder.name)}`: {data}, folds {','.join(map(str, cfg.folds))}, profile {s.profile}, "
-                f"protocol {md(s.protocol.label)} ({s.protocol.digest()}), T={cfg.samples}, loss {md(cfg.loss)}, "
-                f"{s.segmentation.volumes} volumes.", "", *_scores_table(s.segmentation, s.corrected), "",
+                f"Folder `{md(folder.name)}`: {data}, {how.setting}, profile {s.profile}, "
+                f"protocol {md(s.protocol.label)} ({s.protocol.digest()}), {s.segmentation.volumes} volumes.", "",
+                *_scores_table(s.segmentation, s.corrected), "",
                 *_measures(s), ""]
         box = figures.save(figures.boxes(run), out / f"{tag}_boxes.png")
         files.append(box)
         doc += [f"![Dice and HD]({box.name})", ""]
-        if not examples:
+        if not examples or how.cfg is None:  # an evaluation's grids are not in the stage store
             continue
         try:
             from uqbench.pipeline import stored_volumes
 
-            volumes, images = stored_volumes(cfg)
+            volumes, images = stored_volumes(how.cfg)
         except UqbenchError as exc:
             notes.append(f"{folder}: example slices left out: {exc}")
             doc += [f"Example slices left out: {md(str(exc))}", ""]
