@@ -47,7 +47,10 @@ def test_config_json_reads_back_as_the_same_settings(tmp_path: Path) -> None:
 def test_the_record_keeps_the_keys_config_json_always_had(tmp_path: Path) -> None:
     record = _resolve(tmp_path).record()
     assert list(record) == ["segmenter", "uncertainty", "detector", "loss", "data", "dataset", "folds", "profile",
-                            "samples", "device", "seed", "out", "recipe", "preprocess", "precision", "protocol"]
+                            "samples", "device", "seed", "out", "recipe", "preprocess", "precision", "protocol",
+                            "test_data"]  # test_data came last, with --test-data; a config.json without it reads
+    older = {k: v for k, v in record.items() if k != "test_data"}
+    assert config.RunConfig.from_record(older) == _resolve(tmp_path)
     assert record["profile"] == "quick" and record["folds"] == [0, 1] and record["recipe"]["loss"] == "ce"
     assert record["protocol"]["failure_rule"]["hash"] == SEED_CODE.digest() and record["out"] == str(tmp_path / "run")
     assert record["protocol"]["hash"] == RunConfig.from_record(record).protocol.digest()

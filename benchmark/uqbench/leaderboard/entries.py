@@ -350,13 +350,14 @@ def from_run(run: Path, *, note: str | None = None) -> Entry:
     if note is not None and ("\n" in note or "\r" in note or len(note) > NOTE_LIMIT):
         raise Refused(f"--note: one line of at most {NOTE_LIMIT} characters")
     evaluated = _evaluation(run / "config.json")
+    cfg = run_config.read(run / "config.json") if evaluated is None else None
     try:
         summary = summaries.read(run / "summary.json")
     except DataError as exc:
         raise Refused(f"{run}: not a finished run ({exc})") from None
-    if evaluated is not None:
+    if cfg is None:
+        assert evaluated is not None
         return _from_evaluation(run, evaluated, summary, note=note)
-    cfg = run_config.read(run / "config.json")
     if sorted(cfg.folds) != list(range(NUM_FOLDS)):
         raise Refused(f"{run}: ran folds {','.join(map(str, cfg.folds))}; an entry needs all folds "
                       f"0..{NUM_FOLDS - 1}")
