@@ -83,6 +83,21 @@ def read(path: Path) -> RunConfig:
         raise DataError(f"{path}: malformed run configuration: {exc}") from None
 
 
+def resolve_protocol(protocol: str, *, failure_preset: str | None = None, correction: str | None = None,
+                     detector_training: str | None = None) -> presets.Preset:
+    """The preset named by --protocol with its overrides; UsageError naming the option with an unknown value."""
+    if protocol not in presets.PRESETS:
+        raise UsageError(f"--protocol {protocol!r}: expected one of {', '.join(presets.PRESETS)}")
+    if failure_preset is not None and failure_preset not in failure_rules.PRESETS:
+        raise UsageError(f"--failure-preset {failure_preset!r}: expected one of {', '.join(failure_rules.PRESETS)}")
+    if correction is not None and correction not in MODES:
+        raise UsageError(f"--correction {correction!r}: expected one of {', '.join(MODES)}")
+    if detector_training is not None and detector_training not in TRAINING_DATA:
+        raise UsageError(f"--detector-training {detector_training!r}: expected one of {', '.join(TRAINING_DATA)}")
+    return presets.preset(protocol, failure_preset=failure_preset, correction=correction,
+                          detector_training=detector_training)
+
+
 def resolve(*, segmenter: str, uncertainty: str, detector: str | None, loss: str | None, data: Path | None,
             dataset: str, folds: list[int], profile: str | None, samples: int | None, device: str, seed: int,
             out: Path | None, iterations: int | None = None, protocol: str = "uqbench",
@@ -118,16 +133,8 @@ def resolve(*, segmenter: str, uncertainty: str, detector: str | None, loss: str
         raise UsageError(f"--samples {samples}: uncertainty map '{uncertainty}' uses one deterministic pass")
     elif samples < 1:  # an MC map with one sample is one stochastic pass (the paper's Table V, T = 1)
         raise UsageError(f"--samples {samples}: must be at least 1")
-    if protocol not in presets.PRESETS:
-        raise UsageError(f"--protocol {protocol!r}: expected one of {', '.join(presets.PRESETS)}")
-    if failure_preset is not None and failure_preset not in failure_rules.PRESETS:
-        raise UsageError(f"--failure-preset {failure_preset!r}: expected one of {', '.join(failure_rules.PRESETS)}")
-    if correction is not None and correction not in MODES:
-        raise UsageError(f"--correction {correction!r}: expected one of {', '.join(MODES)}")
-    if detector_training is not None and detector_training not in TRAINING_DATA:
-        raise UsageError(f"--detector-training {detector_training!r}: expected one of {', '.join(TRAINING_DATA)}")
-    chosen = presets.preset(protocol, failure_preset=failure_preset, correction=correction,
-                            detector_training=detector_training)
+    chosen = resolve_protocol(protocol, failure_preset=failure_preset, correction=correction,
+                              detector_training=detector_training)
     if data is not None and not data.is_dir():
         raise UsageError(f"--data {data}: not a folder")
     if test_data is not None and not test_data.is_dir():

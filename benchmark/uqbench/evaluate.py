@@ -28,9 +28,10 @@ from uqbench import external, scoring, stages
 from uqbench.api import Context, Profile
 from uqbench.data import cache
 from uqbench.data.preprocess import PreprocessParams
-from uqbench.errors import DataError, UqbenchError, UsageError
+from uqbench.errors import UqbenchError, UsageError
 from uqbench.evaluation import Volume
 from uqbench.kinds import DATASET, DETECTOR, UNCERTAINTY
+from uqbench.protocol import calibration
 from uqbench.protocol.detection import voxels_per_patch
 from uqbench.protocol.presets import Preset
 from uqbench.records import write_json
@@ -161,14 +162,11 @@ def evaluate(req: Request, advance: Callable[[int], None] = lambda n: None) -> S
 def _prepared(req: Request, params: PreprocessParams) -> tuple[list[cache.Prepared], dict[str, int], str]:
     """The data's cases on both grids (the cache a run prepares), their folds (absent for held-out patients)
     and the data's fingerprint."""
+    from uqbench.pipeline import prepared
+
     ds = registry().create(DATASET, req.dataset, req.data)
-    problems = ds.problems()
-    if problems:
-        more = f" (and {len(problems) - 1} more; run `uqbench data check {req.data}`)" if len(problems) > 1 else ""
-        raise DataError(problems[0] + more)
-    fingerprint = ds.fingerprint()
-    folder, entries = cache.prepare(ds, params=params, fingerprint=fingerprint, notes=[], advance=lambda n: None)
-    return cache.load(folder, entries, params=params, advance=lambda n: None), dict(ds.folds()), fingerprint
+    cases, fingerprint = prepared(ds, root=req.data, params=params)
+    return cases, dict(ds.folds()), fingerprint
 
 
 def _found(folder: Path | None, keys: list[tuple[str, str]], *, what: str,
@@ -193,9 +191,12 @@ def _map_of(req: Request, probs: np.ndarray, where: str) -> np.ndarray | None:
         raise registry().fault(UNCERTAINTY, req.uncertainty, f"failed on {where}: {type(exc).__name__}: {exc}"
                                ) from exc
     out: np.ndarray = torch.as_tensor(values).float().numpy()
-    if out.shape != probs.shape[1:] or not np.isfinite(out).all() or out.min() < 0 or out.max() > 1:
-        raise registry().fault(UNCERTAINTY, req.uncertainty, f"gave a map of shape {out.shape} (or outside [0, 1]) "
-                                                             f"for {where}")
+    try:
+        if out.shape != probs.shape[1:]:
+            raise ValueError(f"{where}: a map of shape {out.shape} for an image of {probs.shape[1:]}")
+        calibration.check_map(out, where)
+    except ValueError as exc:
+        raise registry().fault(UNCERTAINTY, req.uncertainty, f"gave a bad map: {exc}") from None
     return out
 
 

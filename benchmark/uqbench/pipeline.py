@@ -38,6 +38,7 @@ from uqbench import evaluation, stages
 from uqbench.api import Context, MomentMap, Segmenter, context_of
 from uqbench.config import RunConfig
 from uqbench.data import cache, phantom
+from uqbench.data.preprocess import PreprocessParams
 from uqbench.devices import machine
 from uqbench.errors import DataError, MethodFault, PluginError, UsageError
 from uqbench.evaluation import Volume
@@ -432,19 +433,28 @@ def _held_out(cfg: RunConfig, data: _Data, progress: Progress | None) -> _HeldOu
     training patient (by id; the test set must be disjoint)."""
     root = Path(cfg.test_data or "")
     ds = registry().create(DATASET, cfg.dataset, root)
-    problems = _plugin_call(cfg, DATASET, ds.problems, where="checking the test data")
-    if problems:
-        more = f" (and {len(problems) - 1} more; run `uqbench data check {root}`)" if len(problems) > 1 else ""
-        raise DataError(f"--test-data: {problems[0]}{more}")
-    fingerprint = _plugin_call(cfg, DATASET, ds.fingerprint, where="reading the test data")
-    folder, entries = cache.prepare(ds, params=cfg.preprocess, fingerprint=fingerprint, notes=[],
-                                    advance=lambda n: None)
-    cases = cache.load(folder, entries, params=cfg.preprocess, advance=_tracker(progress, "load test", len(entries)))
+    cases, fingerprint = prepared(ds, root=root, params=cfg.preprocess, what="--test-data: ",
+                                  call=lambda fn, where: _plugin_call(cfg, DATASET, fn, where=where))
     shared = sorted({c.patient for c in cases} & {c.patient for c in data.cases})
     if shared:
         raise DataError(f"--test-data {root}: {shared[0]} is also a training patient in {data.root} ({len(shared)} "
                         "such); the test set must be disjoint from the training set")
     return _HeldOutData(cases=cases, root=root, fingerprint=fingerprint)
+
+
+def prepared(ds: Any, *, root: Path, params: PreprocessParams, what: str = "",
+             call: Callable[[Callable[[], Any], str], Any] = lambda fn, where: fn()
+             ) -> tuple[list[cache.Prepared], str]:
+    """A dataset's cases on both grids (prepared into the cache on first use) and its fingerprint; DataError with
+    its first problem (prefixed by ``what``) unless the data are clean. ``call(fn, where)`` runs the reader's
+    methods (the run passes one that blames the dataset plugin)."""
+    problems = call(ds.problems, "checking the data")
+    if problems:
+        more = f" (and {len(problems) - 1} more; run `uqbench data check {root}`)" if len(problems) > 1 else ""
+        raise DataError(f"{what}{problems[0]}{more}")
+    fingerprint = call(ds.fingerprint, "reading the data")
+    folder, entries = cache.prepare(ds, params=params, fingerprint=fingerprint, notes=[], advance=lambda n: None)
+    return cache.load(folder, entries, params=params, advance=lambda n: None), fingerprint
 
 
 def _test_set(cfg: RunConfig, g: _Graph, *, data: _Data, held_out: _HeldOutData, tested: dict[int, _Predicted]

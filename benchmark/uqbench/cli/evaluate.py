@@ -12,12 +12,10 @@ from uqbench import evaluate
 from uqbench.cli import options
 from uqbench.cli.app import app, console
 from uqbench.cli.run import protocol_line, summary_table
+from uqbench.config import resolve_protocol
 from uqbench.data.folds import parse_folds
 from uqbench.devices import resolve_device, resolve_profile
 from uqbench.errors import UsageError
-from uqbench.protocol import failures as failure_rules
-from uqbench.protocol import presets
-from uqbench.protocol.detection import MODES
 
 
 @app.command("evaluate")
@@ -58,12 +56,7 @@ def evaluate_cmd(
                                                     "summary.json).")] = Path("runs/evaluate"),
 ) -> None:
     """Score label maps made elsewhere (nnU-Net's, or a run's OUT/nifti/predictions) with the run's protocol."""
-    if protocol not in presets.PRESETS:
-        raise UsageError(f"--protocol {protocol!r}: expected one of {', '.join(presets.PRESETS)}")
-    if failure_preset is not None and failure_preset not in failure_rules.PRESETS:
-        raise UsageError(f"--failure-preset {failure_preset!r}: expected one of {', '.join(failure_rules.PRESETS)}")
-    if correction is not None and correction not in MODES:
-        raise UsageError(f"--correction {correction!r}: expected one of {', '.join(MODES)}")
+    chosen = resolve_protocol(protocol, failure_preset=failure_preset, correction=correction)
     try:
         fold_list = None if folds is None else tuple(parse_folds(folds))
     except ValueError as exc:
@@ -72,7 +65,7 @@ def evaluate_cmd(
     req = evaluate.Request(name=name, predictions=predictions, data=data, dataset=dataset, folds=fold_list,
                            probabilities=probabilities, uncertainty_maps=uncertainty_maps, uncertainty=uncertainty,
                            detector=None if detector in (None, "none") else detector,
-                           protocol=presets.preset(protocol, failure_preset=failure_preset, correction=correction),
+                           protocol=chosen,
                            profile=resolve_profile(profile, dev), device=dev, seed=seed, out=out)
     evaluate.check(req)
     summary = evaluate.evaluate(req)
