@@ -69,11 +69,13 @@ def test_the_oracle_flags_exactly_the_failure_patches(finished: Path, tiny_phant
     assert summary.calibration is None and summary.risk_coverage is None  # no probabilities, no map
 
 
-def test_a_map_computed_from_the_probabilities(finished: Path, tiny_phantom: Path, tmp_path: Path) -> None:
+def test_a_computed_map_and_the_reader_are_named_in_provenance(finished: Path, tiny_phantom: Path,
+                                                                 tmp_path: Path) -> None:
     summary = evaluate.evaluate(_request(finished, tiny_phantom, tmp_path / "eval", uncertainty="emap",
                                          uncertainty_maps=None, detector=None))
     assert summary.risk_coverage is not None and summary.calibration is not None
     assert summary.provenance.methods["uncertainty"].spec == "emap"
+    assert summary.provenance.methods["dataset"].spec == "acdc"
 
 
 def test_folds_restrict_the_cases_expected(finished: Path, tiny_phantom: Path, tmp_path: Path) -> None:

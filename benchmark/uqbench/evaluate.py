@@ -230,9 +230,10 @@ def _detected(req: Request, volumes: list[Volume], images: dict[str, np.ndarray]
 
 
 def _provenance(req: Request, fold_of: dict[str, int]) -> Provenance:
-    """As a run's: the methods that ran here (a detector, a computed map), uqbench, torch and the machine."""
+    """As a run's: the methods that ran here (the reader of the reference, a detector, a computed map),
+    uqbench, torch and the machine."""
     from uqbench.pipeline import provenance
 
-    used = {k: v for k, v in (("detector", req.detector), ("uncertainty", req.uncertainty))
+    used = {k: v for k, v in (("dataset", req.dataset), ("detector", req.detector), ("uncertainty", req.uncertainty))
             if v is not None and v != ORACLE}
     return provenance(methods=used, device=req.device, precision="fp32", seed=req.seed, fold_of=fold_of)
