@@ -79,6 +79,20 @@ def tiny_phantom(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+@pytest.fixture(scope="session")
+def held_out_phantom(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two phantom patients named as ACDC's test patients (patient101, patient102), which have no fold."""
+    from uqbench.data.phantom import write_phantom
+
+    root = tmp_path_factory.mktemp("held-out") / "testing"
+    for i, pid in enumerate(write_phantom(root, 2, seed=7)):
+        new = f"patient{101 + i}"
+        for f in (root / pid).iterdir():
+            f.rename(f.with_name(f.name.replace(pid, new)))
+        (root / pid).rename(root / new)
+    return root
+
+
 @pytest.fixture
 def phantom_copy(tiny_phantom: Path, tmp_path: Path) -> Path:
     """A private copy of the tiny phantom that a test may damage."""

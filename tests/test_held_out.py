@@ -8,26 +8,11 @@ import shutil
 from pathlib import Path
 
 import pandas as pd
-import pytest
 from conftest import Cli
 
 from uqbench import config, evaluate, pipeline
 from uqbench.protocol import presets
 from uqbench.results import summary as summaries
-
-
-@pytest.fixture(scope="module")
-def test_set(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Two phantom patients named as ACDC's test patients (patient101, patient102), which have no fold."""
-    from uqbench.data.phantom import write_phantom
-
-    root = tmp_path_factory.mktemp("held-out") / "testing"
-    for i, pid in enumerate(write_phantom(root, 2, seed=7)):
-        new = f"patient{101 + i}"
-        for f in (root / pid).iterdir():
-            f.rename(f.with_name(f.name.replace(pid, new)))
-        (root / pid).rename(root / new)
-    return root
 
 
 def _cfg(data: Path, out: Path, test_data: Path | None) -> config.RunConfig:
@@ -37,14 +22,14 @@ def _cfg(data: Path, out: Path, test_data: Path | None) -> config.RunConfig:
 
 
 def test_test_data_is_predicted_by_a_model_of_every_training_patient_and_scored_apart(
-        tiny_phantom: Path, test_set: Path, tmp_path: Path) -> None:
+        tiny_phantom: Path, held_out_phantom: Path, tmp_path: Path) -> None:
     plain = pipeline.run(_cfg(tiny_phantom, tmp_path / "cv", None))
-    summary = pipeline.run(_cfg(tiny_phantom, tmp_path / "run", test_set))
+    summary = pipeline.run(_cfg(tiny_phantom, tmp_path / "run", held_out_phantom))
     assert summary.segmentation == plain.segmentation and summary.corrected == plain.corrected  # CV untouched
     test = summary.test
     assert test is not None and test.segmentation.volumes == 4 and test.corrected is not None
     assert json.dumps(summaries.read(tmp_path / "run" / "summary.json").record()) == json.dumps(summary.record())
-    assert test.detection is not None and test.calibration is not None and test.dataset.root == str(test_set)
+    assert test.detection is not None and test.calibration is not None and test.dataset.root == str(held_out_phantom)
     cases = pd.read_csv(tmp_path / "run" / "test" / "cases.csv")
     assert set(cases["patient"]) == {"patient101", "patient102"} and set(cases["fold"]) == {pipeline.HELD_OUT}
     assert set(pd.read_csv(tmp_path / "run" / "cases.csv")["patient"]).isdisjoint(cases["patient"])
@@ -56,7 +41,7 @@ def test_test_data_is_predicted_by_a_model_of_every_training_patient_and_scored_
     # the test set's files score as the run scored them
     nifti = tmp_path / "run" / "test" / "nifti"
     again = evaluate.evaluate(evaluate.Request(
-        name="drn", predictions=nifti / "predictions", data=test_set, dataset="acdc", folds=None,
+        name="drn", predictions=nifti / "predictions", data=held_out_phantom, dataset="acdc", folds=None,
         probabilities=nifti / "probabilities", uncertainty_maps=nifti / "uncertainty-maps", uncertainty=None,
         detector=None, protocol=presets.preset("uqbench"), profile=config.Profile.QUICK, device="cpu", seed=0,
         out=tmp_path / "eval"))

@@ -61,6 +61,27 @@ def test_sweep_trains_once_per_fold_and_each_cell_matches_a_plain_run(tiny_phant
     assert all(o["computed"] == 0 and o["from_store"] > 0 for o in _sweep_json(out).values())
 
 
+@pytest.mark.slow
+def test_a_sweep_with_test_data_trains_the_test_model_once_and_every_cell_scores_the_test_set(
+        tiny_phantom: Path, held_out_phantom: Path, tmp_path: Path, fresh_store: Path, cli: Cli) -> None:
+    out = tmp_path / "sweep"
+    code, _, err = cli("sweep", "--data", str(tiny_phantom), "--test-data", str(held_out_phantom), "-u",
+                       "emap,maxprob", "--detector", "threshold", *GRID, "--out", str(out))
+    assert code == 0, err
+    # folds 0 and 1, and the one model of every training patient that both cells read
+    assert len(list((fresh_store / "stages" / "train").glob("*/manifest.json"))) == 3
+    held_out = []
+    for name in ("drn-emap-threshold", "drn-maxprob-threshold"):
+        summary = json.loads((out / name / "summary.json").read_text())
+        assert summary["test"] is not None and (out / name / "test" / "cases.csv").is_file(), name
+        stages = json.loads((out / name / "stages.json").read_text())["stages"]
+        held_out += [s for s in stages if s["stage"] == "train" and s["fold"] == -1]
+    # both cells read one stage: the first cell trained it, the second found it in the store
+    assert len({s["key"] for s in held_out}) == 1 and [s["from_store"] for s in held_out] == [False, True]
+    cases = pd.read_csv(out / "drn-emap-threshold" / "test" / "cases.csv")
+    assert set(cases["patient"]) == {"patient101", "patient102"}
+
+
 def _install_broken_segmenter(site: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A third-party segmenter (a real distribution on sys.path) whose network cannot be built."""
     site.mkdir()

@@ -57,7 +57,8 @@ class Job:
         from uqbench.kinds import UNCERTAINTY
         from uqbench.registry import registry
 
-        opts = self.options | {"data": None if self.options.get("data") is None else Path(self.options["data"])}
+        opts = self.options | {k: None if self.options.get(k) is None else Path(self.options[k])
+                               for k in ("data", "test_data")}
         # --samples sets T of the grid's MC maps; a one-pass map keeps its one pass
         return [config.resolve(segmenter=self.segmenter, uncertainty=u, detector=self.detector,
                                out=None if self.out is None else Path(self.out),
@@ -97,10 +98,11 @@ def shared_options(*, folds: Sequence[int], data: Path | None = None, profile: s
                    samples: int | None = None, device: str = "auto", precision: str = "auto",
                    iterations: int | None = None, seed: int = 0, loss: str | None = None, dataset: str = "acdc",
                    protocol: str = "uqbench", failure_preset: str | None = None, correction: str | None = None,
-                   detector_training: str | None = None) -> dict[str, Any]:
+                   detector_training: str | None = None, test_data: Path | None = None) -> dict[str, Any]:
     """The :func:`uqbench.config.resolve` arguments every run of a sweep shares, as its jobs carry them (JSON:
-    the data folder as an absolute path; each job resolves them again where it runs)."""
+    data folders as absolute paths; each job resolves them again where it runs)."""
     return {"loss": loss, "data": None if data is None else str(data.resolve()), "dataset": dataset,
+            "test_data": None if test_data is None else str(test_data.resolve()),
             "folds": list(folds), "profile": profile, "samples": samples, "device": device, "seed": seed,
             "iterations": iterations, "protocol": protocol, "failure_preset": failure_preset,
             "correction": correction, "precision": precision, "detector_training": detector_training}
@@ -140,10 +142,12 @@ def plan(*, segmenters: Sequence[str], uncertainties: Sequence[str], detectors: 
 
             check_out(cfg)
     # Wave 1 makes what any cell reads; an in-sample detector's training predictions are made when one of the
-    # grid's detectors needs them (the key does not depend on which detector).
+    # grid's detectors needs them (the key does not depend on which detector). A test set's model is trained by
+    # the first cell of its segmenter that reaches it; the store's lock makes the others wait and read it.
     detector = next((d for d in detectors if d is not None), None)
     predict = [Job(name=_predict_name(s, k), wave=1, segmenter=s, uncertainties=tuple(uncertainties),
-                   detector=detector, options=options | {"folds": [k]}) for s in segmenters for k in folds]
+                   detector=detector, options=options | {"folds": [k], "test_data": None})
+               for s in segmenters for k in folds]
     return Plan(out=out, jobs=predict + cells, cells=cells)
 
 

@@ -22,6 +22,10 @@ Loss = Annotated[str | None, typer.Option("--loss", help="Loss (default: the seg
 Data = Annotated[Path | None, typer.Option("--data", help="Dataset folder; default: the built-in phantom.")]
 Dataset = Annotated[str, typer.Option("--dataset", help="Reader for --data.")]
 Folds = Annotated[str, typer.Option("--folds", help="Comma list of test folds.")]
+TestData = Annotated[Path | None, typer.Option(
+    "--test-data", help="A held-out test set (read like --data; no patient of it a training patient): after the "
+                        "cross-validation, train on every training patient, predict it, fit the detector on every "
+                        "cross-validation prediction and score it apart (OUT/test/).")]
 Iterations = Annotated[int | None, typer.Option(
     "--iterations", help="Override the recipe's training steps (smoke tests); recorded in config.json.")]
 Protocol = Annotated[str, typer.Option(

@@ -41,10 +41,7 @@ def run_cmd(
     data: options.Data = None,
     dataset: options.Dataset = "acdc",
     folds: options.Folds = "0,1,2,3",
-    test_data: Annotated[Path | None, typer.Option(
-        "--test-data", help="A held-out test set (read like --data; no patient of it a training patient): after "
-                            "the cross-validation, train on every training patient, predict it, fit the detector "
-                            "on every cross-validation prediction and score it apart (OUT/test/).")] = None,
+    test_data: options.TestData = None,
     profile: options.Profile = None,
     samples: Annotated[int | None, typer.Option(
         "--samples", help="MC samples T (default: the map's); 1 with an MC map is one stochastic pass.")] = None,

@@ -48,6 +48,7 @@ def sweep_cmd(
     data: options.Data = None,
     dataset: options.Dataset = "acdc",
     folds: options.Folds = "0,1,2,3",
+    test_data: options.TestData = None,
     profile: options.Profile = None,
     samples: Annotated[int | None, typer.Option(
         "--samples", help="MC samples T of the MC maps (default: each map's); a one-pass map keeps its pass.")]
@@ -89,7 +90,7 @@ def sweep_cmd(
     shared = sweep.shared_options(folds=fold_list, data=data, profile=profile, samples=samples, device=device,
                                   precision=precision, iterations=iterations, seed=seed, loss=loss, dataset=dataset,
                                   protocol=protocol, failure_preset=failure_preset, correction=correction,
-                                  detector_training=detector_training)
+                                  detector_training=detector_training, test_data=test_data)
     segs, maps = _names("--segmenter", segmenter), _names("--uncertainty", uncertainty)
     dets = [None if d == "none" else d for d in _names("--detector", detector)]
     source = "phantom" if data is None else data.name
