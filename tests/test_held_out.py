@@ -8,11 +8,13 @@ import shutil
 from pathlib import Path
 
 import pandas as pd
+import pytest
 from conftest import Cli
 
 from uqbench import config, evaluate, pipeline
 from uqbench.protocol import presets
 from uqbench.results import summary as summaries
+from uqbench.results.summary import Summary
 
 
 def _cfg(data: Path, out: Path, test_data: Path | None) -> config.RunConfig:
@@ -21,25 +23,33 @@ def _cfg(data: Path, out: Path, test_data: Path | None) -> config.RunConfig:
                           iterations=4, test_data=test_data)
 
 
+@pytest.fixture(scope="module")
+def held_out_run(tiny_phantom: Path, held_out_phantom: Path, tmp_path_factory: pytest.TempPathFactory
+                 ) -> tuple[Path, Summary]:
+    """A run of folds 0 and 1 with --test-data: its folder and summary."""
+    out = tmp_path_factory.mktemp("held-out-run") / "run"
+    return out, pipeline.run(_cfg(tiny_phantom, out, held_out_phantom))
+
+
 def test_test_data_is_predicted_by_a_model_of_every_training_patient_and_scored_apart(
-        tiny_phantom: Path, held_out_phantom: Path, tmp_path: Path) -> None:
+        tiny_phantom: Path, held_out_phantom: Path, held_out_run: tuple[Path, Summary], tmp_path: Path) -> None:
     plain = pipeline.run(_cfg(tiny_phantom, tmp_path / "cv", None))
-    summary = pipeline.run(_cfg(tiny_phantom, tmp_path / "run", held_out_phantom))
+    run, summary = held_out_run
     assert summary.segmentation == plain.segmentation and summary.corrected == plain.corrected  # CV untouched
     test = summary.test
     assert test is not None and test.segmentation.volumes == 4 and test.corrected is not None
-    assert json.dumps(summaries.read(tmp_path / "run" / "summary.json").record()) == json.dumps(summary.record())
+    assert json.dumps(summaries.read(run / "summary.json").record()) == json.dumps(summary.record())
     assert test.detection is not None and test.calibration is not None and test.dataset.root == str(held_out_phantom)
-    cases = pd.read_csv(tmp_path / "run" / "test" / "cases.csv")
+    cases = pd.read_csv(run / "test" / "cases.csv")
     assert set(cases["patient"]) == {"patient101", "patient102"} and set(cases["fold"]) == {pipeline.HELD_OUT}
-    assert set(pd.read_csv(tmp_path / "run" / "cases.csv")["patient"]).isdisjoint(cases["patient"])
-    stages = json.loads((tmp_path / "run" / "stages.json").read_text())["stages"]
+    assert set(pd.read_csv(run / "cases.csv")["patient"]).isdisjoint(cases["patient"])
+    stages = json.loads((run / "stages.json").read_text())["stages"]
     (trained,) = [s for s in stages if s["stage"] == "train" and s["fold"] == pipeline.HELD_OUT]
     assert len(trained["hashed"]["inputs"]["cases"]) == 8  # all four training patients, both phases
     (fitted,) = [s for s in stages if s["stage"] == "detect" and s["fold"] == pipeline.HELD_OUT]
     assert len(fitted["hashed"]["inputs"]["fit"]) == 2  # the predictions of both cross-validation folds
     # the test set's files score as the run scored them
-    nifti = tmp_path / "run" / "test" / "nifti"
+    nifti = run / "test" / "nifti"
     again = evaluate.evaluate(evaluate.Request(
         name="drn", predictions=nifti / "predictions", data=held_out_phantom, dataset="acdc", folds=None,
         probabilities=nifti / "probabilities", uncertainty_maps=nifti / "uncertainty-maps", uncertainty=None,
@@ -47,6 +57,29 @@ def test_test_data_is_predicted_by_a_model_of_every_training_patient_and_scored_
         out=tmp_path / "eval"))
     assert again.segmentation == test.segmentation and again.calibration == test.calibration
     assert again.risk_coverage == test.risk_coverage and again.clinical == test.clinical
+
+
+def test_training_and_test_files_in_one_folder_score_as_the_run_kept_them_apart(
+        tiny_phantom: Path, held_out_phantom: Path, held_out_run: tuple[Path, Summary], tmp_path: Path) -> None:
+    # an nnU-Net user's layout: cross-validation and test predictions side by side, the patients in one folder
+    run, summary = held_out_run
+    data, files = tmp_path / "data", tmp_path / "files"
+    for root in (tiny_phantom, held_out_phantom):
+        shutil.copytree(root, data, dirs_exist_ok=True)
+    for part in ("predictions", "probabilities", "uncertainty-maps"):
+        for nifti in (run / "nifti", run / "test" / "nifti"):
+            shutil.copytree(nifti / part, files / part, dirs_exist_ok=True)
+    again = evaluate.evaluate(evaluate.Request(
+        name="drn", predictions=files / "predictions", data=data, dataset="acdc", folds=(0, 1),
+        probabilities=files / "probabilities", uncertainty_maps=files / "uncertainty-maps", uncertainty=None,
+        detector="threshold", protocol=presets.preset("uqbench"), profile=config.Profile.QUICK, device="cpu",
+        seed=0, out=tmp_path / "eval"))
+    assert summary.test is not None and again.test is not None
+    for field in ("segmentation", "corrected", "detection", "calibration", "risk_coverage", "clinical"):
+        assert getattr(again, field) == getattr(summary, field), field
+        assert getattr(again.test, field) == getattr(summary.test, field), f"test {field}"
+    for table in ("cases.csv", "detection.csv", "test/cases.csv", "test/detection.csv"):
+        assert (tmp_path / "eval" / table).read_text() == (run / table).read_text(), table
 
 
 def test_a_test_patient_that_is_also_a_training_patient_is_refused(tiny_phantom: Path, tmp_path: Path,

@@ -29,7 +29,7 @@ from uqbench.api import Context, Profile
 from uqbench.data import cache
 from uqbench.data.preprocess import PreprocessParams
 from uqbench.errors import UqbenchError, UsageError
-from uqbench.evaluation import Volume
+from uqbench.evaluation import HELD_OUT, Volume, seed_stream
 from uqbench.kinds import DATASET, DETECTOR, UNCERTAINTY
 from uqbench.protocol import calibration
 from uqbench.protocol.detection import voxels_per_patch
@@ -37,7 +37,7 @@ from uqbench.protocol.presets import Preset
 from uqbench.records import write_json
 from uqbench.registry import registry
 from uqbench.results import summary as summaries
-from uqbench.results.summary import DatasetInfo, Provenance, Summary
+from uqbench.results.summary import DatasetInfo, HeldOut, Provenance, Summary
 
 ORACLE = "oracle"
 NAME = re.compile(r"[A-Za-z][A-Za-z0-9._-]{0,63}")
@@ -117,44 +117,55 @@ def evaluate(req: Request, advance: Callable[[int], None] = lambda n: None) -> S
         missing = sorted(set(req.folds) - set(fold_of.values()))
         if missing:
             raise UsageError(f"--folds: fold {missing[0]} has no patients in {req.data}")
-        cases = [c for c in cases if fold_of.get(c.patient) in req.folds]
+        cases = [c for c in cases if fold_of.get(c.patient, req.folds[0]) in req.folds]  # test patients stay
     # fold by fold, as a run orders its rows: sums then add in the same order and give the same last bits
     cases = sorted(cases, key=lambda c: (c.patient not in fold_of, fold_of.get(c.patient, 0)))
     keys = [(c.patient, c.phase) for c in cases]
     labels = _found(req.predictions, keys, what="label maps")
     probs = _found(req.probabilities, keys, what="probabilities", endings=PROBABILITY_ENDINGS)
     maps = _found(req.uncertainty_maps, keys, what="uncertainty maps")
+    # As a run keeps --test-data apart: patients without a fold beside cross-validation patients are a test set,
+    # measured on their own into summary.test and OUT/test/; a --data of test patients only is measured as it is.
+    held_out = {c.patient for c in cases if c.patient not in fold_of}
+    if len(held_out) == len({c.patient for c in cases}):
+        held_out = set()
     rows: list[dict[str, Any]] = []
     volumes: list[Volume] = []
-    counts: tuple[np.ndarray, float, int] | None = None
+    counts: dict[bool, scoring.CalibrationCounts] = {}  # summed reliability counts of each part (held out or not)
     for c in cases:
         key, geo = (c.patient, c.phase), scoring.geometry(c)
         p = external.read_probabilities(probs[key], geo) if probs else None
         unc = external.read_map(maps[key], geo) if maps else (_map_of(req, p, geo.where) if p is not None else None)
-        scored = scoring.score_case(c, fold=fold_of.get(c.patient, -1), labels=external.read_labels(labels[key], geo),
-                                    probabilities=p, uncertainty=unc, rule=req.protocol.failure_rule, params=params)
+        scored = scoring.score_case(c, fold=fold_of.get(c.patient, HELD_OUT), labels=external.read_labels(
+            labels[key], geo), probabilities=p, uncertainty=unc, rule=req.protocol.failure_rule, params=params)
         rows += scored.rows
         volumes.append(scored.volume)
         if scored.calibration is not None:
-            n, b, v = scored.calibration
-            counts = (n, b, v) if counts is None else (counts[0] + n, counts[1] + b, counts[2] + v)
+            part, (n, b, v) = c.patient in held_out, scored.calibration
+            was = counts.get(part)
+            counts[part] = (n, b, v) if was is None else (was[0] + n, was[1] + b, was[2] + v)
         advance(1)
     if req.detector == ORACLE:
         volumes = [replace(v, patch_probs=(voxels_per_patch(v.failures) > 0).astype(np.float32)) for v in volumes]
     elif req.detector is not None:
         volumes = _detected(req, volumes, {f"{c.patient}_{c.phase}": c.image for c in cases})
-    measured = evaluation.measure(rows=rows, volumes=volumes, reliability=counts, protocol=req.protocol,
-                                  params=params)
+    measured = {part: evaluation.measure(rows=[r for r in rows if (r["patient"] in held_out) == part],
+                                         volumes=[v for v in volumes if (v.patient in held_out) == part],
+                                         reliability=counts.get(part), protocol=req.protocol, params=params)
+                for part in ((False, True) if held_out else (False,))}
+    info = DatasetInfo(name=req.dataset, root=str(req.data.resolve()), fingerprint=fingerprint, phantom=False)
     summary = Summary(
-        **measured.summary_fields(), profile=req.profile.value, device=req.device,
-        timings_s=measured.timings_s | {"run_s": time.perf_counter() - t_start}, notes=[],
-        protocol=req.protocol, stages=[],
-        dataset=DatasetInfo(name=req.dataset, root=str(req.data.resolve()), fingerprint=fingerprint, phantom=False),
-        provenance=_provenance(req, fold_of))
+        **measured[False].summary_fields(), profile=req.profile.value, device=req.device,
+        timings_s=measured[False].timings_s | {"run_s": time.perf_counter() - t_start}, notes=[],
+        protocol=req.protocol, stages=[], dataset=info, provenance=_provenance(req, fold_of),
+        test=HeldOut(dataset=info, **measured[True].summary_fields()) if held_out else None)
     req.out.mkdir(parents=True, exist_ok=True)
     write_json(req.out / "config.json", req.record())
-    evaluation.write_tables(req.out, rows=measured.rows, detection_rows=measured.detection_rows,
-                            protocol=req.protocol)
+    for part, folder in ((False, req.out), (True, req.out / "test")):
+        if part in measured:
+            folder.mkdir(parents=True, exist_ok=True)
+            evaluation.write_tables(folder, rows=measured[part].rows, detection_rows=measured[part].detection_rows,
+                                    protocol=req.protocol)
     summaries.write(req.out / "summary.json", summary)
     return summary
 
@@ -220,7 +231,8 @@ def _detected(req: Request, volumes: list[Volume], images: dict[str, np.ndarray]
         fit = [(v, images[f"{v.patient}_{v.phase}"]) for v in volumes if v.fold >= 0 and v.fold != k]
         test = [(v, images[f"{v.patient}_{v.phase}"]) for v in volumes if v.fold == k]
         with tempfile.TemporaryDirectory(prefix="uqbench-detect-") as tmp:
-            ctx = Context(profile=req.profile, device=req.device, seed=req.seed + k, workdir=Path(tmp) / "workdir")
+            ctx = Context(profile=req.profile, device=req.device, seed=req.seed + seed_stream(k),
+                          workdir=Path(tmp) / "workdir")
             stages.detect(Path(tmp), detector=registry().create(DETECTOR, spec), name=spec,
                           blame=lambda fn, *a, where, k=k: blame(fn, *a, where=f"{where} (fold {k})"),
                           fit=fit, test=test, context=ctx)

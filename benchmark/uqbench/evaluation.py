@@ -36,6 +36,17 @@ from uqbench.results.summary import (
     Significance,
 )
 
+HELD_OUT = -1
+"""The fold number of a held-out test set's stages and rows (--test-data; patients without a fold in evaluate):
+the segmenter trained on every training patient, its predictions, the detector fitted on every cross-validation
+prediction."""
+
+
+def seed_stream(k: int) -> int:
+    """The random stream of fold k's seeds (the held-out set's is its own, after any fold's): a run's stages and
+    the detectors ``uqbench evaluate`` fits draw from the same streams."""
+    return 97 if k == HELD_OUT else k
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Volume:

@@ -41,7 +41,7 @@ from uqbench.data import cache, phantom
 from uqbench.data.preprocess import PreprocessParams
 from uqbench.devices import machine
 from uqbench.errors import DataError, MethodFault, PluginError, UsageError
-from uqbench.evaluation import Volume
+from uqbench.evaluation import HELD_OUT, Volume, seed_stream
 from uqbench.files import write_atomic
 from uqbench.kinds import DATASET, DETECTOR, LOSS, SEGMENTER, UNCERTAINTY, Kind, kind
 from uqbench.protocol import calibration
@@ -68,16 +68,6 @@ CODE = {"train": 1, "predict": 1, "maps": 2, "score": 2, "detect": 1}
 maps 2 and score 2: the run scores the files it writes (failure voxels, calibration and the map detectors read
 come from the original-geometry outputs; score took over the failures stage). predict kept 1: it stopped
 storing calibration counts, which nothing reads now, and computes the same labels, statistics and files."""
-
-
-HELD_OUT = -1
-"""The fold number of --test-data's stages and rows: the segmenter trained on every training patient, the held-out
-cases it predicts and the detector fitted on every cross-validation prediction."""
-
-
-def _stream(k: int) -> int:
-    """The random stream of fold k's seeds (the held-out set's is its own, after any fold's)."""
-    return 97 if k == HELD_OUT else k
 
 
 class Progress(Protocol):
@@ -236,7 +226,7 @@ class _Graph:
         key = self.key("train", settings={"recipe": fields_to_json(cfg.recipe),
                                           "preprocess": fields_to_json(cfg.preprocess), "device": cfg.device,
                                           "precision": cfg.precision},
-                       plugins=(SEGMENTER, LOSS), seed=cfg.seed + _stream(k),
+                       plugins=(SEGMENTER, LOSS), seed=cfg.seed + seed_stream(k),
                        inputs={"cases": [c.fingerprint for c in own]})
 
         def compute(work: Path) -> None:
@@ -247,7 +237,7 @@ class _Graph:
                 cfg, SEGMENTER, train, where=where, segmenter=self.seg, recipe=cfg.recipe,
                 loss=_Attributed(cfg, LOSS, self.loss, where=where),
                 slices=[(c.image[z], c.labels[z]) for c in own for z in range(c.image.shape[0])], device=cfg.device,
-                seed=cfg.seed + _stream(k), checkpoint=work / "checkpoint.pt",
+                seed=cfg.seed + seed_stream(k), checkpoint=work / "checkpoint.pt",
                 advance=_tracker(self.progress, f"fold {k} train", cfg.recipe.iterations), precision=cfg.precision)
 
         return self.serve(key, fold=k, cases="training", compute=compute, resumable=True)
@@ -267,7 +257,7 @@ class _Graph:
         cfg, umap = self.cfg, self.umap
         raw = stochastic and not isinstance(umap, MomentMap)  # a map that reads the raw samples is made here
         samples = cfg.samples if stochastic else 1
-        seed = cfg.seed * 100_003 + _stream(k) * 1000 + (0 if role != "training" else 500)
+        seed = cfg.seed * 100_003 + seed_stream(k) * 1000 + (0 if role != "training" else 500)
         key = self.key("predict", settings={"passes": "mc" if stochastic else "deterministic", "samples": samples,
                                             "device": cfg.device, "precision": cfg.precision,
                                             "export": role != "training",
@@ -351,12 +341,12 @@ class _Graph:
             return [p.predictions.key.digest, p.maps.key.digest, p.scored.key.digest]
 
         key = self.key("detect", settings={"profile": cfg.profile.value, "device": cfg.device},
-                       plugins=(DETECTOR,), seed=cfg.seed + _stream(k),
+                       plugins=(DETECTOR,), seed=cfg.seed + seed_stream(k),
                        inputs={"fit": [keys(p) for p in fit], "test": keys(test)})
 
         def compute(work: Path) -> None:
             det = registry().create(DETECTOR, cfg.detector or "")
-            ctx = Context(profile=cfg.profile, device=cfg.device, seed=cfg.seed + _stream(k),
+            ctx = Context(profile=cfg.profile, device=cfg.device, seed=cfg.seed + seed_stream(k),
                           workdir=work / "workdir")
 
             def blame(fn: Callable[..., Any], *args: Any, where: str) -> Any:

@@ -31,7 +31,8 @@ def evaluate_cmd(
     ] = "external",
     dataset: options.Dataset = "acdc",
     folds: Annotated[str | None, typer.Option(
-        "--folds", help="Comma list of folds whose cases are scored (default: every case of --data).")] = None,
+        "--folds", help="Comma list of folds whose cases are scored (default: every case of --data); "
+                  "test patients (no fold) are always scored, apart.")] = None,
     probabilities: Annotated[Path | None, typer.Option(
         "--probabilities", help="Folder of class probabilities: nnU-Net's --save_probabilities <case>.npz (key "
                                 "'probabilities', classes first) or 4-D NIfTI (classes last); adds calibration.")
