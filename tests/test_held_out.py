@@ -60,7 +60,8 @@ def test_test_data_is_predicted_by_a_model_of_every_training_patient_and_scored_
 
 
 def test_training_and_test_files_in_one_folder_score_as_the_run_kept_them_apart(
-        tiny_phantom: Path, held_out_phantom: Path, held_out_run: tuple[Path, Summary], tmp_path: Path) -> None:
+        tiny_phantom: Path, held_out_phantom: Path, held_out_run: tuple[Path, Summary], tmp_path: Path,
+        cli: Cli) -> None:
     # an nnU-Net user's layout: cross-validation and test predictions side by side, the patients in one folder
     run, summary = held_out_run
     data, files = tmp_path / "data", tmp_path / "files"
@@ -69,15 +70,19 @@ def test_training_and_test_files_in_one_folder_score_as_the_run_kept_them_apart(
     for part in ("predictions", "probabilities", "uncertainty-maps"):
         for nifti in (run / "nifti", run / "test" / "nifti"):
             shutil.copytree(nifti / part, files / part, dirs_exist_ok=True)
-    again = evaluate.evaluate(evaluate.Request(
-        name="drn", predictions=files / "predictions", data=data, dataset="acdc", folds=(0, 1),
-        probabilities=files / "probabilities", uncertainty_maps=files / "uncertainty-maps", uncertainty=None,
-        detector="threshold", protocol=presets.preset("uqbench"), profile=config.Profile.QUICK, device="cpu",
-        seed=0, out=tmp_path / "eval"))
+    code, stdout, err = cli("evaluate", "--name", "drn", "--data", str(data), "--folds", "0,1", "--predictions",
+                            str(files / "predictions"), "--probabilities", str(files / "probabilities"),
+                            "--uncertainty-maps", str(files / "uncertainty-maps"), "--detector", "threshold",
+                            "--profile", "quick", "--device", "cpu", "--out", str(tmp_path / "eval"))
+    assert code == 0, err
+    assert f"held-out test set ({data.resolve()}, 4 volumes)" in " ".join(stdout.split())
+    again = summaries.read(tmp_path / "eval" / "summary.json")
     assert summary.test is not None and again.test is not None
-    for field in ("segmentation", "corrected", "detection", "calibration", "risk_coverage", "clinical"):
-        assert getattr(again, field) == getattr(summary, field), field
-        assert getattr(again.test, field) == getattr(summary.test, field), f"test {field}"
+    ours, theirs = again.record(), summary.record()  # as JSON text, where NaN equals NaN
+    for field in ("segmentation", "corrected", "detection", "calibration", "risk_coverage", "clinical",
+                  "correction_effort"):
+        assert json.dumps(ours[field]) == json.dumps(theirs[field]), field
+        assert json.dumps(ours["test"][field]) == json.dumps(theirs["test"][field]), f"test {field}"
     for table in ("cases.csv", "detection.csv", "test/cases.csv", "test/detection.csv"):
         assert (tmp_path / "eval" / table).read_text() == (run / table).read_text(), table
 

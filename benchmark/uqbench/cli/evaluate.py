@@ -11,7 +11,7 @@ from rich.markup import escape
 from uqbench import evaluate
 from uqbench.cli import options
 from uqbench.cli.app import app, console
-from uqbench.cli.run import protocol_line, summary_table
+from uqbench.cli.run import held_out_line, protocol_line, summary_table
 from uqbench.config import resolve_protocol
 from uqbench.data.folds import parse_folds
 from uqbench.devices import resolve_device, resolve_profile
@@ -72,6 +72,8 @@ def evaluate_cmd(
     summary = evaluate.evaluate(req)
     console.print(summary_table(summary))
     console.print(protocol_line(summary), markup=False, highlight=False)
+    if summary.test is not None:
+        console.print(held_out_line(summary.test), markup=False, highlight=False)
     for note in summary.notes:
         console.print(f"[yellow]note:[/yellow] {escape(note)}", highlight=False)
     console.print(f"wrote {out}/config.json, cases.csv, summary.json"

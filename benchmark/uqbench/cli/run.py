@@ -26,7 +26,7 @@ from uqbench.data.cache import cache_root
 from uqbench.data.folds import parse_folds
 from uqbench.errors import UsageError
 from uqbench.registry import registry
-from uqbench.results.summary import Summary
+from uqbench.results.summary import HeldOut, Summary
 
 
 @app.command("run")
@@ -86,11 +86,7 @@ def run_cmd(
     console.print(summary_table(summary))
     console.print(protocol_line(summary), markup=False, highlight=False)
     if summary.test is not None:
-        t = summary.test
-        console.print(f"held-out test set ({t.dataset.root}, {t.segmentation.volumes} volumes): mean foreground "
-                      f"Dice {t.segmentation.mean_foreground_dice:.3f}"
-                      + (f", after simulated correction {t.corrected.mean_foreground_dice:.3f}" if t.corrected else "")
-                      + "; tables in OUT/test/", markup=False, highlight=False)
+        console.print(held_out_line(summary.test), markup=False, highlight=False)
     for note in summary.notes:
         console.print(f"[yellow]note:[/yellow] {escape(note)}", highlight=False)
     stored = sum(r.from_store for r in summary.stages)
@@ -125,6 +121,14 @@ def summary_table(summary: Summary) -> Table:
                 row.append(f"{hc.mean:.1f} ± {hc.sd:.1f}" if hc else "-")
             table.add_row(*row)
     return table
+
+
+def held_out_line(t: HeldOut) -> str:
+    """One line of a held-out test set's results (the rest are in summary.json's ``test`` and OUT/test/)."""
+    return (f"held-out test set ({t.dataset.root}, {t.segmentation.volumes} volumes): mean foreground Dice "
+            f"{t.segmentation.mean_foreground_dice:.3f}"
+            + (f", after simulated correction {t.corrected.mean_foreground_dice:.3f}" if t.corrected else "")
+            + "; tables in OUT/test/")
 
 
 def protocol_line(summary: Summary) -> str:
