@@ -117,7 +117,7 @@ def evaluate(req: Request, advance: Callable[[int], None] = lambda n: None) -> S
         missing = sorted(set(req.folds) - set(fold_of.values()))
         if missing:
             raise UsageError(f"--folds: fold {missing[0]} has no patients in {req.data}")
-        cases = [c for c in cases if fold_of.get(c.patient, req.folds[0]) in req.folds]  # test patients stay
+        cases = [c for c in cases if c.patient not in fold_of or fold_of[c.patient] in req.folds]  # test ones stay
     # fold by fold, as a run orders its rows: sums then add in the same order and give the same last bits
     cases = sorted(cases, key=lambda c: (c.patient not in fold_of, fold_of.get(c.patient, 0)))
     keys = [(c.patient, c.phase) for c in cases]
@@ -126,9 +126,8 @@ def evaluate(req: Request, advance: Callable[[int], None] = lambda n: None) -> S
     maps = _found(req.uncertainty_maps, keys, what="uncertainty maps")
     # As a run keeps --test-data apart: patients without a fold beside cross-validation patients are a test set,
     # measured on their own into summary.test and OUT/test/; a --data of test patients only is measured as it is.
-    held_out = {c.patient for c in cases if c.patient not in fold_of}
-    if len(held_out) == len({c.patient for c in cases}):
-        held_out = set()
+    cross_validated = any(c.patient in fold_of for c in cases)
+    held_out = {c.patient for c in cases if c.patient not in fold_of} if cross_validated else set()
     rows: list[dict[str, Any]] = []
     volumes: list[Volume] = []
     counts: dict[bool, scoring.CalibrationCounts] = {}  # summed reliability counts of each part (held out or not)
@@ -136,14 +135,14 @@ def evaluate(req: Request, advance: Callable[[int], None] = lambda n: None) -> S
         key, geo = (c.patient, c.phase), scoring.geometry(c)
         p = external.read_probabilities(probs[key], geo) if probs else None
         unc = external.read_map(maps[key], geo) if maps else (_map_of(req, p, geo.where) if p is not None else None)
-        scored = scoring.score_case(c, fold=fold_of.get(c.patient, HELD_OUT), labels=external.read_labels(
-            labels[key], geo), probabilities=p, uncertainty=unc, rule=req.protocol.failure_rule, params=params)
+        written = external.read_labels(labels[key], geo)
+        scored = scoring.score_case(c, fold=fold_of.get(c.patient, HELD_OUT), labels=written, probabilities=p,
+                                    uncertainty=unc, rule=req.protocol.failure_rule, params=params)
         rows += scored.rows
         volumes.append(scored.volume)
         if scored.calibration is not None:
-            part, (n, b, v) = c.patient in held_out, scored.calibration
-            was = counts.get(part)
-            counts[part] = (n, b, v) if was is None else (was[0] + n, was[1] + b, was[2] + v)
+            part = c.patient in held_out
+            counts[part] = scoring.add_counts(counts.get(part), scored.calibration)
         advance(1)
     if req.detector == ORACLE:
         volumes = [replace(v, patch_probs=(voxels_per_patch(v.failures) > 0).astype(np.float32)) for v in volumes]

@@ -34,7 +34,7 @@ from typing import Any, Protocol
 import numpy as np
 
 import uqbench
-from uqbench import evaluation, stages
+from uqbench import evaluation, scoring, stages
 from uqbench.api import Context, MomentMap, Segmenter, context_of
 from uqbench.config import RunConfig
 from uqbench.data import cache, phantom
@@ -458,15 +458,14 @@ def _test_set(cfg: RunConfig, g: _Graph, *, data: _Data, held_out: _HeldOutData,
         predicted = g.predict(HELD_OUT, role="held-out", cases=held_out.cases, trained=trained, stochastic=True)
     p = _scored(g, HELD_OUT, role="held-out", cases=held_out.cases, predicted=predicted)
     rows = json.loads((p.scored.path / "rows.json").read_text())
-    cal = json.loads((p.scored.path / "calibration.json").read_text())
     volumes = g.volumes(p)
     if cfg.detector is not None:
         images = {f"{c.patient}_{c.phase}": c.image for c in [*data.cases, *held_out.cases]}
         detected = g.detect(HELD_OUT, fit=[tested[k] for k in cfg.folds], test=p, images=images)
         with np.load(detected.path / "probs.npz") as z:
             volumes = [replace(v, patch_probs=z[f"{v.patient}_{v.phase}"]) for v in volumes]
-    measured = evaluation.measure(rows=rows, volumes=volumes, reliability=(np.asarray(cal["counts"]),
-                                  cal["brier_sum"], cal["voxels"]), protocol=cfg.protocol, params=cfg.preprocess)
+    measured = evaluation.measure(rows=rows, volumes=volumes, reliability=stages.read_calibration(p.scored.path),
+                                  protocol=cfg.protocol, params=cfg.preprocess)
     out = cfg.out / "test"
     _link_nifti(out / "nifti", cfg.uncertainty, p)
     evaluation.write_tables(out, rows=measured.rows, detection_rows=measured.detection_rows, protocol=cfg.protocol)
@@ -612,19 +611,16 @@ def _run_graph(cfg: RunConfig, g: _Graph, *, data: _Data, held_out: _HeldOutData
     tested: dict[int, _Predicted] = {}
     training: dict[int, _Predicted] = {}  # in-sample: fold k's predictions of its own training patients
     rows: list[dict[str, Any]] = []
-    calib = None
-    brier, voxels = 0.0, 0
+    counts: scoring.CalibrationCounts | None = None
     for k in cfg.folds:
         tested[k], own_predicted = _fold(cfg, g, k=k, data=data)
         if own_predicted is not None:
             training[k] = own_predicted
         scored = tested[k].scored
         rows += json.loads((scored.path / "rows.json").read_text())
-        cal = json.loads((scored.path / "calibration.json").read_text())
-        calib = np.asarray(cal["counts"]) + (0 if calib is None else calib)
-        brier, voxels = brier + cal["brier_sum"], voxels + cal["voxels"]
+        counts = scoring.add_counts(counts, stages.read_calibration(scored.path))
         _link_nifti(out / "nifti", cfg.uncertainty, tested[k])
-    assert calib is not None
+    assert counts is not None
     volumes = [v for k in cfg.folds for v in g.volumes(tested[k])]
     notes: list[str] = []
     if _detects(cfg):
@@ -632,7 +628,7 @@ def _run_graph(cfg: RunConfig, g: _Graph, *, data: _Data, held_out: _HeldOutData
     elif cfg.detector:
         notes.append(f"detector '{cfg.detector}' not run: it is fitted out of fold, which needs 2 or more --folds "
                      "(or --detector-training in-sample)")
-    measured = evaluation.measure(rows=rows, volumes=volumes, reliability=(calib, brier, voxels), protocol=protocol,
+    measured = evaluation.measure(rows=rows, volumes=volumes, reliability=counts, protocol=protocol,
                                   params=cfg.preprocess)
     test = None if held_out is None else _test_set(cfg, g, data=data, held_out=held_out, tested=tested)
     notes = g.store.notes + _why_recomputed(out, g) + notes

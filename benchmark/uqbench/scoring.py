@@ -27,6 +27,13 @@ CalibrationCounts = tuple[np.ndarray, float, int]
 """``calibration.reliability_counts``: [C, BINS, 3] counts, the Brier sum and the voxel count."""
 
 
+def add_counts(total: CalibrationCounts | None, more: CalibrationCounts) -> CalibrationCounts:
+    """Reliability counts summed over cases (``total`` None: none yet), in the order they are added."""
+    if total is None:
+        return more
+    return total[0] + more[0], total[1] + more[1], total[2] + more[2]
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CaseScore:
     """One case scored: per-class rows (original geometry), the grid volume the detectors and correction read,

@@ -111,8 +111,7 @@ def score(work: Path, *, cases: Sequence[cache.Prepared], predictions: Path, map
     scores files made elsewhere: ``rows.json`` (per case and class), ``calibration.json`` (summed reliability
     counts) and ``grid.npz`` (per case the labels, failure voxels and map on the 1.4 mm grid)."""
     rows: list[dict[str, Any]] = []
-    counts = np.zeros((len(CLASS_NAMES), calibration.BINS, 3))
-    brier, voxels = 0.0, 0
+    counts: scoring.CalibrationCounts = (np.zeros((len(CLASS_NAMES), calibration.BINS, 3)), 0.0, 0)
     grid: dict[str, np.ndarray] = {}
     for c in cases:
         original = labels_to_original(read_prediction(predictions, c)["labels"],
@@ -126,14 +125,19 @@ def score(work: Path, *, cases: Sequence[cache.Prepared], predictions: Path, map
             uncertainty=external.read_map(map_file(maps, c, umap_name), geo), rule=rule, params=params)
         rows += scored.rows
         if scored.calibration is not None:
-            n, b, v = scored.calibration
-            counts, brier, voxels = counts + n, brier + b, voxels + v
+            counts = scoring.add_counts(counts, scored.calibration)
         grid |= grid_arrays(scored.volume)
         advance(1)
     write_atomic(work / "rows.json", lambda tmp: tmp.write_text(json.dumps(rows)))
     write_atomic(work / "calibration.json", lambda tmp: tmp.write_text(json.dumps(
-        {"counts": counts.tolist(), "brier_sum": brier, "voxels": voxels})))
+        {"counts": counts[0].tolist(), "brier_sum": counts[1], "voxels": counts[2]})))
     write_npz(work / "grid.npz", grid)
+
+
+def read_calibration(work: Path) -> scoring.CalibrationCounts:
+    """The summed reliability counts a score stage wrote (``calibration.json``)."""
+    cal = json.loads((work / "calibration.json").read_text())
+    return np.asarray(cal["counts"]), cal["brier_sum"], cal["voxels"]
 
 
 def grid_arrays(v: Volume) -> dict[str, np.ndarray]:
