@@ -12,11 +12,13 @@ import numpy as np
 import pytest
 from conftest import to_nnunet
 
-from uqbench import config, evaluate, pipeline
+from uqbench import config
+from uqbench import run as runs
 from uqbench.data import layout
 from uqbench.protocol import presets
 from uqbench.registry import registry
 from uqbench.results.summary import Summary
+from uqbench.scoring import folder as evaluate
 
 pytestmark = pytest.mark.acdc
 
@@ -61,7 +63,7 @@ def three_patient_run(acdc_root: Path, tmp_path_factory: pytest.TempPathFactory)
     cfg = config.resolve(segmenter="drn", uncertainty="bmap", detector=None, loss=None, data=data, dataset="acdc",
                          folds=[0], profile="quick", samples=2, device="cpu", seed=0, out=tmp_path / "run",
                          iterations=10)
-    return data, tmp_path / "run", pipeline.run(cfg)
+    return data, tmp_path / "run", runs.run(cfg)
 
 
 def test_three_real_patients_run_end_to_end(three_patient_run: tuple[Path, Path, Summary]) -> None:

@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from uqbench import config, pipeline
+from uqbench import config
+from uqbench import run as runs
 
 
 def test_ls_du_and_prune_show_and_free_the_store_a_run_filled(tiny_phantom: Path, tmp_path: Path, fresh_store: Path,
@@ -17,7 +18,7 @@ def test_ls_du_and_prune_show_and_free_the_store_a_run_filled(tiny_phantom: Path
     cfg = config.resolve(segmenter="drn", uncertainty="bmap", detector=None, loss=None, data=tiny_phantom,
                          dataset="acdc", folds=[0], profile="quick", samples=2, device="cpu", seed=0,
                          out=tmp_path / "run", iterations=2)
-    summary = pipeline.run(cfg)
+    summary = runs.run(cfg)
     stored = {(r.stage, r.key[:12]) for r in summary.stages}
     code, text, _ = cli("cache", "ls")
     assert code == 0 and all(stage in text and key in text for stage, key in stored), text
@@ -32,7 +33,7 @@ def test_ls_du_and_prune_show_and_free_the_store_a_run_filled(tiny_phantom: Path
     assert code == 0 and "removed 2 stage outputs" in text
     assert not list(fresh_store.glob("stages/predict/*")) and list(fresh_store.glob("stages/train/*/manifest.json"))
     assert any((tmp_path / "run" / "nifti" / "predictions").iterdir())
-    again = pipeline.run(cfg)  # what was pruned is recomputed, to the same numbers
+    again = runs.run(cfg)  # what was pruned is recomputed, to the same numbers
     assert again.segmentation == summary.segmentation
     assert {r.stage for r in again.stages if not r.from_store} == {"predict"}
     code, text, _ = cli("cache", "prune", "--all")

@@ -14,11 +14,12 @@ from typing import Any
 import numpy as np
 import pytest
 
-from uqbench import pipeline
+from uqbench import run as runs
 from uqbench.cli import main
 from uqbench.data import nifti
 from uqbench.data.folds import acdc_folds
 from uqbench.kinds import LOSS, SEGMENTER, UNCERTAINTY, Kind
+from uqbench.run import graph
 
 
 def run_main(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
@@ -390,12 +391,10 @@ def test_a_read_only_file_system_is_one_line_naming_the_path(tiny_phantom: Path,
 def test_ctrl_c_says_what_was_kept_and_how_to_resume(monkeypatch: pytest.MonkeyPatch,
                                                      capsys: pytest.CaptureFixture[str], tiny_phantom: Path,
                                                      tmp_path: Path) -> None:
-    from uqbench import pipeline
-
     def interrupted(*args: object, **kwargs: object) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(pipeline, "run", interrupted)
+    monkeypatch.setattr(runs, "run", interrupted)
     code, _, err = run_main(monkeypatch, capsys, "run", "--data", str(tiny_phantom), "--out", str(tmp_path / "r"))
     flat = " ".join(err.split())  # the console wraps long lines
     assert code == 130 and "interrupted: what finished is kept" in flat and "run the same command again" in flat
@@ -476,7 +475,7 @@ def test_a_really_full_disk_is_one_line_and_the_rerun_completes(tiny_phantom: Pa
 # Methods that break during a run: blamed where their output is produced, with the stage and the case.
 def _break(monkeypatch: pytest.MonkeyPatch, of: Kind[Any], make: Callable[[Any], Any]) -> None:
     """Make the run create ``make(real method)`` for kind ``of``, and the real methods for every other kind."""
-    real = pipeline.registry()
+    real = graph.registry()
 
     class Registry:
         def __getattr__(self, attr: str) -> object:
@@ -486,7 +485,7 @@ def _break(monkeypatch: pytest.MonkeyPatch, of: Kind[Any], make: Callable[[Any],
             method = real.create(kind, spec, *args)
             return make(method) if kind is of else method
 
-    monkeypatch.setattr(pipeline, "registry", Registry)
+    monkeypatch.setattr(graph, "registry", Registry)
 
 
 class _RaisingLoss:

@@ -15,15 +15,17 @@ import pandas as pd
 import pytest
 from conftest import Cli
 
-from uqbench import config, evaluate, pipeline
+from uqbench import config
+from uqbench import run as runs
 from uqbench.protocol import presets
+from uqbench.scoring import folder as evaluate
 
 
 @pytest.fixture(scope="module")
 def finished(tiny_phantom: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A run of every fold of the tiny phantom with an MC map and the threshold detector."""
     out = tmp_path_factory.mktemp("evaluate") / "run"
-    pipeline.run(config.resolve(segmenter="drn", uncertainty="bmap", detector="threshold", loss=None,
+    runs.run(config.resolve(segmenter="drn", uncertainty="bmap", detector="threshold", loss=None,
                                 data=tiny_phantom, dataset="acdc", folds=[0, 1, 2, 3], profile="quick", samples=3,
                                 device="cpu", seed=0, out=out, iterations=4))
     return out

@@ -9,10 +9,10 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from uqbench import external
 from uqbench.api import Case
 from uqbench.data import layout, nifti
 from uqbench.errors import DataError
+from uqbench.scoring import files as external
 
 
 @pytest.fixture(scope="module")

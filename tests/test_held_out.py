@@ -11,10 +11,13 @@ import pandas as pd
 import pytest
 from conftest import Cli
 
-from uqbench import config, evaluate, pipeline
+from uqbench import config
+from uqbench import run as runs
 from uqbench.protocol import presets
 from uqbench.results import summary as summaries
 from uqbench.results.summary import Summary
+from uqbench.run.seeds import HELD_OUT
+from uqbench.scoring import folder as evaluate
 
 
 def _cfg(data: Path, out: Path, test_data: Path | None) -> config.RunConfig:
@@ -28,12 +31,12 @@ def held_out_run(tiny_phantom: Path, held_out_phantom: Path, tmp_path_factory: p
                  ) -> tuple[Path, Summary]:
     """A run of folds 0 and 1 with --test-data: its folder and summary."""
     out = tmp_path_factory.mktemp("held-out-run") / "run"
-    return out, pipeline.run(_cfg(tiny_phantom, out, held_out_phantom))
+    return out, runs.run(_cfg(tiny_phantom, out, held_out_phantom))
 
 
 def test_test_data_is_predicted_by_a_model_of_every_training_patient_and_scored_apart(
         tiny_phantom: Path, held_out_phantom: Path, held_out_run: tuple[Path, Summary], tmp_path: Path) -> None:
-    plain = pipeline.run(_cfg(tiny_phantom, tmp_path / "cv", None))
+    plain = runs.run(_cfg(tiny_phantom, tmp_path / "cv", None))
     run, summary = held_out_run
     assert summary.segmentation == plain.segmentation and summary.corrected == plain.corrected  # CV untouched
     test = summary.test
@@ -41,12 +44,12 @@ def test_test_data_is_predicted_by_a_model_of_every_training_patient_and_scored_
     assert json.dumps(summaries.read(run / "summary.json").record()) == json.dumps(summary.record())
     assert test.detection is not None and test.calibration is not None and test.dataset.root == str(held_out_phantom)
     cases = pd.read_csv(run / "test" / "cases.csv")
-    assert set(cases["patient"]) == {"patient101", "patient102"} and set(cases["fold"]) == {pipeline.HELD_OUT}
+    assert set(cases["patient"]) == {"patient101", "patient102"} and set(cases["fold"]) == {HELD_OUT}
     assert set(pd.read_csv(run / "cases.csv")["patient"]).isdisjoint(cases["patient"])
     stages = json.loads((run / "stages.json").read_text())["stages"]
-    (trained,) = [s for s in stages if s["stage"] == "train" and s["fold"] == pipeline.HELD_OUT]
+    (trained,) = [s for s in stages if s["stage"] == "train" and s["fold"] == HELD_OUT]
     assert len(trained["hashed"]["inputs"]["cases"]) == 8  # all four training patients, both phases
-    (fitted,) = [s for s in stages if s["stage"] == "detect" and s["fold"] == pipeline.HELD_OUT]
+    (fitted,) = [s for s in stages if s["stage"] == "detect" and s["fold"] == HELD_OUT]
     assert len(fitted["hashed"]["inputs"]["fit"]) == 2  # the predictions of both cross-validation folds
     # the test set's files score as the run scored them
     nifti = run / "test" / "nifti"

@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from uqbench.leaderboard import boards, entries
+from uqbench.leaderboard import boards, schema, submission
 from uqbench.protocol.detection import Froc
 
 
@@ -33,7 +33,7 @@ def test_submitted_runs_make_a_ranked_board_that_check_accepts(example_runs: Pat
         "example-folder-quick-uqbench--example-net-example-l2-maxprob-example-everywhere.json"]
     record = json.loads(files[0].read_text())
     summary = json.loads((example_runs / "full" / "summary.json").read_text())
-    assert record["schema_version"] == entries.SCHEMA_VERSION
+    assert record["schema_version"] == schema.SCHEMA_VERSION
     assert record["method"]["segmenter"] == {"spec": "example-net", "distribution": "uqbench-example",
                                              "version": "0.1.0"}
     assert record["results"]["mean_foreground_dice_corrected"] == summary["corrected"]["mean_foreground_dice"]
@@ -192,7 +192,7 @@ def test_hostile_names_and_notes_cannot_break_a_table_or_inject_markup(example_r
         record["method"][kind]["spec"] = name
         record["method"][kind]["distribution"] = name
     record["note"] = "| </table> <script>x</script> $x$ ~~y~~"
-    entry = entries.parse(record, "test")
+    entry = schema.parse(record, "test")
     path.unlink()
     (lb / "entries" / f"{entry.file_stem}.json").write_text(json.dumps(record))
     assert cli("leaderboard", "--leaderboards", str(lb))[0] == 0
@@ -231,7 +231,7 @@ def test_markdown_escaping_keeps_text_literal() -> None:
 def test_froc_sensitivity_is_the_best_at_or_below_the_false_positives() -> None:
     froc = Froc(convention="pooled", threshold=[0.0, 0.3, 0.6, 1.0], sensitivity=[1.0, 0.8, 0.5, 0.0],
                 false_positives_per_volume=[12.0, 5.0, 1.5, 0.0])
-    assert [entries.froc_sensitivity(froc, fp) for fp in (1, 2, 5, 10, 20)] == [0.0, 0.5, 0.8, 0.8, 1.0]
+    assert [submission.froc_sensitivity(froc, fp) for fp in (1, 2, 5, 10, 20)] == [0.0, 0.5, 0.8, 0.8, 1.0]
 
 
 def test_ranks_tie_on_the_dice_shown() -> None:

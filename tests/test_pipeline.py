@@ -11,7 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from uqbench import config, pipeline, stages
+from uqbench import config
+from uqbench import run as runs
 from uqbench.data import layout, nifti
 from uqbench.data.folds import acdc_folds
 from uqbench.devices import cpu_model
@@ -19,6 +20,7 @@ from uqbench.errors import DataError, UsageError
 from uqbench.protocol import presets
 from uqbench.protocol.metrics import dice
 from uqbench.results import summary as summaries
+from uqbench.run import graph, stages
 
 
 def _cfg(data: Path | None, out: Path, **kw: Any) -> config.RunConfig:
@@ -31,7 +33,7 @@ def _cfg(data: Path | None, out: Path, **kw: Any) -> config.RunConfig:
 
 def test_run_writes_config_cases_summary_and_detection(tiny_phantom: Path, tmp_path: Path) -> None:
     cfg = _cfg(tiny_phantom, tmp_path / "run")
-    summary = pipeline.run(cfg)
+    summary = runs.run(cfg)
     out = tmp_path / "run"
     written = json.loads((out / "config.json").read_text())
     assert written["recipe"]["iterations"] == 4 and written["profile"] == "quick" and written["samples"] == 3
@@ -75,7 +77,7 @@ def test_run_writes_config_cases_summary_and_detection(tiny_phantom: Path, tmp_p
 
 def test_the_seed_code_protocol_reports_every_measure_by_the_authors_conventions(tiny_phantom: Path,
                                                                                    tmp_path: Path) -> None:
-    summary = pipeline.run(_cfg(tiny_phantom, tmp_path / "run", protocol="seed-code"))
+    summary = runs.run(_cfg(tiny_phantom, tmp_path / "run", protocol="seed-code"))
     cases = pd.read_csv(tmp_path / "run" / "cases.csv")
     p = summary.protocol
     assert (p.label, p.failure_rule.name, p.correction, p.detector_training) == \
@@ -107,7 +109,7 @@ def test_the_seed_code_protocol_reports_every_measure_by_the_authors_conventions
 
 def test_the_sander2020_protocol_detects_with_one_fold_by_the_papers_conventions(tiny_phantom: Path,
                                                                                   tmp_path: Path) -> None:
-    summary = pipeline.run(_cfg(tiny_phantom, tmp_path / "run", protocol="sander2020", folds=[0]))
+    summary = runs.run(_cfg(tiny_phantom, tmp_path / "run", protocol="sander2020", folds=[0]))
     assert summary.protocol.label == "sander2020" and summary.corrected is not None  # in-sample: one fold is enough
     assert summary.risk_coverage.measure == "error-count" and summary.clinical.myocardial_density == 1.05
     assert summary.detection_curves is not None and summary.detection_curves.froc.convention == "per-volume"
@@ -116,22 +118,22 @@ def test_the_sander2020_protocol_detects_with_one_fold_by_the_papers_conventions
 
 def test_out_folder_with_other_settings_is_refused(tiny_phantom: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
-    pipeline.run(_cfg(tiny_phantom, out, folds=[0], detector=None))
+    runs.run(_cfg(tiny_phantom, out, folds=[0], detector=None))
     with pytest.raises(UsageError, match="holds a run with other settings \\(uncertainty, samples\\)"):
-        pipeline.run(_cfg(tiny_phantom, out, folds=[0], detector=None, uncertainty="emap", samples=None))
+        runs.run(_cfg(tiny_phantom, out, folds=[0], detector=None, uncertainty="emap", samples=None))
 
 
 def test_out_folder_of_another_protocol_or_override_is_refused(tiny_phantom: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
-    pipeline.run(_cfg(tiny_phantom, out, folds=[0], detector=None))
+    runs.run(_cfg(tiny_phantom, out, folds=[0], detector=None))
     with pytest.raises(UsageError, match="holds a run with other settings \\(protocol\\)"):
-        pipeline.run(_cfg(tiny_phantom, out, folds=[0], detector=None, protocol="sander2020"))
+        runs.run(_cfg(tiny_phantom, out, folds=[0], detector=None, protocol="sander2020"))
     with pytest.raises(UsageError, match="holds a run with other settings \\(protocol\\)"):
-        pipeline.run(_cfg(tiny_phantom, out, folds=[0], detector=None, correction="failures-only"))
+        runs.run(_cfg(tiny_phantom, out, folds=[0], detector=None, correction="failures-only"))
 
 
 def test_single_fold_run_notes_that_the_detector_needs_two_folds(tiny_phantom: Path, tmp_path: Path) -> None:
-    summary = pipeline.run(_cfg(tiny_phantom, tmp_path / "run", folds=[0]))
+    summary = runs.run(_cfg(tiny_phantom, tmp_path / "run", folds=[0]))
     assert summary.corrected is None and "needs 2 or more --folds" in summary.notes[0]
 
 
@@ -139,7 +141,7 @@ def test_single_fold_run_notes_that_the_detector_needs_two_folds(tiny_phantom: P
 def test_quick_profile_on_the_phantom_is_learnable_but_not_trivial(tmp_path: Path) -> None:
     """The default data and recipe, fold 0: mean foreground Dice between 0.75 and 0.95 (full 4-fold run: 0.84)."""
     cfg = _cfg(None, tmp_path / "run", folds=[0], detector=None, samples=None, iterations=None)
-    summary = pipeline.run(cfg)
+    summary = runs.run(cfg)
     assert 0.75 <= summary.segmentation.mean_foreground_dice <= 0.95, summary.segmentation.dice
 
 
@@ -149,7 +151,7 @@ def test_every_paper_segmenter_and_estimator_runs_end_to_end(tiny_phantom: Path,
                                                              uncertainty: str) -> None:
     cfg = _cfg(tiny_phantom, tmp_path / "run", segmenter=segmenter, uncertainty=uncertainty, folds=[0],
                detector=None, iterations=2, samples=2)
-    summary = pipeline.run(cfg)
+    summary = runs.run(cfg)
     assert summary.segmentation.volumes == 2 and 0 <= summary.segmentation.mean_foreground_dice <= 1
     assert summary.provenance.methods["segmenter"].spec == segmenter
     expected_loss = "brier" if segmenter == "dn" else "ce"  # the paper's per-architecture choice
@@ -198,7 +200,7 @@ def test_no_detector_is_evaluated_on_a_patient_it_learnt_from(tiny_phantom: Path
                                                              monkeypatch: pytest.MonkeyPatch, mode: str) -> None:
     """In-sample (paper V-B), fold k's detector learns from fold k's own training patients; out of fold, from
     the other run folds' test patients, never from fold k's. Either way it scores only fold k's patients."""
-    real, real_examples = pipeline.registry(), stages.examples
+    real, real_examples = graph.registry(), stages.examples
     patient_of: dict[bytes, str] = {}  # an image slice, as the detector sees it -> its patient
 
     class Registry:
@@ -214,9 +216,9 @@ def test_no_detector_is_evaluated_on_a_patient_it_learnt_from(tiny_phantom: Path
         return real_examples(v, image, with_failures)
 
     _Recorder.log, _Recorder.made = [], 0
-    monkeypatch.setattr(pipeline, "registry", Registry)
+    monkeypatch.setattr(graph, "registry", Registry)
     monkeypatch.setattr(stages, "examples", examples)
-    pipeline.run(_cfg(tiny_phantom, tmp_path / "run", detector_training=mode, folds=[0, 1]))
+    runs.run(_cfg(tiny_phantom, tmp_path / "run", detector_training=mode, folds=[0, 1]))
     fold_of = {p: f for p, f in acdc_folds().items() if (tiny_phantom / p).is_dir()}
     assert sorted(fold_of.values()) == [0, 1, 2, 3]  # one patient per fold
     for k in (0, 1):
@@ -232,7 +234,7 @@ def test_no_detector_is_evaluated_on_a_patient_it_learnt_from(tiny_phantom: Path
 
 def test_in_sample_detection_runs_with_one_fold_and_is_recorded_as_an_override(tiny_phantom: Path,
                                                                                 tmp_path: Path) -> None:
-    summary = pipeline.run(_cfg(tiny_phantom, tmp_path / "run", folds=[0], detector_training="in-sample"))
+    summary = runs.run(_cfg(tiny_phantom, tmp_path / "run", folds=[0], detector_training="in-sample"))
     assert summary.corrected is not None and summary.notes == []
     protocol = json.loads((tmp_path / "run" / "config.json").read_text())["protocol"]
     assert protocol["detector_training"] == "in-sample" and protocol["overrides"] == ["detector-training=in-sample"]

@@ -107,8 +107,8 @@ def test_examples_are_the_worst_and_the_median_volume() -> None:
 def test_example_figure_shows_six_panels_per_slice_with_the_most_failures() -> None:
     import numpy as np
 
-    from uqbench.evaluation import Volume
     from uqbench.protocol.presets import UQBENCH
+    from uqbench.scoring.case import Volume
 
     z, y, x = 5, 32, 40
     failures = np.zeros((z, y, x), bool)
@@ -135,8 +135,8 @@ def test_example_figure_shows_six_panels_per_slice_with_the_most_failures() -> N
 def test_examples_show_the_box_around_the_heart_and_no_detector_column_without_one() -> None:
     import numpy as np
 
-    from uqbench.evaluation import Volume
     from uqbench.protocol.presets import UQBENCH
+    from uqbench.scoring.case import Volume
 
     z, y, x = 3, 120, 150
     ref = np.zeros((z, y, x), np.uint8)

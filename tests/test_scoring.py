@@ -10,7 +10,7 @@ import pytest
 from uqbench.data.cache import Prepared
 from uqbench.data.preprocess import PreprocessParams
 from uqbench.protocol.failures import FailureRule
-from uqbench.scoring import score_case
+from uqbench.scoring.case import score_case
 
 LV = 3
 

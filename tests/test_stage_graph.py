@@ -20,7 +20,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from uqbench import config, pipeline
+from uqbench import config
+from uqbench import run as runs
 from uqbench.data import nifti
 from uqbench.errors import UsageError
 from uqbench.protocol.metrics import dice
@@ -53,12 +54,12 @@ def _no_training_or_inference(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_a_second_map_after_the_first_trains_nothing_and_runs_no_inference(
         tiny_phantom: Path, tmp_path: Path, fresh_store: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    first = pipeline.run(_cfg(tiny_phantom, tmp_path / "bmap"))
+    first = runs.run(_cfg(tiny_phantom, tmp_path / "bmap"))
     assert not any(_served(first).values())  # a fresh store: everything computed
     _no_training_or_inference(monkeypatch)
     for umap in ("emap", "mi", "maxprob"):
         samples = None if umap == "emap" else 3  # emap: its one deterministic pass; the others: bmap's T
-        summary = pipeline.run(_cfg(tiny_phantom, tmp_path / umap, uncertainty=umap, samples=samples))
+        summary = runs.run(_cfg(tiny_phantom, tmp_path / umap, uncertainty=umap, samples=samples))
         served = _served(summary)
         assert all(v for (stage, *_), v in served.items() if stage in ("train", "predict")), served
         assert not served[("maps", 0, "test", "")] and summary.segmentation.volumes == 4
@@ -70,11 +71,11 @@ def test_a_second_map_after_the_first_trains_nothing_and_runs_no_inference(
 
 def test_another_detector_failure_rule_or_correction_reuses_every_prediction_and_map(
         tiny_phantom: Path, tmp_path: Path, fresh_store: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    pipeline.run(_cfg(tiny_phantom, tmp_path / "first"))
+    runs.run(_cfg(tiny_phantom, tmp_path / "first"))
     _no_training_or_inference(monkeypatch)
     for i, change in enumerate([{"detector": "sresnet:3"}, {"failure_preset": "seed-code"},
                                 {"correction": "failures-only"}]):
-        summary = pipeline.run(_cfg(tiny_phantom, tmp_path / str(i), **change))
+        summary = runs.run(_cfg(tiny_phantom, tmp_path / str(i), **change))
         served = _served(summary)
         assert all(v for (stage, *_), v in served.items() if stage in ("train", "predict", "maps"))
         # the failure rule is part of scoring; a detector or a correction mode is not
@@ -86,19 +87,19 @@ def test_another_detector_failure_rule_or_correction_reuses_every_prediction_and
 def test_a_new_plugin_version_is_recomputed_from_its_stage_on_and_the_summary_says_why(
         tiny_phantom: Path, tmp_path: Path, fresh_store: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = _cfg(tiny_phantom, tmp_path / "run", folds=[0, 1])
-    before = pipeline.run(cfg)
+    before = runs.run(cfg)
     entries = registry().entries
     entries["detector"]["threshold"] = replace(entries["detector"]["threshold"], version="9.9")
-    summary = pipeline.run(cfg)
+    summary = runs.run(cfg)
     served = _served(summary)
     assert not served[("detect", 0, "test", "")] and served[("train", 0, "training", "")]
     assert "detect of fold 0, test patients, recomputed: plugins.detector.version '0.1.0' -> '9.9'" in summary.notes
     monkeypatch.setattr(entries["detector"]["threshold"].factory, "cache_version", 2, raising=False)
-    summary = pipeline.run(cfg)
+    summary = runs.run(cfg)
     assert not _served(summary)[("detect", 1, "test", "")] and _served(summary)[("maps", 1, "test", "")]
     assert "detect of fold 1, test patients, recomputed: plugins.detector.cache_version None -> 2" in summary.notes
     entries["segmenter"]["drn"] = replace(entries["segmenter"]["drn"], version="2.0")
-    summary = pipeline.run(cfg)
+    summary = runs.run(cfg)
     assert not any(_served(summary).values())  # training and everything after it
     assert "train of fold 1, training patients, recomputed: plugins.segmenter.version '0.1.0' -> '2.0'" \
         in summary.notes
@@ -112,10 +113,10 @@ def test_another_cpu_thread_count_recomputes_the_network_stages_and_the_summary_
 
     cfg = _cfg(tiny_phantom, tmp_path / "run", folds=[0, 1])
     threads = torch.get_num_threads()
-    pipeline.run(cfg)
+    runs.run(cfg)
     torch.set_num_threads(threads + 1)
     try:
-        summary = pipeline.run(cfg)
+        summary = runs.run(cfg)
     finally:
         torch.set_num_threads(threads)
     served = _served(summary)
@@ -123,25 +124,25 @@ def test_another_cpu_thread_count_recomputes_the_network_stages_and_the_summary_
     assert (f"train of fold 0, training patients, recomputed: settings.cpu_threads {threads} -> {threads + 1}"
             in summary.notes)
     assert summary.provenance.cpu_threads == threads + 1
-    assert all(_served(pipeline.run(cfg)).values())  # back on the first count: every stage from the store
+    assert all(_served(runs.run(cfg)).values())  # back on the first count: every stage from the store
 
 
 def test_force_recomputes_the_named_stage_and_every_later_one(tiny_phantom: Path, tmp_path: Path,
                                                               fresh_store: Path) -> None:
     cfg = _cfg(tiny_phantom, tmp_path / "run")
-    before = pipeline.run(cfg)
-    summary = pipeline.run(cfg, force="maps")
+    before = runs.run(cfg)
+    summary = runs.run(cfg, force="maps")
     assert {s for (s, *_), v in _served(summary).items() if not v} == {"maps", "score", "detect"}
     assert summary.segmentation == before.segmentation and summary.detection == before.detection
     assert {r.why for r in summary.stages if not r.from_store} == {"forced"}
     with pytest.raises(UsageError, match=r"--force 'infer': expected one of train, predict, maps, score, detect"):
-        pipeline.run(cfg, force="infer")
+        runs.run(cfg, force="infer")
 
 
 def test_a_changed_reference_label_file_rescores_its_case(phantom_copy: Path, tmp_path: Path,
                                                           fresh_store: Path) -> None:
     cfg = _cfg(phantom_copy, tmp_path / "run", folds=[0], detector=None)
-    pipeline.run(cfg)
+    runs.run(cfg)
     before = pd.read_csv(tmp_path / "run" / "cases.csv")
     patient, phase = before["patient"].iloc[0], before["phase"].iloc[0]
     frame = {"ED": 0, "ES": 1}[phase]
@@ -149,7 +150,7 @@ def test_a_changed_reference_label_file_rescores_its_case(phantom_copy: Path, tm
     labels, _, affine = nifti.read(ref_path)
     labels = np.where(labels == 3, 2, labels).astype(np.uint8)  # the LV cavity relabelled as myocardium
     nifti.write(ref_path, labels, affine)
-    summary = pipeline.run(cfg)
+    summary = runs.run(cfg)
     after = pd.read_csv(tmp_path / "run" / "cases.csv")
     predicted, _, _ = nifti.read(tmp_path / "run" / "nifti" / "predictions" / f"{patient}_{phase}.nii.gz")
     def myo(rows: pd.DataFrame) -> pd.Series:
@@ -163,10 +164,10 @@ def test_a_changed_reference_label_file_rescores_its_case(phantom_copy: Path, tm
 def test_a_truncated_prepared_case_is_prepared_again_and_the_run_says_so(tiny_phantom: Path, tmp_path: Path,
                                                                          fresh_store: Path) -> None:
     cfg = _cfg(tiny_phantom, tmp_path / "run", folds=[0], detector=None)
-    before = pipeline.run(cfg)
+    before = runs.run(cfg)
     case = sorted(fresh_store.glob("prepared/*/*.xz"))[0]
     case.write_bytes(case.read_bytes()[:100])
-    summary = pipeline.run(cfg)
+    summary = runs.run(cfg)
     assert any(n.startswith("prepared data ") and f"{case.name} does not match its sha256; prepared again" in n
                for n in summary.notes), summary.notes
     assert summary.segmentation == before.segmentation and all(_served(summary).values())
@@ -179,7 +180,7 @@ def test_a_second_run_into_a_busy_out_folder_is_refused(tiny_phantom: Path, tmp_
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         with pytest.raises(UsageError, match=f"--out {out}: another uqbench run is writing there now"):
-            pipeline.run(_cfg(tiny_phantom, out, folds=[0], detector=None))
+            runs.run(_cfg(tiny_phantom, out, folds=[0], detector=None))
     finally:
         os.close(fd)
     assert list(out.iterdir()) == []

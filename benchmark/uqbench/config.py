@@ -73,14 +73,55 @@ class RunConfig:
         return {k.name: spec for k in KINDS if (spec := self.method(k)) is not None}
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EvaluationConfig:
+    """config.json of a ``uqbench evaluate`` folder: every option, paths absolute, and the versions that wrote it."""
+
+    command: str = "evaluate"
+    name: str  # the method that made the predictions, as a board shows it (e.g. nnunet-3d_fullres)
+    predictions: str
+    data: str
+    dataset: str
+    folds: list[int] | None  # the folds whose cases were scored; None: every case of the data
+    probabilities: str | None
+    uncertainty_maps: str | None
+    uncertainty: str | None  # a map computed from the probabilities
+    detector: str | None  # "oracle" or a registered detector
+    protocol: str
+    protocol_hash: str
+    profile: str
+    seed: int
+    uqbench: str
+    python: str
+
+    def record(self) -> dict[str, Any]:
+        return fields_to_json(self)
+
+
 def read(path: Path) -> RunConfig:
-    """The settings in a run's config.json; DataError naming the file when it is missing or malformed."""
+    """The settings in a run's config.json; DataError naming the file when it is missing or malformed (or holds an
+    evaluation's)."""
+    made = read_folder(path)
+    if isinstance(made, EvaluationConfig):
+        raise DataError(f"{path}: an evaluation's configuration (uqbench evaluate), not a run's")
+    return made
+
+
+def read_folder(path: Path) -> RunConfig | EvaluationConfig:
+    """The configuration in a results folder's config.json, a run's or an evaluation's; DataError naming the file
+    when it is missing or malformed."""
+    what = "run"
     try:
-        return RunConfig.from_record(json.loads(path.read_text()))
+        record = json.loads(path.read_text())
+        if isinstance(record, dict) and record.get("command") == "evaluate":
+            what = "evaluation"
+            evaluated: EvaluationConfig = fields_from_json(EvaluationConfig, record, "config")
+            return evaluated
+        return RunConfig.from_record(record)
     except FileNotFoundError:
         raise DataError(f"{path}: missing (not a run folder)") from None
     except (OSError, ValueError, TypeError) as exc:
-        raise DataError(f"{path}: malformed run configuration: {exc}") from None
+        raise DataError(f"{path}: malformed {what} configuration: {exc}") from None
 
 
 def resolve_protocol(protocol: str, *, failure_preset: str | None = None, correction: str | None = None,

@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from uqbench import config, pipeline
+from uqbench import config
+from uqbench import run as runs
 from uqbench.data.naming import phases
 from uqbench.errors import DataError
 from uqbench.registry import registry
@@ -87,7 +88,7 @@ def test_a_run_on_the_nnunet_layout_scores_as_on_the_acdc_layout(tiny_phantom: P
     def run(data: Path, dataset: str) -> Path:
         out = tmp_path / dataset
         monkeypatch.setenv("UQBENCH_CACHE", str(fresh_store / dataset))  # each computes every stage itself
-        pipeline.run(config.resolve(segmenter="drn", uncertainty="bmap", detector="threshold", loss=None, data=data,
+        runs.run(config.resolve(segmenter="drn", uncertainty="bmap", detector="threshold", loss=None, data=data,
                                     dataset=dataset, folds=[0, 1], profile="quick", samples=3, device="cpu", seed=0,
                                     out=out, iterations=4))
         return out

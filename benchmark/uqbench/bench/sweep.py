@@ -15,7 +15,9 @@ from typing import Any
 
 import pandas as pd
 
-from uqbench import config, pipeline, sweep
+from uqbench import config, sweep
+from uqbench import run as runs
+from uqbench.data.prepare import phantom_root
 
 SEGMENTER, MAPS, DETECTORS = "drn", ("emap", "bmap", "mi", "maxprob"), ("threshold", "sresnet")
 PLAIN = ("bmap", "sresnet")  # `uqbench run`'s defaults: the grid's cell the plain run is compared with
@@ -27,7 +29,7 @@ def _empty_store(root: Path) -> Iterator[Path]:
     old = os.environ.get("UQBENCH_CACHE")
     os.environ["UQBENCH_CACHE"] = str(root)
     try:
-        pipeline.phantom_root()
+        phantom_root()
         yield root
     finally:
         if old is None:
@@ -48,7 +50,7 @@ def sweep_speed(*, executors: dict[str, Callable[[], sweep.Executor]], options: 
                                  out=work / "plain", **options)
             report("plain run ...")
             t0 = time.perf_counter()
-            pipeline.run(cfg)
+            runs.run(cfg)
             plain_s = time.perf_counter() - t0
         plain = pd.read_csv(work / "plain" / "cases.csv")
         grids = {}

@@ -168,7 +168,7 @@ def sweep_cmd(
 ) -> None:
     """Time the grid drn x {emap, bmap, mi, maxprob} x {threshold, sresnet} (8 cells) on the phantom, quick
     profile, against one plain `uqbench run` (drn, bmap, sresnet), each from an empty stage store."""
-    from uqbench import sweep
+    from uqbench import executors, sweep
     from uqbench.bench.sweep import DETECTORS, MAPS, SEGMENTER, sweep_speed
     from uqbench.cli.sweep import _gpus
     from uqbench.data.folds import parse_folds
@@ -183,10 +183,10 @@ def sweep_cmd(
     dev = resolve_device(device)
     shared = sweep.shared_options(folds=fold_list, profile="quick", device=dev, precision=precision,
                                   iterations=iterations)
-    makers: dict[str, Callable[[], sweep.Executor]] = {"serial": sweep.Serial}
+    makers: dict[str, Callable[[], sweep.Executor]] = {"serial": executors.Serial}
     how = {"serial": "serial"}
     if "local" in kinds:
-        local = sweep.Local(gpus=_gpus(), max_parallel=max_parallel)
+        local = executors.Local(gpus=_gpus(), max_parallel=max_parallel)
         makers["local"] = lambda: local
         how["local"] = f"local, {local.slots} at once, {local.threads} thread(s) each"
     r = sweep_speed(executors={k: makers[k] for k in kinds}, options=shared,

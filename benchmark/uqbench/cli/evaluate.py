@@ -8,7 +8,6 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from uqbench import evaluate
 from uqbench.cli import options
 from uqbench.cli.app import app, console
 from uqbench.cli.run import held_out_line, protocol_line, summary_table
@@ -16,6 +15,7 @@ from uqbench.config import resolve_protocol
 from uqbench.data.folds import parse_folds
 from uqbench.devices import resolve_device, resolve_profile
 from uqbench.errors import UsageError
+from uqbench.scoring import folder as evaluate
 
 
 @app.command("evaluate")

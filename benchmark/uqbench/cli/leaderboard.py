@@ -9,7 +9,7 @@ import typer
 
 from uqbench.cli.app import app, console
 from uqbench.files import write_atomic
-from uqbench.leaderboard import boards, entries
+from uqbench.leaderboard import boards, schema, submission
 
 Leaderboards = Annotated[Path, typer.Option(
     "--leaderboards", help="The leaderboards folder: entries/ and the boards made from them.")]
@@ -20,7 +20,7 @@ def submit_cmd(
     run: Annotated[Path, typer.Argument(help="A finished run folder (all folds, the methods' own recipes).")],
     *,
     note: Annotated[str | None, typer.Option(
-        "--note", help=f"One line shown with the row (at most {entries.NOTE_LIMIT} characters; escaped).")] = None,
+        "--note", help=f"One line shown with the row (at most {schema.NOTE_LIMIT} characters; escaped).")] = None,
     replace: Annotated[bool, typer.Option(
         "--replace", help="Replace the board's entry of the same method.")] = False,
     report: Annotated[bool, typer.Option(
@@ -30,8 +30,8 @@ def submit_cmd(
     leaderboards: Leaderboards = Path("leaderboards"),
 ) -> None:
     """Check a finished run and write its entry to leaderboards/entries/ (then run `uqbench leaderboard`)."""
-    entry = entries.from_run(run, note=note)
-    path = entries.write(leaderboards / "entries", entry, replace_existing=replace)
+    entry = submission.from_run(run, note=note)
+    path = submission.write(leaderboards / "entries", entry, replace_existing=replace)
     if report:
         from uqbench.report import build
 
@@ -51,7 +51,7 @@ def leaderboard_cmd(
     leaderboards: Leaderboards = Path("leaderboards"),
 ) -> None:
     """Make every board (markdown and CSV) from leaderboards/entries/: one per dataset, profile and protocol."""
-    made = boards.render(entries.read_all(leaderboards / "entries"), leaderboards)
+    made = boards.render(schema.read_all(leaderboards / "entries"), leaderboards)
     old = boards.stale(leaderboards, made)
     if check:
         differ = [name for name, text in made.items()

@@ -18,7 +18,8 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from uqbench import config, pipeline
+from uqbench import config
+from uqbench import run as runs
 from uqbench.api import CLASS_NAMES, PHASES
 from uqbench.cli import options
 from uqbench.cli.app import app, console
@@ -55,7 +56,7 @@ def run_cmd(
     seed: options.Seed = 0,
     force: Annotated[str | None, typer.Option(
         "--force", help=f"Recompute this stage and every later one even when the stage store holds them: "
-                        f"{', '.join(pipeline.STAGES)} (in that order).")] = None,
+                        f"{', '.join(runs.STAGES)} (in that order).")] = None,
     out: Annotated[str | None, typer.Option(
         "--out", help="Output folder (default: runs/<segmenter>-<uncertainty>-<data folder name or phantom>-<profile>, "
                       "':' and '/' as '_', e.g. runs/drn-bmap-phantom-quick).")] = None,
@@ -65,8 +66,8 @@ def run_cmd(
         fold_list = parse_folds(folds)
     except ValueError as exc:
         raise UsageError(f"--folds {folds!r}: {exc}") from exc
-    if force is not None and force not in pipeline.STAGES:
-        raise UsageError(f"--force {force!r}: expected one of {', '.join(pipeline.STAGES)}")
+    if force is not None and force not in runs.STAGES:
+        raise UsageError(f"--force {force!r}: expected one of {', '.join(runs.STAGES)}")
     if out is not None and not out.strip():
         raise UsageError("--out '': name a folder (an empty name would mean the current one)")
     cfg = config.resolve(segmenter=segmenter, uncertainty=uncertainty,
@@ -82,7 +83,7 @@ def run_cmd(
                   highlight=False)
     with Progress(SpinnerColumn(), TextColumn("{task.description:<16}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=console) as progress:
-        summary = pipeline.run(cfg, progress, force=force)
+        summary = runs.run(cfg, progress, force=force)
     console.print(summary_table(summary))
     console.print(protocol_line(summary), markup=False, highlight=False)
     if summary.test is not None:

@@ -13,7 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn
 from rich.table import Table
 from rich.text import Text
 
-from uqbench import sweep
+from uqbench import executors, sweep
 from uqbench.cli import options
 from uqbench.cli.app import app, console
 from uqbench.data.folds import parse_folds
@@ -104,11 +104,11 @@ def sweep_cmd(
         console.print(f"[yellow]warning:[/yellow] {escape(warning)}", highlight=False)
     runner: sweep.Executor | None = None
     if executor == "slurm":
-        runner = sweep.slurm(root.resolve() / "slurm", partition=slurm_partition,
+        runner = executors.slurm(root.resolve() / "slurm", partition=slurm_partition,
                                              gpus_per_job=gpus_per_job, timeout_min=timeout_min,
                                              max_parallel=max_parallel)
     elif executor == "local":
-        runner = sweep.Local(gpus=_gpus(), gpus_per_job=gpus_per_job, max_parallel=max_parallel)
+        runner = executors.Local(gpus=_gpus(), gpus_per_job=gpus_per_job, max_parallel=max_parallel)
     waves = p.waves()
     console.print(f"sweep → {root}: {len(segs)} segmenter(s) x {len(maps)} map(s) x {len(dets)} detector(s) = "
                   f"{len(p.cells)} cells, folds {','.join(map(str, fold_list))}; wave 1: {len(waves[0])} "
@@ -129,7 +129,7 @@ def sweep_cmd(
     if runner is None:
         with Progress(SpinnerColumn(), TextColumn("{task.description:<16}"), BarColumn(), MofNCompleteColumn(),
                       TimeElapsedColumn(), console=console, transient=True) as progress:
-            outcomes = sweep.run(p, sweep.Serial(progress), report=report)
+            outcomes = sweep.run(p, executors.Serial(progress), report=report)
     else:
         outcomes = sweep.run(p, runner, report=report)
     console.print(_cells_table(p, outcomes))

@@ -11,6 +11,7 @@ from torch import nn
 from uqbench.api import MOMENTS, NUM_CLASSES, MomentMap, Moments, UncertaintyMap
 from uqbench.devices import autocast
 from uqbench.errors import MethodFault
+from uqbench.infer.maps import map_of
 
 
 def mc_mode(model: nn.Module) -> nn.Module:
@@ -127,16 +128,12 @@ def predict_volume(model: nn.Module, image: np.ndarray, *, umap: UncertaintyMap,
             acc.add(p)
         else:
             stacked.append(p)
-    try:
-        if isinstance(umap, MomentMap):
-            m = acc.result()
-            unc, mean = umap.from_moments(m), m.mean
-        else:
-            probs = torch.cat(stacked)
-            unc, mean = umap(probs), probs.mean(0)
-    except Exception as exc:  # the map's own failure, not the segmenter's
-        raise MethodFault("uncertainty", f"{type(exc).__name__}: {exc}") from exc
-    check_map(unc, mean)
+    if streaming:
+        m = acc.result()
+        unc, mean = map_of(umap, moments=m), m.mean
+    else:
+        probs = torch.cat(stacked)
+        unc, mean = map_of(umap, samples=probs), probs.mean(0)
     return mean.cpu().numpy(), unc.float().cpu().numpy()
 
 
@@ -147,7 +144,7 @@ def sample_volume(model: nn.Module, image: np.ndarray, *, stochastic: bool, samp
     """The running statistics of ``samples`` softmax passes over a [Z, Y, X] image, as float32 arrays: ``mean``
     [Z, C, Y, X], and, for MC dropout (``stochastic``), ``variance`` and ``mean_entropy`` [Z, Y, X] too, which
     is all any moment-based map reads (a deterministic pass has variance 0 and its mean's entropy, see
-    :func:`as_moments`). The passes are those of :func:`predict_volume`, with the same seed."""
+    ``uqbench.infer.maps.as_moments``). The passes are those of :func:`predict_volume`, with the same seed."""
     acc = _Accumulator(MOMENTS if stochastic else ())
     for p in _passes(model, image, stochastic=stochastic, samples=samples, multiple=multiple, device=device,
                      seed=seed, per_pass=per_pass, precision=precision, context=context):
@@ -158,21 +155,3 @@ def sample_volume(model: nn.Module, image: np.ndarray, *, stochastic: bool, samp
         assert m.variance is not None and m.mean_entropy is not None
         out |= {"variance": m.variance.cpu().numpy(), "mean_entropy": m.mean_entropy.cpu().numpy()}
     return out
-
-
-def as_moments(stats: dict[str, np.ndarray], samples: int) -> Moments:
-    """What :func:`sample_volume` stored, as the Moments a map reads (on the CPU, float32). Statistics a
-    deterministic pass did not store are those of one sample: variance 0 and the entropy of the mean."""
-    mean = torch.from_numpy(stats["mean"])
-    var = torch.from_numpy(stats["variance"]) if "variance" in stats else torch.zeros_like(mean)
-    ent = (torch.from_numpy(stats["mean_entropy"]) if "mean_entropy" in stats
-           else torch.special.entr(mean).sum(1))
-    return Moments(samples=samples, mean=mean, variance=var, mean_entropy=ent)
-
-
-def check_map(unc: torch.Tensor, mean: torch.Tensor) -> None:
-    """MethodFault blaming the uncertainty map unless ``unc`` is [Z, Y, X] for a mean softmax [Z, C, Y, X]."""
-    z, _, h, w = mean.shape
-    if tuple(unc.shape) != (z, h, w):
-        raise MethodFault("uncertainty", f"returned a map of shape {tuple(unc.shape)} for {z} slices of "
-                                         f"{h} x {w}; expected {(z, h, w)}")

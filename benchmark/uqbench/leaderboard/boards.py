@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from uqbench.api import CLASS_NAMES, PHASES
-from uqbench.leaderboard.entries import FROC_FALSE_POSITIVES, Entry, Index, boards, fp_key
+from uqbench.leaderboard.schema import FROC_FALSE_POSITIVES, Entry, Index, boards, fp_key
 from uqbench.results.summary import ByPhaseClass
 
 STRUCTURES = CLASS_NAMES[1:]

@@ -4,7 +4,6 @@ stage store and its data (they are read, never recomputed)."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,16 +43,11 @@ class _Made:
 
 
 def _made(folder: Path) -> _Made:
-    path = folder / "config.json"
-    try:
-        record = json.loads(path.read_text())
-    except (OSError, ValueError):
-        record = None
-    if isinstance(record, dict) and record.get("command") == "evaluate":
-        uncertainty = record.get("uncertainty") or ("external map" if record.get("uncertainty_maps") else "no map")
-        return _Made(label=f"{record.get('name', 'external')} · {uncertainty} · {record.get('detector') or 'none'}",
+    cfg = run_config.read_folder(folder / "config.json")
+    if isinstance(cfg, run_config.EvaluationConfig):
+        uncertainty = cfg.uncertainty or ("external map" if cfg.uncertainty_maps else "no map")
+        return _Made(label=f"{cfg.name} · {uncertainty} · {cfg.detector or 'none'}",
                      setting="predictions made elsewhere, scored by uqbench evaluate", cfg=None)
-    cfg = run_config.read(path)
     return _Made(label=f"{cfg.segmenter} · {cfg.uncertainty} · {cfg.detector or 'none'}",
                  setting=f"folds {','.join(map(str, cfg.folds))}, T={cfg.samples}, loss {md(cfg.loss)}", cfg=cfg)
 
@@ -148,7 +142,7 @@ def build(folders: list[Path], out: Path, *, examples: bool = True) -> Written:
         if not examples or how.cfg is None:  # an evaluation's grids are not in the stage store
             continue
         try:
-            from uqbench.pipeline import stored_volumes
+            from uqbench.run import stored_volumes
 
             volumes, images = stored_volumes(how.cfg)
         except UqbenchError as exc:

@@ -19,10 +19,10 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 from uqbench.api import CLASS_NAMES, PHASES
-from uqbench.evaluation import Volume
 from uqbench.protocol.patches import expand
 from uqbench.protocol.presets import Preset
 from uqbench.results.summary import Summary
+from uqbench.scoring.case import Volume
 
 DPI = 110
 EXAMPLE_DPI = 80  # noisy MR images compress badly: a smaller file at a still legible size

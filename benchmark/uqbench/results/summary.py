@@ -192,30 +192,11 @@ class StageRecord:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class HeldOut:
-    """Results on a held-out test set (``--test-data``), kept apart from the cross-validation's: the segmenter
-    trained on every training patient, the detector fitted on every cross-validation prediction."""
+class Results:
+    """What the protocol measured of one set of cases (``uqbench.scoring.aggregate.measure``): the one result
+    type, which a run's or evaluation's Summary and its held-out test set's block both extend.
+    ``*_corrected`` and the detection parts are None when no detector ran."""
 
-    dataset: DatasetInfo
-    segmentation: Scores
-    corrected: Scores | None = None
-    empty_reference: int
-    empty_prediction: int
-    detection: DetectionTotals | None = None
-    risk_coverage: RiskCoverage | None
-    calibration: Calibration | None
-    detection_curves: DetectionCurves | None = None
-    correction_effort: EffortCurve | None = None
-    significance: Significance | None = None
-    clinical: Clinical
-    clinical_corrected: Clinical | None = None
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Summary:
-    """Everything a run measured; ``*_corrected`` and the detection parts are None when no detector ran."""
-
-    summary_version: int = SUMMARY_VERSION
     segmentation: Scores  # every volume, as segmented
     corrected: Scores | None = None  # the volumes a detector scored, after simulated correction
     empty_reference: int  # class volumes with an empty reference
@@ -228,6 +209,30 @@ class Summary:
     significance: Significance | None = None
     clinical: Clinical
     clinical_corrected: Clinical | None = None
+
+
+def _results_of(results: Results) -> dict[str, Any]:
+    """The fields of ``results``, for building a type that extends Results from it."""
+    return {f.name: getattr(results, f.name) for f in dataclasses.fields(Results)}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HeldOut(Results):
+    """Results on a held-out test set (``--test-data``), kept apart from the cross-validation's: the segmenter
+    trained on every training patient, the detector fitted on every cross-validation prediction."""
+
+    dataset: DatasetInfo
+
+    @classmethod
+    def of(cls, results: Results, *, dataset: DatasetInfo) -> HeldOut:
+        return cls(**_results_of(results), dataset=dataset)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Summary(Results):
+    """Everything a run (or an evaluation) measured, with how and where it was made."""
+
+    summary_version: int = SUMMARY_VERSION
     profile: str
     device: str
     timings_s: dict[str, float]
@@ -237,6 +242,13 @@ class Summary:
     dataset: DatasetInfo
     provenance: Provenance
     test: HeldOut | None = None  # with --test-data
+
+    @classmethod
+    def of(cls, results: Results, *, profile: str, device: str, timings_s: dict[str, float], notes: list[str],
+           protocol: Preset, stages: list[StageRecord], dataset: DatasetInfo, provenance: Provenance,
+           test: HeldOut | None) -> Summary:
+        return cls(**_results_of(results), profile=profile, device=device, timings_s=timings_s, notes=notes,
+                   protocol=protocol, stages=stages, dataset=dataset, provenance=provenance, test=test)
 
     def record(self) -> dict[str, Any]:
         """The JSON form written to summary.json."""

@@ -1,13 +1,13 @@
-"""Everything the protocol measures about a set of predicted volumes, whoever made them.
+"""A set of scored cases' aggregate: everything the protocol measures about them, whoever made them.
 
-The run calls it on its own out-of-fold predictions; it takes plain arrays so that predictions made
-elsewhere can be scored the same way. Definitions live in ``uqbench.protocol``; this module only
-gathers volumes, applies them under a protocol preset (``uqbench.protocol.presets``) and summarises.
+Each case is scored first (``uqbench.scoring.case``); this module corrects the flagged patches, measures
+segmentation, calibration, risk-coverage, detection, correction effort, significance and clinical agreement,
+and writes the tables. A run and ``uqbench evaluate`` both end here. Definitions live in ``uqbench.protocol``;
+this module applies them under a protocol preset (``uqbench.protocol.presets``) and summarises.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -19,8 +19,6 @@ import numpy as np
 from uqbench.api import CLASS_NAMES, PHASES
 from uqbench.data.preprocess import PreprocessParams, labels_to_original
 from uqbench.protocol import calibration, clinical, detection, stats
-from uqbench.protocol.calibration import RiskCoverage
-from uqbench.protocol.metrics import score
 from uqbench.protocol.patches import expand
 from uqbench.protocol.presets import Preset
 from uqbench.results import tables
@@ -29,63 +27,15 @@ from uqbench.results.summary import (
     Calibration,
     Clinical,
     DetectionCurves,
-    DetectionTotals,
     EffortCurve,
     EffortPoint,
-    Scores,
+    Results,
     Significance,
 )
-
-HELD_OUT = -1
-"""The fold number of a held-out test set's stages and rows (--test-data; patients without a fold in evaluate):
-the segmenter trained on every training patient, its predictions, the detector fitted on every cross-validation
-prediction."""
-
-
-def seed_stream(k: int) -> int:
-    """The random stream of fold k's seeds (the held-out set's is its own, after any fold's): a run's stages and
-    the detectors ``uqbench evaluate`` fits draw from the same streams."""
-    return 97 if k == HELD_OUT else k
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Volume:
-    """One predicted volume with its reference: original geometry for scoring, the 1.4 mm grid for the rest."""
-
-    patient: str
-    phase: str
-    group: str
-    fold: int
-    spacing: tuple[float, float, float]  # original voxel spacing (mm), [Z, Y, X]
-    reference: np.ndarray  # original geometry
-    reference_grid: np.ndarray  # [Z, Y, X] on the 1.4 mm grid
-    prediction_grid: np.ndarray
-    uncertainty: np.ndarray
-    failures: np.ndarray
-    patch_probs: np.ndarray | None = None  # [Z, gy, gx] detector output
-
-    @property
-    def where(self) -> str:
-        return f"{self.patient} {self.phase}"
-
+from uqbench.scoring.case import Volume, case_rows
 
 ToOriginal = Callable[[Volume, np.ndarray], np.ndarray]
 """Maps labels on a volume's 1.4 mm grid back to its original geometry."""
-
-
-def case_rows(v: Volume, original: np.ndarray) -> list[dict[str, Any]]:
-    """One row per foreground class: Dice, HD, HD95, ASSD, voxel counts and volumes (mL)."""
-    rows = []
-    scores = score(original, v.reference, spacing=v.spacing, where=v.where)  # checks shapes and label values first
-    ref_n = np.bincount(v.reference.ravel(), minlength=len(CLASS_NAMES))
-    pred_n = np.bincount(original.ravel(), minlength=len(CLASS_NAMES))
-    for cls, metrics in scores.items():
-        rows.append({"patient": v.patient, "phase": v.phase, "group": v.group, "fold": v.fold,
-                     "class": CLASS_NAMES[cls], **metrics,
-                     "reference_voxels": int(ref_n[cls]), "predicted_voxels": int(pred_n[cls]),
-                     "reference_ml": clinical.volume_ml(int(ref_n[cls]), v.spacing),
-                     "predicted_ml": clinical.volume_ml(int(pred_n[cls]), v.spacing)})
-    return rows
 
 
 def _patient_indices(rows: Sequence[dict[str, Any]], column: str, density: float) -> dict[str, dict[str, float]]:
@@ -257,34 +207,18 @@ def correct_volumes(volumes: Sequence[Volume], rows: list[dict[str, Any]], *, pr
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Measured:
-    """Everything the protocol measured of a set of scored volumes: the summary's results and the tables."""
+    """A set of scored cases measured: the results a summary extends, and the tables."""
 
-    segmentation: Scores
-    corrected: Scores | None
-    empty_reference: int
-    empty_prediction: int
-    detection: DetectionTotals | None
-    risk_coverage: RiskCoverage | None
-    calibration: Calibration | None
-    detection_curves: DetectionCurves | None
-    correction_effort: EffortCurve | None
-    significance: Significance | None
-    clinical: Clinical
-    clinical_corrected: Clinical | None
+    results: Results
     rows: list[dict[str, Any]]
     detection_rows: list[dict[str, Any]]
     timings_s: dict[str, float]
-
-    def summary_fields(self) -> dict[str, Any]:
-        """The fields a Summary takes from here."""
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
-                if f.name not in ("rows", "detection_rows", "timings_s")}
 
 
 def measure(*, rows: list[dict[str, Any]], volumes: Sequence[Volume],
             reliability: tuple[np.ndarray, float, int] | None, protocol: Preset, params: PreprocessParams
             ) -> Measured:
-    """The protocol's results for scored volumes (``uqbench.scoring``) and their rows: volumes with patch
+    """The protocol's results for scored volumes (``uqbench.scoring.case``) and their rows: volumes with patch
     probabilities are corrected and their detection measured; risk-coverage needs every volume's map, the
     reliability data the summed counts of the probabilities (``reliability``). The run and ``uqbench evaluate``
     both end here."""
@@ -303,7 +237,7 @@ def measure(*, rows: list[dict[str, Any]], volumes: Sequence[Volume],
     corrected_rows = [r for r in rows if "dice_corrected" in r]
     empty_reference, empty_prediction = tables.empty_counts(rows)
     density = protocol.myocardial_density
-    return Measured(
+    results = Results(
         segmentation=tables.scores(rows),
         corrected=tables.scores(corrected_rows, corrected=True) if corrected_rows else None,
         empty_reference=empty_reference, empty_prediction=empty_prediction,
@@ -313,8 +247,8 @@ def measure(*, rows: list[dict[str, Any]], volumes: Sequence[Volume],
         detection_curves=curves, correction_effort=effort, significance=compared,
         clinical=clinical_summary(rows, density=density),
         clinical_corrected=clinical_summary(rows, "predicted_ml_corrected", density=density) if corrected_rows
-        else None,
-        rows=rows, detection_rows=detection_rows, timings_s=timings)
+        else None)
+    return Measured(results=results, rows=rows, detection_rows=detection_rows, timings_s=timings)
 
 
 def write_tables(out: Path, *, rows: list[dict[str, Any]], detection_rows: list[dict[str, Any]], protocol: Preset

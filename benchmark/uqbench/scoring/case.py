@@ -1,4 +1,4 @@
-"""The one scoring function: what the protocol measures of one case's outputs, whoever made them.
+"""One case scored: what the protocol measures of one case's outputs, whoever made them.
 
 Outputs are judged as files in the case's original geometry: a ``uqbench run`` scores the NIfTI files it wrote
 through this function, and ``uqbench evaluate`` scores another tool's (nnU-Net's) the same way, so one set of
@@ -6,7 +6,8 @@ files gives one set of numbers. Segmentation metrics, volumes and the reliabilit
 probabilities are computed in original geometry (paper section IV-A). What the protocol defines on the 1.4 mm
 grid (failure voxels, paper section III-C; the map a detector reads; patches and simulated correction) is
 computed after bringing the outputs onto that grid with the resampling that made the reference's grid
-(``uqbench.data.preprocess``): labels one-hot and linear, maps linear.
+(``uqbench.data.preprocess``): labels one-hot and linear, maps linear. A set of scored cases is aggregated by
+``uqbench.scoring.aggregate``.
 """
 
 from __future__ import annotations
@@ -16,12 +17,13 @@ from typing import Any
 
 import numpy as np
 
+from uqbench.api import CLASS_NAMES
 from uqbench.data.cache import Prepared
 from uqbench.data.preprocess import PreprocessParams, resample_image, resample_labels
-from uqbench.evaluation import Volume, case_rows
-from uqbench.external import Geometry
-from uqbench.protocol import calibration
+from uqbench.protocol import calibration, clinical
 from uqbench.protocol.failures import FailureRule, failure_map
+from uqbench.protocol.metrics import score
+from uqbench.scoring.files import Geometry
 
 CalibrationCounts = tuple[np.ndarray, float, int]
 """``calibration.reliability_counts``: [C, BINS, 3] counts, the Brier sum and the voxel count."""
@@ -32,6 +34,42 @@ def add_counts(total: CalibrationCounts | None, more: CalibrationCounts) -> Cali
     if total is None:
         return more
     return total[0] + more[0], total[1] + more[1], total[2] + more[2]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Volume:
+    """One predicted volume with its reference: original geometry for scoring, the 1.4 mm grid for the rest."""
+
+    patient: str
+    phase: str
+    group: str
+    fold: int
+    spacing: tuple[float, float, float]  # original voxel spacing (mm), [Z, Y, X]
+    reference: np.ndarray  # original geometry
+    reference_grid: np.ndarray  # [Z, Y, X] on the 1.4 mm grid
+    prediction_grid: np.ndarray
+    uncertainty: np.ndarray
+    failures: np.ndarray
+    patch_probs: np.ndarray | None = None  # [Z, gy, gx] detector output
+
+    @property
+    def where(self) -> str:
+        return f"{self.patient} {self.phase}"
+
+
+def case_rows(v: Volume, original: np.ndarray) -> list[dict[str, Any]]:
+    """One row per foreground class: Dice, HD, HD95, ASSD, voxel counts and volumes (mL)."""
+    rows = []
+    scores = score(original, v.reference, spacing=v.spacing, where=v.where)  # checks shapes and label values first
+    ref_n = np.bincount(v.reference.ravel(), minlength=len(CLASS_NAMES))
+    pred_n = np.bincount(original.ravel(), minlength=len(CLASS_NAMES))
+    for cls, metrics in scores.items():
+        rows.append({"patient": v.patient, "phase": v.phase, "group": v.group, "fold": v.fold,
+                     "class": CLASS_NAMES[cls], **metrics,
+                     "reference_voxels": int(ref_n[cls]), "predicted_voxels": int(pred_n[cls]),
+                     "reference_ml": clinical.volume_ml(int(ref_n[cls]), v.spacing),
+                     "predicted_ml": clinical.volume_ml(int(pred_n[cls]), v.spacing)})
+    return rows
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -53,7 +91,7 @@ def geometry(c: Prepared) -> Geometry:
 def score_case(c: Prepared, *, fold: int, labels: np.ndarray, probabilities: np.ndarray | None,
                uncertainty: np.ndarray | None, rule: FailureRule, params: PreprocessParams) -> CaseScore:
     """Score a case's label map, and its class probabilities [C, Z, Y, X] and uncertainty map when given, all in
-    original geometry (as ``uqbench.external`` reads and checks them). The grid map is stored as float16, the
+    original geometry (as ``uqbench.scoring.files`` reads and checks them). The grid map is stored as float16, the
     precision every detector has read since the first release."""
     where = f"{c.patient} {c.phase}"
     grid = resample_labels(labels, c.spacing, params.spacing)

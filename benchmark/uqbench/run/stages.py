@@ -1,5 +1,5 @@
 """The work of each stage of a run, one function per stage, each writing its outputs into the folder the stage
-store gives it (``uqbench.store``) and reading only its arguments. ``uqbench.pipeline`` keys them, orders them
+store gives it (``uqbench.store``) and reading only its arguments. ``uqbench.run.graph`` keys them, orders them
 and decides which to run; nothing here knows about folds of a run or about the store.
 
 Every function takes the work folder first and the rest by keyword. Per-case outputs are written one file at a
@@ -15,24 +15,24 @@ from typing import Any
 
 import numpy as np
 
-from uqbench import external, scoring
 from uqbench.api import CLASS_NAMES, Context, DetectorExample
 from uqbench.data import cache, nifti
 from uqbench.data.preprocess import PreprocessParams, labels_to_original, map_to_original
 from uqbench.errors import PluginError
-from uqbench.evaluation import Volume
 from uqbench.files import write_atomic
 from uqbench.infer.postprocess import finalise
 from uqbench.protocol import calibration
 from uqbench.protocol import failures as failure_rules
 from uqbench.protocol.detection import check_patch_probabilities
+from uqbench.scoring import files as read
+from uqbench.scoring.case import CalibrationCounts, Volume, add_counts, geometry, score_case
 
 NIFTI_QUANTUM = 1e-3  # probabilities and maps are written in steps of 0.001 (see nifti.write)
 STATISTICS = ("mean", "variance", "mean_entropy")  # stored as float16: what every moment-based map reads
 
 Blame = Callable[..., Any]
-"""``blame(kind, fn, *args, where=..., **kwargs)``: call into a plugin so that its failure names it (the pipeline's
-_plugin_call, bound to the run)."""
+"""``blame(kind, fn, *args, where=..., **kwargs)``: call into a plugin so that its failure names it (the run graph's
+Blamer.call, bound to the run)."""
 
 
 def case_key(c: cache.Prepared) -> str:
@@ -107,25 +107,25 @@ def score(work: Path, *, cases: Sequence[cache.Prepared], predictions: Path, map
           rule: failure_rules.FailureRule, params: PreprocessParams, probabilities: bool,
           advance: Callable[[int], None]) -> None:
     """Write each label map as NIfTI in original geometry, then score the case's files (labels, the map, and
-    the probabilities when ``probabilities``) with ``uqbench.scoring.score_case``, exactly as ``uqbench evaluate``
+    the probabilities when ``probabilities``) with ``uqbench.scoring.case.score_case``, exactly as ``uqbench evaluate``
     scores files made elsewhere: ``rows.json`` (per case and class), ``calibration.json`` (summed reliability
     counts) and ``grid.npz`` (per case the labels, failure voxels and map on the 1.4 mm grid)."""
     rows: list[dict[str, Any]] = []
-    counts: scoring.CalibrationCounts = (np.zeros((len(CLASS_NAMES), calibration.BINS, 3)), 0.0, 0)
+    counts: CalibrationCounts = (np.zeros((len(CLASS_NAMES), calibration.BINS, 3)), 0.0, 0)
     grid: dict[str, np.ndarray] = {}
     for c in cases:
         original = labels_to_original(read_prediction(predictions, c)["labels"],
                                       original_shape=c.original_labels.shape, spacing=c.spacing, target=params.spacing)
         nifti.write(labels_file(work, c), original.astype(np.uint8), c.affine, header=c.header)
-        geo = scoring.geometry(c)
-        scored = scoring.score_case(
-            c, fold=fold, labels=external.read_labels(labels_file(work, c), geo),
-            probabilities=external.read_probabilities(probabilities_file(predictions, c), geo) if probabilities
+        geo = geometry(c)
+        scored = score_case(
+            c, fold=fold, labels=read.read_labels(labels_file(work, c), geo),
+            probabilities=read.read_probabilities(probabilities_file(predictions, c), geo) if probabilities
             else None,
-            uncertainty=external.read_map(map_file(maps, c, umap_name), geo), rule=rule, params=params)
+            uncertainty=read.read_map(map_file(maps, c, umap_name), geo), rule=rule, params=params)
         rows += scored.rows
         if scored.calibration is not None:
-            counts = scoring.add_counts(counts, scored.calibration)
+            counts = add_counts(counts, scored.calibration)
         grid |= grid_arrays(scored.volume)
         advance(1)
     write_atomic(work / "rows.json", lambda tmp: tmp.write_text(json.dumps(rows)))
@@ -134,7 +134,7 @@ def score(work: Path, *, cases: Sequence[cache.Prepared], predictions: Path, map
     write_npz(work / "grid.npz", grid)
 
 
-def read_calibration(work: Path) -> scoring.CalibrationCounts:
+def read_calibration(work: Path) -> CalibrationCounts:
     """The summed reliability counts a score stage wrote (``calibration.json``)."""
     cal = json.loads((work / "calibration.json").read_text())
     return np.asarray(cal["counts"]), cal["brier_sum"], cal["voxels"]

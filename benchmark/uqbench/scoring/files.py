@@ -74,11 +74,13 @@ def files(folder: Path, *, what: str, endings: Iterable[str] = ENDINGS) -> dict[
     return {(n.patient, n.phase): found[stem] for stem, n in named.items()}
 
 
-def check_complete(found: dict[Key, Path], expected: Iterable[Key], *, folder: Path, what: str) -> None:
-    """DataError naming the missing cases and the extra files when ``found`` is not exactly ``expected``."""
+def check_complete(found: dict[Key, Path], expected: Iterable[Key], *, folder: Path, what: str,
+                   known: Iterable[Key] = ()) -> None:
+    """DataError naming the missing cases and the extra files when ``found`` is not exactly ``expected``; files
+    of ``known`` cases that are not expected (other folds than those asked for) are left alone."""
     want = set(expected)
     missing = sorted(want - set(found))
-    extra = sorted(found[k].name for k in set(found) - want)
+    extra = sorted(found[k].name for k in set(found) - want - set(known))
     if missing or extra:
         parts = []
         if missing:
