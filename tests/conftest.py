@@ -21,6 +21,16 @@ METHOD = ["--segmenter", "example-net", "--uncertainty", "example-maxvar", "--de
           "--dataset", "example-folder"]
 
 
+E2E_FIXTURES = {"example_runs"}
+"""Fixtures that run the pipeline: a test using one is an end-to-end test."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if E2E_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.e2e)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("uqbench-cache")

@@ -20,7 +20,7 @@ from uqbench.registry import registry
 from uqbench.results.summary import Summary
 from uqbench.scoring import folder as evaluate
 
-pytestmark = pytest.mark.acdc
+pytestmark = [pytest.mark.acdc, pytest.mark.e2e]
 
 
 def test_reader_matches_the_manifest(acdc_root: Path) -> None:

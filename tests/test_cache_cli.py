@@ -12,6 +12,7 @@ from uqbench import config
 from uqbench import run as runs
 
 
+@pytest.mark.e2e
 def test_ls_du_and_prune_show_and_free_the_store_a_run_filled(tiny_phantom: Path, tmp_path: Path, fresh_store: Path,
                                                                monkeypatch: pytest.MonkeyPatch, cli: Any) -> None:
     monkeypatch.setenv("COLUMNS", "200")
@@ -38,3 +39,22 @@ def test_ls_du_and_prune_show_and_free_the_store_a_run_filled(tiny_phantom: Path
     assert {r.stage for r in again.stages if not r.from_store} == {"predict"}
     code, text, _ = cli("cache", "prune", "--all")
     assert code == 0 and not list(fresh_store.glob("stages/*/*/manifest.json"))
+
+
+@pytest.mark.parametrize("command", ["ls", "prune"])
+def test_an_unknown_stage_is_refused_naming_the_known_ones(command: str, fresh_store: Path, cli: Any) -> None:
+    code, _, err = cli("cache", command, "--stage", "bogus")
+    assert code == 2 and "--stage 'bogus': expected one of detect, maps, predict, score, train" in err
+
+
+def test_a_store_file_pruned_under_a_running_command_is_said_so(fresh_store: Path) -> None:
+    """A run reading a stage that `cache prune` removed meanwhile: the message says what happened, not that nothing
+    was lost."""
+    from uqbench.cli import _os_error
+
+    gone = fresh_store / "stages" / "predict" / "0123abcd" / "patient001_ED.npz"
+    message = _os_error(FileNotFoundError(2, "No such file or directory", str(gone)))
+    assert message.startswith(f"{gone}: removed from the stage store while this command read it")
+    assert "nothing finished is lost" not in message
+    elsewhere = _os_error(OSError(28, "No space left on device", "/tmp/x"))
+    assert elsewhere == "/tmp/x: No space left on device (nothing finished is lost; run again once this is fixed)"

@@ -324,7 +324,7 @@ def _no_fold3(root: Path) -> Path:
     ("out-is-a-file", "is a file, not a folder"),
     ("out-cannot-be-created", "/sys/uqbench-out: "),
     ("cache-cannot-be-created", "/sys/uqbench-cache"),
-    ("corrupt-config", "config.json: not a uqbench run configuration"),
+    ("corrupt-config", "config.json: not a uqbench configuration"),
     ("refused-leaves-no-config", "--folds: fold 3 has no patients"),
 ])
 def test_a_fault_is_one_line_naming_the_path_and_exit_2(monkeypatch: pytest.MonkeyPatch,
@@ -368,6 +368,7 @@ def _read_only_mount_works() -> bool:
 
 
 # A real read-only file system: the CLI runs in a private mount namespace where /mnt is a read-only tmpfs.
+@pytest.mark.e2e
 @pytest.mark.skipif(not _read_only_mount_works(), reason="unshare cannot mount a read-only tmpfs on this machine")
 @pytest.mark.parametrize(("where", "message"), [
     ("out", "error: /mnt/run: Read-only file system"),
@@ -419,6 +420,7 @@ def test_plugin_descriptions_are_whole_sentences() -> None:
     assert not cut, cut
 
 
+@pytest.mark.e2e
 def test_a_full_disk_is_one_line_and_the_rerun_completes(monkeypatch: pytest.MonkeyPatch,
                                                          capsys: pytest.CaptureFixture[str], tiny_phantom: Path,
                                                          tmp_path: Path, fresh_store: Path) -> None:
@@ -452,6 +454,7 @@ def test_a_full_disk_is_one_line_and_the_rerun_completes(monkeypatch: pytest.Mon
     assert [s["from_store"] for s in stages if s["fold"] == 0 and s["stage"] in ("train", "predict")] == [True] * 3
 
 
+@pytest.mark.e2e
 @pytest.mark.skipif(not _read_only_mount_works(), reason="unshare cannot mount a tmpfs on this machine")
 def test_a_really_full_disk_is_one_line_and_the_rerun_completes(tiny_phantom: Path) -> None:
     """--out and the stage store on a 1 MiB tmpfs: the prepared data fits, the first checkpoint does not. Once the
@@ -532,6 +535,7 @@ class _RaisingMap(_WideMap):
         raise ZeroDivisionError("no samples")
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize(("of", "make", "message"), [
     (LOSS, _RaisingLoss, r"^loss 'ce' \(uqbench \S+\) failed in training, fold 0: RuntimeError: labels out of range$"),
     (LOSS, _NanLoss, r"^loss 'ce' \(uqbench \S+\) failed in training, fold 0: returned NaN or infinity at training "

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import fcntl
 import gzip
 import json
+import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -17,8 +19,11 @@ from conftest import Cli
 
 from uqbench import config
 from uqbench import run as runs
+from uqbench.errors import UsageError
 from uqbench.protocol import presets
 from uqbench.scoring import folder as evaluate
+
+pytestmark = pytest.mark.e2e  # every test here runs the pipeline
 
 
 @pytest.fixture(scope="module")
@@ -92,6 +97,59 @@ def test_folds_restrict_the_cases_expected(finished: Path, tiny_phantom: Path, t
                                          probabilities=None, uncertainty_maps=None, detector=None, folds=(fold,)))
     assert summary.segmentation.volumes == 2
     assert set(pd.read_csv(tmp_path / "eval" / "cases.csv")["patient"]) == {"patient001"}
+
+
+def test_folds_leave_the_files_of_other_folds_alone(finished: Path, tiny_phantom: Path, tmp_path: Path) -> None:
+    """A run's whole nifti/ folder scored for one fold: the other folds' files are cases of the data, not strangers."""
+    cases = pd.read_csv(finished / "cases.csv")
+    fold = int(cases[cases["patient"] == "patient001"]["fold"].iloc[0])
+    summary = evaluate.evaluate(_request(finished, tiny_phantom, tmp_path / "eval", detector=None, folds=(fold,)))
+    assert set(pd.read_csv(tmp_path / "eval" / "cases.csv")["fold"]) == {fold}
+    assert summary.segmentation.volumes == 2 * cases[cases["fold"] == fold]["patient"].nunique()
+
+
+def test_evaluate_refuses_an_out_folder_holding_a_run(finished: Path, tiny_phantom: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(finished, run, ignore=shutil.ignore_patterns("nifti"))
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    with pytest.raises(UsageError, match=f"^--out {run}: holds a run"):
+        evaluate.evaluate(_request(finished, tiny_phantom, run))
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+
+
+def test_evaluate_waits_for_no_one_while_another_command_writes_its_out(finished: Path, tiny_phantom: Path,
+                                                                         tmp_path: Path) -> None:
+    out = tmp_path / "eval"
+    out.mkdir()
+    fd = os.open(out, os.O_RDONLY)  # what a run or evaluation holds while it writes there
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        with pytest.raises(UsageError, match=f"--out {out}: another uqbench command is writing there now"):
+            evaluate.evaluate(_request(finished, tiny_phantom, out, detector=None))
+    finally:
+        os.close(fd)
+    assert list(out.iterdir()) == []
+
+
+def test_a_map_of_the_mean_softmax_alone_is_computed_from_saved_probabilities(finished: Path, tiny_phantom: Path,
+                                                                               tmp_path: Path) -> None:
+    """maxprob declares T = 10 but reads only the mean, so saved probabilities are all it needs; bmap reads the
+    spread of the samples, which they do not hold."""
+    summary = evaluate.evaluate(_request(finished, tiny_phantom, tmp_path / "eval", uncertainty="maxprob",
+                                         uncertainty_maps=None, detector=None))
+    assert summary.risk_coverage is not None and summary.provenance.methods["uncertainty"].spec == "maxprob"
+    with pytest.raises(UsageError, match="--uncertainty bmap: this map reads the spread of 10 MC samples"):
+        evaluate.check(_request(finished, tiny_phantom, tmp_path / "e2", uncertainty="bmap", uncertainty_maps=None))
+
+
+def test_a_preset_that_fits_detectors_in_sample_is_refused_with_a_detector(finished: Path, tiny_phantom: Path,
+                                                                            tmp_path: Path) -> None:
+    """evaluate fits each fold's detector on the other folds' cases; it must not post that under a preset whose hash
+    promises in-sample fitting."""
+    with pytest.raises(UsageError, match="--detector threshold: protocol sander2020 fits detectors on each fold's own"):
+        evaluate.check(_request(finished, tiny_phantom, tmp_path / "eval", protocol=presets.preset("sander2020")))
+    evaluate.check(_request(finished, tiny_phantom, tmp_path / "eval",
+                            protocol=presets.preset("sander2020", detector_training="out-of-fold")))
 
 
 def _copy(run: Path, tmp: Path) -> Path:

@@ -19,6 +19,8 @@ from uqbench.results.summary import Summary
 from uqbench.run.seeds import HELD_OUT
 from uqbench.scoring import folder as evaluate
 
+pytestmark = pytest.mark.e2e  # every test here runs the pipeline
+
 
 def _cfg(data: Path, out: Path, test_data: Path | None) -> config.RunConfig:
     return config.resolve(segmenter="drn", uncertainty="emap", detector="threshold", loss=None, data=data,

@@ -93,7 +93,7 @@ def test_submit_refuses_a_failed_or_unfinished_run(example_runs: Path, tmp_path:
 
 @pytest.mark.usefixtures("example_plugin")
 @pytest.mark.parametrize(("damage", "says"), [
-    (lambda run: (run / "detection.csv").unlink(), "detection.csv: missing (the run did not finish detection)"),
+    (lambda run: (run / "detection.csv").unlink(), "detection.csv: missing (the run or evaluation did not finish)"),
     (lambda run: (run / "config.json").write_text((run / "config.json").read_text().replace(
         '"profile": "quick"', '"profile": "paper"')), "summary.json and config.json describe different runs"),
 ])
@@ -113,7 +113,7 @@ def test_submit_refuses_a_run_whose_cases_do_not_match_its_summary(example_runs:
     cases = pd.read_csv(run / "cases.csv")
     cases[cases["patient"] != cases["patient"].iloc[0]].to_csv(run / "cases.csv", index=False)
     code, _, err = cli("submit", str(run), "--leaderboards", str(tmp_path / "lb"))
-    assert code == 2 and "cases.csv: 6 volumes, summary.json scored 8" in err
+    assert code == 2 and "cases.csv: 18 rows of 6 volumes, where summary.json scored 8 volumes" in err
 
 
 @pytest.mark.usefixtures("example_plugin")
@@ -130,6 +130,7 @@ def test_submit_refuses_another_protocol_split_or_data_on_one_board(example_runs
         for part in field[:-1]:
             where = where[part]
         where[field[-1]] = value  # the board's entry as another uqbench, split or dataset would have made it
+        record["digest"] = schema.digest(record)
         first.write_text(json.dumps(record))
         code, _, err = cli("submit", str(example_runs / "maxprob"), "--leaderboards", str(lb))
         assert code == 2 and says in err and f"where {first.name} has" in err and "cannot share a board" in err
@@ -141,7 +142,7 @@ def test_submit_refuses_the_same_method_twice_unless_replaced(example_runs: Path
     lb = tmp_path / "lb"
     assert cli("submit", str(example_runs / "full"), "--leaderboards", str(lb))[0] == 0
     code, _, err = cli("submit", str(example_runs / "full"), "--leaderboards", str(lb))
-    assert code == 2 and "already has this method (--replace to replace it)" in err
+    assert code == 2 and "already has this method (fp32; --replace to replace it)" in err
     code, _, err = cli("submit", str(example_runs / "full"), "--note", "second try", "--replace",
                        "--leaderboards", str(lb))
     assert code == 0, err
@@ -178,6 +179,38 @@ def test_leaderboard_check_refuses_an_entry_that_breaks_the_schema(example_runs:
     assert code == 2 and str(path) in err and says in err
 
 
+@pytest.mark.usefixtures("example_plugin")
+def test_a_hand_edited_number_is_refused_by_name_not_posted(example_runs: Path, tmp_path: Path, cli) -> None:
+    lb = tmp_path / "lb"
+    assert cli("submit", str(example_runs / "full"), "--leaderboards", str(lb))[0] == 0
+    assert cli("leaderboard", "--leaderboards", str(lb))[0] == 0
+    path = _entry_files(lb)[0]
+    record = json.loads(path.read_text())
+    record["results"]["mean_foreground_dice"] += 0.01  # well typed, consistent, and not what was measured
+    path.write_text(json.dumps(record, indent=1))
+    for command in (("leaderboard", "--check"), ("leaderboard",)):
+        code, _, err = cli(*command, "--leaderboards", str(lb))
+        assert code == 2 and str(path) in err and "the digest differs: edited by hand?" in err
+
+
+@pytest.mark.usefixtures("example_plugin")
+def test_precision_is_a_board_column_and_replacing_across_precisions_says_so(example_runs: Path, tmp_path: Path,
+                                                                           cli) -> None:
+    lb = tmp_path / "lb"
+    assert cli("submit", str(example_runs / "full"), "--leaderboards", str(lb))[0] == 0
+    path = _entry_files(lb)[0]
+    record = json.loads(path.read_text())
+    record["cost"]["precision"] = "bf16"  # the board's row as a bf16 run of the same method would have made it
+    record["digest"] = schema.digest(record)
+    path.write_text(json.dumps(record, indent=1))
+    assert cli("leaderboard", "--leaderboards", str(lb))[0] == 0
+    board = next(lb.glob("*.md")).read_text()
+    assert "| detector | precision |" in board and " | bf16 | " in board
+    code, out, err = cli("submit", str(example_runs / "full"), "--replace", "--leaderboards", str(lb))
+    assert code == 0, err
+    assert f"replaced {path.name}: its bf16 row becomes this fp32 run's" in " ".join(out.split())
+
+
 HOSTILE = {"segmenter": "a|b", "uncertainty": "<img src=x onerror=alert(1)>", "detector": "**bold** [x](y) `c`",
            "loss": "=cmd|' /C calc'!A0"}
 
@@ -192,6 +225,7 @@ def test_hostile_names_and_notes_cannot_break_a_table_or_inject_markup(example_r
         record["method"][kind]["spec"] = name
         record["method"][kind]["distribution"] = name
     record["note"] = "| </table> <script>x</script> $x$ ~~y~~"
+    record["digest"] = schema.digest(record)  # as `uqbench submit` would have written it for these names
     entry = schema.parse(record, "test")
     path.unlink()
     (lb / "entries" / f"{entry.file_stem}.json").write_text(json.dumps(record))
@@ -255,6 +289,7 @@ def test_test_set_columns_appear_only_on_a_board_with_a_held_out_result(example_
     record = json.loads(path.read_text())
     record["results"] |= {"test_volumes": 100, "test_mean_foreground_dice": 0.8771,
                           "test_mean_foreground_dice_corrected": None}
+    record["digest"] = schema.digest(record)  # as `uqbench submit` writes an entry with a test set
     path.write_text(json.dumps(record))
     assert cli("leaderboard", "--leaderboards", str(lb))[0] == 0
     ranking = board.read_text().split("## Ranking")[1].splitlines()

@@ -22,6 +22,8 @@ from uqbench.protocol.metrics import dice
 from uqbench.results import summary as summaries
 from uqbench.run import graph, stages
 
+pytestmark = pytest.mark.e2e  # every test here runs the pipeline
+
 
 def _cfg(data: Path | None, out: Path, **kw: Any) -> config.RunConfig:
     args: dict[str, Any] = dict(segmenter="drn", uncertainty="bmap", detector="threshold", loss=None, data=data,

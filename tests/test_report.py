@@ -5,6 +5,7 @@ holds them)."""
 from __future__ import annotations
 
 import re
+import shutil
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -87,6 +88,17 @@ def test_report_without_matplotlib_names_the_extra(example_runs: Path, tmp_path:
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # what `import matplotlib` meets when it is absent
     code, _, err = cli("report", str(example_runs / "full"), "--out", str(tmp_path / "r"))
     assert code == 2 and "pip install 'uqbench[report]'" in err
+
+
+@pytest.mark.usefixtures("example_plugin")
+def test_report_refuses_a_cases_table_that_is_not_its_summarys(example_runs: Path, tmp_path: Path, cli) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(example_runs / "full", run)
+    lines = (run / "cases.csv").read_text().splitlines(keepends=True)
+    (run / "cases.csv").write_text("".join(lines[:7]))  # cut short: two volumes of eight
+    code, _, err = cli("report", str(run), "--out", str(tmp_path / "r"))
+    assert code == 2 and f"{run / 'cases.csv'}: 6 rows of 2 volumes, where summary.json scored 8 volumes" in err
+    assert not (tmp_path / "r" / "report.md").exists()
 
 
 def test_report_of_a_folder_that_is_not_a_run_is_one_line(tmp_path: Path, cli) -> None:

@@ -16,7 +16,7 @@ LV = 3
 
 
 def _prepared(original: np.ndarray, grid: np.ndarray, spacing: tuple[float, float, float]) -> Prepared:
-    return Prepared(patient="patient001", phase="ED", group="DCM", image=np.zeros(grid.shape, np.float32),
+    return Prepared(patient="patient001", phase="ED", group="DCM", original_image=np.zeros(original.shape, np.float32),
                     labels=grid, original_labels=original, spacing=spacing, affine=np.eye(4), height=None,
                     weight=None, header=None, fingerprint="hand-made")
 

@@ -27,6 +27,8 @@ from uqbench.errors import UsageError
 from uqbench.protocol.metrics import dice
 from uqbench.registry import registry
 
+pytestmark = pytest.mark.e2e  # every test here runs the pipeline
+
 
 def _cfg(data: Path, out: Path, **kw: Any) -> config.RunConfig:
     args: dict[str, Any] = dict(segmenter="drn", uncertainty="bmap", detector="threshold", loss=None, data=data,
@@ -173,13 +175,32 @@ def test_a_truncated_prepared_case_is_prepared_again_and_the_run_says_so(tiny_ph
     assert summary.segmentation == before.segmentation and all(_served(summary).values())
 
 
+def test_a_run_folder_holds_its_own_copies_of_the_store_files_and_a_rerun_restores_an_edited_one(
+        tiny_phantom: Path, tmp_path: Path) -> None:
+    """Editing (or damaging) a run's NIfTI in place must not reach the stage store, nor any other run folder that
+    reads the same stage; running the same run again puts the stored file back."""
+    first, second = tmp_path / "first", tmp_path / "second"
+    for out in (first, second):
+        runs.run(_cfg(tiny_phantom, out, folds=[0], detector=None))
+    files = sorted((first / "nifti").rglob("*.nii.gz"))
+    assert len(files) > 3 and all(f.stat().st_nlink == 1 for f in files)
+    edited = files[0]
+    twin = second / edited.relative_to(first)
+    stored = twin.read_bytes()
+    with edited.open("r+b") as f:  # in place, as an editor saving over the file would
+        f.write(b"damaged")
+    assert twin.read_bytes() == stored  # the other run and the store are untouched
+    runs.run(_cfg(tiny_phantom, first, folds=[0], detector=None))
+    assert edited.read_bytes() == stored
+
+
 def test_a_second_run_into_a_busy_out_folder_is_refused(tiny_phantom: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     out.mkdir()
     fd = os.open(out, os.O_RDONLY)  # what a run holds while it works
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
-        with pytest.raises(UsageError, match=f"--out {out}: another uqbench run is writing there now"):
+        with pytest.raises(UsageError, match=f"--out {out}: another uqbench command is writing there now"):
             runs.run(_cfg(tiny_phantom, out, folds=[0], detector=None))
     finally:
         os.close(fd)

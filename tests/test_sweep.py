@@ -16,7 +16,9 @@ import pandas as pd
 import pytest
 from conftest import Cli
 
-from uqbench import sweep
+from uqbench import executors, sweep
+
+pytestmark = pytest.mark.e2e  # every test here runs the pipeline
 
 GRID = ["--folds", "0,1", "--iterations", "3", "--samples", "2", "--device", "cpu"]
 
@@ -143,7 +145,7 @@ def test_local_executor_runs_jobs_as_processes_each_with_its_own_gpu(tiny_phanto
     p = sweep.plan(segmenters=["drn"], uncertainties=["emap"], detectors=["threshold"],
                    options=_options(tiny_phantom), out=tmp_path / "sweep")
     # two "GPUs" to share out (the jobs themselves run on the CPU: --device cpu)
-    outcomes = sweep.run(p, sweep.Local(gpus=["0", "1"], gpus_per_job=1))
+    outcomes = sweep.run(p, executors.Local(gpus=["0", "1"], gpus_per_job=1))
     assert all(o.ok for o in outcomes), outcomes
     first_wave = {o.visible_devices for o in outcomes[:2]}
     assert first_wave == {"0", "1"}  # the two folds' jobs ran at once, each seeing one GPU
@@ -159,7 +161,7 @@ def test_submitit_executors_run_the_sweep(cluster: str, tiny_phantom: Path, tmp_
     executor = (submitit.DebugExecutor if cluster == "debug" else submitit.LocalExecutor)(folder=tmp_path / "jobs")
     p = sweep.plan(segmenters=["drn"], uncertainties=["emap"], detectors=["threshold"],
                    options=_options(tiny_phantom), out=tmp_path / "sweep")
-    outcomes = sweep.run(p, sweep.Submitit(executor))
+    outcomes = sweep.run(p, executors.Submitit(executor))
     assert [o.name for o in outcomes] == ["train+predict drn fold 0", "train+predict drn fold 1",
                                           "drn-emap-threshold"]
     assert all(o.ok for o in outcomes), outcomes

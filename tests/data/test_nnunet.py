@@ -82,6 +82,7 @@ def test_a_damaged_nnunet_folder_is_one_line_naming_the_file(nnunet_phantom: Pat
 
 
 
+@pytest.mark.e2e
 def test_a_run_on_the_nnunet_layout_scores_as_on_the_acdc_layout(tiny_phantom: Path, nnunet_phantom: Path,
                                                                   tmp_path: Path, fresh_store: Path,
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 from typing import NoReturn
 
 from rich.console import Console
@@ -33,8 +34,7 @@ def main() -> None:
     except OSError as exc:  # the harness's own reads and writes: a full disk, a read-only folder, ...
         if os.environ.get("UQBENCH_DEBUG"):
             raise
-        where = f"{exc.filename}: " if exc.filename else ""
-        _error(f"{where}{exc.strerror or exc} (nothing finished is lost; run again once this is fixed)")
+        _error(_os_error(exc))
     except KeyboardInterrupt:
         Console(stderr=True).print(INTERRUPTED)
         sys.exit(130)
@@ -50,6 +50,20 @@ def main() -> None:
         Console(stderr=True).print(INTERRUPTED)
     if isinstance(code, int) and code:
         sys.exit(code)
+
+
+def _os_error(exc: OSError) -> str:
+    """What an OSError of the harness's own reads and writes means for the user, in one line."""
+    import errno
+
+    from uqbench.data.cache import cache_root
+
+    where = f"{exc.filename}: " if exc.filename else ""
+    stages = cache_root().expanduser().resolve() / "stages"
+    if exc.errno == errno.ENOENT and exc.filename and stages in Path(str(exc.filename)).resolve().parents:
+        return (f"{where}removed from the stage store while this command read it (`uqbench cache prune` "
+                "meanwhile?); run the same command again: what was removed is recomputed")
+    return f"{where}{exc.strerror or exc} (nothing finished is lost; run again once this is fixed)"
 
 
 def _error(message: str) -> NoReturn:

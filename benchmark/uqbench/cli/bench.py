@@ -1,4 +1,5 @@
-"""`uqbench bench metrics|train|infer|sweep`: speed of the protocol code, of training, of MC inference and of a
+"""`uqbench bench metrics|evaluate|train|infer|sweep`: speed of the protocol code, of scoring against nnU-Net, of
+training, of MC inference and of a
 sweep's sharing of stages, measured side by side in one process."""
 
 from __future__ import annotations
@@ -65,6 +66,35 @@ def metrics_cmd(
         a = bm.score_all(bm.acdc_pairs(data, seed))
         console.print(f"scored all {a['volumes']} volumes of {data} (original geometry, reading excluded) "
                       f"in {a['total_s']:.2f} s", highlight=False)
+
+
+@bench_app.command("evaluate")
+def evaluate_cmd(
+    *,
+    data: Annotated[Path, typer.Option("--data", help="An ACDC-layout folder (its references get synthetic errors).")],
+    fold: Annotated[int, typer.Option("--fold", help="The fold whose volumes are scored.")] = 0,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the synthetic errors.")] = 0,
+) -> None:
+    """Time `uqbench evaluate` against nnU-Net's compute_metrics_on_folder on the same files written by nnU-Net's
+    SimpleITKIO (one fold's references with synthetic errors), and compare every Dice (needs pip install
+    'uqbench\\[bench]')."""
+    from uqbench.bench.evaluate import compare
+
+    if not data.is_dir():
+        raise UsageError(f"--data {data}: not a folder")
+    if fold not in range(4):
+        raise UsageError(f"--fold {fold}: expected 0, 1, 2 or 3")
+    r = compare(data, fold=fold, seed=seed)
+    table = Table(title=f"uqbench bench evaluate: fold {fold} of {data}, {r['volumes']} volumes, one machine")
+    for col in ("uqbench evaluate s", "nnU-Net s (worker processes)", "ratio to the faster", "Dice compared",
+                "max |Dice difference|"):
+        table.add_column(col)
+    nnunet = ", ".join(f"{s:.2f} ({n})" for n, s in r["nnunet_s"].items())
+    table.add_row(f"{r['uqbench_s']:.2f}", nnunet, f"{r['ratio']:.2f}x", str(r["dice_compared"]),
+                  f"{r['max_dice_difference']:.1e}")
+    console.print(table)
+    console.print("uqbench: Dice, HD, HD95, ASSD, volumes and failure labels, in this process; nnU-Net: Dice, IoU "
+                  "and voxel counts; both after their imports, the data prepared beforehand", highlight=False)
 
 
 @bench_app.command("train")

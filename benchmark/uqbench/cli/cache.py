@@ -28,6 +28,15 @@ def _store() -> Store:
     return open_store(cache_root())
 
 
+def _check_stage(stage: str | None, store: Store) -> None:
+    """UsageError unless ``stage`` is a stage of the graph or one the store holds (from an older uqbench)."""
+    from uqbench.run.graph import STAGES
+
+    known = sorted(set(STAGES) | {e.stage for e in store.entries()})
+    if stage is not None and stage not in known:
+        raise UsageError(f"--stage {stage!r}: expected one of {', '.join(known)}")
+
+
 def _size(n: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB"):
         if n < 1024 or unit == "GiB":
@@ -44,6 +53,7 @@ def _when(t: float) -> str:
 def ls_cmd(stage: Stage = None) -> None:
     """List stored stage outputs, oldest first: stage, key, size, when computed."""
     store = _store()
+    _check_stage(stage, store)
     entries = [e for e in store.entries() if stage in (None, e.stage)]
     table = Table(title=f"stage store {store.root / 'stages'} ({len(entries)} outputs)")
     for col in ("stage", "key", "size", "computed", "problem"):
@@ -92,6 +102,7 @@ def prune_cmd(
     if older_than is not None and older_than < 0:
         raise UsageError(f"--older-than {older_than}: must be 0 or more days")
     store = _store()
+    _check_stage(stage, store)
     cutoff = time.time() - 86400 * (older_than or 0)
     freed, removed = 0, 0
     for e in store.entries():

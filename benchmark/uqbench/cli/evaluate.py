@@ -10,7 +10,7 @@ from rich.markup import escape
 
 from uqbench.cli import options
 from uqbench.cli.app import app, console
-from uqbench.cli.run import held_out_line, protocol_line, summary_table
+from uqbench.cli.run import bars, headline, held_out_line, protocol_line, summary_table
 from uqbench.config import resolve_protocol
 from uqbench.data.folds import parse_folds
 from uqbench.devices import resolve_device, resolve_profile
@@ -50,6 +50,7 @@ def evaluate_cmd(
     protocol: options.Protocol = "uqbench",
     failure_preset: options.FailurePreset = None,
     correction: options.Correction = None,
+    detector_training: options.DetectorTraining = None,
     profile: options.Profile = None,
     device: options.Device = "auto",
     seed: options.Seed = 0,
@@ -57,7 +58,8 @@ def evaluate_cmd(
                                                     "summary.json).")] = Path("runs/evaluate"),
 ) -> None:
     """Score label maps made elsewhere (nnU-Net's, or a run's OUT/nifti/predictions) with the run's protocol."""
-    chosen = resolve_protocol(protocol, failure_preset=failure_preset, correction=correction)
+    chosen = resolve_protocol(protocol, failure_preset=failure_preset, correction=correction,
+                              detector_training=detector_training)
     try:
         fold_list = None if folds is None else tuple(parse_folds(folds))
     except ValueError as exc:
@@ -69,7 +71,8 @@ def evaluate_cmd(
                            protocol=chosen,
                            profile=resolve_profile(profile, dev), device=dev, seed=seed, out=out)
     evaluate.check(req)
-    summary = evaluate.evaluate(req)
+    with bars() as progress:
+        summary = evaluate.evaluate(req, progress)
     console.print(summary_table(summary))
     console.print(protocol_line(summary), markup=False, highlight=False)
     if summary.test is not None:
@@ -78,3 +81,4 @@ def evaluate_cmd(
         console.print(f"[yellow]note:[/yellow] {escape(note)}", highlight=False)
     console.print(f"wrote {out}/config.json, cases.csv, summary.json"
                   + (", detection.csv" if summary.detection else ""), markup=False, highlight=False)
+    console.print(headline(summary), markup=False, highlight=False)

@@ -31,7 +31,13 @@ def submit_cmd(
 ) -> None:
     """Check a finished run and write its entry to leaderboards/entries/ (then run `uqbench leaderboard`)."""
     entry = submission.from_run(run, note=note)
-    path = submission.write(leaderboards / "entries", entry, replace_existing=replace)
+    path, replaced = submission.write(leaderboards / "entries", entry, replace_existing=replace)
+    if replaced is not None:
+        change = (f": its {replaced.cost.precision} row becomes this {entry.cost.precision} run's"
+                  if replaced.cost.precision != entry.cost.precision else "")
+        console.print(f"replaced {path.name}{change} (mean foreground Dice "
+                      f"{replaced.results.mean_foreground_dice:.3f} before)", markup=False, highlight=False,
+                      soft_wrap=True)
     if report:
         from uqbench.report import build
 

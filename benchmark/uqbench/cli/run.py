@@ -81,8 +81,7 @@ def run_cmd(
     console.print(f"run → {cfg.out}  (profile {cfg.profile.value}, device {cfg.device}, {cfg.precision}, "
                   f"T={cfg.samples}, protocol {cfg.protocol.label} {cfg.protocol.digest()})", markup=False,
                   highlight=False)
-    with Progress(SpinnerColumn(), TextColumn("{task.description:<16}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=console) as progress:
+    with bars() as progress:
         summary = runs.run(cfg, progress, force=force)
     console.print(summary_table(summary))
     console.print(protocol_line(summary), markup=False, highlight=False)
@@ -94,6 +93,23 @@ def run_cmd(
     console.print(f"stages: {len(summary.stages) - stored} computed, {stored} from the store "
                   f"({cache_root() / 'stages'}); wrote {cfg.out}/config.json, cases.csv, summary.json, stages.json",
                   markup=False, highlight=False)
+    console.print(headline(summary), markup=False, highlight=False)
+
+
+def bars() -> Progress:
+    """The progress bars of a command that makes users wait: each with its elapsed time and ETA."""
+    return Progress(SpinnerColumn(), TextColumn("{task.description:<16}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=console)
+
+
+def headline(summary: Summary) -> str:
+    """The last line: the mean foreground Dice, after simulated correction when a detector ran, and which of
+    them a board ranks by."""
+    seg, fixed = summary.segmentation, summary.corrected
+    if fixed is None:
+        return f"mean foreground Dice {seg.mean_foreground_dice:.3f} ({seg.volumes} volumes; a board ranks by it)"
+    return (f"mean foreground Dice {seg.mean_foreground_dice:.3f}, after simulated correction "
+            f"{fixed.mean_foreground_dice:.3f} ({seg.volumes} volumes; a board ranks by the corrected Dice)")
 
 
 def summary_table(summary: Summary) -> Table:

@@ -13,7 +13,7 @@ from typing import Any
 
 from uqbench.data import cache, phantom
 from uqbench.data.preprocess import PreprocessParams
-from uqbench.errors import DataError, UsageError
+from uqbench.errors import DataError, UqbenchError, UsageError
 
 PHANTOM_PATIENTS = 20
 PHANTOM_SEED = 0
@@ -44,14 +44,22 @@ def phantom_root(patients: int = PHANTOM_PATIENTS, seed: int = PHANTOM_SEED,
     return root
 
 
-def checked(ds: Any, *, root: Path, what: str = "", call: Call = _direct) -> str:
-    """The dataset's fingerprint once its reader finds no problem; DataError with the first problem (prefixed by
-    ``what``) otherwise."""
-    problems = call(ds.problems, "checking the data")
-    if problems:
-        more = f" (and {len(problems) - 1} more; run `uqbench data check {root}`)" if len(problems) > 1 else ""
-        raise DataError(f"{what}{problems[0]}{more}")
-    fingerprint: str = call(ds.fingerprint, "reading the data")
+def checked(ds: Any, *, root: Path, params: PreprocessParams, what: str = "", call: Call = _direct) -> str:
+    """The dataset's fingerprint once its reader finds no problem in it; DataError with the first problem (prefixed
+    by ``what``) otherwise. Data of a content already prepared with ``params`` were found clean then, and are not
+    read through again (checking all of ACDC reads every volume: seconds a command need not spend twice)."""
+    try:
+        fingerprint: str | None = call(ds.fingerprint, "reading the data")
+    except UqbenchError:  # a folder the reader cannot fingerprint: its problems say why
+        fingerprint = None
+    if fingerprint is None or not cache.is_prepared(fingerprint, params):
+        problems = call(ds.problems, "checking the data")
+        if problems:
+            more = f" (and {len(problems) - 1} more; run `uqbench data check {root}`)" if len(problems) > 1 else ""
+            raise DataError(f"{what}{problems[0]}{more}")
+        if fingerprint is None:
+            fingerprint = call(ds.fingerprint, "reading the data")
+    assert fingerprint is not None
     return fingerprint
 
 
@@ -75,14 +83,17 @@ class Prepared:
 
 def prepared(ds: Any, *, root: Path, params: PreprocessParams, fingerprint: str | None = None, what: str = "",
              call: Call = _direct, notes: list[str] | None = None,
-             tracker: Callable[[str, int], Callable[[int], None]] | None = None, expected: int = 0) -> Prepared:
-    """A dataset's cases on both grids (prepared into the cache on first use). The data are checked first
-    (:func:`checked`) unless ``fingerprint`` says it was; ``notes`` collects what the cache repaired, and
-    ``tracker(description, total)`` gives progress callbacks (``expected``: the cases to prepare, for its total)."""
+             tracker: Callable[[str, int], Callable[[int], None]] | None = None, expected: int = 0,
+             patients: Callable[[str], bool] = lambda p: True) -> Prepared:
+    """A dataset's cases on both grids (prepared into the cache on first use), of the patients ``patients`` keeps.
+    The data are checked first (:func:`checked`) unless ``fingerprint`` says they were; ``notes`` collects what
+    the cache repaired, and ``tracker(description, total)`` gives progress callbacks (``expected``: the cases to
+    prepare, for its total)."""
     if fingerprint is None:
-        fingerprint = checked(ds, root=root, what=what, call=call)
+        fingerprint = checked(ds, root=root, params=params, what=what, call=call)
     track = tracker or (lambda description, total: _quiet)
     folder, entries = cache.prepare(ds, params=params, fingerprint=fingerprint, notes=[] if notes is None else notes,
                                     advance=track("prepare", expected))
-    cases = cache.load(folder, entries, params=params, advance=track("load", len(entries)))
+    wanted = [m for m in entries if patients(m["patient"])]
+    cases = cache.load(folder, wanted, params=params, advance=track("load", len(wanted)))
     return Prepared(cases=cases, root=root, fingerprint=fingerprint)

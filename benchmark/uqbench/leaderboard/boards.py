@@ -184,12 +184,12 @@ def markdown(name: str, entries: Sequence[Entry], root: Path) -> str:
                         "patient, corrected with the detector fitted on every cross-validation prediction; not "
                         "ranked by."]
     best = _best(ranking, entries_in_order)
-    head = ["rank", "segmenter", "loss", "map", "detector", *[c.heading for c in ranking], "report"]
+    head = ["rank", "segmenter", "loss", "map", "detector", "precision", *[c.heading for c in ranking], "report"]
     body = []
     for rank, e in rows:
         m = e.method
         body.append([str(rank), md(m.segmenter.spec), md(m.loss.spec), md(m.uncertainty.spec),
-                     md(m.detector.spec) if m.detector else "none",
+                     md(m.detector.spec) if m.detector else "none", md(e.cost.precision),
                      *[_cell(c.value(e), c.digits, b) for c, b in zip(ranking, best, strict=True)],
                      _report_link(e, root)])
     lines += ["## Ranking", "", *_table(head, body), ""]

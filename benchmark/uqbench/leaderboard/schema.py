@@ -8,6 +8,7 @@ field changes name, type or meaning. leaderboards/README.md documents every fiel
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
@@ -22,7 +23,7 @@ from uqbench.errors import DataError
 from uqbench.records import from_json
 from uqbench.results.summary import ByPhaseClass
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: every entry carries the digest of its own record
 
 FROC_FALSE_POSITIVES = (1.0, 2.0, 5.0, 10.0)
 """False-positive patches per volume at which an entry records the voxel FROC's sensitivity."""
@@ -130,12 +131,13 @@ class Entry:
     folds: list[int]
     fold_split: str  # sha256 of the (patient, fold) pairs
     samples: int  # MC samples T
-    seed: int  # fold k trained with seed + k
+    seed: int  # fold k trained with seed x 1000 + k (uqbench.run.seeds)
     external: bool  # predictions made outside uqbench and scored by it
     results: Results
     cost: Cost
     software: Software
     note: str | None
+    digest: str  # sha256 of the record without this field, written by `uqbench submit`: a hand edit is refused
 
     @property
     def key(self) -> tuple[str, str, str, str]:
@@ -183,8 +185,24 @@ def _finite(value: Any, where: str) -> None:
             _finite(v, f"{where}[{i}]")
 
 
+def digest(record: dict[str, Any]) -> str:
+    """The sha256 of an entry's record without its ``digest`` field, over canonical JSON: sorted keys, and a null
+    field the same as an absent one (an optional field is written as null, whether the record made had it or not)."""
+    body = _without_nulls({k: v for k, v in record.items() if k != "digest"})
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def _without_nulls(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_nulls(v) for v in value]
+    return value
+
+
 def parse(record: Any, where: str) -> Entry:
-    """The entry a JSON record holds; DataError naming ``where`` and the first field that breaks the schema."""
+    """The entry a JSON record holds; DataError naming ``where`` and the first field that breaks the schema, or
+    when its content is not what ``uqbench submit`` wrote (the digest differs: a number edited by hand)."""
     version = record.get("schema_version") if isinstance(record, dict) else None
     if version != SCHEMA_VERSION:
         raise DataError(f"{where}: entry schema version {version!r}; this uqbench reads version {SCHEMA_VERSION}")
@@ -196,6 +214,9 @@ def parse(record: Any, where: str) -> Entry:
     problems = _inconsistent(entry)
     if problems:
         raise DataError(f"{where}: schema violation: {problems}")
+    if entry.digest != digest(record):
+        raise DataError(f"{where}: its content is not what `uqbench submit` wrote (the digest differs: edited by "
+                        "hand?); make the entry again with `uqbench submit`")
     return entry
 
 

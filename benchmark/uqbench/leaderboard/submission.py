@@ -10,8 +10,6 @@ from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
 from uqbench import config as run_config
 from uqbench.data.folds import NUM_FOLDS
 from uqbench.errors import DataError, UqbenchError
@@ -23,6 +21,7 @@ from uqbench.leaderboard.schema import (
     Entry,
     board_name,
     clash,
+    digest,
     fp_key,
     parse,
     read_all,
@@ -31,6 +30,7 @@ from uqbench.protocol.detection import Froc
 from uqbench.records import to_json, write_json
 from uqbench.registry import registry
 from uqbench.results import summary as summaries
+from uqbench.results import tables
 from uqbench.results.summary import Summary
 
 
@@ -61,6 +61,13 @@ def entry_record(summary: Summary, cfg: run_config.RunConfig, *, note: str | Non
 
 def _record(summary: Summary, *, methods: dict[str, Any], folds: list[int], samples: int, external: bool,
             note: str | None) -> dict[str, Any]:
+    """The entry's record, its digest last."""
+    record = _body(summary, methods=methods, folds=folds, samples=samples, external=external, note=note)
+    return record | {"digest": digest(to_json(record))}
+
+
+def _body(summary: Summary, *, methods: dict[str, Any], folds: list[int], samples: int, external: bool,
+          note: str | None) -> dict[str, Any]:
     seg, fixed, prov = summary.segmentation, summary.corrected, summary.provenance
     curves, effort = summary.detection_curves, summary.correction_effort
     rc, cal = summary.risk_coverage, summary.calibration
@@ -141,17 +148,13 @@ def _from_evaluation(run: Path, evaluated: run_config.EvaluationConfig, summary:
         raise Refused(f"{run}: --detector oracle is the ceiling of simulated correction, not a method; submit an "
                       "evaluation without a detector or with a registered one")
     try:
-        cases = pd.read_csv(run / "cases.csv")
-        folds = sorted(int(f) for f in cases["fold"].unique())
-    except (OSError, ValueError, KeyError) as exc:
-        raise Refused(f"{run / 'cases.csv'}: unreadable ({exc})") from None
+        cases, _ = tables.read_checked(run, summary)
+    except DataError as exc:
+        raise Refused(str(exc)) from None
+    folds = sorted(int(f) for f in cases["fold"].unique())
     if folds != list(range(NUM_FOLDS)):
         raise Refused(f"{run}: scored cases of folds {','.join(map(str, folds))} (-1: held out); an entry needs "
                       f"every case of folds 0..{NUM_FOLDS - 1} and no other")
-    if len(cases[["patient", "phase"]].drop_duplicates()) != summary.segmentation.volumes:
-        raise Refused(f"{run / 'cases.csv'}: its volumes differ from summary.json's")
-    if evaluated.detector and not (run / "detection.csv").is_file():
-        raise Refused(f"{run / 'detection.csv'}: missing (the evaluation did not finish detection)")
     ran = {k: {"spec": m.spec, "distribution": m.distribution, "version": m.version}
            for k, m in summary.provenance.methods.items()}
     made = {"distribution": "external", "version": "-"}
@@ -186,25 +189,21 @@ def _check_complete(run: Path, cfg: run_config.RunConfig, summary: Summary) -> N
     if trained != set(cfg.folds):
         raise Refused(f"{run}: summary.json holds training of folds {sorted(trained)}, not {list(cfg.folds)}")
     try:
-        cases = pd.read_csv(run / "cases.csv")
-    except (OSError, ValueError) as exc:
-        raise Refused(f"{run / 'cases.csv'}: unreadable ({exc})") from None
-    volumes = len(cases[["patient", "phase"]].drop_duplicates()) if {"patient", "phase"} <= set(cases) else -1
-    if volumes != summary.segmentation.volumes:
-        raise Refused(f"{run / 'cases.csv'}: {volumes} volumes, summary.json scored {summary.segmentation.volumes}")
-    if cfg.detector and not (run / "detection.csv").is_file():
-        raise Refused(f"{run / 'detection.csv'}: missing (the run did not finish detection)")
+        tables.read_checked(run, summary)
+    except DataError as exc:
+        raise Refused(str(exc)) from None
 
 
-def write(folder: Path, entry: Entry, *, replace_existing: bool = False) -> Path:
+def write(folder: Path, entry: Entry, *, replace_existing: bool = False) -> tuple[Path, Entry | None]:
     """Write ``entry`` as ``folder/<file stem>.json``; Refused when the board holds a clashing entry, or the same
-    method without ``replace_existing``."""
-    others = [e for e in read_all(folder) if e.board == entry.board]
-    for other in others:
+    method without ``replace_existing``. Returns the path and the entry it replaced (None when none)."""
+    replaced = None
+    for other in (e for e in read_all(folder) if e.board == entry.board):
         if other.key == entry.key:
             if not replace_existing:
                 raise Refused(f"{folder / (other.file_stem + '.json')}: board {entry.board} already has this method "
-                              "(--replace to replace it)")
+                              f"({other.cost.precision}; --replace to replace it)")
+            replaced = other
             continue
         why = clash(entry, other)
         if why:
@@ -215,6 +214,4 @@ def write(folder: Path, entry: Entry, *, replace_existing: bool = False) -> Path
         raise Refused(f"{path}: exists and holds another method with the same file name")
     folder.mkdir(parents=True, exist_ok=True)
     write_json(path, to_json(entry))
-    return path
-
-
+    return path, replaced

@@ -12,9 +12,10 @@ import pandas as pd
 
 from uqbench import config as run_config
 from uqbench.api import CLASS_NAMES, PHASES
-from uqbench.errors import DataError, UqbenchError, UsageError
+from uqbench.errors import UqbenchError, UsageError
 from uqbench.leaderboard.boards import md
 from uqbench.results import summary as summaries
+from uqbench.results import tables
 from uqbench.results.summary import Scores, Summary
 
 
@@ -109,10 +110,7 @@ def build(folders: list[Path], out: Path, *, examples: bool = True) -> Written:
     loaded = []
     for folder in folders:
         summary = summaries.read(folder / "summary.json")
-        try:
-            cases = pd.read_csv(folder / "cases.csv")
-        except (OSError, ValueError) as exc:
-            raise DataError(f"{folder / 'cases.csv'}: unreadable ({exc})") from None
+        cases, _ = tables.read_checked(folder, summary)
         loaded.append((summary, cases))
     runs = [figures.Run(label=label, summary=s, cases=c)
             for label, (s, c) in zip(_labels(made, folders), loaded, strict=True)]

@@ -172,7 +172,7 @@ class Provenance:
     precision: str
     cpu_threads: int  # torch's CPU threads in the process that ran (on CPU, training's last bits depend on it)
     fold_split: str  # sha256 of the (patient, fold) pairs of the dataset
-    seed: int  # the run's seed; fold k trains with seed + k (see stages in summary.json for each stage's)
+    seed: int  # the run's seed; fold k trains with seed x 1000 + k (run.seeds; each stage's seed is in stages)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -7,8 +7,10 @@ from typing import Any
 
 import pandas as pd
 
+from uqbench.api import CLASS_NAMES
+from uqbench.errors import DataError
 from uqbench.files import write_atomic
-from uqbench.results.summary import METRICS, ByPhaseClass, DetectionTotals, Scores, Stat
+from uqbench.results.summary import METRICS, ByPhaseClass, DetectionTotals, Scores, Stat, Summary
 
 
 def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
@@ -56,3 +58,42 @@ def detection_totals(detection: list[dict[str, Any]]) -> DetectionTotals:
         patch_precision=float(d["true_positive_patches"].sum() / max(1, d["flagged_patches"].sum())),
         false_positive_patches_per_volume=float(fp.mean()),
         share_of_slices_with_failures=float(d["failure_slices"].sum() / max(1, d["slices"].sum())))
+
+
+def read_checked(folder: Path, summary: Summary) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """``folder``'s cases.csv, and its detection.csv when the summary has detection results, each checked against
+    the summary.json it goes with: DataError naming the file when it is unreadable or is not the table that
+    summary was made from (another count of rows or volumes, another mean Dice: a truncated, edited or foreign
+    file). What reads a results folder to draw or post it reads it through here."""
+    path = folder / "cases.csv"
+    cases = _read(path)
+    need = {"patient", "phase", "class", "dice"}
+    if not need <= set(cases.columns):
+        raise DataError(f"{path}: lacks the column(s) {', '.join(sorted(need - set(cases.columns)))}")
+    seg = summary.segmentation
+    volumes = len(cases[["patient", "phase"]].drop_duplicates())
+    foreground = len(CLASS_NAMES) - 1
+    if volumes != seg.volumes or len(cases) != foreground * seg.volumes:
+        raise DataError(f"{path}: {len(cases)} rows of {volumes} volumes, where summary.json scored {seg.volumes} "
+                        f"volumes ({foreground * seg.volumes} rows): not the table of that summary")
+    mean = float(cases["dice"].astype(float).mean())
+    if abs(mean - seg.mean_foreground_dice) > 1e-6:  # the CSV holds 6 decimals
+        raise DataError(f"{path}: mean Dice {mean:.6f}, where summary.json has {seg.mean_foreground_dice:.6f}: "
+                        "not the table of that summary (edited?)")
+    if summary.detection is None:
+        return cases, None
+    path = folder / "detection.csv"
+    detection = _read(path)
+    if len(detection) != summary.detection.volumes:
+        raise DataError(f"{path}: {len(detection)} rows, where summary.json's detection scored "
+                        f"{summary.detection.volumes} volumes: not the table of that summary")
+    return cases, detection
+
+
+def _read(path: Path) -> pd.DataFrame:
+    try:
+        return pd.read_csv(path)
+    except FileNotFoundError:
+        raise DataError(f"{path}: missing (the run or evaluation did not finish)") from None
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: unreadable ({exc})") from None

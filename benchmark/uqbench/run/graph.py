@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
@@ -30,6 +30,7 @@ from uqbench.config import RunConfig
 from uqbench.data import cache
 from uqbench.errors import DataError, PluginError, UsageError
 from uqbench.kinds import DETECTOR, LOSS, SEGMENTER, UNCERTAINTY, Kind
+from uqbench.progress import Progress, tracker
 from uqbench.protocol import calibration
 from uqbench.records import fields_to_json
 from uqbench.registry import registry
@@ -52,29 +53,6 @@ CODE = {"train": 1, "predict": 1, "maps": 2, "score": 2, "detect": 1}
 maps 2 and score 2: the run scores the files it writes (failure voxels, calibration and the map detectors read
 come from the original-geometry outputs; score took over the failures stage). predict kept 1: it stopped
 storing calibration counts, which nothing reads now, and computes the same labels, statistics and files."""
-
-
-class Progress(Protocol):
-    """The part of rich's Progress the run uses (the CLI passes one in; tests may pass None)."""
-
-    def add_task(self, description: str, *, total: float | None = ...) -> Any: ...
-
-    def advance(self, task_id: Any, advance: float = ...) -> None: ...
-
-
-def tracker(progress: Progress | None, description: str, total: int) -> Callable[[int], None]:
-    """An ``advance(n)`` callback whose bar appears on first use, so a stage served from the store shows none."""
-    if progress is None:
-        return lambda n: None
-    task = None
-
-    def advance(n: int) -> None:
-        nonlocal task
-        if task is None:
-            task = progress.add_task(description, total=total)
-        progress.advance(task, n)
-
-    return advance
 
 
 def check_force(force: str | None) -> None:
@@ -285,6 +263,8 @@ class StageGraph:
 
             with_images = [(v, images[f"{v.patient}_{v.phase}"]) for p in fit for v in self.volumes(p)]
             stages.detect(work, detector=det, name=cfg.detector or "", blame=blame, fit=with_images,
+                          advance=tracker(self.progress, f"fold {k} detect" if k >= 0 else "test set detect",
+                                          1 + len(self.volumes(test))),
                           test=[(v, images[f"{v.patient}_{v.phase}"]) for v in self.volumes(test)], context=ctx)
 
         return self.serve(key, fold=k, cases="test", compute=compute, resumable=True)

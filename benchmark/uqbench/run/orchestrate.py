@@ -20,12 +20,13 @@ from uqbench.data import cache
 from uqbench.data.prepare import PHANTOM_PATIENTS, Prepared, check_folds, checked, phantom_root, prepared
 from uqbench.errors import DataError, UsageError
 from uqbench.kinds import DATASET
+from uqbench.progress import Progress, overall, tracker
 from uqbench.protocol.detection import DetectorTraining
 from uqbench.registry import registry
 from uqbench.results import summary as summaries
 from uqbench.results.summary import DatasetInfo, HeldOut, StageRecord, Summary
 from uqbench.run import outdir, stages
-from uqbench.run.graph import Predicted, Progress, StageGraph, check_force, stage_graph, tracker
+from uqbench.run.graph import Predicted, StageGraph, check_force, stage_graph
 from uqbench.run.provenance import process_commit, provenance
 from uqbench.run.seeds import HELD_OUT
 from uqbench.scoring import aggregate
@@ -117,7 +118,8 @@ def _load(cfg: RunConfig, progress: Progress | None) -> tuple[_Data, Store]:
     blamer = Blamer(cfg.methods())
     root = Path(cfg.data) if cfg.data else phantom_root(advance=tracker(progress, "phantom", PHANTOM_PATIENTS))
     ds = registry().create(DATASET, cfg.dataset, root)
-    fingerprint = checked(ds, root=root, call=lambda fn, where: blamer.call(DATASET, fn, where=where))
+    fingerprint = checked(ds, root=root, params=cfg.preprocess,
+                          call=lambda fn, where: blamer.call(DATASET, fn, where=where))
     fold_of = dict(ds.folds())
     check_folds(fold_of, cfg.folds, root)
     store = open_store(cache.cache_root())
@@ -180,12 +182,14 @@ def _cross_validate(cfg: RunConfig, g: StageGraph, data: _Data) -> _CrossValidat
     """Every run fold's test predictions with their maps and scores, and the same of its own training patients
     when the detector learns in-sample: the one loop over the folds."""
     cv = _CrossValidated(tested={}, training={})
+    done = overall(None if g.offline else g.progress, "folds scored", len(cfg.folds))
     for k in cfg.folds:
         test, own = data.split(k)
         predicted, own_predicted = _predictions(cfg, g, k=k, data=data)
         cv.tested[k] = _scored(g, k, role="test", cases=test, predicted=predicted)
         if own_predicted is not None:
             cv.training[k] = _scored(g, k, role="training", cases=own, predicted=own_predicted)
+        done(1)
     return cv
 
 

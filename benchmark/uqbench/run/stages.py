@@ -162,11 +162,13 @@ def examples(v: Volume, image: np.ndarray, with_failures: bool) -> list[Detector
 
 
 def detect(work: Path, *, detector: Any, name: str, blame: Blame, fit: Sequence[tuple[Volume, np.ndarray]],
-           test: Sequence[tuple[Volume, np.ndarray]], context: Context) -> None:
+           test: Sequence[tuple[Volume, np.ndarray]], context: Context,
+           advance: Callable[[int], None] = lambda n: None) -> None:
     """Fit ``detector`` on the (volume, image) pairs of ``fit`` and write ``probs.npz``: its patch probabilities
     for each of ``test``. The fitted state is saved as ``state`` before predicting, so a stage interrupted
     after fitting resumes by loading it; the detector's own files (checkpoints) live in ``workdir/``."""
     context.workdir.mkdir(exist_ok=True)
+    advance(0)  # the bar appears before a fit that may take minutes
     state = work / "state"
     if state.is_file():
         blame(detector.load, state, where="loading the fitted detector")
@@ -175,6 +177,7 @@ def detect(work: Path, *, detector: Any, name: str, blame: Blame, fit: Sequence[
         blame(detector.fit, train_ex, context, where="fitting the detector")
         blame(detector.save, state.with_name("state.part"), where="saving the detector")
         state.with_name("state.part").replace(state)
+    advance(1)  # fitted (or loaded): then one step per volume predicted
     probs: dict[str, np.ndarray] = {}
     for v, image in test:
         p = np.stack([blame(detector.predict, ex, where=f"detection, {v.where}") for ex in examples(v, image, False)])
@@ -183,6 +186,7 @@ def detect(work: Path, *, detector: Any, name: str, blame: Blame, fit: Sequence[
         except ValueError as exc:
             raise PluginError(f"detector '{name}': {exc}") from None
         probs[f"{v.patient}_{v.phase}"] = p.astype(np.float32)
+        advance(1)
     write_npz(work / "probs.npz", probs)
 
 

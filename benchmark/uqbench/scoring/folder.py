@@ -24,14 +24,15 @@ from typing import Any
 import numpy as np
 
 import uqbench
-from uqbench.api import Context, Profile
+from uqbench.api import PHASES, Context, Profile
 from uqbench.calls import Blamer
 from uqbench.config import EvaluationConfig
 from uqbench.data import cache
-from uqbench.data.prepare import prepared
+from uqbench.data.prepare import checked, prepared
 from uqbench.data.preprocess import PreprocessParams
 from uqbench.errors import UsageError
 from uqbench.kinds import DATASET, DETECTOR, UNCERTAINTY
+from uqbench.progress import Progress, overall, tracker
 from uqbench.protocol import calibration
 from uqbench.protocol.detection import voxels_per_patch
 from uqbench.protocol.presets import Preset
@@ -127,19 +128,15 @@ def check(req: Request) -> None:
                          "never writes over a run")
 
 
-def evaluate(req: Request, advance: Callable[[int], None] = lambda n: None) -> Summary:
+def evaluate(req: Request, progress: Progress | None = None) -> Summary:
     """Score the files of ``req`` and write OUT/config.json, cases.csv, detection.csv (with a detector) and
     summary.json; the summary comes back. OUT is locked while it is written, and never one holding a run."""
     t_start = time.perf_counter()
     check(req)
     params = PreprocessParams()
-    cases, fold_of, fingerprint = _prepared(req, params)
-    every = [(c.patient, c.phase) for c in cases]
-    if req.folds is not None:
-        missing = sorted(set(req.folds) - set(fold_of.values()))
-        if missing:
-            raise UsageError(f"--folds: fold {missing[0]} has no patients in {req.data}")
-        cases = [c for c in cases if c.patient not in fold_of or fold_of[c.patient] in req.folds]  # test ones stay
+    cases, fold_of, fingerprint = _prepared(req, params, progress)
+    # files of the data's other cases (folds left out by --folds) are known, not strangers
+    every = sorted({(c.patient, c.phase) for c in cases} | {(p, phase) for p in fold_of for phase in PHASES})
     # fold by fold, as a run orders its rows: sums then add in the same order and give the same last bits
     cases = sorted(cases, key=lambda c: (c.patient not in fold_of, fold_of.get(c.patient, 0)))
     keys = [(c.patient, c.phase) for c in cases]
@@ -150,6 +147,7 @@ def evaluate(req: Request, advance: Callable[[int], None] = lambda n: None) -> S
     # measured on their own into summary.test and OUT/test/; a --data of test patients only is measured as it is.
     cross_validated = any(c.patient in fold_of for c in cases)
     held_out = {c.patient for c in cases if c.patient not in fold_of} if cross_validated else set()
+    advance = overall(progress, "cases scored", len(cases))
     rows: list[dict[str, Any]] = []
     volumes: list[Volume] = []
     counts: dict[bool, CalibrationCounts] = {}  # summed reliability counts of each part (held out or not)
@@ -169,7 +167,7 @@ def evaluate(req: Request, advance: Callable[[int], None] = lambda n: None) -> S
     if req.detector == ORACLE:
         volumes = [replace(v, patch_probs=(voxels_per_patch(v.failures) > 0).astype(np.float32)) for v in volumes]
     elif req.detector is not None:
-        volumes = _detected(req, volumes, {f"{c.patient}_{c.phase}": c.image for c in cases})
+        volumes = _detected(req, volumes, {f"{c.patient}_{c.phase}": c.image for c in cases}, progress=progress)
     measured = {part: aggregate.measure(rows=[r for r in rows if (r["patient"] in held_out) == part],
                                         volumes=[v for v in volumes if (v.patient in held_out) == part],
                                         reliability=counts.get(part), protocol=req.protocol, params=params)
@@ -182,7 +180,7 @@ def evaluate(req: Request, advance: Callable[[int], None] = lambda n: None) -> S
         test=HeldOut.of(measured[True].results, dataset=info) if held_out else None)
     with outdir.out_lock(req.out, command="uqbench evaluate"):
         check(req)  # another command may have written a run there meanwhile
-        write_json(req.out / "config.json", req.config())
+        write_json(req.out / "config.json", req.config().record())
         for part, folder in ((False, req.out), (True, req.out / "test")):
             if part in measured:
                 folder.mkdir(parents=True, exist_ok=True)
@@ -192,13 +190,24 @@ def evaluate(req: Request, advance: Callable[[int], None] = lambda n: None) -> S
     return summary
 
 
-def _prepared(req: Request, params: PreprocessParams) -> tuple[list[cache.Prepared], dict[str, int], str]:
-    """The data's cases on both grids (the cache a run prepares), their folds (absent for held-out patients)
-    and the data's fingerprint."""
+def _prepared(req: Request, params: PreprocessParams, progress: Progress | None
+              ) -> tuple[list[cache.Prepared], dict[str, int], str]:
+    """The cases to score on both grids (the cache a run prepares; only those of ``--folds`` and the test patients
+    are loaded), the data's folds (absent for held-out patients) and its fingerprint."""
     ds = registry().create(DATASET, req.dataset, req.data)
-    made = prepared(ds, root=req.data, params=params,
-                    call=lambda fn, where: req.blamer().call(DATASET, fn, where=where))
-    return made.cases, dict(ds.folds()), made.fingerprint
+    blamer = req.blamer()
+    call: Callable[[Callable[[], Any], str], Any] = lambda fn, where: blamer.call(DATASET, fn, where=where)
+    fingerprint = checked(ds, root=req.data, params=params, call=call)
+    fold_of = dict(call(ds.folds, "reading the folds"))
+    if req.folds is not None:
+        missing = sorted(set(req.folds) - set(fold_of.values()))
+        if missing:
+            raise UsageError(f"--folds: fold {missing[0]} has no patients in {req.data}")
+    folds = req.folds
+    made = prepared(ds, root=req.data, params=params, fingerprint=fingerprint,
+                    tracker=lambda what, total: tracker(progress, what, total), expected=2 * len(fold_of),
+                    patients=lambda p: folds is None or p not in fold_of or fold_of[p] in folds)
+    return made.cases, fold_of, made.fingerprint
 
 
 def _found(folder: Path | None, keys: list[tuple[str, str]], every: list[tuple[str, str]], *, what: str,
@@ -233,7 +242,8 @@ def _map_of(req: Request, probs: np.ndarray, where: str) -> np.ndarray | None:
     return out
 
 
-def _detected(req: Request, volumes: list[Volume], images: dict[str, np.ndarray]) -> list[Volume]:
+def _detected(req: Request, volumes: list[Volume], images: dict[str, np.ndarray], *, progress: Progress | None
+              ) -> list[Volume]:
     """``volumes`` with patch probabilities from the detector of each fold, fitted on the other folds' volumes."""
     spec = req.detector or ""
     folds = sorted({v.fold for v in volumes if v.fold >= 0})
@@ -254,7 +264,8 @@ def _detected(req: Request, volumes: list[Volume], images: dict[str, np.ndarray]
                           workdir=Path(tmp) / "workdir")
             stages.detect(Path(tmp), detector=registry().create(DETECTOR, spec), name=spec,
                           blame=lambda fn, *a, where, k=k: blame(fn, *a, where=f"{where} (fold {k})"),
-                          fit=fit, test=test, context=ctx)
+                          fit=fit, test=test, context=ctx,
+                          advance=tracker(progress, f"fold {k} detect" if k >= 0 else "test set detect", 1 + len(test)))
             with np.load(Path(tmp) / "probs.npz") as z:
                 probs |= {name: z[name] for name in z.files}
     return [replace(v, patch_probs=probs[f"{v.patient}_{v.phase}"]) for v in volumes]
