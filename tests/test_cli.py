@@ -283,6 +283,7 @@ def test_plugins_json_lists_the_builtins_with_distribution(monkeypatch: pytest.M
         assert names[key] == "uqbench"
 
 
+@pytest.mark.e2e
 def test_bench_metrics_prints_ratios_and_agreement(monkeypatch: pytest.MonkeyPatch,
                                                    capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setenv("COLUMNS", "200")
@@ -301,6 +302,7 @@ def test_help_names_the_extra_to_install_literally(args: tuple[str, ...], extra:
     assert code == 0 and f"pip install 'uqbench[{extra}]'" in out
 
 
+@pytest.mark.e2e
 def test_bench_train_and_infer_print_their_figures(monkeypatch: pytest.MonkeyPatch,
                                                   capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setenv("COLUMNS", "200")

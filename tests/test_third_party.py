@@ -58,6 +58,7 @@ def test_example_plugin_passes_the_contract_kit(tmp_path: Path) -> None:
     check_detector(reg.create("detector", "example-everywhere"), tmp_path)
 
 
+@pytest.mark.e2e
 @pytest.mark.usefixtures("example_plugin")
 def test_example_plugin_runs_end_to_end(tiny_phantom: Path, tmp_path: Path) -> None:
     code, out = _cli("run", "--segmenter", "example-net", "--uncertainty", "example-maxvar", "--detector",

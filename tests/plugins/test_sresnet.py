@@ -89,6 +89,7 @@ def test_patches_outside_the_crop_box_are_not_flagged(tmp_path: Path) -> None:
     assert (p[~inside] == 0).all()
 
 
+@pytest.mark.e2e
 def test_sresnet_learns_to_find_planted_failures(tmp_path: Path) -> None:
     det = registry().create("detector", "sresnet:150")
     det.fit(tiny_examples(16, seed=2), Context(profile=Profile.QUICK, device="cpu", seed=0, workdir=tmp_path))
