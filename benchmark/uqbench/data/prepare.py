@@ -73,7 +73,7 @@ def check_folds(fold_of: dict[str, int], folds: Sequence[int], root: Path) -> No
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Prepared:
+class PreparedSet:
     """A dataset's cases on both grids, with what identifies them."""
 
     cases: list[cache.Prepared]
@@ -84,7 +84,7 @@ class Prepared:
 def prepared(ds: Any, *, root: Path, params: PreprocessParams, fingerprint: str | None = None, what: str = "",
              call: Call = _direct, notes: list[str] | None = None,
              tracker: Callable[[str, int], Callable[[int], None]] | None = None, expected: int = 0,
-             patients: Callable[[str], bool] = lambda p: True) -> Prepared:
+             patients: Callable[[str], bool] = lambda p: True) -> PreparedSet:
     """A dataset's cases on both grids (prepared into the cache on first use), of the patients ``patients`` keeps.
     The data are checked first (:func:`checked`) unless ``fingerprint`` says they were; ``notes`` collects what
     the cache repaired, and ``tracker(description, total)`` gives progress callbacks (``expected``: the cases to
@@ -96,4 +96,4 @@ def prepared(ds: Any, *, root: Path, params: PreprocessParams, fingerprint: str 
                                     advance=track("prepare", expected))
     wanted = [m for m in entries if patients(m["patient"])]
     cases = cache.load(folder, wanted, params=params, advance=track("load", len(wanted)))
-    return Prepared(cases=cases, root=root, fingerprint=fingerprint)
+    return PreparedSet(cases=cases, root=root, fingerprint=fingerprint)

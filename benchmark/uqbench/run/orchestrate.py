@@ -17,7 +17,7 @@ import numpy as np
 from uqbench.calls import Blamer
 from uqbench.config import RunConfig
 from uqbench.data import cache
-from uqbench.data.prepare import PHANTOM_PATIENTS, Prepared, check_folds, checked, phantom_root, prepared
+from uqbench.data.prepare import PHANTOM_PATIENTS, PreparedSet, check_folds, checked, phantom_root, prepared
 from uqbench.errors import DataError, UsageError
 from uqbench.kinds import DATASET
 from uqbench.progress import Progress, overall, tracker
@@ -132,7 +132,7 @@ def _load(cfg: RunConfig, progress: Progress | None) -> tuple[_Data, Store]:
     return _Data(cases=made.cases, fold_of=fold_of, root=root, fingerprint=fingerprint), store
 
 
-def _held_out(cfg: RunConfig, data: _Data, progress: Progress | None) -> Prepared:
+def _held_out(cfg: RunConfig, data: _Data, progress: Progress | None) -> PreparedSet:
     """--test-data checked and prepared before OUT is touched: read by the run's reader, no patient of it a
     training patient (by id; the test set must be disjoint)."""
     root = Path(cfg.test_data or "")
@@ -217,7 +217,7 @@ def _volumes(cfg: RunConfig, g: StageGraph, data: _Data, *, cv: _CrossValidated)
     return [replace(v, patch_probs=probs[f"{v.patient}_{v.phase}"]) for v in volumes]
 
 
-def _measure_run(cfg: RunConfig, g: StageGraph, *, data: _Data, held_out: Prepared | None,
+def _measure_run(cfg: RunConfig, g: StageGraph, *, data: _Data, held_out: PreparedSet | None,
                  t_start: float) -> Summary:
     out, protocol = cfg.out, cfg.protocol
     cv = _cross_validate(cfg, g, data)
@@ -252,7 +252,7 @@ def _measure_run(cfg: RunConfig, g: StageGraph, *, data: _Data, held_out: Prepar
     return summary
 
 
-def _test_set(cfg: RunConfig, g: StageGraph, *, data: _Data, held_out: Prepared,
+def _test_set(cfg: RunConfig, g: StageGraph, *, data: _Data, held_out: PreparedSet,
               cv: _CrossValidated) -> HeldOut:
     """--test-data after the cross-validation: the segmenter trained on every training patient predicts the
     held-out cases, the detector is fitted on every cross-validation prediction (out of fold by construction),

@@ -120,6 +120,11 @@ def check(req: Request) -> None:
                              "fold's own training patients' predictions (detector training in-sample), which a folder "
                              "of predictions does not hold; add --detector-training out-of-fold (evaluate fits "
                              "each fold's detector on the other folds' cases)")
+    _check_out(req)
+
+
+def _check_out(req: Request) -> None:
+    """UsageError unless --out can take an evaluation: a folder (or nothing yet), never one holding a run."""
     if req.out.exists() and not req.out.is_dir():
         raise UsageError(f"--out {req.out}: is a file, not a folder")
     old = outdir.read_config(req.out)
@@ -148,13 +153,18 @@ def evaluate(req: Request, progress: Progress | None = None) -> Summary:
     cross_validated = any(c.patient in fold_of for c in cases)
     held_out = {c.patient for c in cases if c.patient not in fold_of} if cross_validated else set()
     advance = overall(progress, "cases scored", len(cases))
+    umap = None if req.uncertainty is None else registry().create(UNCERTAINTY, req.uncertainty)
     rows: list[dict[str, Any]] = []
     volumes: list[Volume] = []
     counts: dict[bool, CalibrationCounts] = {}  # summed reliability counts of each part (held out or not)
     for c in cases:
         key, geo = (c.patient, c.phase), geometry(c)
         p = read.read_probabilities(probs[key], geo) if probs else None
-        unc = read.read_map(maps[key], geo) if maps else (_map_of(req, p, geo.where) if p is not None else None)
+        unc = None
+        if maps:
+            unc = read.read_map(maps[key], geo)
+        elif p is not None and umap is not None:
+            unc = _map_of(req, umap, p, where=geo.where)
         written = read.read_labels(labels[key], geo)
         scored = score_case(c, fold=fold_of.get(c.patient, HELD_OUT), labels=written, probabilities=p,
                             uncertainty=unc, rule=req.protocol.failure_rule, params=params)
@@ -179,7 +189,7 @@ def evaluate(req: Request, progress: Progress | None = None) -> Summary:
         protocol=req.protocol, stages=[], dataset=info, provenance=_provenance(req, fold_of),
         test=HeldOut.of(measured[True].results, dataset=info) if held_out else None)
     with outdir.out_lock(req.out, command="uqbench evaluate"):
-        check(req)  # another command may have written a run there meanwhile
+        _check_out(req)  # another command may have written a run there meanwhile
         write_json(req.out / "config.json", req.config().record())
         for part, folder in ((False, req.out), (True, req.out / "test")):
             if part in measured:
@@ -221,15 +231,12 @@ def _found(folder: Path | None, keys: list[tuple[str, str]], every: list[tuple[s
     return found
 
 
-def _map_of(req: Request, probs: np.ndarray, where: str) -> np.ndarray | None:
-    """The ``--uncertainty`` map of class probabilities [C, Z, Y, X] (one pass: variance 0), None without one."""
-    if req.uncertainty is None:
-        return None
+def _map_of(req: Request, umap: Any, probs: np.ndarray, *, where: str) -> np.ndarray:
+    """The ``--uncertainty`` map ``umap`` of class probabilities [C, Z, Y, X] (one pass: variance 0)."""
     import torch
 
     from uqbench.infer.maps import as_moments, map_of
 
-    umap = registry().create(UNCERTAINTY, req.uncertainty)
     moments = as_moments({"mean": np.ascontiguousarray(probs.transpose(1, 0, 2, 3), dtype=np.float32)}, 1)
     blamer = req.blamer()
     with blamer.blame(UNCERTAINTY, f"computing the map of {where}"):
