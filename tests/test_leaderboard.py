@@ -9,6 +9,7 @@ import re
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -29,8 +30,8 @@ def test_submitted_runs_make_a_ranked_board_that_check_accepts(example_runs: Pat
         assert "wrote" in out
     files = _entry_files(lb)
     assert [f.name for f in files] == [
-        "example-folder-quick-uqbench--example-net-example-l2-example-maxvar-example-everywhere.json",
-        "example-folder-quick-uqbench--example-net-example-l2-maxprob-example-everywhere.json"]
+        "example-folder-quick-uqbench--example-net-example-l2-example-maxvar-example-everywhere--seed0.json",
+        "example-folder-quick-uqbench--example-net-example-l2-maxprob-example-everywhere--seed0.json"]
     record = json.loads(files[0].read_text())
     summary = json.loads((example_runs / "full" / "summary.json").read_text())
     assert record["schema_version"] == schema.SCHEMA_VERSION
@@ -40,6 +41,12 @@ def test_submitted_runs_make_a_ranked_board_that_check_accepts(example_runs: Pat
     assert record["results"]["dice"]["ES"]["LV"] == summary["segmentation"]["dice"]["ES"]["LV"]
     assert record["fold_split"] == summary["provenance"]["fold_split"] and record["folds"] == [0, 1, 2, 3]
     assert record["protocol"]["hash"] == summary["protocol"]["hash"]
+    assert record["protocol"]["budget"] == summary["protocol"]["budget"]
+    per_volume = record["results"]["per_volume"]
+    assert len(per_volume) == record["dataset"]["volumes"]
+    assert np.mean([v["dice"] for v in per_volume]) == pytest.approx(summary["segmentation"]["mean_foreground_dice"])
+    assert np.mean([v["dice_flagged"] for v in per_volume]) == \
+        pytest.approx(summary["corrected"]["mean_foreground_dice"])
     train = sum(s["device_s"] for s in summary["stages"] if s["stage"] == "train")
     assert record["cost"]["device_s"]["train"] == pytest.approx(train, abs=0.1)
 
@@ -47,10 +54,17 @@ def test_submitted_runs_make_a_ranked_board_that_check_accepts(example_runs: Pat
     assert code == 0, err
     board = (lb / "example-folder-quick-uqbench.md").read_text()
     table = pd.read_csv(lb / "example-folder-quick-uqbench.csv")
-    assert list(table["uncertainty"]) in (["example-maxvar", "maxprob"], ["maxprob", "example-maxvar"])
-    assert list(table["rank"]) == sorted(table["rank"])
-    best = table["mean_foreground_dice_corrected"].round(3).max()
-    assert f"**{best:.3f}**" in board
+    assert list(table["uncertainty"]) == ["example-maxvar", "maxprob"]
+    ranking = pd.read_csv(lb / "example-folder-quick-uqbench.ranking.csv", keep_default_na=False)
+    for question in ("segmentation", "uncertainty", "detection"):
+        rows = ranking[(ranking["question"] == question) & (ranking["baseline"] == "")]
+        assert sorted(rows["uncertainty"]) == ["example-maxvar", "maxprob"]
+        assert ((rows["low"] <= rows["value"]) & (rows["value"] <= rows["high"])).all()
+        assert f"## {question.capitalize()}" in board or question == "detection"
+    baselines = ranking[ranking["baseline"] != ""]
+    assert sorted(baselines[baselines["question"] == "detection"]["baseline"]) == \
+        sorted(["no correction", "random order", "oracle order"] * 2)  # one set per segmentation (two maps)
+    assert "## Detection and correction" in board and "*oracle order*" in board
     assert "protocol uqbench (" + record["protocol"]["hash"] + ")" in board.splitlines()[0]
     assert "uqbench-example 0.1.0" in board  # the provenance line names the distribution
     report = f"reports/{files[0].stem}/report.md"
@@ -123,6 +137,8 @@ def test_submit_refuses_another_protocol_split_or_data_on_one_board(example_runs
     first = _entry_files(lb)[0]
     original = first.read_text()
     for field, value, says in ((("protocol", "hash"), "0123456789ab", "protocol uqbench has hash"),
+                               (("protocol", "budget"), 7, "protocol's budget is 20"),
+                               (("protocol", "bootstrap_seed"), 3, "protocol's bootstrap seed is 0"),
                                (("fold_split",), "f" * 64, "fold split is"),
                                (("dataset", "fingerprint"), "e" * 64, "dataset fingerprint is")):
         record = json.loads(original)
@@ -138,11 +154,52 @@ def test_submit_refuses_another_protocol_split_or_data_on_one_board(example_runs
 
 
 @pytest.mark.usefixtures("example_plugin")
+def test_check_refuses_entries_of_another_budget_or_an_old_schema_naming_the_files(example_runs: Path,
+                                                                                   tmp_path: Path, cli) -> None:
+    lb = tmp_path / "lb"
+    for run in ("full", "maxprob"):
+        assert cli("submit", str(example_runs / run), "--leaderboards", str(lb))[0] == 0
+    first, second = _entry_files(lb)
+    record = json.loads(second.read_text())
+    record["protocol"]["budget"] = 50  # as a preset of another B would have made it
+    record["digest"] = schema.digest(record)
+    second.write_text(json.dumps(record))
+    code, _, err = cli("leaderboard", "--check", "--leaderboards", str(lb))
+    assert code == 2 and str(second) in err and f"budget is 50 where {first.name} has 20" in err
+    del record["results"]["per_volume"]
+    record["schema_version"] = 2  # an entry made before per-volume values
+    record["digest"] = schema.digest(record)
+    second.write_text(json.dumps(record))
+    code, _, err = cli("leaderboard", "--check", "--leaderboards", str(lb))
+    assert code == 2 and str(second) in err and "holds no per-volume values" in err and "uqbench submit" in err
+
+
+@pytest.mark.usefixtures("example_plugin")
+def test_a_second_seed_of_a_method_joins_its_row(example_runs: Path, tmp_path: Path, cli) -> None:
+    lb = tmp_path / "lb"
+    assert cli("submit", str(example_runs / "full"), "--leaderboards", str(lb))[0] == 0
+    (path,) = _entry_files(lb)
+    record = json.loads(path.read_text())
+    record["seed"] = 1  # what a run with --seed 1 posts (its numbers shifted as retraining would)
+    for v in record["results"]["per_volume"]:
+        v["dice"] = min(1.0, v["dice"] + 0.02)
+    record["digest"] = schema.digest(record)
+    entry = schema.parse(record, "test")
+    (lb / "entries" / f"{entry.file_stem}.json").write_text(json.dumps(record))
+    assert cli("leaderboard", "--leaderboards", str(lb))[0] == 0
+    ranking = pd.read_csv(lb / "example-folder-quick-uqbench.ranking.csv", keep_default_na=False)
+    seg = ranking[(ranking["question"] == "segmentation") & (ranking["baseline"] == "")]
+    assert list(seg["seeds"]) == [2] and seg["seed_sd"].iloc[0] == pytest.approx(0.02 / np.sqrt(2), abs=2e-3)
+    board = (lb / "example-folder-quick-uqbench.md").read_text()
+    assert "| 2 (sd 0.0" in board and ", seed 1 |" in board
+
+
+@pytest.mark.usefixtures("example_plugin")
 def test_submit_refuses_the_same_method_twice_unless_replaced(example_runs: Path, tmp_path: Path, cli) -> None:
     lb = tmp_path / "lb"
     assert cli("submit", str(example_runs / "full"), "--leaderboards", str(lb))[0] == 0
     code, _, err = cli("submit", str(example_runs / "full"), "--leaderboards", str(lb))
-    assert code == 2 and "already has this method (fp32; --replace to replace it)" in err
+    assert code == 2 and "already has this method with seed 0 (fp32; --replace to replace it" in err
     code, _, err = cli("submit", str(example_runs / "full"), "--note", "second try", "--replace",
                        "--leaderboards", str(lb))
     assert code == 0, err
@@ -205,7 +262,7 @@ def test_precision_is_a_board_column_and_replacing_across_precisions_says_so(exa
     path.write_text(json.dumps(record, indent=1))
     assert cli("leaderboard", "--leaderboards", str(lb))[0] == 0
     board = next(lb.glob("*.md")).read_text()
-    assert "| detector | precision |" in board and " | bf16 | " in board
+    assert "| HD mm | precision |" in board and " | bf16 |" in board
     code, out, err = cli("submit", str(example_runs / "full"), "--replace", "--leaderboards", str(lb))
     assert code == 0, err
     assert f"replaced {path.name}: its bf16 row becomes this fp32 run's" in " ".join(out.split())
@@ -240,7 +297,7 @@ def test_hostile_names_and_notes_cannot_break_a_table_or_inject_markup(example_r
         elif rows:
             tables.append(rows)
             rows = []
-    assert len(tables) == 4
+    assert len(tables) == 6  # segmentation, uncertainty, detection; Dice, HD and clinical details
     for rows in tables:  # every row has its header's columns
         assert {_columns(r) for r in rows} == {_columns(rows[0])}, rows
     table = pd.read_csv(lb / "example-folder-quick-uqbench.csv")
@@ -268,14 +325,6 @@ def test_froc_sensitivity_is_the_best_at_or_below_the_false_positives() -> None:
     assert [submission.froc_sensitivity(froc, fp) for fp in (1, 2, 5, 10, 20)] == [0.0, 0.5, 0.8, 0.8, 1.0]
 
 
-def test_ranks_tie_on_the_dice_shown() -> None:
-    class E:
-        def __init__(self, dice: float) -> None:
-            self.ranking_dice = dice
-
-    assert boards.ranks([E(0.9), E(0.8), E(0.9001), E(0.7)]) == [1, 3, 1, 4]  # type: ignore[list-item]
-
-
 @pytest.mark.usefixtures("example_plugin")
 def test_test_set_columns_appear_only_on_a_board_with_a_held_out_result(example_runs: Path, tmp_path: Path,
                                                                          cli) -> None:
@@ -292,8 +341,8 @@ def test_test_set_columns_appear_only_on_a_board_with_a_held_out_result(example_
     record["digest"] = schema.digest(record)  # as `uqbench submit` writes an entry with a test set
     path.write_text(json.dumps(record))
     assert cli("leaderboard", "--leaderboards", str(lb))[0] == 0
-    ranking = board.read_text().split("## Ranking")[1].splitlines()
-    head, row = ranking[2], ranking[4]
-    assert head.split(" | ")[-3:] == ["test Dice", "test Dice corrected", "report |"]
-    assert row.split(" | ")[-3:-1] == ["**0.877**", "-"]
+    segmentation = board.read_text().split("## Segmentation")[1].splitlines()
+    head, row = segmentation[4], segmentation[6]
+    assert head.split(" | ")[-2:] == ["precision", "test Dice |"]
+    assert row.split(" | ")[-1] == "0.877 |"
     assert pd.read_csv(board.with_suffix(".csv")).loc[0, "test_mean_foreground_dice"] == 0.8771

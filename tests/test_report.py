@@ -130,7 +130,8 @@ def test_example_figure_shows_six_panels_per_slice_with_the_most_failures() -> N
     probs = np.zeros((z, 4, 5), np.float32)
     probs[3, 0, 0] = 0.9
     v = Volume(patient="p", phase="ED", group="NOR", fold=0, spacing=(10.0, 1.4, 1.4),
-               reference=np.zeros((z, y, x), np.uint8), reference_grid=np.zeros((z, y, x), np.uint8),
+               reference=np.zeros((z, y, x), np.uint8), prediction=np.ones((z, y, x), np.uint8),
+               reference_grid=np.zeros((z, y, x), np.uint8),
                prediction_grid=np.ones((z, y, x), np.uint8), uncertainty=np.full((z, y, x), 0.5, np.float16),
                failures=failures, patch_probs=probs)
     fig = figures.example(v, np.random.default_rng(0).random((z, y, x)).astype(np.float32), protocol=UQBENCH,
@@ -156,7 +157,7 @@ def test_examples_show_the_box_around_the_heart_and_no_detector_column_without_o
     pred = np.zeros_like(ref)
     pred[2, 45:52, 100:101] = 1  # reaches column 100 and row 51
     v = Volume(patient="p", phase="ES", group="NOR", fold=0, spacing=(10.0, 1.4, 1.4), reference=ref,
-               reference_grid=ref, prediction_grid=pred, uncertainty=np.zeros((z, y, x), np.float16),
+               prediction=pred, reference_grid=ref, prediction_grid=pred, uncertainty=np.zeros((z, y, x), np.float16),
                failures=np.zeros((z, y, x), bool))
     assert figures.heart_box(v) == ((40 - 24, 52 + 24), (60 - 24, 101 + 24))
     assert figures.heart_box(v, margin=100) == ((0, 120), (0, 150))  # clipped to the slice

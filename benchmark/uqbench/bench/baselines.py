@@ -49,3 +49,24 @@ def failure_map_loop(pred: np.ndarray, ref: np.ndarray, *, rule: FailureRule, sp
                 elif (member & beyond).any():
                     out[z] |= member
     return out
+
+
+def budget_curve_loop(pred: np.ndarray, ref: np.ndarray, order: np.ndarray, *, budget: int) -> np.ndarray:
+    """D(0..budget) by correcting the first b patches of ``order`` (8 x 8, whole-patch correction, prediction and
+    reference on one grid) and scoring Dice class by class again at every b."""
+    _, y, x = pred.shape
+    gy, gx = -(-y // 8), -(-x // 8)
+    out = []
+    for b in range(budget + 1):
+        fixed = pred.copy()
+        for patch in order[:b]:
+            s, rest = divmod(int(patch), gy * gx)
+            py, px = divmod(rest, gx)
+            fixed[s, py * 8:(py + 1) * 8, px * 8:(px + 1) * 8] = ref[s, py * 8:(py + 1) * 8, px * 8:(px + 1) * 8]
+        dice = []
+        for c in FOREGROUND:
+            p, r = fixed == c, ref == c
+            total = int(p.sum() + r.sum())
+            dice.append(1.0 if total == 0 else 2 * int((p & r).sum()) / total)
+        out.append(float(np.mean(dice)))
+    return np.array(out)

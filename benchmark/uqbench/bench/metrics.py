@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from uqbench.bench.baselines import failure_map_loop
+from uqbench.bench.baselines import budget_curve_loop, failure_map_loop
+from uqbench.protocol import budget
 from uqbench.protocol.failures import PAPER, FailureRule, apex_index, failure_map
 from uqbench.protocol.metrics import FOREGROUND, largest_component, score
 
@@ -162,6 +163,26 @@ def failure_labels(pairs: list[Pair], rule: FailureRule = PAPER) -> dict[str, An
     t_loop, slow = _time(lambda p: failure_map_loop(p.pred, p.ref, rule=rule), pairs)
     same = all(np.array_equal(a, b) for a, b in zip(fast, slow, strict=True))
     return {"rule": rule.name, "ours_s": t_fast, "loop_s": t_loop, "ratio": t_loop / t_fast, "identical": same}
+
+
+def budget_curves(pairs: list[Pair], budget_b: int = 20) -> dict[str, Any]:
+    """Per-volume seconds of the three correction-budget curves (detector, random and oracle orders, every
+    patch) from per-patch counts, against correcting and re-scoring at each b = 0..B of each order."""
+    def curves(p: Pair) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        fp = budget.footprint(p.ref.shape, p.ref.shape[1:], spacing=p.spacing, target=p.spacing[1])
+        made = budget.volume_curves(fp, p.pred, p.ref, mode="patch", failures=None,
+                                    rank=budget.permutation_rank(fp.patches, seed=0, patient="p", phase="ED"))
+        probs = np.random.default_rng(0).random(fp.patches)
+        return {kind: (order, made.dice(order)) for kind in ("detector", "random", "oracle")
+                for order in [made.order(kind, probs)]}
+
+    t_fast, fast = _time(curves, pairs)
+    t_loop, slow = _time(lambda p: [budget_curve_loop(p.pred, p.ref, order, budget=budget_b)
+                                    for order, _ in curves(p).values()], pairs)
+    diff = max(float(np.abs(curve[:budget_b + 1] - loop).max())
+               for made, loops in zip(fast, slow, strict=True)
+               for (_, curve), loop in zip(made.values(), loops, strict=True))
+    return {"ours_s": t_fast, "loop_s": t_loop, "ratio": t_loop / t_fast, "max_diff": diff, "budget": budget_b}
 
 
 def score_all(pairs: Iterator[Pair]) -> dict[str, Any]:

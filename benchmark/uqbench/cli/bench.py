@@ -1,6 +1,6 @@
-"""`uqbench bench metrics|evaluate|train|infer|sweep`: speed of the protocol code, of scoring against nnU-Net, of
-training, of MC inference and of a
-sweep's sharing of stages, measured side by side in one process."""
+"""`uqbench bench metrics|evaluate|train|infer|sweep|budget`: speed of the protocol code, of scoring against
+nnU-Net, of training, of MC inference and of a sweep's sharing of stages, measured side by side in one process;
+and the correction-budget curves of finished runs, to choose B."""
 
 from __future__ import annotations
 
@@ -59,13 +59,61 @@ def metrics_cmd(
         f = bm.failure_labels(pairs, preset(rule_name))
         table.add_row(f"failure labels ({rule_name})", f"{1e3 * f['ours_s']:.1f}", "per-slice loop",
                       f"{1e3 * f['loop_s']:.1f}", f"{f['ratio']:.1f}x", "identical" if f["identical"] else "DIFFER")
+    c = bm.budget_curves(pairs)
+    table.add_row(f"budget curves (3 orders, B={c['budget']})", f"{1e3 * c['ours_s']:.1f}", "re-score each b",
+                  f"{1e3 * c['loop_s']:.1f}", f"{c['ratio']:.1f}x", f"max |D(b) diff| {c['max_diff']:.1e}")
     console.print(table)
-    console.print("full scoring = largest component, Dice, HD, HD95 (pooled and directed-max), ASSD, 3 classes",
+    console.print("full scoring = largest component, Dice, HD, HD95 (pooled and directed-max), ASSD, 3 classes; "
+                  f"budget curves: every patch of the three orders, {200 * c['ours_s']:.1f} s for 200 volumes",
                   highlight=False)
     if data is not None:
         a = bm.score_all(bm.acdc_pairs(data, seed))
         console.print(f"scored all {a['volumes']} volumes of {data} (original geometry, reading excluded) "
                       f"in {a['total_s']:.2f} s", highlight=False)
+
+
+@bench_app.command("budget")
+def budget_cmd(
+    runs: Annotated[list[Path], typer.Argument(help="Finished run folders (their stages still in the store).")],
+    *,
+    at: Annotated[str, typer.Option("--at", help="Budgets b to show, a comma list.")] = "0,1,2,5,10,20,50,100,200",
+) -> None:
+    """Mean Dice after correcting the first b patches of each volume in the oracle, random and each run's detector
+    order, far past the preset's B (read from the stage store, nothing recomputed): the oracle's curve should
+    still be rising at B."""
+    from uqbench import config
+    from uqbench.bench.budget import curves
+    from uqbench.run import stored_volumes
+
+    try:
+        shown = sorted({int(b) for b in at.split(",")})
+    except ValueError:
+        raise UsageError(f"--at {at!r}: expected a comma list of whole numbers") from None
+    if not shown or shown[0] < 0:
+        raise UsageError(f"--at {at!r}: expected budgets of 0 or more")
+    table = Table(title="uqbench bench budget: mean D(b) over volumes (RV, MYO, LV)")
+    table.add_column("b")
+    columns: list[tuple[str, list[float]]] = []
+    for i, run in enumerate(runs):
+        cfg = config.read_folder(run / "config.json")
+        if not isinstance(cfg, config.RunConfig):
+            raise UsageError(f"{run}: an evaluation folder; bench budget reads runs")
+        volumes, _ = stored_volumes(cfg)
+        made = curves(volumes, protocol=cfg.protocol, target=cfg.preprocess.spacing, up_to=shown[-1])
+        if i == 0:
+            columns += [("oracle", [float(made.oracle[b]) for b in shown]),
+                        ("random", [float(made.random[b]) for b in shown])]
+            console.print(f"{made.volumes} volumes, {made.patches_per_volume:.0f} patches per volume; preset "
+                          f"{cfg.protocol.label} B = {cfg.protocol.budget}; oracle and random of {run}",
+                          markup=False, highlight=False)
+        if made.detector is not None:
+            columns.append((f"{cfg.detector} on {cfg.uncertainty} ({run.name})",
+                            [float(made.detector[b]) for b in shown]))
+    for name, _ in columns:
+        table.add_column(escape(name))
+    for row, b in enumerate(shown):
+        table.add_row(str(b), *[f"{values[row]:.4f}" for _, values in columns])
+    console.print(table)
 
 
 @bench_app.command("evaluate")

@@ -22,7 +22,7 @@ def submit_cmd(
     note: Annotated[str | None, typer.Option(
         "--note", help=f"One line shown with the row (at most {schema.NOTE_LIMIT} characters; escaped).")] = None,
     replace: Annotated[bool, typer.Option(
-        "--replace", help="Replace the board's entry of the same method.")] = False,
+        "--replace", help="Replace the board's entry of the same method and seed.")] = False,
     report: Annotated[bool, typer.Option(
         "--report", help="Also write the run's report to leaderboards/reports/<entry>/, which the board links "
                          "(example slices only of the phantom: real images are never committed); needs "
@@ -66,14 +66,18 @@ def leaderboard_cmd(
             console.print(f"leaderboards out of date: {', '.join(differ + old)} (run `uqbench leaderboard`)",
                           markup=False, highlight=False)
             raise typer.Exit(1)
-        console.print(f"{len(made) // 2} board(s) match their entries", markup=False, highlight=False)
+        console.print(f"{_boards(made)} board(s) match their entries", markup=False, highlight=False)
         return
     for name, text in made.items():
         _write_text(leaderboards / name, text)
     for name in old:
         (leaderboards / name).unlink()
-    console.print(f"wrote {len(made) // 2} board(s) under {leaderboards}"
+    console.print(f"wrote {_boards(made)} board(s) under {leaderboards}"
                   + (f"; removed {', '.join(old)}" if old else ""), markup=False, highlight=False)
+
+
+def _boards(made: dict[str, str]) -> int:
+    return sum(name.endswith(".md") for name in made)
 
 
 def _write_text(path: Path, text: str) -> None:

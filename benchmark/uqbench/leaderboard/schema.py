@@ -21,9 +21,9 @@ from uqbench.api import CLASS_NAMES, PHASES
 from uqbench.data.folds import NUM_FOLDS
 from uqbench.errors import DataError
 from uqbench.records import from_json
-from uqbench.results.summary import ByPhaseClass
+from uqbench.results.summary import ByPhaseClass, VolumeValues
 
-SCHEMA_VERSION = 2  # 2: every entry carries the digest of its own record
+SCHEMA_VERSION = 3  # 2: the digest of its own record; 3: per-volume values, the budget and bootstrap, seeds
 
 FROC_FALSE_POSITIVES = (1.0, 2.0, 5.0, 10.0)
 """False-positive patches per volume at which an entry records the voxel FROC's sensitivity."""
@@ -60,6 +60,9 @@ class Dataset:
 class Protocol:
     label: str  # preset name with its overrides, e.g. "uqbench" or "seed-code+correction=patch"
     hash: str
+    budget: int  # B of AUCC@B
+    bootstrap_resamples: int
+    bootstrap_seed: int
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -93,6 +96,7 @@ class Results:
     froc_sensitivity: dict[str, float] | None  # false positives per volume ("1", "2", "5", "10") -> sensitivity
     effort_auc_slices: float | None  # area under mean Dice against the share of slices inspected
     effort_auc_patches: float | None
+    per_volume: list[VolumeValues]  # every volume's headline values: a board's intervals are drawn from them
     test_volumes: int | None = None  # a held-out test set (--test-data) scored apart: its volumes
     test_mean_foreground_dice: float | None = None
     test_mean_foreground_dice_corrected: float | None = None
@@ -141,21 +145,15 @@ class Entry:
 
     @property
     def key(self) -> tuple[str, str, str, str]:
-        """What makes two entries of one board the same method: segmenter, loss, map and detector specs."""
+        """What makes two entries of one board the same method: segmenter, loss, map and detector specs (a method
+        may post several seeds, one entry each)."""
         m = self.method
         return (m.segmenter.spec, m.loss.spec, m.uncertainty.spec, m.detector.spec if m.detector else "none")
 
     @property
     def file_stem(self) -> str:
-        """The entry's file name without ``.json``: the board, then the method, in safe characters."""
-        return f"{self.board}--{slug('-'.join(self.key))}"
-
-    @property
-    def ranking_dice(self) -> float:
-        """What a board ranks by: mean foreground Dice after correction, as segmented without a detector."""
-        r = self.results
-        return r.mean_foreground_dice if r.mean_foreground_dice_corrected is None else \
-            r.mean_foreground_dice_corrected
+        """The entry's file name without ``.json``: the board, the method and the seed, in safe characters."""
+        return f"{self.board}--{slug('-'.join(self.key))}--seed{self.seed}"
 
 
 def slug(text: str) -> str:
@@ -204,6 +202,10 @@ def parse(record: Any, where: str) -> Entry:
     """The entry a JSON record holds; DataError naming ``where`` and the first field that breaks the schema, or
     when its content is not what ``uqbench submit`` wrote (the digest differs: a number edited by hand)."""
     version = record.get("schema_version") if isinstance(record, dict) else None
+    if isinstance(version, int) and version < SCHEMA_VERSION:
+        raise DataError(f"{where}: entry schema version {version} holds no per-volume values, which a board's "
+                        f"intervals are drawn from; make the entry again with `uqbench submit` (version "
+                        f"{SCHEMA_VERSION})")
     if version != SCHEMA_VERSION:
         raise DataError(f"{where}: entry schema version {version!r}; this uqbench reads version {SCHEMA_VERSION}")
     try:
@@ -233,6 +235,12 @@ def _inconsistent(e: Entry) -> str:
                  e.results.effort_auc_slices, e.results.effort_auc_patches)
     if any((v is None) == with_detector for v in detection):
         return "corrected and detection results must be present exactly when a detector is"
+    per = e.results.per_volume
+    if len(per) != e.dataset.volumes or len({(v.patient, v.phase) for v in per}) != len(per):
+        return f"results.per_volume holds {len(per)} volumes (distinct by patient and phase), not the " \
+               f"{e.dataset.volumes} scored"
+    if any((v.aucc is None) == with_detector for v in per):
+        return "results.per_volume: the detector's values must be present exactly when a detector is"
     for name, table in (("dice", e.results.dice), ("hd", e.results.hd)):
         for phase in PHASES:
             missing = [c for c in CLASS_NAMES[1:] if c not in table.get(phase, {})]
@@ -270,6 +278,11 @@ def read_all(folder: Path) -> list[Entry]:
 def clash(entry: Entry, other: Entry) -> str:
     """How ``entry`` was made on other terms than ``other`` of the same board ("" when it was not)."""
     where = f"{other.file_stem}.json"
+    mine, theirs = entry.protocol, other.protocol
+    for name in ("budget", "bootstrap_resamples", "bootstrap_seed"):
+        if getattr(mine, name) != getattr(theirs, name):
+            return f"protocol's {name.replace('_', ' ')} is {getattr(mine, name)} where {where} has " \
+                   f"{getattr(theirs, name)}"
     if entry.protocol.hash != other.protocol.hash:
         return f"protocol {entry.protocol.label} has hash {entry.protocol.hash} where {where} has {other.protocol.hash}"
     if entry.fold_split != other.fold_split:
@@ -279,7 +292,14 @@ def clash(entry: Entry, other: Entry) -> str:
                f"{other.dataset.fingerprint[:12]}"
     if entry.dataset.volumes != other.dataset.volumes:
         return f"{entry.dataset.volumes} volumes were scored where {where} has {other.dataset.volumes}"
+    if cases(entry) != cases(other):
+        return f"volumes are not the patients and phases of {where}"
     return ""
+
+
+def cases(entry: Entry) -> list[tuple[str, str]]:
+    """The (patient, phase) pairs an entry scored, sorted."""
+    return sorted((v.patient, v.phase) for v in entry.results.per_volume)
 
 
 def boards(entries: Iterable[Entry]) -> dict[str, list[Entry]]:

@@ -93,6 +93,7 @@ def _body(summary: Summary, *, methods: dict[str, Any], folds: list[int], sample
         if curves else None,
         "effort_auc_slices": effort.auc_dice_vs_slices if effort else None,
         "effort_auc_patches": effort.auc_dice_vs_patches if effort else None,
+        "per_volume": summary.per_volume,
     }
     if summary.test is not None:
         t = summary.test
@@ -105,7 +106,9 @@ def _body(summary: Summary, *, methods: dict[str, Any], folds: list[int], sample
         "method": methods,
         "dataset": {"name": dataset, "fingerprint": summary.dataset.fingerprint, "volumes": seg.volumes},
         "profile": summary.profile,
-        "protocol": {"label": summary.protocol.label, "hash": summary.protocol.digest()},
+        "protocol": {"label": summary.protocol.label, "hash": summary.protocol.digest(),
+                     "budget": summary.protocol.budget, "bootstrap_resamples": summary.protocol.bootstrap_resamples,
+                     "bootstrap_seed": summary.protocol.bootstrap_seed},
         "folds": folds, "fold_split": prov.fold_split, "samples": samples, "seed": prov.seed,
         "external": external,  # predictions made elsewhere, scored by uqbench evaluate
         "results": to_json(results),
@@ -199,10 +202,11 @@ def write(folder: Path, entry: Entry, *, replace_existing: bool = False) -> tupl
     method without ``replace_existing``. Returns the path and the entry it replaced (None when none)."""
     replaced = None
     for other in (e for e in read_all(folder) if e.board == entry.board):
-        if other.key == entry.key:
+        if other.key == entry.key and other.seed == entry.seed:
             if not replace_existing:
                 raise Refused(f"{folder / (other.file_stem + '.json')}: board {entry.board} already has this method "
-                              f"({other.cost.precision}; --replace to replace it)")
+                              f"with seed {entry.seed} ({other.cost.precision}; --replace to replace it, or post "
+                              "another seed)")
             replaced = other
             continue
         why = clash(entry, other)

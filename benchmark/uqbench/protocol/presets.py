@@ -23,7 +23,15 @@ risk (risk-coverage)          error rate             error count (III-C)     err
 Mann-Whitney U p-value        two-sided              two-sided (IV)          one-sided: scipy's old default
                                                                              (eval_detection/helpers.py)
 myocardial density (g/mL)     1.05                   1.05 (Bernard et al.)   1.04 (utils/cardiac_indices.py)
+correction budget B           20 patches             20 (uqbench's)          20 (uqbench's)
+patch order seed              0                      0                       0
+bootstrap                     2,000, seed 0          2,000, seed 0           2,000, seed 0
 ============================  =====================  ======================  =========================
+
+The last three are uqbench's board conventions (issue 26), the same in every preset: the correction-budget curve
+and its AUCC@B, the permutation that orders random patches and breaks detector ties
+(``uqbench.protocol.budget``), and the paired patient bootstrap of a board's intervals
+(``uqbench.leaderboard.bootstrap``).
 
 Definitions of each convention live where they are computed (``uqbench.protocol.detection``,
 ``calibration``, ``stats``, ``clinical``). ``--failure-preset``, ``--correction`` and ``--detector-training``
@@ -52,10 +60,12 @@ from uqbench.protocol.detection import (
 from uqbench.protocol.stats import MannWhitney
 from uqbench.records import fields_from_hashed, fields_to_json
 
-PRESET_VERSION = 2
+PRESET_VERSION = 3
 """Bumped whenever this code changes what a preset parameter means; part of every hash. 2: outputs are scored
 from their original-geometry files (failure labels from the written labels resampled onto the 1.4 mm grid as the
-reference is, calibration in original geometry), so a run and ``uqbench evaluate`` of its files agree."""
+reference is, calibration in original geometry), so a run and ``uqbench evaluate`` of its files agree. 3: simulated
+correction in original geometry (only the flagged patches' footprints change: correcting nothing keeps the
+segmentation's Dice), the correction budget, patch order seed and bootstrap parameters."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -75,6 +85,10 @@ class Preset:
     risk: RiskMeasure
     mann_whitney: MannWhitney
     myocardial_density: float  # g/mL
+    budget: int = 20  # B of AUCC@B: patches corrected per volume, at most
+    order_seed: int = 0  # seeds each volume's permutation of its patches (random order, detector ties)
+    bootstrap_resamples: int = 2000  # paired patient resamples of a board's intervals
+    bootstrap_seed: int = 0
 
     def thresholds(self) -> np.ndarray:
         """The thresholds the FROC and precision-recall curves (and the authors' AP) are evaluated at."""

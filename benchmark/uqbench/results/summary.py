@@ -21,7 +21,7 @@ from uqbench.protocol.presets import Preset
 from uqbench.protocol.stats import Comparison, MannWhitney
 from uqbench.records import from_json, to_json, write_json
 
-SUMMARY_VERSION = 5  # 5: calibration and risk_coverage may be None (predictions scored without them)
+SUMMARY_VERSION = 6  # 6: per-volume values and the correction budget's curves (preset version 3)
 
 Metric = Literal["dice", "hd", "hd95", "hd95_directed_max", "assd"]
 METRICS: tuple[Metric, ...] = ("dice", "hd", "hd95", "hd95_directed_max", "assd")
@@ -113,6 +113,37 @@ class EffortCurve:
     points: list[EffortPoint]
     auc_dice_vs_patches: float
     auc_dice_vs_slices: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class VolumeValues:
+    """One volume's headline values, from which a board draws its intervals (``uqbench.protocol.budget``).
+    The detector's fields are None without a detector."""
+
+    patient: str
+    phase: str
+    fold: int
+    dice: float  # mean over RV, MYO and LV as segmented: D(0)
+    hd: float  # mean over the three structures, mm
+    uncertainty: float | None  # the volume's score (mean map over its predicted foreground); None: no map
+    aucc_random: float  # AUCC@B of the protocol's random order
+    aucc_oracle: float  # AUCC@B of the oracle order
+    aucc: float | None = None  # AUCC@B of the detector's order
+    flagged: int | None = None  # patches flagged at the operating point
+    false_positives: int | None = None  # of those, patches holding no failure voxel
+    dice_flagged: float | None = None  # D(flagged) in the detector's order: Dice after correcting the flags
+    dice_random_flagged: float | None = None  # D(flagged) in the random order
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BudgetCurves:
+    """Mean D(b) over volumes for b = 0..B in each order (``detector`` empty without a detector)."""
+
+    budget: int
+    mode: CorrectionMode
+    detector: list[float]
+    random: list[float]
+    oracle: list[float]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -209,6 +240,8 @@ class Results:
     significance: Significance | None = None
     clinical: Clinical
     clinical_corrected: Clinical | None = None
+    per_volume: list[VolumeValues]  # every volume's headline values, in case order
+    budget_curves: BudgetCurves
 
 
 def _results_of(results: Results) -> dict[str, Any]:

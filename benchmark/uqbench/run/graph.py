@@ -73,7 +73,7 @@ class Predicted:
 
     def load_volumes(self) -> list[Volume]:
         with np.load(self.scored.path / "grid.npz") as grid:
-            return [stages.volume(c, self.fold, grid) for c in self.cases]
+            return [stages.volume(c, self.fold, grid=grid, scored=self.scored.path) for c in self.cases]
 
 
 class StageGraph:

@@ -146,11 +146,13 @@ def grid_arrays(v: Volume) -> dict[str, np.ndarray]:
     return {f"{key}.labels": v.prediction_grid, f"{key}.failures": v.failures, f"{key}.map": v.uncertainty}
 
 
-def volume(c: cache.Prepared, fold: int, grid: Any) -> Volume:
-    """A case's Volume (what evaluation reads) from the ``grid.npz`` its score stage wrote."""
+def volume(c: cache.Prepared, fold: int, *, grid: Any, scored: Path) -> Volume:
+    """A case's Volume (what evaluation reads) from what its score stage wrote in ``scored``: ``grid.npz`` and
+    the label map in original geometry."""
     key = case_key(c)
     return Volume(patient=c.patient, phase=c.phase, group=c.group, fold=fold, spacing=c.spacing,
-                  reference=c.original_labels, reference_grid=c.labels, prediction_grid=grid[f"{key}.labels"],
+                  reference=c.original_labels, prediction=read.read_labels(labels_file(scored, c), geometry(c)),
+                  reference_grid=c.labels, prediction_grid=grid[f"{key}.labels"],
                   uncertainty=grid[f"{key}.map"], failures=grid[f"{key}.failures"])
 
 

@@ -9,7 +9,7 @@ this module applies them under a protocol preset (``uqbench.protocol.presets``) 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -17,13 +17,11 @@ from typing import Any
 import numpy as np
 
 from uqbench.api import CLASS_NAMES, PHASES
-from uqbench.data.preprocess import PreprocessParams, labels_to_original
+from uqbench.data.preprocess import PreprocessParams
 from uqbench.protocol import calibration, clinical, detection, stats
-from uqbench.protocol.patches import expand
 from uqbench.protocol.presets import Preset
 from uqbench.results import tables
 from uqbench.results.summary import (
-    METRICS,
     Calibration,
     Clinical,
     DetectionCurves,
@@ -33,9 +31,7 @@ from uqbench.results.summary import (
     Significance,
 )
 from uqbench.scoring.case import Volume, case_rows
-
-ToOriginal = Callable[[Volume, np.ndarray], np.ndarray]
-"""Maps labels on a volume's 1.4 mm grid back to its original geometry."""
+from uqbench.scoring.correction import correct_volumes, fixed, per_volume
 
 
 def _patient_indices(rows: Sequence[dict[str, Any]], column: str, density: float) -> dict[str, dict[str, float]]:
@@ -128,15 +124,13 @@ def effort_thresholds(probs: Sequence[np.ndarray], shares: Sequence[float] = EFF
     return [-1.0 if s >= 1 else float(np.quantile(p, 1 - s)) for s in shares]
 
 
-def effort_curve(volumes: Sequence[Volume], *, to_original: ToOriginal, protocol: Preset,
+def effort_curve(volumes: Sequence[Volume], *, protocol: Preset, target: float,
                  shares: Sequence[float] = EFFORT_SHARES) -> EffortCurve:
     """Quality after simulated correction against the share of patches and of slices an expert inspects.
 
     At each threshold (``effort_thresholds``) the patches with probability above it (strictly, whatever the
-    preset: the thresholds are quantiles, and share 0 must flag nothing) are corrected as ``protocol`` says,
-    every volume is mapped back to original geometry and re-scored; the areas under mean Dice against each
-    share summarise the curve (higher is better: quality bought with less inspection)."""
-    mode = protocol.correction
+    preset: the thresholds are quantiles, and share 0 must flag nothing) are corrected as ``protocol`` says and
+    every volume is re-scored; the areas under mean Dice against each share summarise the curve."""
     scored = [v for v in volumes if v.patch_probs is not None]
     if not scored:
         raise ValueError("correction-effort curve: the case list is empty")
@@ -152,57 +146,19 @@ def effort_curve(volumes: Sequence[Volume], *, to_original: ToOriginal, protocol
             continue
         rows: list[dict[str, Any]] = []
         for v, f in zip(scored, flags, strict=True):
-            fixed = detection.correct(v.prediction_grid, v.reference_grid, f, mode=mode, failures=v.failures)
-            rows += case_rows(v, to_original(v, fixed))
+            rows += case_rows(v, fixed(v, f, protocol=protocol, target=target))
         clin = clinical_summary(rows, density=protocol.myocardial_density)
         points.append(EffortPoint(threshold=t, flagged_patches=n_flagged, share_of_patches=n_flagged / total_patches,
                                   share_of_slices=sum(int(f.any((1, 2)).sum()) for f in flags) / total_slices,
                                   dice=float(np.mean([r["dice"] for r in rows])),
                                   hd=float(np.mean([r["hd"] for r in rows])),
                                   clinical_mae={name: clin.indices[name].mae for name in clinical.INDICES}))
-    return EffortCurve(mode=mode, points=points,
+    return EffortCurve(mode=protocol.correction, points=points,
                        auc_dice_vs_patches=detection.area_under([p.share_of_patches for p in points],
                                                                 [p.dice for p in points]),
                        auc_dice_vs_slices=detection.area_under([p.share_of_slices for p in points],
                                                                [p.dice for p in points]))
 
-
-def to_original(params: PreprocessParams) -> ToOriginal:
-    """Labels on a volume's grid back to its original geometry, as the run maps its predictions."""
-    def back(v: Volume, labels: np.ndarray) -> np.ndarray:
-        return labels_to_original(labels, original_shape=v.reference.shape, spacing=v.spacing, target=params.spacing)
-
-    return back
-
-
-def correct_volumes(volumes: Sequence[Volume], rows: list[dict[str, Any]], *, protocol: Preset,
-                    params: PreprocessParams) -> list[dict[str, Any]]:
-    """Simulated correction of the patches flagged at the protocol's operating point (p > 0.5, or >= 0.5);
-    corrected metrics join ``rows``, and one detection row per volume is returned."""
-    corrected: dict[tuple[str, str, str], dict[str, Any]] = {}
-    detection_rows = []
-    back = to_original(params)
-    for v in volumes:
-        assert v.patch_probs is not None
-        flags = protocol.flagged(v.patch_probs, protocol.operating_point)
-        fixed = detection.correct(v.prediction_grid, v.reference_grid, flags, mode=protocol.correction,
-                                  failures=v.failures)
-        for r in case_rows(v, back(v, fixed)):
-            corrected[(v.patient, v.phase, r["class"])] = r
-        fail_patches = detection.voxels_per_patch(v.failures) > 0
-        mask = np.stack([expand(f, v.failures.shape[1:]) for f in flags])
-        detection_rows.append({
-            "patient": v.patient, "phase": v.phase, "fold": v.fold, "slices": int(v.failures.shape[0]),
-            "failure_slices": int(v.failures.any((1, 2)).sum()),
-            "failure_voxels": int(v.failures.sum()), "detected_failure_voxels": int((v.failures & mask).sum()),
-            "failure_patches": int(fail_patches.sum()), "flagged_patches": int(flags.sum()),
-            "true_positive_patches": int((fail_patches & flags).sum())})
-    for r in rows:
-        fixed_row = corrected.get((r["patient"], r["phase"], r["class"]))
-        if fixed_row:
-            for metric in (*METRICS, "predicted_voxels", "predicted_ml"):
-                r[f"{metric}_corrected"] = fixed_row[metric]
-    return detection_rows
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -227,12 +183,15 @@ def measure(*, rows: list[dict[str, Any]], volumes: Sequence[Volume],
     detection_rows: list[dict[str, Any]] = []
     timings: dict[str, float] = {}
     if detected:
-        detection_rows = correct_volumes(detected, rows, protocol=protocol, params=params)
+        detection_rows = correct_volumes(detected, rows, protocol=protocol, target=params.spacing)
         t0 = time.perf_counter()
         curves = detection_summary(detected, protocol)
-        effort = effort_curve(detected, to_original=to_original(params), protocol=protocol)
+        effort = effort_curve(detected, protocol=protocol, target=params.spacing)
         compared = significance(rows, protocol)
         timings["effort_curve_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    values, budget_curves = per_volume(volumes, rows, protocol=protocol, target=params.spacing)
+    timings["budget_s"] = time.perf_counter() - t0
     with_maps = bool(volumes) and all(v.uncertainty.size for v in volumes)
     corrected_rows = [r for r in rows if "dice_corrected" in r]
     empty_reference, empty_prediction = tables.empty_counts(rows)
@@ -247,7 +206,7 @@ def measure(*, rows: list[dict[str, Any]], volumes: Sequence[Volume],
         detection_curves=curves, correction_effort=effort, significance=compared,
         clinical=clinical_summary(rows, density=density),
         clinical_corrected=clinical_summary(rows, "predicted_ml_corrected", density=density) if corrected_rows
-        else None)
+        else None, per_volume=values, budget_curves=budget_curves)
     return Measured(results=results, rows=rows, detection_rows=detection_rows, timings_s=timings)
 
 

@@ -46,6 +46,7 @@ class Volume:
     fold: int
     spacing: tuple[float, float, float]  # original voxel spacing (mm), [Z, Y, X]
     reference: np.ndarray  # original geometry
+    prediction: np.ndarray  # original geometry: what is scored, and corrected patch by patch
     reference_grid: np.ndarray  # [Z, Y, X] on the 1.4 mm grid
     prediction_grid: np.ndarray
     uncertainty: np.ndarray
@@ -99,7 +100,8 @@ def score_case(c: Prepared, *, fold: int, labels: np.ndarray, probabilities: np.
     unc = (np.zeros((0,), np.float16) if uncertainty is None
            else np.clip(resample_image(uncertainty, c.spacing, params.spacing), 0, 1).astype(np.float16))
     volume = Volume(patient=c.patient, phase=c.phase, group=c.group, fold=fold, spacing=c.spacing,
-                    reference=c.original_labels, reference_grid=c.labels, prediction_grid=grid, uncertainty=unc,
+                    reference=c.original_labels, prediction=labels, reference_grid=c.labels, prediction_grid=grid,
+                    uncertainty=unc,
                     failures=failures)
     counts = (None if probabilities is None
               else calibration.reliability_counts(probabilities, c.original_labels, where))
