@@ -137,7 +137,7 @@ def test_submit_refuses_another_protocol_split_or_data_on_one_board(example_runs
     first = _entry_files(lb)[0]
     original = first.read_text()
     for field, value, says in ((("protocol", "hash"), "0123456789ab", "protocol uqbench has hash"),
-                               (("protocol", "budget"), 7, "protocol's budget is 20"),
+                               (("protocol", "budget"), 7, "protocol's budget is 50"),
                                (("protocol", "bootstrap_seed"), 3, "protocol's bootstrap seed is 0"),
                                (("fold_split",), "f" * 64, "fold split is"),
                                (("dataset", "fingerprint"), "e" * 64, "dataset fingerprint is")):
@@ -161,11 +161,11 @@ def test_check_refuses_entries_of_another_budget_or_an_old_schema_naming_the_fil
         assert cli("submit", str(example_runs / run), "--leaderboards", str(lb))[0] == 0
     first, second = _entry_files(lb)
     record = json.loads(second.read_text())
-    record["protocol"]["budget"] = 50  # as a preset of another B would have made it
+    record["protocol"]["budget"] = 35  # as a preset of another B would have made it
     record["digest"] = schema.digest(record)
     second.write_text(json.dumps(record))
     code, _, err = cli("leaderboard", "--check", "--leaderboards", str(lb))
-    assert code == 2 and str(second) in err and f"budget is 50 where {first.name} has 20" in err
+    assert code == 2 and str(second) in err and f"budget is 35 where {first.name} has 50" in err
     del record["results"]["per_volume"]
     record["schema_version"] = 2  # an entry made before per-volume values
     record["digest"] = schema.digest(record)

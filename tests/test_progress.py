@@ -71,5 +71,5 @@ def test_the_last_line_is_the_dice_a_board_ranks_by(tiny_phantom: Path, tmp_path
                          "--detector", "threshold", "--out", str(tmp_path / "run"))
     assert code == 0, err
     last = out.strip().splitlines()[-1]
-    assert last.startswith("mean foreground Dice 0.") and "after simulated correction 0." in last
-    assert last.endswith("(4 volumes; a board ranks by the corrected Dice)")
+    assert last.startswith("mean foreground Dice 0.") and f"(4 volumes); AUCC@{presets.UQBENCH.budget} 0." in last
+    assert "what a board ranks detection by; corrected at the operating point 0." in last

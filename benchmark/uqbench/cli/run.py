@@ -103,13 +103,17 @@ def bars() -> Progress:
 
 
 def headline(summary: Summary) -> str:
-    """The last line: the mean foreground Dice, after simulated correction when a detector ran, and which of
-    them a board ranks by."""
+    """The last line: the figures a board ranks by, the mean foreground Dice and, when a detector ran, AUCC@B beside
+    its random and oracle orders (and the corrected Dice at the operating point, which is shown, not ranked)."""
     seg, fixed = summary.segmentation, summary.corrected
+    line = f"mean foreground Dice {seg.mean_foreground_dice:.3f} ({seg.volumes} volumes)"
     if fixed is None:
-        return f"mean foreground Dice {seg.mean_foreground_dice:.3f} ({seg.volumes} volumes; a board ranks by it)"
-    return (f"mean foreground Dice {seg.mean_foreground_dice:.3f}, after simulated correction "
-            f"{fixed.mean_foreground_dice:.3f} ({seg.volumes} volumes; a board ranks by the corrected Dice)")
+        return line
+    per = summary.per_volume
+    aucc, random, oracle = (sum(x) / len(per) for x in zip(*[(v.aucc or 0.0, v.aucc_random, v.aucc_oracle)
+                                                               for v in per], strict=True))
+    return (f"{line}; AUCC@{summary.protocol.budget} {aucc:.3f} (random order {random:.3f}, oracle {oracle:.3f}), "
+            f"what a board ranks detection by; corrected at the operating point {fixed.mean_foreground_dice:.3f}")
 
 
 def summary_table(summary: Summary) -> Table:

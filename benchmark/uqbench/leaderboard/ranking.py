@@ -63,10 +63,11 @@ def _patients(e: Entry) -> list[str]:
 
 
 def _mean(field: Callable[[VolumeValues], float | None]) -> Figure:
+    """The mean over volumes of a per-volume field (None where an entry lacks it)."""
     def figure(e: Entry) -> bootstrap.Statistic | None:
         values = [field(v) for v in _per_volume(e)]
-        return None if any(x is None for x in values) else bootstrap.mean_of([float(x) for x in values if
-                                                                              x is not None])
+        present = [float(x) for x in values if x is not None]
+        return bootstrap.mean_of(present) if len(present) == len(values) else None
     return figure
 
 
