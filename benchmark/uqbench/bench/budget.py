@@ -13,7 +13,7 @@ import numpy as np
 from uqbench.protocol import budget
 from uqbench.protocol.presets import Preset
 from uqbench.scoring.case import Volume
-from uqbench.scoring.correction import footprint
+from uqbench.scoring.correction import curves_of
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -32,16 +32,12 @@ def curves(volumes: Sequence[Volume], *, protocol: Preset, target: float, up_to:
     made: dict[str, list[np.ndarray]] = {"oracle": [], "random": [], "detector": []}
     patches = []
     for v in volumes:
-        fp = footprint(v, target)
-        c = budget.volume_curves(fp, v.prediction, v.reference, mode=protocol.correction, failures=v.failures,
-                                 rank=budget.permutation_rank(fp.patches, seed=protocol.order_seed,
-                                                              patient=v.patient, phase=v.phase))
-        patches.append(fp.patches)
+        c = curves_of(v, protocol=protocol, target=target)
+        patches.append(len(c.rank))
         for kind in ("oracle", "random", "detector"):
             if kind == "detector" and v.patch_probs is None:
                 continue
-            curve = c.dice(c.order(kind, v.patch_probs))
-            made[kind].append(np.array([budget.at(curve, b) for b in range(up_to + 1)]))
+            made[kind].append(budget.up_to(c.dice(c.order(kind, v.patch_probs)), up_to))
     return Curves(oracle=np.mean(made["oracle"], axis=0), random=np.mean(made["random"], axis=0),
                   detector=np.mean(made["detector"], axis=0) if made["detector"] else None, volumes=len(volumes),
                   patches_per_volume=float(np.mean(patches)))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
+import numpy as np
 import typer
 from rich.markup import escape
 from rich.progress import (
@@ -109,9 +110,8 @@ def headline(summary: Summary) -> str:
     line = f"mean foreground Dice {seg.mean_foreground_dice:.3f} ({seg.volumes} volumes)"
     if fixed is None:
         return line
-    per = summary.per_volume
-    aucc, random, oracle = (sum(x) / len(per) for x in zip(*[(v.aucc or 0.0, v.aucc_random, v.aucc_oracle)
-                                                               for v in per], strict=True))
+    aucc, random, oracle = np.mean([(v.aucc, v.aucc_random, v.aucc_oracle) for v in summary.per_volume
+                                    if v.aucc is not None], axis=0)
     return (f"{line}; AUCC@{summary.protocol.budget} {aucc:.3f} (random order {random:.3f}, oracle {oracle:.3f}), "
             f"what a board ranks detection by; corrected at the operating point {fixed.mean_foreground_dice:.3f}")
 

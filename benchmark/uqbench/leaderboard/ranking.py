@@ -126,13 +126,14 @@ def rows(entries: Sequence[Entry], question: Question, draws: bootstrap.Draws) -
     """The question's rows: its methods ranked best first, then its baselines (one set per segmentation)."""
     methods: list[Row] = []
     baselines: list[Row] = []
-    for key, group in _groups(entries, question).items():
+    groups = _groups(entries, question)
+    for key, group in groups.items():
         name = "\0".join((question, *key))
         primary = _estimate(PRIMARY[question], group, draws=draws, row=name)
         if primary is None:  # no map (predictions scored without one): not on the uncertainty board
             continue
         methods.append(Row(question=question, method=key, baseline=None, entries=group, primary=primary))
-    for key, group in _groups(entries, question).items():
+    for key, group in groups.items():
         segmentation = key[:3]
         if any(b.method == segmentation for b in baselines):
             continue

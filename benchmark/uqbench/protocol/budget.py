@@ -153,9 +153,9 @@ def volume_curves(fp: Footprint, pred: np.ndarray, ref: np.ndarray, *, mode: Cor
     where, p, r = fp.patch[fix], pred[fix], ref[fix]
     gain = np.stack([np.bincount(where[r == c], minlength=fp.patches) for c in FOREGROUND], axis=1)
     loss = np.stack([np.bincount(where[p == c], minlength=fp.patches) for c in FOREGROUND], axis=1)
-    tp = np.array([np.sum((pred == c) & (ref == c)) for c in FOREGROUND], dtype=np.float64)
-    fpos = np.array([np.sum((pred == c) & (ref != c)) for c in FOREGROUND], dtype=np.float64)
-    fn = np.array([np.sum((pred != c) & (ref == c)) for c in FOREGROUND], dtype=np.float64)
+    confusion = np.bincount(pred.ravel().astype(np.int64) * 4 + ref.ravel(), minlength=16).reshape(4, 4)
+    tp = np.diag(confusion)[1:].astype(np.float64)  # rows: predicted class, columns: reference class
+    fpos, fn = confusion.sum(axis=1)[1:] - tp, confusion.sum(axis=0)[1:] - tp
     return VolumeCurves(tp=tp, fp=fpos, fn=fn, gain_tp=gain.astype(np.float64), loss_fp=loss.astype(np.float64),
                         changed=np.bincount(where, minlength=fp.patches), rank=rank)
 
@@ -165,9 +165,15 @@ def at(curve: np.ndarray, b: int) -> float:
     return float(curve[min(b, len(curve) - 1)])
 
 
+def up_to(curve: np.ndarray, budget: int) -> np.ndarray:
+    """D(0), ..., D(budget), the curve held at its last value past the volume's patches."""
+    out: np.ndarray = curve[np.minimum(np.arange(budget + 1), len(curve) - 1)]
+    return out
+
+
 def aucc(curve: np.ndarray, budget: int) -> float:
     """AUCC@B: the mean of D(0), ..., D(B)."""
-    return float(np.mean([at(curve, b) for b in range(budget + 1)]))
+    return float(up_to(curve, budget).mean())
 
 
 def normalised(value: float, random: float, oracle: float) -> float:

@@ -31,7 +31,7 @@ from uqbench.results.summary import (
     Significance,
 )
 from uqbench.scoring.case import Volume, case_rows
-from uqbench.scoring.correction import correct_volumes, fixed, per_volume
+from uqbench.scoring.correction import correct_volumes, fixed, footprint, per_volume
 
 
 def _patient_indices(rows: Sequence[dict[str, Any]], column: str, density: float) -> dict[str, dict[str, float]]:
@@ -137,6 +137,7 @@ def effort_curve(volumes: Sequence[Volume], *, protocol: Preset, target: float,
     total_patches = sum(int(v.patch_probs.size) for v in scored if v.patch_probs is not None)
     thresholds = effort_thresholds([v.patch_probs for v in scored if v.patch_probs is not None], shares)
     total_slices = sum(v.prediction_grid.shape[0] for v in scored)
+    footprints = [footprint(v, target) for v in scored]
     points: list[EffortPoint] = []
     for t in thresholds:
         flags = [v.patch_probs > t for v in scored if v.patch_probs is not None]
@@ -145,8 +146,8 @@ def effort_curve(volumes: Sequence[Volume], *, protocol: Preset, target: float,
             points.append(replace(points[-1], threshold=t))
             continue
         rows: list[dict[str, Any]] = []
-        for v, f in zip(scored, flags, strict=True):
-            rows += case_rows(v, fixed(v, f, protocol=protocol, target=target))
+        for v, f, fp in zip(scored, flags, footprints, strict=True):
+            rows += case_rows(v, fixed(v, f, protocol=protocol, fp=fp))
         clin = clinical_summary(rows, density=protocol.myocardial_density)
         points.append(EffortPoint(threshold=t, flagged_patches=n_flagged, share_of_patches=n_flagged / total_patches,
                                   share_of_slices=sum(int(f.any((1, 2)).sum()) for f in flags) / total_slices,

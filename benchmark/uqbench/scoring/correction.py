@@ -25,10 +25,17 @@ def footprint(v: Volume, target: float) -> budget.Footprint:
                             spacing=v.spacing, target=target)
 
 
-def fixed(v: Volume, flags: np.ndarray, *, protocol: Preset, target: float) -> np.ndarray:
-    """The volume's original-geometry labels after correcting the flagged patches."""
-    return budget.corrected(footprint(v, target), v.prediction, v.reference, flags=flags, mode=protocol.correction,
-                            failures=v.failures)
+def fixed(v: Volume, flags: np.ndarray, *, protocol: Preset, fp: budget.Footprint) -> np.ndarray:
+    """The volume's original-geometry labels after correcting the flagged patches (``fp``: its footprint)."""
+    return budget.corrected(fp, v.prediction, v.reference, flags=flags, mode=protocol.correction, failures=v.failures)
+
+
+def curves_of(v: Volume, *, protocol: Preset, target: float) -> budget.VolumeCurves:
+    """The volume's correction-budget counts under the protocol's correction mode and patch permutation."""
+    fp = footprint(v, target)
+    return budget.volume_curves(fp, v.prediction, v.reference, mode=protocol.correction, failures=v.failures,
+                                rank=budget.permutation_rank(fp.patches, seed=protocol.order_seed,
+                                                             patient=v.patient, phase=v.phase))
 
 
 def correct_volumes(volumes: Sequence[Volume], rows: list[dict[str, Any]], *, protocol: Preset, target: float
@@ -40,7 +47,7 @@ def correct_volumes(volumes: Sequence[Volume], rows: list[dict[str, Any]], *, pr
     for v in volumes:
         assert v.patch_probs is not None
         flags = protocol.flagged(v.patch_probs, protocol.operating_point)
-        for r in case_rows(v, fixed(v, flags, protocol=protocol, target=target)):
+        for r in case_rows(v, fixed(v, flags, protocol=protocol, fp=footprint(v, target))):
             corrected[(v.patient, v.phase, r["class"])] = r
         fail_patches = detection.voxels_per_patch(v.failures) > 0
         mask = np.stack([expand(f, v.failures.shape[1:]) for f in flags])
@@ -78,13 +85,10 @@ def per_volume(volumes: Sequence[Volume], rows: Sequence[dict[str, Any]], *, pro
     B, out = protocol.budget, []
     curves: dict[str, list[np.ndarray]] = {"detector": [], "random": [], "oracle": []}
     for v in volumes:
-        fp = footprint(v, target)
-        made = budget.volume_curves(fp, v.prediction, v.reference, mode=protocol.correction, failures=v.failures,
-                                    rank=budget.permutation_rank(fp.patches, seed=protocol.order_seed,
-                                                                 patient=v.patient, phase=v.phase))
+        made = curves_of(v, protocol=protocol, target=target)
         random, oracle = made.dice(made.order("random")), made.dice(made.order("oracle"))
-        curves["random"].append(np.array([budget.at(random, b) for b in range(B + 1)]))
-        curves["oracle"].append(np.array([budget.at(oracle, b) for b in range(B + 1)]))
+        curves["random"].append(budget.up_to(random, B))
+        curves["oracle"].append(budget.up_to(oracle, B))
         mine = by_volume[(v.patient, v.phase)]
         values = VolumeValues(patient=v.patient, phase=v.phase, fold=v.fold,
                               dice=float(np.mean([r["dice"] for r in mine])),
@@ -97,7 +101,7 @@ def per_volume(volumes: Sequence[Volume], rows: Sequence[dict[str, Any]], *, pro
             clean = detection.voxels_per_patch(v.failures) == 0
             values = replace(values, aucc=budget.aucc(curve, B), flagged=k, false_positives=int((flags & clean).sum()),
                              dice_flagged=budget.at(curve, k), dice_random_flagged=budget.at(random, k))
-            curves["detector"].append(np.array([budget.at(curve, b) for b in range(B + 1)]))
+            curves["detector"].append(budget.up_to(curve, B))
         out.append(values)
     mean = {k: np.mean(c, axis=0).tolist() if c else [] for k, c in curves.items()}
     return out, BudgetCurves(budget=B, mode=protocol.correction, detector=mean["detector"], random=mean["random"],
