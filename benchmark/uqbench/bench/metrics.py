@@ -20,6 +20,7 @@ from uqbench.bench.baselines import budget_curve_loop, failure_map_loop
 from uqbench.protocol import budget
 from uqbench.protocol.failures import PAPER, FailureRule, apex_index, failure_map
 from uqbench.protocol.metrics import FOREGROUND, largest_component, score
+from uqbench.protocol.presets import UQBENCH
 
 SHAPE = (10, 224, 224)
 SPACING = (10.0, 1.4, 1.4)
@@ -165,7 +166,7 @@ def failure_labels(pairs: list[Pair], rule: FailureRule = PAPER) -> dict[str, An
     return {"rule": rule.name, "ours_s": t_fast, "loop_s": t_loop, "ratio": t_loop / t_fast, "identical": same}
 
 
-def budget_curves(pairs: list[Pair], budget_b: int = 20) -> dict[str, Any]:
+def budget_curves(pairs: list[Pair], budget_b: int = UQBENCH.budget) -> dict[str, Any]:
     """Per-volume seconds of the three correction-budget curves (detector, random and oracle orders, every
     patch) from per-patch counts, against correcting and re-scoring at each b = 0..B of each order."""
     def curves(p: Pair) -> dict[str, tuple[np.ndarray, np.ndarray]]:
