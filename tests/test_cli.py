@@ -49,7 +49,7 @@ def run_main(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
     (["run", "--device", "tpu"], "--device 'tpu': expected auto, cpu or cuda"),
     (["run", "--precision", "fp16"], "--precision 'fp16': expected one of auto, fp32, bf16"),
     (["bench", "infer", "--precision", "half"], "--precision 'half': expected one of auto, fp32, bf16"),
-    (["run", "--uncertainty", "emap", "--samples", "5"], "--samples 5: uncertainty map 'emap' uses one deterministic"),
+    (["run", "--uncertainty", "emap", "--samples", "5"], "--samples 5: uncertainty map 'emap' reads one prediction"),
     (["run", "--samples", "0"], "--samples 0: must be at least 1"),
     (["run", "--iterations", "0"], "--iterations 0: must be at least 1"),
     (["run", "--data", "/no/such/folder"], "--data /no/such/folder: not a folder"),
@@ -412,7 +412,8 @@ def test_version_and_the_help_name_the_method_syntax_and_the_default_output(
     monkeypatch.setenv("COLUMNS", "400")
     code, out, _ = run_main(monkeypatch, capsys, "run", "--help")
     flat = " ".join(out.split())
-    assert code == 0 and "name:arg:... (e.g. smp:unet:resnet34)" in flat and "runs/drn-bmap-phantom-quick" in flat
+    assert code == 0 and "name:arg:... (e.g. smp:unet:resnet34)" in flat
+    assert "runs/drn-mc-dropout-bmap-phantom-quick" in flat
 
 
 def test_plugin_descriptions_are_whole_sentences() -> None:

@@ -31,8 +31,8 @@ def test_settings_are_typed_values(tmp_path: Path) -> None:
     assert cfg.preprocess == PreprocessParams() and cfg.protocol.failure_rule == SEED_CODE
     assert cfg.protocol.label == "uqbench+failure-preset=seed-code" and cfg.protocol.correction == "patch"
     assert cfg.method(DETECTOR) == "sresnet:5" and cfg.method(LOSS) == "ce" and cfg.method(DATASET) == "acdc"
-    assert cfg.methods() == {"segmenter": "drn", "loss": "ce", "uncertainty": "bmap", "detector": "sresnet:5",
-                             "dataset": "acdc"}
+    assert cfg.methods() == {"segmenter": "drn", "loss": "ce", "sampler": "mc-dropout", "uncertainty": "bmap",
+                             "detector": "sresnet:5", "dataset": "acdc"}
 
 
 def test_config_json_reads_back_as_the_same_settings(tmp_path: Path) -> None:
@@ -48,8 +48,8 @@ def test_the_record_keeps_the_keys_config_json_always_had(tmp_path: Path) -> Non
     record = _resolve(tmp_path).record()
     assert list(record) == ["segmenter", "uncertainty", "detector", "loss", "data", "dataset", "folds", "profile",
                             "samples", "device", "seed", "out", "recipe", "preprocess", "precision", "protocol",
-                            "test_data"]  # test_data came last, with --test-data; a config.json without it reads
-    older = {k: v for k, v in record.items() if k != "test_data"}
+                            "test_data", "sampler"]  # test_data came with --test-data, sampler with --sampler; a
+    older = {k: v for k, v in record.items() if k not in ("test_data", "sampler")}  # config.json without them reads
     assert config.RunConfig.from_record(older) == _resolve(tmp_path)
     assert record["profile"] == "quick" and record["folds"] == [0, 1] and record["recipe"]["loss"] == "ce"
     assert record["protocol"]["failure_rule"]["hash"] == SEED_CODE.digest() and record["out"] == str(tmp_path / "run")

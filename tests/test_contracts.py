@@ -12,6 +12,7 @@ from uqbench.testing import (
     check_dataset,
     check_detector,
     check_loss,
+    check_sampler,
     check_segmenter,
     check_uncertainty_map,
 )
@@ -28,6 +29,11 @@ def test_segmenter_contract(name: str) -> None:
 @pytest.mark.parametrize("name", NAMES.names("loss"))
 def test_loss_contract(name: str) -> None:
     check_loss(registry().create("loss", name))
+
+
+@pytest.mark.parametrize("name", [*NAMES.names("sampler"), "ensemble:3", "ensemble:2:mc"])
+def test_sampler_contract(name: str) -> None:
+    check_sampler(registry().create("sampler", name))
 
 
 @pytest.mark.parametrize("name", NAMES.names("uncertainty"))

@@ -8,7 +8,7 @@ import torch
 
 from uqbench import devices
 from uqbench.errors import UsageError
-from uqbench.infer.mc import predict_volume
+from uqbench.infer.sampling import Drawer, predict_volume
 from uqbench.registry import registry
 
 
@@ -36,10 +36,11 @@ def test_bf16_inference_on_cpu_matches_fp32_to_bf16_accuracy() -> None:
     model = seg.build(in_channels=1, num_classes=4, dropout=0.1, width=0.125)
     image = np.random.default_rng(0).random((2, 40, 48)).astype(np.float32)
     umap = registry().create("uncertainty", "bmap")
-    p32, u32 = predict_volume(model, image, umap=umap, samples=3, multiple=seg.size_multiple, device="cpu", seed=0,
-                              precision="fp32")
-    p16, u16 = predict_volume(model, image, umap=umap, samples=3, multiple=seg.size_multiple, device="cpu", seed=0,
-                              precision="bf16")
+    sampler = registry().create("sampler", "mc-dropout")
+    p32, u32 = predict_volume(Drawer(sampler=sampler, models=[model], multiple=seg.size_multiple, precision="fp32"),
+                              image, umap=umap, samples=3, seed=0)
+    p16, u16 = predict_volume(Drawer(sampler=sampler, models=[model], multiple=seg.size_multiple, precision="bf16"),
+                              image, umap=umap, samples=3, seed=0)
     assert p16.dtype == np.float32 and np.allclose(p16.sum(1), 1, atol=1e-5)
     assert 0 < np.abs(p16 - p32).max() < 0.05  # bf16 keeps 8 significant bits: close, but not identical
     assert np.abs(u16 - u32).max() < 0.05

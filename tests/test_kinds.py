@@ -14,6 +14,7 @@ from uqbench.testing import check_uncertainty_map
 def test_required_members_are_read_from_each_contract() -> None:
     # What the README's "Write a plugin" section promises for each kind, written out by hand.
     expected = {"segmenter": ("size_multiple", "build", "recipe"), "loss": ("__call__",),
+                "sampler": ("members", "count", "draw"),
                 "uncertainty": ("samples", "__call__"), "detector": ("fit", "predict", "save", "load"),
                 "dataset": ("problems", "cases", "folds", "fingerprint")}
     assert {k.name: k.required for k in KINDS} == expected

@@ -30,8 +30,8 @@ def test_submitted_runs_make_a_ranked_board_that_check_accepts(example_runs: Pat
         assert "wrote" in out
     files = _entry_files(lb)
     assert [f.name for f in files] == [
-        "example-folder-quick-uqbench--example-net-example-l2-example-maxvar-example-everywhere--seed0.json",
-        "example-folder-quick-uqbench--example-net-example-l2-maxprob-example-everywhere--seed0.json"]
+        "example-folder-quick-uqbench--example-net-example-l2-mc-dropout-example-maxvar-example-everywhere--seed0.json",
+        "example-folder-quick-uqbench--example-net-example-l2-mc-dropout-maxprob-example-everywhere--seed0.json"]
     record = json.loads(files[0].read_text())
     summary = json.loads((example_runs / "full" / "summary.json").read_text())
     assert record["schema_version"] == schema.SCHEMA_VERSION
@@ -85,7 +85,7 @@ def test_submitted_runs_make_a_ranked_board_that_check_accepts(example_runs: Pat
 @pytest.mark.parametrize(("run", "reason"), [
     ("smoke", r"ran with overridden iterations 3 \(the quick recipe has 20\)"),
     ("two-folds", r"ran folds 0,1; an entry needs all folds 0..3"),
-    ("two-samples", r"ran with --samples 2; map 'example-maxvar' is defined with T=4"),
+    ("two-samples", r"ran with --samples 2; map 'example-maxvar' under sampler 'mc-dropout' is defined with T=4"),
 ])
 def test_submit_refuses_a_smoke_partial_fold_or_other_sample_count_run(example_runs: Path, tmp_path: Path, cli,
                                                                        run: str, reason: str) -> None:

@@ -47,6 +47,11 @@ def test_hook_register_losses_builtins() -> None:
     assert {"ce", "soft-dice", "brier"} <= set(registry().names("loss"))
 
 
+def test_hook_register_samplers_builtins() -> None:
+    assert registry().names("sampler") == ["ensemble", "mc-dropout", "tta"]
+    assert registry().entry("sampler", "tta").distribution == "uqbench"
+
+
 def test_hook_register_uncertainty_maps_builtins() -> None:
     assert {"emap", "bmap"} <= set(registry().names("uncertainty"))
 

@@ -44,13 +44,13 @@ def _served(summary: Any) -> dict[tuple[str, int, str, str], bool]:
 
 
 def _no_training_or_inference(monkeypatch: pytest.MonkeyPatch) -> None:
-    from uqbench.infer import mc
+    from uqbench.infer import sampling
     from uqbench.train import loop
 
     def refuse(*args: object, **kwargs: object) -> None:
         raise AssertionError("trained or predicted again")
 
-    for module, name in ((loop, "train"), (mc, "sample_volume"), (mc, "predict_volume")):
+    for module, name in ((loop, "train"), (sampling, "sample_volume"), (sampling, "predict_volume")):
         monkeypatch.setattr(module, name, refuse)
 
 

@@ -37,15 +37,17 @@ def test_sweep_trains_once_per_fold_and_each_cell_matches_a_plain_run(tiny_phant
                                                                       fresh_store: Path, cli: Cli) -> None:
     out = tmp_path / "sweep"
     code, stdout, err = cli("sweep", "--data", str(tiny_phantom), "-u", "emap,bmap", "--detector", "threshold,none",
-                            *GRID, "--out", str(out))
+                            "--sampler", "mc-dropout,tta", *GRID, "--out", str(out))
     assert code == 0, err
-    assert "wave 1: 2 train+predict jobs, wave 2: 4 cells" in " ".join(stdout.split())
-    # one training per fold for the whole grid, and the two test-patient passes (deterministic, MC) per fold
+    assert "wave 1: 2 train+predict jobs, wave 2: 8 cells" in " ".join(stdout.split())
+    # one training per fold for the whole grid (tta draws from the same model), and per sampler the two
+    # test-patient predictions (one-pass, samples) per fold
     assert len(list((fresh_store / "stages" / "train").glob("*/manifest.json"))) == 2
-    assert len(list((fresh_store / "stages" / "predict").glob("*/manifest.json"))) == 4
+    assert len(list((fresh_store / "stages" / "predict").glob("*/manifest.json"))) == 8
     outcomes = _sweep_json(out)
     assert all(o["ok"] for o in outcomes.values())
-    for name in ("drn-emap-threshold", "drn-emap-none", "drn-bmap-threshold", "drn-bmap-none"):
+    for name in (f"drn-{s}-{u}-{d}" for s in ("mc-dropout", "tta") for u in ("emap", "bmap")
+                 for d in ("threshold", "none")):
         stages = json.loads((out / name / "stages.json").read_text())["stages"]
         assert all(s["from_store"] for s in stages if s["stage"] in ("train", "predict")), name
     # a cell is an ordinary run folder: the same command as a plain run gives the same numbers
@@ -53,12 +55,12 @@ def test_sweep_trains_once_per_fold_and_each_cell_matches_a_plain_run(tiny_phant
                        "--out", str(tmp_path / "plain"))
     assert code == 0, err
     plain = pd.read_csv(tmp_path / "plain" / "cases.csv")
-    pd.testing.assert_frame_equal(plain, pd.read_csv(out / "drn-bmap-threshold" / "cases.csv"))
+    pd.testing.assert_frame_equal(plain, pd.read_csv(out / "drn-mc-dropout-bmap-threshold" / "cases.csv"))
     assert json.loads((tmp_path / "plain" / "summary.json").read_text())["corrected"] == \
-        json.loads((out / "drn-bmap-threshold" / "summary.json").read_text())["corrected"]
+        json.loads((out / "drn-mc-dropout-bmap-threshold" / "summary.json").read_text())["corrected"]
     # a rerun resumes: every stage from the store
     code, stdout, err = cli("sweep", "--data", str(tiny_phantom), "-u", "emap,bmap", "--detector", "threshold,none",
-                            *GRID, "--out", str(out))
+                            "--sampler", "mc-dropout,tta", *GRID, "--out", str(out))
     assert code == 0, err
     assert all(o["computed"] == 0 and o["from_store"] > 0 for o in _sweep_json(out).values())
 
@@ -73,14 +75,14 @@ def test_a_sweep_with_test_data_trains_the_test_model_once_and_every_cell_scores
     # folds 0 and 1, and the one model of every training patient that both cells read
     assert len(list((fresh_store / "stages" / "train").glob("*/manifest.json"))) == 3
     held_out = []
-    for name in ("drn-emap-threshold", "drn-maxprob-threshold"):
+    for name in ("drn-mc-dropout-emap-threshold", "drn-mc-dropout-maxprob-threshold"):
         summary = json.loads((out / name / "summary.json").read_text())
         assert summary["test"] is not None and (out / name / "test" / "cases.csv").is_file(), name
         stages = json.loads((out / name / "stages.json").read_text())["stages"]
         held_out += [s for s in stages if s["stage"] == "train" and s["fold"] == -1]
     # both cells read one stage: the first cell trained it, the second found it in the store
     assert len({s["key"] for s in held_out}) == 1 and [s["from_store"] for s in held_out] == [False, True]
-    cases = pd.read_csv(out / "drn-emap-threshold" / "test" / "cases.csv")
+    cases = pd.read_csv(out / "drn-mc-dropout-emap-threshold" / "test" / "cases.csv")
     assert set(cases["patient"]) == {"patient101", "patient102"}
 
 
@@ -134,9 +136,10 @@ def test_failed_job_is_reported_with_its_log_and_the_rest_finish(tiny_phantom: P
     log = out / "logs" / "train_predict_broken_fold_0.log"
     assert "failed train+predict broken fold 0: segmenter 'broken'" in flat and f"log: {log}" in flat
     assert "CUDA out of memory (a stand-in)" in log.read_text() and "Traceback" in log.read_text()
-    assert "skipped broken-emap-threshold: skipped: train+predict broken fold 0 failed" in flat
+    assert "skipped broken-mc-dropout-emap-threshold: skipped: train+predict broken fold 0 failed" in flat
     outcomes = _sweep_json(out)
-    assert outcomes["drn-emap-threshold"]["ok"] and (out / "drn-emap-threshold" / "summary.json").is_file()
+    cell = "drn-mc-dropout-emap-threshold"
+    assert outcomes[cell]["ok"] and (out / cell / "summary.json").is_file()
 
 
 @pytest.mark.slow
@@ -150,7 +153,7 @@ def test_local_executor_runs_jobs_as_processes_each_with_its_own_gpu(tiny_phanto
     first_wave = {o.visible_devices for o in outcomes[:2]}
     assert first_wave == {"0", "1"}  # the two folds' jobs ran at once, each seeing one GPU
     assert all(o.host and o.log and Path(o.log).is_file() for o in outcomes)
-    assert (tmp_path / "sweep" / "drn-emap-threshold" / "summary.json").is_file()
+    assert (tmp_path / "sweep" / "drn-mc-dropout-emap-threshold" / "summary.json").is_file()
 
 
 @pytest.mark.slow
@@ -163,9 +166,10 @@ def test_submitit_executors_run_the_sweep(cluster: str, tiny_phantom: Path, tmp_
                    options=_options(tiny_phantom), out=tmp_path / "sweep")
     outcomes = sweep.run(p, executors.Submitit(executor))
     assert [o.name for o in outcomes] == ["train+predict drn fold 0", "train+predict drn fold 1",
-                                          "drn-emap-threshold"]
+                                          "drn-mc-dropout-emap-threshold"]
     assert all(o.ok for o in outcomes), outcomes
-    assert outcomes[-1].from_store > 0 and (tmp_path / "sweep" / "drn-emap-threshold" / "cases.csv").is_file()
+    assert outcomes[-1].from_store > 0
+    assert (tmp_path / "sweep" / "drn-mc-dropout-emap-threshold" / "cases.csv").is_file()
 
 
 STANDIN = {
@@ -246,7 +250,7 @@ def test_slurm_executor_submits_through_sbatch_reports_a_killed_job_and_resumes(
     assert code == 0, err
     outcomes = _sweep_json(out)
     assert outcomes["train+predict drn fold 0"]["computed"] == 0 and outcomes["train+predict drn fold 1"]["computed"]
-    assert outcomes["drn-emap-threshold"]["ok"]
+    assert outcomes["drn-mc-dropout-emap-threshold"]["ok"]
 
 
 def test_unknown_executor_is_refused(cli: Cli) -> None:
@@ -271,7 +275,7 @@ def test_a_bad_method_in_the_grid_is_refused_before_any_work(cli: Cli, tmp_path:
 
 def test_a_cell_folder_holding_other_settings_is_refused_before_any_work(cli: Cli, tmp_path: Path,
                                                                         tiny_phantom: Path, fresh_store: Path) -> None:
-    cell = tmp_path / "s" / "drn-emap-threshold"
+    cell = tmp_path / "s" / "drn-mc-dropout-emap-threshold"
     cell.mkdir(parents=True)
     (cell / "config.json").write_text(json.dumps({"segmenter": "drn", "seed": 7}))
     code, _, err = cli("sweep", "--data", str(tiny_phantom), "-u", "emap", "--detector", "threshold", *GRID,

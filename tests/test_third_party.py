@@ -16,10 +16,12 @@ from uqbench.testing import (
     DatasetContract,
     DetectorContract,
     LossContract,
+    SamplerContract,
     SegmenterContract,
     UncertaintyMapContract,
     check_detector,
     check_loss,
+    check_sampler,
     check_segmenter,
     check_uncertainty_map,
 )
@@ -43,7 +45,8 @@ def test_example_plugin_is_listed_with_its_distribution() -> None:
     code, out = _cli("plugins", "--json")
     assert code == 0
     methods = {(m["kind"], m["name"]): m for m in json.loads(out)["methods"]}
-    for key in [("segmenter", "example-net"), ("loss", "example-l2"), ("uncertainty", "example-maxvar"),
+    for key in [("segmenter", "example-net"), ("loss", "example-l2"), ("sampler", "example-noise"),
+                ("uncertainty", "example-maxvar"),
                 ("detector", "example-everywhere"), ("dataset", "example-folder")]:
         assert methods[key]["distribution"] == "uqbench-example" and methods[key]["version"] == "0.1.0"
     assert methods[("segmenter", "drn")]["distribution"] == "uqbench"
@@ -55,19 +58,22 @@ def test_example_plugin_passes_the_contract_kit(tmp_path: Path) -> None:
     check_segmenter(reg.create("segmenter", "example-net"))
     check_loss(reg.create("loss", "example-l2"))
     check_uncertainty_map(reg.create("uncertainty", "example-maxvar"))
+    check_sampler(reg.create("sampler", "example-noise:0.1"))
     check_detector(reg.create("detector", "example-everywhere"), tmp_path)
 
 
 @pytest.mark.e2e
 @pytest.mark.usefixtures("example_plugin")
 def test_example_plugin_runs_end_to_end(tiny_phantom: Path, tmp_path: Path) -> None:
-    code, out = _cli("run", "--segmenter", "example-net", "--uncertainty", "example-maxvar", "--detector",
-                     "example-everywhere", "--data", str(tiny_phantom), "--dataset", "example-folder",
-                     "--folds", "0,1", "--iterations", "3", "--out", str(tmp_path / "run"))
+    code, out = _cli("run", "--segmenter", "example-net", "--sampler", "example-noise", "--uncertainty",
+                     "example-maxvar", "--detector", "example-everywhere", "--data", str(tiny_phantom),
+                     "--dataset", "example-folder", "--folds", "0,1", "--iterations", "3",
+                     "--out", str(tmp_path / "run"))
     assert code == 0, out
     summary = read_summary(tmp_path / "run" / "summary.json")
     assert summary.provenance.methods["segmenter"].distribution == "uqbench-example"
     assert summary.provenance.methods["loss"].name == "example-l2"
+    assert summary.provenance.methods["sampler"].distribution == "uqbench-example"
     assert summary.corrected is not None
 
 
@@ -94,6 +100,12 @@ class TestExampleNet(SegmenterContract):
 @pytest.mark.usefixtures("example_plugin")
 class TestExampleLoss(LossContract):
     name = "example-l2"
+
+
+@pytest.mark.usefixtures("example_plugin")
+class TestExampleSampler(SamplerContract):
+    name = "example-noise"
+    variants = ("example-noise:0.2",)
 
 
 @pytest.mark.usefixtures("example_plugin")

@@ -1,6 +1,6 @@
 """What a plugin of each kind must provide, and the values it exchanges with the harness.
 
-Shapes: B batch (slices), C classes (4: 0 background, 1 RV, 2 myocardium, 3 LV), T MC samples,
+Shapes: B batch (slices), C classes (4: 0 background, 1 RV, 2 myocardium, 3 LV), T predictive samples (see Sampler),
 Z slices, Y/X in-plane. Images are float32, label maps uint8, maps float32 in [0, 1].
 
 A registered class is instantiated with the ``:``-separated arguments that follow its name on
@@ -186,6 +186,49 @@ class MomentMap(Protocol):
 
     def from_moments(self, m: Moments) -> torch.Tensor:
         """Running statistics of the T samples -> map [B, H, W] in [0, 1], equal to ``__call__`` on them."""
+        ...
+
+
+class Forward(Protocol):
+    """The harness's network call, handed to a sampler's ``draw``: it runs a fold's trained model under the run's
+    device and precision and checks the logits' shape."""
+
+    def __call__(self, x: torch.Tensor, *, member: int = 0, stochastic: bool = False) -> torch.Tensor:
+        """Softmax (float32) [N, C, H, W] of trained model ``member`` on input [N, 1, H + 2c, W + 2c] (c the
+        segmenter's context); ``stochastic`` switches its dropout modules on, batch norm stays in inference
+        mode. Rotated or flipped inputs are fine: H and W are multiples of the segmenter's ``size_multiple``."""
+        ...
+
+
+@runtime_checkable
+class Sampler(Protocol):
+    """How predictive samples are drawn from a fold's trained model(s): MC dropout, an ensemble, test-time
+    augmentation. The harness trains and stores ``members`` models per fold (member 0 is the segmenter's own
+    model; member m trains on its own seed stream), seeds torch's generator with the case's seed, and calls
+    ``draw`` once per volume with its slices as the batch. Every map reads the samples' moments, so a map works
+    on every sampler (bmap on an ensemble is the members' spread)."""
+
+    @property
+    def name(self) -> str:
+        """Registry and CLI name, ``^[a-z][a-z0-9-]{0,31}$``."""
+        ...
+
+    @property
+    def members(self) -> int:
+        """The trained models it draws from (1: the segmenter's own); the harness, not the sampler, trains them."""
+        ...
+
+    def count(self, requested: int, *, one_pass: bool) -> int:
+        """T, the samples ``draw`` yields when the map asks for ``requested`` (its own T, or ``--samples``) and
+        is (``one_pass``) or is not a one-pass map, one that reads only a prediction (emap)."""
+        ...
+
+    def draw(self, forward: Forward, x: torch.Tensor, *, samples: int, one_pass: bool, group: int
+             ) -> Iterator[torch.Tensor]:
+        """Yield softmax samples [k, B, C, H, W] of input slices x [B, 1, H + 2c, W + 2c], ``samples`` (the
+        ``count``) in all, in the input's orientation. ``group``: how many passes one ``forward`` call should
+        batch on this device (1 on a CPU, T on CUDA), a hint for speed: the samples' distribution must not
+        depend on it."""
         ...
 
 

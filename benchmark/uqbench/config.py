@@ -12,7 +12,7 @@ from uqbench.api import Profile, Recipe
 from uqbench.data.preprocess import PreprocessParams
 from uqbench.devices import Precision, resolve_device, resolve_precision, resolve_profile
 from uqbench.errors import DataError, PluginError, UsageError
-from uqbench.kinds import DATASET, DETECTOR, KINDS, LOSS, SEGMENTER, UNCERTAINTY, Kind
+from uqbench.kinds import DATASET, DETECTOR, KINDS, LOSS, SAMPLER, SEGMENTER, UNCERTAINTY, Kind
 from uqbench.protocol import failures as failure_rules
 from uqbench.protocol import presets
 from uqbench.protocol.detection import MODES, TRAINING_DATA
@@ -36,7 +36,7 @@ class RunConfig:
     dataset: str
     folds: tuple[int, ...]
     profile: Profile
-    samples: int  # MC samples T (an MC map at T = 1: one stochastic pass; a one-pass map: one deterministic pass)
+    samples: int  # T, the samples the sampler draws for the map (mc-dropout: an MC map's T, 1 for a one-pass map)
     device: str  # "cpu" or "cuda"
     seed: int
     out: Path
@@ -45,6 +45,7 @@ class RunConfig:
     precision: Precision
     protocol: presets.Preset  # failure rule, correction, detector training data, curve and test conventions
     test_data: str | None = None  # an absolute held-out test set folder (--test-data), read like ``data``
+    sampler: str = "mc-dropout"  # how predictive samples are drawn (a spec); absent from configs before samplers
 
     def record(self) -> dict[str, Any]:
         """The JSON form config.json holds (with PROVENANCE_KEYS added by the run)."""
@@ -65,7 +66,7 @@ class RunConfig:
 
     def method(self, of: Kind[Any]) -> str | None:
         """The spec of the method of kind ``of`` this run uses (None: a detector was not asked for)."""
-        return {SEGMENTER: self.segmenter, UNCERTAINTY: self.uncertainty, LOSS: self.loss,
+        return {SEGMENTER: self.segmenter, UNCERTAINTY: self.uncertainty, LOSS: self.loss, SAMPLER: self.sampler,
                 DETECTOR: self.detector, DATASET: self.dataset}[of]
 
     def methods(self) -> dict[str, str]:
@@ -139,15 +140,43 @@ def resolve_protocol(protocol: str, *, failure_preset: str | None = None, correc
                           detector_training=detector_training)
 
 
+def resolve_samples(umap: Any, drawn: Any, *, uncertainty: str, sampler: str, samples: int | None) -> int:
+    """T, the samples ``drawn`` (the sampler ``sampler``) draws for the map ``umap`` when asked for ``samples``
+    (--samples; default the map's own T; ensemble:M:mc draws M of them); UsageError naming both when they do
+    not fit: --samples on a one-pass map, a T other than the fixed one a sampler draws (tta's 8), or a map that
+    needs T > 1 from a sampler that draws one sample."""
+    one_pass = umap.samples == 1
+    if samples is not None and samples < 1:
+        raise UsageError(f"--samples {samples}: must be at least 1")
+    if one_pass and samples not in (None, 1):
+        raise UsageError(f"--samples {samples}: uncertainty map '{uncertainty}' reads one prediction (a one-pass map)")
+    try:
+        own = drawn.count(umap.samples, one_pass=one_pass)
+        t = own if samples is None else drawn.count(samples, one_pass=one_pass)
+        fixed = samples is not None and drawn.count(samples + 1, one_pass=one_pass) == t  # T not the user's to set
+    except Exception as exc:
+        raise registry().fault(SAMPLER, sampler, f"failed counting its samples: {type(exc).__name__}: {exc}"
+                               ) from exc
+    if not isinstance(t, int) or isinstance(t, bool) or t < 1 or not isinstance(own, int) or own < 1:
+        raise PluginError(f"sampler '{sampler}': count() gave {t!r}, not a whole number of 1 or more")
+    if umap.samples > 1 and own == 1:
+        raise UsageError(f"uncertainty map '{uncertainty}' needs T > 1 samples; sampler '{sampler}' draws one")
+    if fixed and not one_pass and t != samples:
+        raise UsageError(f"--samples {samples}: sampler '{sampler}' always draws {t} samples")
+    return int(t)
+
+
 def resolve(*, segmenter: str, uncertainty: str, detector: str | None, loss: str | None, data: Path | None,
             dataset: str, folds: list[int], profile: str | None, samples: int | None, device: str, seed: int,
             out: Path | None, iterations: int | None = None, protocol: str = "uqbench",
             failure_preset: str | None = None, correction: str | None = None, precision: str = "auto",
-            detector_training: str | None = None, test_data: Path | None = None) -> RunConfig:
+            detector_training: str | None = None, test_data: Path | None = None, sampler: str = "mc-dropout"
+            ) -> RunConfig:
     """Check every option against the registry and the machine; UsageError names the bad one."""
     reg = registry()
     seg = reg.create(SEGMENTER, segmenter)
     umap = reg.create(UNCERTAINTY, uncertainty)
+    drawn = reg.create(SAMPLER, sampler)
     if detector is not None:
         reg.create(DETECTOR, detector)  # its arguments are checked before any work
     reg.entry(DATASET, dataset.split(":")[0])
@@ -168,12 +197,7 @@ def resolve(*, segmenter: str, uncertainty: str, detector: str | None, loss: str
             raise UsageError(f"--iterations {iterations}: must be at least 1")
         recipe = replace(recipe, iterations=iterations)
     reg.create(LOSS, recipe.loss)  # its arguments too are checked before any work
-    if samples is None:
-        samples = umap.samples
-    elif umap.samples == 1 and samples != 1:
-        raise UsageError(f"--samples {samples}: uncertainty map '{uncertainty}' uses one deterministic pass")
-    elif samples < 1:  # an MC map with one sample is one stochastic pass (the paper's Table V, T = 1)
-        raise UsageError(f"--samples {samples}: must be at least 1")
+    samples = resolve_samples(umap, drawn, uncertainty=uncertainty, sampler=sampler, samples=samples)
     chosen = resolve_protocol(protocol, failure_preset=failure_preset, correction=correction,
                               detector_training=detector_training)
     if data is not None and not data.is_dir():
@@ -187,9 +211,10 @@ def resolve(*, segmenter: str, uncertainty: str, detector: str | None, loss: str
     if out is not None and out.exists() and not out.is_dir():
         raise UsageError(f"--out {out}: is a file, not a folder")
     source = "phantom" if data is None else data.name
-    out = out or Path("runs") / f"{segmenter}-{uncertainty}-{source}-{prof.value}".replace(":", "_").replace("/", "_")
+    name = f"{segmenter}-{sampler}-{uncertainty}-{source}-{prof.value}"
+    out = out or Path("runs") / name.replace(":", "_").replace("/", "_")
     return RunConfig(segmenter=segmenter, uncertainty=uncertainty, detector=detector, loss=recipe.loss,
                      data=None if data is None else str(data.resolve()), dataset=dataset, folds=tuple(folds),
                      profile=prof, samples=samples, device=dev, seed=seed, out=out, recipe=recipe,
                      preprocess=PreprocessParams(), precision=prec, protocol=chosen,
-                     test_data=None if test_data is None else str(test_data.resolve()))
+                     test_data=None if test_data is None else str(test_data.resolve()), sampler=sampler)

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 import pluggy
 
 if TYPE_CHECKING:
-    from uqbench.api import Dataset, Detector, Loss, Segmenter, UncertaintyMap
+    from uqbench.api import Dataset, Detector, Loss, Sampler, Segmenter, UncertaintyMap
 
 PROJECT = "uqbench"
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -34,12 +34,17 @@ contract."""
 
 @hookspec
 def register_segmenters(register: Register[Segmenter]) -> None:
-    """Register segmenters: networks the harness trains and samples with MC dropout."""
+    """Register segmenters: networks the harness trains and draws predictive samples from."""
 
 
 @hookspec
 def register_losses(register: Register[Loss]) -> None:
     """Register training losses: (logits, labels) -> scalar."""
+
+
+@hookspec
+def register_samplers(register: Register[Sampler]) -> None:
+    """Register samplers: how predictive samples are drawn from a fold's trained model(s)."""
 
 
 @hookspec

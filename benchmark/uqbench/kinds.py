@@ -1,4 +1,4 @@
-"""The five kinds of method, in one table: for each, its name (also the CLI flag and the registry key), the
+"""The six kinds of method, in one table: for each, its name (also the CLI flag and the registry key), the
 hook that registers it, the word messages use for it, and its contract in ``uqbench.api``.
 
 What a registered class must define besides ``name`` is read from the contract itself (the members the
@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from uqbench.api import Dataset, Detector, Loss, Segmenter, UncertaintyMap
+from uqbench.api import Dataset, Detector, Loss, Sampler, Segmenter, UncertaintyMap
 from uqbench.errors import UsageError
 
 T = TypeVar("T")
@@ -45,12 +45,13 @@ class Kind(Generic[T]):
 
 SEGMENTER: Kind[Segmenter] = Kind(name="segmenter", hook="register_segmenters", label="segmenter", contract=Segmenter)
 LOSS: Kind[Loss] = Kind(name="loss", hook="register_losses", label="loss", contract=Loss)
+SAMPLER: Kind[Sampler] = Kind(name="sampler", hook="register_samplers", label="sampler", contract=Sampler)
 UNCERTAINTY: Kind[UncertaintyMap] = Kind(name="uncertainty", hook="register_uncertainty_maps", label="uncertainty map",
                                          contract=UncertaintyMap)
 DETECTOR: Kind[Detector] = Kind(name="detector", hook="register_detectors", label="detector", contract=Detector)
 DATASET: Kind[Dataset] = Kind(name="dataset", hook="register_datasets", label="dataset", contract=Dataset)
 
-KINDS: tuple[Kind[Any], ...] = (SEGMENTER, LOSS, UNCERTAINTY, DETECTOR, DATASET)
+KINDS: tuple[Kind[Any], ...] = (SEGMENTER, LOSS, SAMPLER, UNCERTAINTY, DETECTOR, DATASET)
 """Every kind, in the order listings show them."""
 
 

@@ -1,13 +1,14 @@
-"""A sweep: the grid segmenters x uncertainty maps x detectors, planned as the deduplicated stage graph of all its
-runs and executed in two waves on an executor.
+"""A sweep: the grid segmenters x samplers x uncertainty maps x detectors, planned as the deduplicated stage
+graph of all its runs and executed in two waves on an executor.
 
 Wave 1 trains and predicts: one job per segmenter and fold, making every prediction any cell of that segmenter
-reads (the deterministic pass, the MC pass the moment maps share, a raw-sample map's own pass, the in-sample
-predictions an in-sample detector learns from). Wave 2 runs the cells: each an ordinary ``uqbench run`` into its
-own run folder, which finds its trained models and predictions in the stage store and computes only its maps,
-detector and scores. Stages shared by several cells (the failure labels, the scores) are computed by the first
-that needs them; a second one waits on the store's lock and reads them. A rerun of the sweep resumes from the
-store, and a failed job is reported with its log while the others go on.
+reads (every member a sampler draws from, each sampler's one-pass prediction and the samples the moment maps
+share, a raw-sample map's own pass, the in-sample predictions an in-sample detector learns from). Wave 2 runs the
+cells: each an ordinary ``uqbench run`` into its own run folder, which finds its trained models and predictions in
+the stage store and computes only its maps, detector and scores. Stages shared by several cells (the failure
+labels, the scores) are computed by the first that needs them; a second one waits on the store's lock and reads
+them. A rerun of the sweep resumes from the store, and a failed job is reported with its log while the others go
+on.
 
 Executors (``uqbench.executors``) implement :class:`Executor`: ``serial``, ``local`` and ``slurm``. Each job
 runs :func:`execute`, which never raises: a failure is part of its outcome.
@@ -45,11 +46,12 @@ class Job:
     uncertainties: tuple[str, ...]  # wave 1: every map of the grid; wave 2: the cell's
     detector: str | None
     options: dict[str, Any]
+    samplers: tuple[str, ...] = ("mc-dropout",)  # wave 1: every sampler of the grid; wave 2: the cell's
     out: str | None = None  # wave 2: the cell's run folder
     needs: tuple[str, ...] = ()  # the jobs whose stages it reads
 
     def configs(self) -> list[Any]:
-        """The resolved settings of the runs this job serves (one per map)."""
+        """The resolved settings of the runs this job serves (one per sampler and map)."""
         from uqbench import config
         from uqbench.kinds import UNCERTAINTY
         from uqbench.registry import registry
@@ -57,10 +59,10 @@ class Job:
         opts = self.options | {k: None if self.options.get(k) is None else Path(self.options[k])
                                for k in ("data", "test_data")}
         # --samples sets T of the grid's MC maps; a one-pass map keeps its one pass
-        return [config.resolve(segmenter=self.segmenter, uncertainty=u, detector=self.detector,
+        return [config.resolve(segmenter=self.segmenter, uncertainty=u, detector=self.detector, sampler=sampler,
                                out=None if self.out is None else Path(self.out),
                                **opts | ({"samples": None} if registry().create(UNCERTAINTY, u).samples == 1 else {}))
-                for u in self.uncertainties]
+                for sampler in self.samplers for u in self.uncertainties]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -105,26 +107,29 @@ def shared_options(*, folds: Sequence[int], data: Path | None = None, profile: s
             "correction": correction, "precision": precision, "detector_training": detector_training}
 
 
-def cell_name(segmenter: str, uncertainty: str, detector: str | None) -> str:
-    """A cell's folder name, e.g. drn-bmap-sresnet (':' and '/' of method arguments as '_')."""
-    return f"{segmenter}-{uncertainty}-{detector or 'none'}".replace(":", "_").replace("/", "_")
+def cell_name(segmenter: str, sampler: str, uncertainty: str, *, detector: str | None) -> str:
+    """A cell's folder name, e.g. drn-mc-dropout-bmap-sresnet (':' and '/' of method arguments as '_')."""
+    return f"{segmenter}-{sampler}-{uncertainty}-{detector or 'none'}".replace(":", "_").replace("/", "_")
 
 
 def plan(*, segmenters: Sequence[str], uncertainties: Sequence[str], detectors: Sequence[str | None],
-         options: dict[str, Any], out: Path, check_folders: bool = True) -> Plan:
+         options: dict[str, Any], out: Path, check_folders: bool = True,
+         samplers: Sequence[str] = ("mc-dropout",)) -> Plan:
     """Check every cell's settings (UsageError names the bad option) and, with ``check_folders``, that no cell
     folder holds a run with other settings; then lay out the jobs: one train-and-predict job per segmenter and
     fold, then one job per cell."""
-    for flag, values in (("--segmenter", segmenters), ("--uncertainty", uncertainties), ("--detector", detectors)):
+    for flag, values in (("--segmenter", segmenters), ("--sampler", samplers), ("--uncertainty", uncertainties),
+                         ("--detector", detectors)):
         if not values:
             raise UsageError(f"{flag}: no method given")
         twice = sorted({str(v) for v in values if values.count(v) > 1})
         if twice:
             raise UsageError(f"{flag}: {', '.join(twice)} given twice")
     folds = tuple(options["folds"])
-    cells = [Job(name=cell_name(s, u, d), wave=2, segmenter=s, uncertainties=(u,), detector=d, options=options,
-                 out=str(out / cell_name(s, u, d)), needs=tuple(_predict_name(s, k) for k in folds))
-             for s in segmenters for u in uncertainties for d in detectors]
+    cells = [Job(name=cell_name(s, a, u, detector=d), wave=2, segmenter=s, samplers=(a,), uncertainties=(u,),
+                 detector=d, options=options, out=str(out / cell_name(s, a, u, detector=d)),
+                 needs=tuple(_predict_name(s, k) for k in folds))
+             for s in segmenters for a in samplers for u in uncertainties for d in detectors]
     names = [c.name for c in cells]
     clash = sorted({n for n in names if names.count(n) > 1})
     if clash:
@@ -142,8 +147,9 @@ def plan(*, segmenters: Sequence[str], uncertainties: Sequence[str], detectors: 
     # grid's detectors needs them (the key does not depend on which detector). A test set's model is trained by
     # the first cell of its segmenter that reaches it; the store's lock makes the others wait and read it.
     detector = next((d for d in detectors if d is not None), None)
-    predict = [Job(name=_predict_name(s, k), wave=1, segmenter=s, uncertainties=tuple(uncertainties),
-                   detector=detector, options=options | {"folds": [k], "test_data": None})
+    predict = [Job(name=_predict_name(s, k), wave=1, segmenter=s, samplers=tuple(samplers),
+                   uncertainties=tuple(uncertainties), detector=detector,
+                   options=options | {"folds": [k], "test_data": None})
                for s in segmenters for k in folds]
     return Plan(out=out, jobs=predict + cells, cells=cells)
 

@@ -44,7 +44,7 @@ def check_segmenter(seg: Any) -> None:
     frozen, seeded builds agree, and each profile's recipe is usable."""
     import torch
 
-    from uqbench.infer.mc import mc_mode
+    from uqbench.infer.sampling import mc_mode
 
     who = _who(seg)
     _check_names(seg)
@@ -134,7 +134,7 @@ def check_uncertainty_map(um: Any) -> None:
     assert torch.isfinite(um(onehot)).all(), f"{who}: probabilities with zeros give NaN"
     if hasattr(um, "from_moments"):
         from uqbench.api import MOMENTS
-        from uqbench.infer.mc import moments
+        from uqbench.infer.sampling import moments
 
         needs = getattr(um, "needs", MOMENTS)
         assert set(needs) <= set(MOMENTS), f"{who}: needs {sorted(needs)}, expected a subset of {MOMENTS}"
@@ -144,6 +144,46 @@ def check_uncertainty_map(um: Any) -> None:
             raise AssertionError(f"{who}: from_moments fails with only {sorted(needs)} given "
                                  f"(declare what it reads in needs): {exc}") from exc
         assert torch.allclose(streamed, out, atol=1e-5), f"{who}: from_moments differs from the stacked map"
+
+
+def _tiny_net(seed: int) -> Any:
+    """A seeded two-layer convolutional net with dropout, what the sampler checks draw from."""
+    import torch
+    from torch import nn
+
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.Dropout(0.3), nn.Conv2d(8, NUM_CLASSES, 1))
+
+
+def check_sampler(sampler: Any) -> None:
+    """``members`` and ``count`` are positive ints; ``draw`` yields ``count`` softmax samples of the right shape
+    (checked as the harness checks them) for a one-pass and an MC map, on square and oblong slices, and the same
+    samples again from the same seed."""
+    import torch
+
+    from uqbench.errors import MethodFault
+    from uqbench.infer.sampling import Drawer
+
+    who = _who(sampler)
+    _check_names(sampler)
+    m = sampler.members
+    assert isinstance(m, int) and not isinstance(m, bool) and m >= 1, f"{who}: members must be an int >= 1"
+    drawer = Drawer(sampler=sampler, models=[_tiny_net(i) for i in range(m)], multiple=1)
+    image = torch.rand(2, 12, 12 + 4, generator=torch.Generator().manual_seed(0)).numpy()
+    for one_pass in (True, False):
+        for requested in (1, 3):
+            t = sampler.count(requested, one_pass=one_pass)
+            assert isinstance(t, int) and not isinstance(t, bool) and t >= 1, \
+                f"{who}: count({requested}, one_pass={one_pass}) gave {t!r}, not an int >= 1"
+            for img in (image, image[:, :, :12]):
+                with torch.inference_mode():
+                    try:
+                        a, b = (torch.cat(list(drawer.passes(img, one_pass=one_pass, samples=t, seed=5)))
+                                for _ in range(2))
+                    except MethodFault as exc:
+                        raise AssertionError(f"{who}: {exc.detail}") from None
+                assert a.shape == (t, 2, NUM_CLASSES, *img.shape[1:]), f"{who}: samples {tuple(a.shape)}"
+                assert torch.equal(a, b), f"{who}: two draws with the same seed differ"
 
 
 def tiny_examples(n: int = 6, seed: int = 0) -> list[DetectorExample]:
@@ -260,6 +300,16 @@ class UncertaintyMapContract(_Contract):
     def test_uncertainty_map_contract(self) -> None:
         for spec in self.specs():
             check_uncertainty_map(self.create(spec))
+
+
+class SamplerContract(_Contract):
+    """Subclass and set ``name`` to check a sampler."""
+
+    kind = "sampler"
+
+    def test_sampler_contract(self) -> None:
+        for spec in self.specs():
+            check_sampler(self.create(spec))
 
 
 class DetectorContract(_Contract):

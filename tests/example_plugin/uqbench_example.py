@@ -20,10 +20,12 @@ from uqbench import (
     Dataset,
     Detector,
     DetectorExample,
+    Forward,
     Loss,
     Profile,
     Recipe,
     Register,
+    Sampler,
     Segmenter,
     UncertaintyMap,
 )
@@ -69,6 +71,29 @@ class MaxVariance:
 
     def __call__(self, probs: Any) -> Any:
         return (probs.float().var(0, unbiased=False).amax(1) * 4).clamp(0, 1)
+
+
+class InputNoise:
+    """Gaussian input noise: T deterministic passes of the segmenter's model, each on the image plus noise of
+    standard deviation ``sd`` (``example-noise:0.05``), drawn from torch's seeded generator."""
+
+    name = "example-noise"
+    members = 1
+
+    def __init__(self, sd: str = "0.05") -> None:
+        self.sd = float(sd)
+        if not self.sd >= 0:
+            raise ValueError(f"the noise's standard deviation must be 0 or more, not {sd!r}")
+
+    def count(self, requested: int, *, one_pass: bool) -> int:
+        return 1 if one_pass else requested
+
+    def draw(self, forward: Forward, x: Any, *, samples: int, one_pass: bool, group: int) -> Iterator[Any]:
+        import torch
+
+        for _ in range(samples):
+            noisy = x if one_pass else x + self.sd * torch.randn_like(x)
+            yield forward(noisy)[None]
 
 
 class Everywhere:
@@ -119,6 +144,11 @@ def register_segmenters(register: Register[Segmenter]) -> None:
 @uqbench.hookimpl
 def register_losses(register: Register[Loss]) -> None:
     register(SquaredError)
+
+
+@uqbench.hookimpl
+def register_samplers(register: Register[Sampler]) -> None:
+    register(InputNoise)
 
 
 @uqbench.hookimpl

@@ -34,7 +34,7 @@ def test_bmap_reaches_its_largest_value_for_alternating_one_hot_samples() -> Non
 
 def test_variance_maps_of_one_sample_are_zero_stacked_and_streamed() -> None:
     """One stochastic pass (the paper's Table V, T = 1) shows no spread between samples."""
-    from uqbench.infer.mc import moments
+    from uqbench.infer.sampling import moments
 
     one = _probs(1)
     for name in ("bmap", "mi"):

@@ -74,21 +74,31 @@ def train_speed(segmenter: str, *, profile: Profile, iterations: int, device: st
 
 
 def infer_speed(segmenter: str, uncertainty: str, *, samples: int, volumes: int, device: str,
-                width: float | None = None, seed: int = 0, precision: str = "fp32") -> dict[str, Any]:
-    """Seconds per 10-slice volume of MC inference at ``precision``, for samples one at a time and all in one
-    batch, with the map from running moments and from stacked samples, and at the other precision."""
+                width: float | None = None, seed: int = 0, precision: str = "fp32", sampler: str = "mc-dropout"
+                ) -> dict[str, Any]:
+    """Seconds per 10-slice volume of inference drawing ``samples`` samples with ``sampler`` (from untrained
+    members) at ``precision``, for passes one at a time and all in one batch, with the map from running moments
+    and from stacked samples, and at the other precision."""
     import torch
 
-    from uqbench.infer.mc import predict_volume
+    from uqbench.infer.sampling import Drawer, predict_volume
     from uqbench.registry import registry
 
     torch.set_flush_denormal(True)  # as the run does: denormal floats slow CPU inference several-fold
     reg = registry()
     seg = reg.create("segmenter", segmenter)
     umap = reg.create("uncertainty", uncertainty)
+    drawn = reg.create("sampler", sampler)
     w = width if width is not None else seg.recipe(Profile.QUICK if device == "cpu" else Profile.PAPER).width
-    model = seg.build(in_channels=1, num_classes=4, dropout=0.1, width=w).to(device)
+    models = []
+    for m in range(drawn.members):
+        torch.manual_seed(seed + m)
+        models.append(seg.build(in_channels=1, num_classes=4, dropout=0.1, width=w).to(device))
     images = [np.stack([s for s, _ in _slices(10, seed + v)]) for v in range(volumes)]
+
+    def drawer(per_pass: int, prec: str) -> Drawer:
+        return Drawer(sampler=drawn, models=models, multiple=seg.size_multiple, context=context_of(seg),
+                      device=device, precision=prec, per_pass=per_pass)
 
     class Stacked:  # the same map without from_moments: the harness stacks the samples
         name, samples = umap.name, umap.samples
@@ -101,21 +111,18 @@ def infer_speed(segmenter: str, uncertainty: str, *, samples: int, volumes: int,
                 f"{samples} samples per pass, running moments": (umap, samples, precision),
                 "one sample per pass, stacked samples": (Stacked(), 1, precision),
                 f"one sample per pass, running moments, {other}": (umap, 1, other)}
-    out: dict[str, Any] = {"segmenter": segmenter, "uncertainty": uncertainty, "samples": samples,
+    out: dict[str, Any] = {"segmenter": segmenter, "sampler": sampler, "uncertainty": uncertainty, "samples": samples,
                            "width": w, "device": device, "precision": precision, "volumes": volumes,
                            "seconds_per_volume": {}}
     totals = dict.fromkeys(variants, 0.0)
     for m, per_pass, prec in variants.values():  # warm-up
-        predict_volume(model, images[0], umap=m, samples=samples, multiple=seg.size_multiple, device=device, seed=seed,
-                       context=context_of(seg),
-                       per_pass=per_pass, precision=prec)
+        predict_volume(drawer(per_pass, prec), images[0], umap=m, samples=samples, seed=seed)
     for i, img in enumerate(images):  # variants interleaved, so drifting machine load hits them alike
         for label, (m, per_pass, prec) in variants.items():
             if device == "cuda":
                 torch.cuda.synchronize()
             t0 = time.perf_counter()
-            predict_volume(model, img, umap=m, samples=samples, multiple=seg.size_multiple, device=device,
-                           seed=seed + i, per_pass=per_pass, precision=prec, context=context_of(seg))
+            predict_volume(drawer(per_pass, prec), img, umap=m, samples=samples, seed=seed + i)
             if device == "cuda":
                 torch.cuda.synchronize()
             totals[label] += time.perf_counter() - t0

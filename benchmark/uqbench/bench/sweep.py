@@ -64,7 +64,7 @@ def sweep_speed(*, executors: dict[str, Callable[[], sweep.Executor]], options: 
                     f"  {o.name}: {o.wall_s:.0f} s" + ("" if o.ok else f" FAILED {o.error}")))
                 grid_s = time.perf_counter() - t0
             failed = [o.name for o in outcomes if not o.ok]
-            cell = work / name / sweep.cell_name(SEGMENTER, *PLAIN) / "cases.csv"
+            cell = work / name / sweep.cell_name(SEGMENTER, "mc-dropout", PLAIN[0], detector=PLAIN[1]) / "cases.csv"
             grids[name] = {"grid_s": grid_s, "ratio": grid_s / plain_s, "cells": len(p.cells), "failed": failed}
             if not failed:
                 other = pd.read_csv(cell)

@@ -17,7 +17,7 @@ from uqbench.cli import options
 from uqbench.cli.app import bench_app, console
 from uqbench.devices import cpu_model, resolve_device, resolve_precision, resolve_profile
 from uqbench.errors import DataError, UsageError
-from uqbench.kinds import SEGMENTER, UNCERTAINTY
+from uqbench.kinds import SAMPLER, SEGMENTER, UNCERTAINTY
 
 
 @bench_app.command("metrics")
@@ -187,29 +187,38 @@ def infer_cmd(
     *,
     segmenter: options.Segmenter = "drn",
     uncertainty: options.Uncertainty = "bmap",
-    samples: Annotated[int, typer.Option("--samples", help="MC samples T.")] = 10,
+    sampler: options.Sampler = "mc-dropout",
+    samples: Annotated[int | None, typer.Option(
+        "--samples", help="Samples T (default: what the sampler draws for the map).")] = None,
     volumes: Annotated[int, typer.Option("--volumes", help="10-slice 224 x 224 volumes to time.")] = 3,
     width: Annotated[float | None, typer.Option(
         "--width", help="Channel multiplier (default: the quick recipe's on CPU, the paper's on CUDA).")] = None,
     device: options.Device = "auto",
     precision: options.Precision = "auto",
 ) -> None:
-    """MC-inference time per volume, samples one at a time against all in one batch, running moments
-    against stacked samples, and fp32 against bf16 autocast (the precision not chosen is timed beside)."""
+    """Inference time per volume of an MC map's samples as the sampler draws them: passes one at a time against
+    all in one batch, running moments against stacked samples, and fp32 against bf16 autocast (the precision not
+    chosen is timed beside)."""
     from uqbench.bench.speed import infer_speed
+    from uqbench.config import resolve_samples
     from uqbench.registry import registry
 
-    if samples < 2 or volumes < 1:
-        raise UsageError(f"--samples {samples} --volumes {volumes}: need at least 2 samples and 1 volume")
+    if volumes < 1:
+        raise UsageError(f"--volumes {volumes}: need at least 1 volume")
     dev = resolve_device(device)
     prec = resolve_precision(precision, dev)
     registry().create(SEGMENTER, segmenter)
     umap = registry().create(UNCERTAINTY, uncertainty)
     if umap.samples < 2:
-        raise UsageError(f"--uncertainty {uncertainty}: a one-pass map; MC inference needs an MC map")
-    r = infer_speed(segmenter, uncertainty, samples=samples, volumes=volumes, device=dev, width=width, precision=prec)
-    table = Table(title=f"uqbench bench infer: {escape(segmenter)} (width {r['width']}), {escape(uncertainty)}, "
-                        f"T={samples}, {prec}, device {_device_name(dev)}")
+        raise UsageError(f"--uncertainty {uncertainty}: a one-pass map; timing samples needs an MC map")
+    t = resolve_samples(umap, registry().create(SAMPLER, sampler), uncertainty=uncertainty, sampler=sampler,
+                        samples=samples)
+    if t < 2:
+        raise UsageError(f"--samples {samples}: need at least 2 samples to time passes one at a time and batched")
+    r = infer_speed(segmenter, uncertainty, samples=t, volumes=volumes, device=dev, width=width, precision=prec,
+                    sampler=sampler)
+    table = Table(title=f"uqbench bench infer: {escape(segmenter)} (width {r['width']}), {escape(sampler)}, "
+                        f"{escape(uncertainty)}, T={t}, {prec}, device {_device_name(dev)}")
     table.add_column("variant")
     table.add_column("s/volume")
     table.add_column("relative")

@@ -12,6 +12,9 @@ Segmenter = Annotated[str, typer.Option("--segmenter", "-s", help=f"Segmenter: {
 Segmenters = Annotated[list[str], typer.Option("--segmenter", "-s", help=f"Segmenter(s): {METHOD}; repeatable.")]
 Uncertainty = Annotated[str, typer.Option("--uncertainty", "-u", help="Uncertainty map: a name from `uqbench "
                                                                         "plugins` (name:arg:... with arguments).")]
+Sampler = Annotated[str, typer.Option(
+    "--sampler", help="How predictive samples are drawn: mc-dropout (the paper's), ensemble:M (M models trained "
+    "per fold; ensemble:M:mc adds MC passes of each), tta (8 flips and quarter turns), or a plugin's.")]
 Profile = Annotated[str | None, typer.Option(
     "--profile", help="Training recipe: quick (phantom, smoke tests), cpu (real ACDC on a 2-core CPU, at most 30 "
     "minutes a fold) or paper (section V-A); default: paper with CUDA, else quick.")]

@@ -36,6 +36,7 @@ def run_cmd(
     *,
     segmenter: options.Segmenter = "drn",
     uncertainty: options.Uncertainty = "bmap",
+    sampler: options.Sampler = "mc-dropout",
     detector: Annotated[str | None, typer.Option(
         "--detector", help="Failure detector (name or name:arg, e.g. sresnet:500), trained as the protocol says "
                            "(out of fold needs 2+ folds; in-sample works with one); 'none' to skip.")] = "sresnet",
@@ -46,7 +47,8 @@ def run_cmd(
     test_data: options.TestData = None,
     profile: options.Profile = None,
     samples: Annotated[int | None, typer.Option(
-        "--samples", help="MC samples T (default: the map's); 1 with an MC map is one stochastic pass.")] = None,
+        "--samples", help="Samples T an MC map reads (default: the map's); 1 with an MC map under mc-dropout is "
+                          "one stochastic pass.")] = None,
     device: options.Device = "auto",
     precision: options.Precision = "auto",
     iterations: options.Iterations = None,
@@ -59,8 +61,8 @@ def run_cmd(
         "--force", help=f"Recompute this stage and every later one even when the stage store holds them: "
                         f"{', '.join(runs.STAGES)} (in that order).")] = None,
     out: Annotated[str | None, typer.Option(
-        "--out", help="Output folder (default: runs/<segmenter>-<uncertainty>-<data folder name or phantom>-<profile>, "
-                      "':' and '/' as '_', e.g. runs/drn-bmap-phantom-quick).")] = None,
+        "--out", help="Output folder (default: runs/<segmenter>-<sampler>-<uncertainty>-<data folder name or "
+                      "phantom>-<profile>, ':' and '/' as '_', e.g. runs/drn-mc-dropout-bmap-phantom-quick).")] = None,
 ) -> None:
     """Train, predict and score one method on every fold; writes config.json, cases.csv and summary.json."""
     try:
@@ -76,12 +78,12 @@ def run_cmd(
                          dataset=dataset, folds=fold_list, profile=profile, samples=samples, device=device, seed=seed,
                          out=None if out is None else Path(out), iterations=iterations,
                          protocol=protocol, failure_preset=failure_preset, correction=correction, precision=precision,
-                         detector_training=detector_training, test_data=test_data)
+                         detector_training=detector_training, test_data=test_data, sampler=sampler)
     for warning in registry().warnings:
         console.print(f"[yellow]warning:[/yellow] {escape(warning)}", highlight=False)
     console.print(f"run → {cfg.out}  (profile {cfg.profile.value}, device {cfg.device}, {cfg.precision}, "
-                  f"T={cfg.samples}, protocol {cfg.protocol.label} {cfg.protocol.digest()})", markup=False,
-                  highlight=False)
+                  f"{cfg.sampler} T={cfg.samples}, protocol {cfg.protocol.label} {cfg.protocol.digest()})",
+                  markup=False, highlight=False)
     with bars() as progress:
         summary = runs.run(cfg, progress, force=force)
     console.print(summary_table(summary))

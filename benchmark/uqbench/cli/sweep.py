@@ -41,6 +41,8 @@ def sweep_cmd(
         "--segmenter", "-s", help=f"Segmenters, a comma list: {options.METHOD}.")] = "drn",
     uncertainty: Annotated[str, typer.Option(
         "--uncertainty", "-u", help="Uncertainty maps, a comma list.")] = "emap,bmap,mi,maxprob",
+    sampler: Annotated[str, typer.Option(
+        "--sampler", help="Samplers, a comma list: mc-dropout, ensemble:M[:mc], tta or a plugin's.")] = "mc-dropout",
     detector: Annotated[str, typer.Option(
         "--detector", help="Failure detectors, a comma list ('none': a cell without detection).")]
     = "threshold,sresnet",
@@ -51,7 +53,7 @@ def sweep_cmd(
     test_data: options.TestData = None,
     profile: options.Profile = None,
     samples: Annotated[int | None, typer.Option(
-        "--samples", help="MC samples T of the MC maps (default: each map's); a one-pass map keeps its pass.")]
+        "--samples", help="Samples T of the MC maps (default: each map's); a one-pass map keeps its pass.")]
     = None,
     device: options.Device = "auto",
     precision: options.Precision = "auto",
@@ -77,8 +79,9 @@ def sweep_cmd(
         "--out", help="Sweep folder: a run folder per cell, logs/, sweep.json (default: "
                       "sweeps/<data folder name or phantom>-<profile>).")] = None,
 ) -> None:
-    """Run the grid segmenters x maps x detectors: train and predict once per segmenter and fold (wave 1), then
-    every cell (wave 2), each an ordinary run folder under --out; a rerun resumes from the stage store."""
+    """Run the grid segmenters x samplers x maps x detectors: train and predict once per segmenter and fold
+    (wave 1), then every cell (wave 2), each an ordinary run folder under --out; a rerun resumes from the stage
+    store."""
     if executor not in sweep.EXECUTORS:
         raise UsageError(f"--executor {executor!r}: expected one of {', '.join(sweep.EXECUTORS)}")
     try:
@@ -91,15 +94,16 @@ def sweep_cmd(
                                   precision=precision, iterations=iterations, seed=seed, loss=loss, dataset=dataset,
                                   protocol=protocol, failure_preset=failure_preset, correction=correction,
                                   detector_training=detector_training, test_data=test_data)
-    segs, maps = _names("--segmenter", segmenter), _names("--uncertainty", uncertainty)
+    segs, maps, samplers = _names("--segmenter", segmenter), _names("--uncertainty", uncertainty), _names(
+        "--sampler", sampler)
     dets = [None if d == "none" else d for d in _names("--detector", detector)]
     source = "phantom" if data is None else data.name
     prof = resolve_profile(profile, resolve_device(device))
     root = Path(out) if out is not None else Path("sweeps") / f"{source}-{prof.value}"
     if root.exists() and not root.is_dir():
         raise UsageError(f"--out {root}: is a file, not a folder")
-    p = sweep.plan(segmenters=segs, uncertainties=maps, detectors=dets, options=shared, out=root.resolve(),
-                   check_folders=executor != "slurm")
+    p = sweep.plan(segmenters=segs, samplers=samplers, uncertainties=maps, detectors=dets, options=shared,
+                   out=root.resolve(), check_folders=executor != "slurm")
     for warning in registry().warnings:
         console.print(f"[yellow]warning:[/yellow] {escape(warning)}", highlight=False)
     runner: sweep.Executor | None = None
@@ -110,7 +114,8 @@ def sweep_cmd(
     elif executor == "local":
         runner = executors.Local(gpus=_gpus(), gpus_per_job=gpus_per_job, max_parallel=max_parallel)
     waves = p.waves()
-    console.print(f"sweep → {root}: {len(segs)} segmenter(s) x {len(maps)} map(s) x {len(dets)} detector(s) = "
+    console.print(f"sweep → {root}: {len(segs)} segmenter(s) x {len(samplers)} sampler(s) x {len(maps)} map(s) x "
+                  f"{len(dets)} detector(s) = "
                   f"{len(p.cells)} cells, folds {','.join(map(str, fold_list))}; wave 1: {len(waves[0])} "
                   f"train+predict jobs, wave 2: {len(waves[1])} cells; executor {executor}"
                   + ("" if runner is None else f", {min(runner.slots, len(waves[1]))} at once"),

@@ -112,10 +112,10 @@ def _table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
 
 
 def method_label(e: Entry) -> str:
-    """Segmenter, map and detector, with the loss, as one escaped cell."""
+    """Segmenter, sampler, map and detector, with the loss, as one escaped cell."""
     m = e.method
-    return md(f"{m.segmenter.spec} · {m.uncertainty.spec} · {m.detector.spec if m.detector else 'none'} "
-              f"({m.loss.spec})")
+    return md(f"{m.segmenter.spec} · {m.sampler.spec} · {m.uncertainty.spec} · "
+              f"{m.detector.spec if m.detector else 'none'} ({m.loss.spec})")
 
 
 def _report_link(e: Entry, root: Path) -> str:
@@ -126,7 +126,7 @@ def _report_link(e: Entry, root: Path) -> str:
 def _provenance(rank: int, e: Entry) -> str:
     m, c, s = e.method, e.cost, e.software
     methods = ", ".join(md(f"{k} {x.spec} ({x.distribution} {x.version})") for k, x in
-                        (("segmenter", m.segmenter), ("loss", m.loss), ("map", m.uncertainty),
+                        (("segmenter", m.segmenter), ("loss", m.loss), ("sampler", m.sampler), ("map", m.uncertainty),
                          ("detector", m.detector)) if x is not None)
     commit = f" {s.git_commit[:10]}" if s.git_commit else ""
     device = md(f"{c.device} ({c.device_name or 'unknown'}, {c.precision}, {c.cpu_threads} CPU threads)")
@@ -161,16 +161,17 @@ def _rank_cells(r: Row) -> list[str]:
 
 
 def _method_cells(r: Row, *, detector: bool) -> list[str]:
-    cells = [md(x) for x in r.method[:3]]
+    cells = [md(x) for x in r.method[:4]]
     if detector:
-        cells.append(f"*{md(r.baseline)}*" if r.baseline else md(r.method[3]))
+        cells.append(f"*{md(r.baseline)}*" if r.baseline else md(r.method[4]))
     elif r.baseline:
         cells[-1] += f" · *{md(r.baseline)}*"
     return cells
 
 
 def _segmentation(rows: Sequence[Row], *, held_out: bool) -> list[str]:
-    head = ["rank", "median rank [95 %]", "segmenter", "loss", "map", "seeds", "Dice [95 % CI]", "HD mm", "precision"]
+    head = ["rank", "median rank [95 %]", "segmenter", "loss", "sampler", "map", "seeds", "Dice [95 % CI]", "HD mm",
+            "precision"]
     body = []
     for r in rows:
         cells = [*_rank_cells(r), *_method_cells(r, detector=False), _seeds(r.primary, 3), _ci(r.primary, 3),
@@ -182,8 +183,8 @@ def _segmentation(rows: Sequence[Row], *, held_out: bool) -> list[str]:
 
 
 def _uncertainty(rows: Sequence[Row]) -> list[str]:
-    head = ["rank", "median rank [95 %]", "segmenter", "loss", "map", "seeds", "e-AURC [95 % CI]", "voxel e-AURC",
-            "ECE"]
+    head = ["rank", "median rank [95 %]", "segmenter", "loss", "sampler", "map", "seeds", "e-AURC [95 % CI]",
+            "voxel e-AURC", "ECE"]
     body = [[*_rank_cells(r), *_method_cells(r, detector=False), _seeds(r.primary, 4), _ci(r.primary, 4),
              "-" if r.baseline else _figure(_mean_of(r.entries, lambda e: e.results.e_aurc), 4),
              "-" if r.baseline else _figure(_mean_of(r.entries, lambda e: e.results.ece), 4)] for r in rows]
@@ -191,7 +192,7 @@ def _uncertainty(rows: Sequence[Row]) -> list[str]:
 
 
 def _detection(rows: Sequence[Row], budget: int, root: Path) -> list[str]:
-    head = ["rank", "median rank [95 %]", "segmenter", "loss", "map", "detector", "seeds",
+    head = ["rank", "median rank [95 %]", "segmenter", "loss", "sampler", "map", "detector", "seeds",
             f"AUCC@{budget} [95 % CI]", "nAUCC", "flagged / vol", "FP / vol", "gain over random", "Dice corrected",
             "slice AP", *[f"sens. @{fp_key(fp)} FP" for fp in FROC_FALSE_POSITIVES], "report"]
     body = []
@@ -319,8 +320,9 @@ def ranking_csv(ranked: Ranked) -> str:
                 "question": question, "rank": r.rank, "median_rank": r.median_rank[0] if r.median_rank else None,
                 "rank_low": r.median_rank[1] if r.median_rank else None,
                 "rank_high": r.median_rank[2] if r.median_rank else None,
-                "segmenter": csv_cell(r.method[0]), "loss": csv_cell(r.method[1]), "uncertainty": csv_cell(r.method[2]),
-                "detector": csv_cell(r.method[3]) if len(r.method) > 3 else "", "baseline": r.baseline or "",
+                "segmenter": csv_cell(r.method[0]), "loss": csv_cell(r.method[1]), "sampler": csv_cell(r.method[2]),
+                "uncertainty": csv_cell(r.method[3]), "detector": csv_cell(r.method[4]) if len(r.method) > 4 else "",
+                "baseline": r.baseline or "",
                 "value": r.primary.value, "low": r.primary.low, "high": r.primary.high, "seeds": r.primary.seeds,
                 "seed_sd": r.primary.seed_sd})
     buffer = io.StringIO()
@@ -334,8 +336,8 @@ def csv(entries: Sequence[Entry]) -> str:
     for e in sorted(entries, key=lambda e: e.file_stem):
         m, r = e.method, e.results
         row: dict[str, object] = {}
-        for kind, x in (("segmenter", m.segmenter), ("loss", m.loss), ("uncertainty", m.uncertainty),
-                        ("detector", m.detector)):
+        for kind, x in (("segmenter", m.segmenter), ("loss", m.loss), ("sampler", m.sampler),
+                        ("uncertainty", m.uncertainty), ("detector", m.detector)):
             row[kind] = csv_cell(x.spec) if x else "none"
             row[f"{kind}_distribution"] = csv_cell(f"{x.distribution} {x.version}") if x else ""
         row["mean_foreground_dice"] = r.mean_foreground_dice

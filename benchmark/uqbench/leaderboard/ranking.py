@@ -7,9 +7,10 @@
   (higher is better), beside the harness's baselines for the same segmentation: no correction, the protocol's
   random order, and the oracle order.
 
-A row is a method (its segmenter, loss, map and, for detection, detector) over every seed it posted. The
-segmentation and uncertainty of a method do not depend on its detector, so their rows are the methods' distinct
-segmenter, loss and map. Intervals, median ranks and shared ranks come from ``uqbench.leaderboard.bootstrap``.
+A row is a method (its segmenter, loss, sampler, map and, for detection, detector) over every seed it posted.
+The segmentation and uncertainty of a method do not depend on its detector, so their rows are the methods'
+distinct segmenter, loss, sampler and map (the segmentation is the arg-max of the samples' mean). Intervals,
+median ranks and shared ranks come from ``uqbench.leaderboard.bootstrap``.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ class Row:
     """One row of one question: a method (over its seeds) or a baseline of the harness."""
 
     question: Question
-    method: tuple[str, ...]  # segmenter, loss, map (and detector for detection) specs
+    method: tuple[str, ...]  # segmenter, loss, sampler, map (and detector for detection) specs
     baseline: str | None  # None for a method; else the baseline's name
     entries: list[Entry]  # one per seed
     primary: bootstrap.Estimate
@@ -109,7 +110,7 @@ def _groups(entries: Sequence[Entry], question: Question) -> dict[tuple[str, ...
     for e in sorted(entries, key=lambda e: e.file_stem):
         if question == "detection" and e.method.detector is None:
             continue
-        key = e.key if question == "detection" else e.key[:3]
+        key = e.key if question == "detection" else e.key[:4]
         out.setdefault(key, {}).setdefault(e.seed, e)  # the same segmentation under several detectors: once
     return {k: [v[s] for s in sorted(v)] for k, v in sorted(out.items())}
 
@@ -134,7 +135,7 @@ def rows(entries: Sequence[Entry], question: Question, draws: bootstrap.Draws) -
             continue
         methods.append(Row(question=question, method=key, baseline=None, entries=group, primary=primary))
     for key, group in groups.items():
-        segmentation = key[:3]
+        segmentation = key[:4]
         if any(b.method == segmentation for b in baselines):
             continue
         for label, figure in BASELINES[question]:

@@ -23,7 +23,7 @@ from uqbench.errors import DataError
 from uqbench.records import from_json
 from uqbench.results.summary import ByPhaseClass, VolumeValues
 
-SCHEMA_VERSION = 3  # 2: the digest of its own record; 3: per-volume values, the budget and bootstrap, seeds
+SCHEMA_VERSION = 4  # 2: its record's digest; 3: per-volume values, the budget and bootstrap, seeds; 4: the sampler
 
 FROC_FALSE_POSITIVES = (1.0, 2.0, 5.0, 10.0)
 """False-positive patches per volume at which an entry records the voxel FROC's sensitivity."""
@@ -45,6 +45,7 @@ class Method:
 class Methods:
     segmenter: Method
     loss: Method
+    sampler: Method  # how predictive samples were drawn (mc-dropout, ensemble:M, tta; external for evaluations)
     uncertainty: Method
     detector: Method | None  # None: segmentation and uncertainty only, no detection or correction
 
@@ -134,7 +135,7 @@ class Entry:
     protocol: Protocol
     folds: list[int]
     fold_split: str  # sha256 of the (patient, fold) pairs
-    samples: int  # MC samples T
+    samples: int  # T, the samples the sampler drew for the map
     seed: int  # fold k trained with seed x 1000 + k (uqbench.run.seeds)
     external: bool  # predictions made outside uqbench and scored by it
     results: Results
@@ -144,11 +145,12 @@ class Entry:
     digest: str  # sha256 of the record without this field, written by `uqbench submit`: a hand edit is refused
 
     @property
-    def key(self) -> tuple[str, str, str, str]:
-        """What makes two entries of one board the same method: segmenter, loss, map and detector specs (a method
-        may post several seeds, one entry each)."""
+    def key(self) -> tuple[str, str, str, str, str]:
+        """What makes two entries of one board the same method: segmenter, loss, sampler, map and detector specs
+        (a method may post several seeds, one entry each)."""
         m = self.method
-        return (m.segmenter.spec, m.loss.spec, m.uncertainty.spec, m.detector.spec if m.detector else "none")
+        return (m.segmenter.spec, m.loss.spec, m.sampler.spec, m.uncertainty.spec,
+                m.detector.spec if m.detector else "none")
 
     @property
     def file_stem(self) -> str:

@@ -13,7 +13,7 @@ from typing import Any
 from uqbench import config as run_config
 from uqbench.data.folds import NUM_FOLDS
 from uqbench.errors import DataError, UqbenchError
-from uqbench.kinds import DETECTOR, LOSS, SEGMENTER, UNCERTAINTY
+from uqbench.kinds import DETECTOR, LOSS, SAMPLER, SEGMENTER, UNCERTAINTY
 from uqbench.leaderboard.schema import (
     FROC_FALSE_POSITIVES,
     NOTE_LIMIT,
@@ -54,7 +54,7 @@ def entry_record(summary: Summary, cfg: run_config.RunConfig, *, note: str | Non
     methods = {k: {"spec": m.spec, "distribution": m.distribution, "version": m.version}
                for k, m in summary.provenance.methods.items()}
     return _record(summary, methods={"segmenter": methods[SEGMENTER.name], "loss": methods[LOSS.name],
-                                     "uncertainty": methods[UNCERTAINTY.name],
+                                     "sampler": methods[SAMPLER.name], "uncertainty": methods[UNCERTAINTY.name],
                                      "detector": methods.get(DETECTOR.name)},
                    folds=list(cfg.folds), samples=cfg.samples, external=False, note=note)
 
@@ -137,6 +137,8 @@ def from_run(run: Path, *, note: str | None = None) -> Entry:
                       f"0..{NUM_FOLDS - 1}")
     _check_overrides(run, cfg)
     _check_complete(run, cfg, summary)
+    if SAMPLER.name not in summary.provenance.methods:
+        raise Refused(f"{run}: made before samplers were recorded (its summary names none); run it again to submit")
     return parse(entry_record(summary, cfg, note=note), f"{run} (the entry it makes)")
 
 
@@ -163,6 +165,7 @@ def _from_evaluation(run: Path, evaluated: run_config.EvaluationConfig, summary:
     made = {"distribution": "external", "version": "-"}
     given = "external" if evaluated.uncertainty_maps else "none"
     methods = {"segmenter": {"spec": evaluated.name} | made, "loss": {"spec": "none"} | made,
+               "sampler": {"spec": "external"} | made,
                "uncertainty": ran.get(UNCERTAINTY.name, {"spec": given} | made), "detector": ran.get(DETECTOR.name)}
     return parse(_record(summary, methods=methods, folds=folds, samples=1, external=True, note=note),
                  f"{run} (the entry it makes)")
@@ -179,9 +182,11 @@ def _check_overrides(run: Path, cfg: run_config.RunConfig) -> None:
                    for f in (x.name for x in fields(own)) if getattr(own, f) != getattr(cfg.recipe, f)]
         raise Refused(f"{run}: ran with overridden {'; '.join(changed)}: a smoke run (--iterations) cannot be "
                       "submitted")
-    samples = reg.create(UNCERTAINTY, cfg.uncertainty).samples
+    umap = reg.create(UNCERTAINTY, cfg.uncertainty)
+    samples = reg.create(SAMPLER, cfg.sampler).count(umap.samples, one_pass=umap.samples == 1)
     if cfg.samples != samples:
-        raise Refused(f"{run}: ran with --samples {cfg.samples}; map '{cfg.uncertainty}' is defined with T={samples}")
+        raise Refused(f"{run}: ran with --samples {cfg.samples}; map '{cfg.uncertainty}' under sampler "
+                      f"'{cfg.sampler}' is defined with T={samples}")
 
 
 def _check_complete(run: Path, cfg: run_config.RunConfig, summary: Summary) -> None:

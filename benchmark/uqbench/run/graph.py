@@ -1,6 +1,6 @@
 """The run's stored stages as a graph: each stage keyed, served from the stage store or computed, and recorded.
 
-    prepare -> train[k] -> predict[k] -> maps[k] -> score[k] -> detect[k] -> correct -> summarise
+    prepare -> train[k] (one per member) -> predict[k] -> maps[k] -> score[k] -> detect[k] -> correct -> summarise
 
 per test fold k (and, when fold k's detector learns in-sample, predict, maps and score of fold k's own
 training patients too). predict and maps write their outputs as NIfTI in original geometry, and score reads
@@ -8,8 +8,10 @@ those files through ``uqbench.scoring.case``, the function ``uqbench evaluate`` 
 Each stage's output lives in the stage store (``uqbench.store``) under a key that hashes its settings, the
 plugins it runs (distribution, version, ``cache_version``), its seed and its inputs' keys, so a stage is
 computed once: ``--uncertainty emap`` after ``--uncertainty bmap`` trains and predicts nothing, and a
-new detector, protocol or correction reuses every prediction. An MC run also makes the one deterministic pass of
-its test patients (1/T more inference), which is all a one-pass map (emap) of the same model reads.
+new detector, protocol or correction reuses every prediction. A sampler that draws from several trained models
+(``ensemble:M``) has each trained as its own stage (``ensemble:5`` after ``ensemble:3`` trains two). An MC run also
+makes the sampler's one-pass prediction of its test patients (MC dropout's deterministic pass: 1/T more
+inference), which is all a one-pass map (emap) of the same model reads.
 
 The work of each stage is in ``uqbench.run.stages``; the order of the stages in ``uqbench.run.orchestrate``.
 ``correct`` and ``summarise`` are recomputed by every run: they take seconds.
@@ -29,14 +31,14 @@ from uqbench.calls import Blamer
 from uqbench.config import RunConfig
 from uqbench.data import cache
 from uqbench.errors import DataError, PluginError, UsageError
-from uqbench.kinds import DETECTOR, LOSS, SEGMENTER, UNCERTAINTY, Kind
+from uqbench.kinds import DETECTOR, LOSS, SAMPLER, SEGMENTER, UNCERTAINTY, Kind
 from uqbench.progress import Progress, tracker
 from uqbench.protocol import calibration
 from uqbench.records import fields_to_json
 from uqbench.registry import registry
 from uqbench.results.summary import StageRecord
 from uqbench.run import stages
-from uqbench.run.seeds import predict_seed, stream_seed
+from uqbench.run.seeds import member_seed, predict_seed, stream_seed
 from uqbench.scoring.case import Volume
 from uqbench.store import Served, StageKey, Store, stage_key
 
@@ -80,9 +82,9 @@ class StageGraph:
     """Keys, serves and records the stored stages of one run."""
 
     def __init__(self, cfg: RunConfig, *, store: Store, force: str | None, progress: Progress | None,
-                 seg: Segmenter, umap: Any, loss: Any) -> None:
+                 seg: Segmenter, umap: Any, loss: Any, sampler: Any) -> None:
         self.cfg, self.store, self.force, self.progress = cfg, store, force, progress
-        self.seg, self.umap, self.loss = seg, umap, loss
+        self.seg, self.umap, self.loss, self.sampler = seg, umap, loss, sampler
         self.keys: list[tuple[StageRecord, StageKey]] = []  # every stage served, in order, with its key
         self.loaded: dict[str, list[Volume]] = {}
         self.forced: set[str] = set()
@@ -134,26 +136,34 @@ class StageGraph:
             self.loaded[key] = p.load_volumes()
         return self.loaded[key]
 
-    def train(self, k: int, own: list[cache.Prepared]) -> Served:
+    def train(self, k: int, own: list[cache.Prepared], *, member: int = 0) -> Served:
+        """Fold k's trained model: the segmenter's own (member 0), or member m of the sampler's ensemble, trained
+        alike on its own seed stream (``uqbench.run.seeds.member_seed``) and stored apart."""
         cfg = self.cfg
+        seed = member_seed(cfg.seed, k, member)
         key = self.key("train", settings={"recipe": fields_to_json(cfg.recipe),
                                           "preprocess": fields_to_json(cfg.preprocess), "device": cfg.device,
-                                          "precision": cfg.precision},
-                       plugins=(SEGMENTER, LOSS), seed=stream_seed(cfg.seed, k),
-                       inputs={"cases": [c.fingerprint for c in own]})
+                                          "precision": cfg.precision} | ({"member": member} if member else {}),
+                       plugins=(SEGMENTER, LOSS), seed=seed, inputs={"cases": [c.fingerprint for c in own]})
 
         def compute(work: Path) -> None:
             from uqbench.train.loop import train
 
-            where = f"training, fold {k}"
+            where = f"training, fold {k}" + (f", member {member}" if member else "")
             self.models[key.digest] = self.blamer.call(
                 SEGMENTER, train, where=where, segmenter=self.seg, recipe=cfg.recipe,
                 loss=self.blamer.attributed(LOSS, self.loss, where=where),
                 slices=[(c.image[z], c.labels[z]) for c in own for z in range(c.image.shape[0])], device=cfg.device,
-                seed=stream_seed(cfg.seed, k), checkpoint=work / "checkpoint.pt",
-                advance=tracker(self.progress, f"fold {k} train", cfg.recipe.iterations), precision=cfg.precision)
+                seed=seed, checkpoint=work / "checkpoint.pt",
+                advance=tracker(self.progress, f"fold {k} train" + (f" m{member}" if member else ""),
+                                cfg.recipe.iterations), precision=cfg.precision)
 
-        return self.serve(key, fold=k, cases="training", compute=compute, resumable=True)
+        return self.serve(key, fold=k, cases="training", compute=compute, resumable=True,
+                          detail=f"member {member}" if member else "")
+
+    def members(self, k: int, own: list[cache.Prepared]) -> list[Served]:
+        """Every trained model fold k's sampler draws from, trained first when the store lacks them."""
+        return [self.train(k, own, member=m) for m in range(self.sampler.members)]
 
     def _model(self, trained: Served) -> Any:
         if trained.key.digest not in self.models:
@@ -164,38 +174,37 @@ class StageGraph:
                                                            device=self.cfg.device)
         return self.models[trained.key.digest]
 
-    def predict(self, k: int, *, role: str, cases: list[cache.Prepared], trained: Served, stochastic: bool) -> Served:
-        """T MC-dropout passes (``stochastic``) or one deterministic pass over ``cases`` with fold k's model.
-        Scored cases (role "test", or "held-out" for --test-data) also get their probabilities as NIfTI."""
-        cfg, umap = self.cfg, self.umap
-        raw = stochastic and not isinstance(umap, MomentMap)  # a map that reads the raw samples is made here
-        samples = cfg.samples if stochastic else 1
+    def predict(self, k: int, *, role: str, cases: list[cache.Prepared], trained: Sequence[Served], one_pass: bool
+                ) -> Served:
+        """The sampler's samples of ``cases`` from fold k's trained model(s): for an MC map (``one_pass`` False) the
+        run's T, otherwise the sampler's one-pass prediction (mc-dropout: one deterministic pass). Scored cases
+        (role "test", or "held-out" for --test-data) also get their probabilities as NIfTI."""
+        cfg, umap, sampler = self.cfg, self.umap, self.sampler
+        raw = not one_pass and not isinstance(umap, MomentMap)  # a map that reads the raw samples is made here
+        samples = sampler.count(1, one_pass=True) if one_pass else cfg.samples
         seed = predict_seed(cfg.seed, k, training=role == "training")
-        key = self.key("predict", settings={"passes": "mc" if stochastic else "deterministic", "samples": samples,
-                                            "device": cfg.device, "precision": cfg.precision,
-                                            "export": role != "training",
+        key = self.key("predict", settings={"one_pass": one_pass, "samples": samples, "device": cfg.device,
+                                            "precision": cfg.precision, "export": role != "training",
                                             "preprocess": fields_to_json(cfg.preprocess)},
-                       plugins=(SEGMENTER, UNCERTAINTY) if raw else (SEGMENTER,), seed=seed,
-                       inputs={"model": trained.key.digest, "cases": [c.fingerprint for c in cases]})
+                       plugins=(SEGMENTER, SAMPLER, UNCERTAINTY) if raw else (SEGMENTER, SAMPLER), seed=seed,
+                       inputs={"models": [t.key.digest for t in trained], "cases": [c.fingerprint for c in cases]})
 
         def sample(c: cache.Prepared, case_seed: int) -> dict[str, np.ndarray]:
-            from uqbench.infer.mc import predict_volume, sample_volume
+            from uqbench.infer.sampling import Drawer, predict_volume, sample_volume
 
-            model, multiple, context = self._model(trained), self.seg.size_multiple, context_of(self.seg)
-            with self.blamer.blame(SEGMENTER, f"inference, fold {k}, {c.patient} {c.phase}"):
+            drawer = Drawer(sampler=sampler, models=[self._model(t) for t in trained], multiple=self.seg.size_multiple,
+                            context=context_of(self.seg), device=cfg.device, precision=cfg.precision)
+            with self.blamer.blame(SAMPLER, f"inference, fold {k}, {c.patient} {c.phase}"):
                 if raw:
-                    mean, unc = predict_volume(model, c.image, umap=umap, samples=samples, multiple=multiple,
-                                               device=cfg.device, seed=case_seed, precision=cfg.precision,
-                                               context=context)
+                    mean, unc = predict_volume(drawer, c.image, umap=umap, samples=samples, seed=case_seed)
                     stats = {"mean": mean, "map": unc}
                 else:
-                    stats = sample_volume(model, c.image, stochastic=stochastic, samples=samples, multiple=multiple,
-                                          device=cfg.device, seed=case_seed, precision=cfg.precision,
-                                          context=context)
+                    stats = sample_volume(drawer, c.image, one_pass=one_pass, samples=samples, seed=case_seed)
             try:
                 calibration.check_probabilities(stats["mean"].transpose(1, 0, 2, 3), f"{c.patient} {c.phase}")
             except ValueError as exc:
-                raise PluginError(f"segmenter '{cfg.segmenter}' gave bad softmax output: {exc}") from None
+                raise PluginError(f"sampler '{cfg.sampler}' with segmenter '{cfg.segmenter}' gave bad softmax "
+                                  f"output: {exc}") from None
             return stats
 
         def compute(work: Path) -> None:
@@ -204,7 +213,7 @@ class StageGraph:
                                                                    len(cases)))
 
         return self.serve(key, fold=k, cases=role, compute=compute, resumable=True,
-                          detail=f"mc T={samples}" if stochastic else "deterministic")
+                          detail=f"{cfg.sampler} T={samples}" + (" one-pass" if one_pass else ""))
 
     def maps(self, k: int, *, role: str, cases: list[cache.Prepared], predicted: Served) -> Served:
         cfg, umap = self.cfg, self.umap
@@ -276,4 +285,5 @@ def stage_graph(cfg: RunConfig, *, store: Store, force: str | None, progress: Pr
     """The stage graph of ``cfg``'s run, its methods created from the registry."""
     reg = registry()
     return StageGraph(cfg, store=store, force=force, progress=progress, seg=reg.create(SEGMENTER, cfg.segmenter),
-                      umap=reg.create(UNCERTAINTY, cfg.uncertainty), loss=reg.create(LOSS, cfg.loss))
+                      umap=reg.create(UNCERTAINTY, cfg.uncertainty), loss=reg.create(LOSS, cfg.loss),
+                      sampler=reg.create(SAMPLER, cfg.sampler))

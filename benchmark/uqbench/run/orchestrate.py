@@ -111,7 +111,7 @@ def _load(cfg: RunConfig, progress: Progress | None) -> tuple[_Data, Store]:
     # it started with even if the installation changes under it.
     import torch
 
-    from uqbench.infer import mc  # noqa: F401
+    from uqbench.infer import sampling  # noqa: F401
     from uqbench.train import loop  # noqa: F401
 
     torch.set_flush_denormal(True)  # denormal floats slow CPU training several-fold
@@ -159,15 +159,17 @@ def _detects(cfg: RunConfig) -> bool:
 
 
 def _predictions(cfg: RunConfig, g: StageGraph, *, k: int, data: _Data) -> tuple[Served, Served | None]:
-    """Fold k's model, trained, and its predictions: of the test patients (MC when the map samples; the
-    deterministic pass is always made, for a one-pass map of the same model), and of its own training patients
-    when the detector learns in-sample. Returns the test predictions the map reads and the in-sample ones."""
+    """Fold k's model(s), trained, and its predictions: of the test patients (the sampler's T samples when the
+    map reads their spread; its one-pass prediction is always made, for a one-pass map of the same model), and of
+    its own training patients when the detector learns in-sample. Returns the test predictions the map reads and
+    the in-sample ones."""
     test, own = data.split(k)
-    trained = g.train(k, own)
-    deterministic = g.predict(k, role="test", cases=test, trained=trained, stochastic=False)
-    mc = g.umap.samples > 1
-    predicted = g.predict(k, role="test", cases=test, trained=trained, stochastic=True) if mc else deterministic
-    own_predicted = (g.predict(k, role="training", cases=own, trained=trained, stochastic=mc)
+    trained = g.members(k, own)
+    one_pass = g.umap.samples == 1
+    predicted = g.predict(k, role="test", cases=test, trained=trained, one_pass=True)
+    if not one_pass:
+        predicted = g.predict(k, role="test", cases=test, trained=trained, one_pass=False)
+    own_predicted = (g.predict(k, role="training", cases=own, trained=trained, one_pass=one_pass)
                      if _in_sample(cfg) else None)
     return predicted, own_predicted
 
@@ -257,10 +259,10 @@ def _test_set(cfg: RunConfig, g: StageGraph, *, data: _Data, held_out: PreparedS
     """--test-data after the cross-validation: the segmenter trained on every training patient predicts the
     held-out cases, the detector is fitted on every cross-validation prediction (out of fold by construction),
     and the held-out cases are scored and corrected; OUT/test/ gets their tables and NIfTI."""
-    trained = g.train(HELD_OUT, data.cases)
-    predicted = g.predict(HELD_OUT, role="held-out", cases=held_out.cases, trained=trained, stochastic=False)
+    trained = g.members(HELD_OUT, data.cases)
+    predicted = g.predict(HELD_OUT, role="held-out", cases=held_out.cases, trained=trained, one_pass=True)
     if g.umap.samples > 1:
-        predicted = g.predict(HELD_OUT, role="held-out", cases=held_out.cases, trained=trained, stochastic=True)
+        predicted = g.predict(HELD_OUT, role="held-out", cases=held_out.cases, trained=trained, one_pass=False)
     p = _scored(g, HELD_OUT, role="held-out", cases=held_out.cases, predicted=predicted)
     rows = json.loads((p.scored.path / "rows.json").read_text())
     volumes = g.volumes(p)

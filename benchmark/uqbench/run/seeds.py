@@ -31,3 +31,15 @@ def predict_seed(seed: int, k: int, *, training: bool) -> int:
     while a case set has under 500 cases."""
     stream = _HELD_OUT_STREAM if k == HELD_OUT else k
     return seed * 100_003 + stream * 1000 + (500 if training else 0)
+
+
+_MEMBER_STRIDE = 2**32  # above every stream seed of a seed below 4 million
+
+
+def member_seed(seed: int, k: int, member: int) -> int:
+    """The seed member ``member`` of fold ``k``'s ensemble trains with: member 0 is the segmenter's own model
+    (``stream_seed``), member m > 0 draws ``stream_seed + m * 2**32``, apart from every fold's and seed's
+    stream, so an ensemble of 5 shares its first 3 members with an ensemble of 3."""
+    if member < 0:
+        raise ValueError(f"member {member}: must be 0 or more")
+    return stream_seed(seed, k) + member * _MEMBER_STRIDE
