@@ -53,15 +53,24 @@ class Job:
     def configs(self) -> list[Any]:
         """The resolved settings of the runs this job serves (one per sampler and map)."""
         from uqbench import config
-        from uqbench.kinds import UNCERTAINTY
+        from uqbench.kinds import SAMPLER, UNCERTAINTY
         from uqbench.registry import registry
 
         opts = self.options | {k: None if self.options.get(k) is None else Path(self.options[k])
                                for k in ("data", "test_data")}
-        # --samples sets T of the grid's MC maps; a one-pass map keeps its one pass
+        n = opts.get("samples")
+
+        def own_t(sampler: str, u: str) -> bool:
+            """--samples sets T of the grid's MC maps; a one-pass map keeps its one pass, and a sampler whose T is
+            not the user's to set (tta's 8, ensemble:M's M) keeps its own."""
+            if n is None or registry().create(UNCERTAINTY, u).samples == 1:
+                return True
+            drawn = registry().create(SAMPLER, sampler)
+            return bool(drawn.count(n, one_pass=False) == drawn.count(n + 1, one_pass=False))
+
         return [config.resolve(segmenter=self.segmenter, uncertainty=u, detector=self.detector, sampler=sampler,
                                out=None if self.out is None else Path(self.out),
-                               **opts | ({"samples": None} if registry().create(UNCERTAINTY, u).samples == 1 else {}))
+                               **opts | ({"samples": None} if own_t(sampler, u) else {}))
                 for sampler in self.samplers for u in self.uncertainties]
 
 

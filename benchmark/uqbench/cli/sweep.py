@@ -53,7 +53,8 @@ def sweep_cmd(
     test_data: options.TestData = None,
     profile: options.Profile = None,
     samples: Annotated[int | None, typer.Option(
-        "--samples", help="Samples T of the MC maps (default: each map's); a one-pass map keeps its pass.")]
+        "--samples", help="Samples T of the MC maps (default: each map's); a one-pass map keeps its pass, a "
+                          "sampler of fixed T (tta, ensemble:M) its own.")]
     = None,
     device: options.Device = "auto",
     precision: options.Precision = "auto",
