@@ -15,6 +15,16 @@ from typing import Any
 from uqbench import Forward, Register, Sampler, hookimpl
 
 
+def _passes(forward: Forward, x: Any, *, passes: int, group: int, member: int, stochastic: bool) -> Iterator[Any]:
+    """``passes`` passes of one member over x, ``group`` at a time as one batch of repeated inputs."""
+    done = 0
+    while done < passes:
+        k = min(group, passes - done)
+        p = forward(x.repeat(k, 1, 1, 1), member=member, stochastic=stochastic)
+        yield p.view(k, x.shape[0], *p.shape[1:])
+        done += k
+
+
 class McDropout:
     """MC dropout: T stochastic passes of the segmenter's model (dropout on, batch norm frozen), in groups of
     ``group`` passes per forward call; a one-pass map gets one deterministic pass."""
@@ -26,12 +36,7 @@ class McDropout:
         return 1 if one_pass else requested
 
     def draw(self, forward: Forward, x: Any, *, samples: int, one_pass: bool, group: int) -> Iterator[Any]:
-        done = 0
-        while done < samples:
-            k = min(group, samples - done)
-            p = forward(x.repeat(k, 1, 1, 1), stochastic=not one_pass)
-            yield p.view(k, x.shape[0], *p.shape[1:])
-            done += k
+        return _passes(forward, x, passes=samples, group=group, member=0, stochastic=not one_pass)
 
 
 class Ensemble:
@@ -52,14 +57,9 @@ class Ensemble:
         return self.members * (requested if self.mc and not one_pass else 1)
 
     def draw(self, forward: Forward, x: Any, *, samples: int, one_pass: bool, group: int) -> Iterator[Any]:
-        passes = samples // self.members
         for m in range(self.members):
-            done = 0
-            while done < passes:
-                k = min(group, passes - done)
-                p = forward(x.repeat(k, 1, 1, 1), member=m, stochastic=self.mc and not one_pass)
-                yield p.view(k, x.shape[0], *p.shape[1:])
-                done += k
+            yield from _passes(forward, x, passes=samples // self.members, group=group, member=m,
+                               stochastic=self.mc and not one_pass)
 
 
 def _transform(x: Any, flip: bool, turns: int) -> Any:
