@@ -140,6 +140,16 @@ def resolve_protocol(protocol: str, *, failure_preset: str | None = None, correc
                           detector_training=detector_training)
 
 
+def fixed_count(drawn: Any, sampler: str, requested: int, *, one_pass: bool) -> bool:
+    """Whether the sampler ``drawn`` draws the same T whatever is asked (tta's 8, ensemble:M's M), so that T is not
+    the user's to set; a count() that raises is blamed on the sampler by name."""
+    try:
+        return bool(drawn.count(requested, one_pass=one_pass) == drawn.count(requested + 1, one_pass=one_pass))
+    except Exception as exc:
+        raise registry().fault(SAMPLER, sampler, f"failed counting its samples: {type(exc).__name__}: {exc}"
+                               ) from exc
+
+
 def resolve_samples(umap: Any, drawn: Any, *, uncertainty: str, sampler: str, samples: int | None) -> int:
     """T, the samples ``drawn`` (the sampler ``sampler``) draws for the map ``umap`` when asked for ``samples``
     (--samples; default the map's own T; ensemble:M:mc draws M of them); UsageError naming both when they do
@@ -153,7 +163,6 @@ def resolve_samples(umap: Any, drawn: Any, *, uncertainty: str, sampler: str, sa
     try:
         own = drawn.count(umap.samples, one_pass=one_pass)
         t = own if samples is None else drawn.count(samples, one_pass=one_pass)
-        fixed = samples is not None and drawn.count(samples + 1, one_pass=one_pass) == t  # T not the user's to set
     except Exception as exc:
         raise registry().fault(SAMPLER, sampler, f"failed counting its samples: {type(exc).__name__}: {exc}"
                                ) from exc
@@ -161,7 +170,7 @@ def resolve_samples(umap: Any, drawn: Any, *, uncertainty: str, sampler: str, sa
         raise PluginError(f"sampler '{sampler}': count() gave {t!r}, not a whole number of 1 or more")
     if umap.samples > 1 and own == 1:
         raise UsageError(f"uncertainty map '{uncertainty}' needs T > 1 samples; sampler '{sampler}' draws one")
-    if fixed and not one_pass and t != samples:
+    if samples is not None and not one_pass and t != samples and fixed_count(drawn, sampler, samples, one_pass=False):
         raise UsageError(f"--samples {samples}: sampler '{sampler}' always draws {t} samples")
     return int(t)
 

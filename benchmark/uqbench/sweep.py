@@ -65,8 +65,7 @@ class Job:
             not the user's to set (tta's 8, ensemble:M's M) keeps its own."""
             if n is None or registry().create(UNCERTAINTY, u).samples == 1:
                 return True
-            drawn = registry().create(SAMPLER, sampler)
-            return bool(drawn.count(n, one_pass=False) == drawn.count(n + 1, one_pass=False))
+            return config.fixed_count(registry().create(SAMPLER, sampler), sampler, n, one_pass=False)
 
         return [config.resolve(segmenter=self.segmenter, uncertainty=u, detector=self.detector, sampler=sampler,
                                out=None if self.out is None else Path(self.out),
