@@ -71,7 +71,10 @@ class Recipe:
     dropout: float = 0.1  # MC dropout probability (paper: 10 percent of hidden units)
     foreground: float = 0.0  # share of patches centred on a labelled voxel; 0 = uniform, as the paper
     schedule: str = "step"  # "step" decay, or "snapshot": cosine from learning_rate to 0, restarted every
-    # lr_decay_every steps (the snapshot ensembles of Huang et al. 2017, as the paper trains DN)
+    # lr_decay_every steps (the snapshot ensembles of Huang et al. 2017, as the paper trains DN), or "poly":
+    # learning_rate (1 - step / iterations) ** 0.9, as nnU-Net (lr_decay_every unused)
+    spatial: float = 0.0  # share of patches turned by a random angle and scaled 0.7-1.4 (uqbench.train.augment)
+    intensity: float = 0.0  # share of patches given random brightness, contrast and gamma
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

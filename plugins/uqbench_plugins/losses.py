@@ -39,6 +39,24 @@ class SoftDice:
         return 1 - ((2 * inter + self.eps) / (denom + self.eps)).mean()
 
 
+class DiceCE:
+    """Cross-entropy plus soft-Dice over the foreground classes of the batch, weighted 1 : 1, as nnU-Net trains
+    (DC_and_CE_loss with batch Dice, background left out, smoothing 1e-5); not one of the paper's losses."""
+
+    name = "dice-ce"
+    eps = 1e-5
+
+    def __call__(self, logits: Any, labels: Any) -> Any:
+        from torch.nn import functional as F
+
+        probs = logits.float().softmax(1)[:, 1:]
+        ref = _one_hot(labels, logits.shape[1])[:, 1:]
+        inter = (probs * ref).sum((0, 2, 3))
+        denom = probs.sum((0, 2, 3)) + ref.sum((0, 2, 3))
+        dice = (2 * inter + self.eps) / (denom + self.eps)
+        return F.cross_entropy(logits.float(), labels) + 1 - dice.mean()
+
+
 class Brier:
     """Brier score (Eq. 5): the squared distance between softmax and one-hot labels, summed over the classes and
     voxels of each image and averaged over the batch, as the authors' ``brier_score_loss`` (utils/losses.py of
@@ -56,3 +74,4 @@ def register_losses(register: Register[Loss]) -> None:
     register(CrossEntropy)
     register(SoftDice)
     register(Brier)
+    register(DiceCE)

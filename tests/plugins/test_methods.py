@@ -89,6 +89,12 @@ def test_losses_match_hand_values_on_a_two_voxel_case() -> None:
     r = np.array([[1, 0, 0, 0], [0, 0, 0, 1]])
     per = (2 * (a * r).sum(0) + 1) / (a.sum(0) + r.sum(0) + 1)
     assert reg.create("loss", "soft-dice")(logits, labels).item() == pytest.approx(1 - per.mean(), rel=1e-5)
+    # dice-ce: CE + 1 - the mean over the foreground classes 1-3 of (2 sum(R A) + 1e-5) / (sum R + sum A + 1e-5);
+    # here class 3 alone is present: (0.5 + 1e-5) / (1.35 + 1e-5); classes 1 and 2: 1e-5 / (0.35 + 1e-5)
+    fg = (2 * (a * r).sum(0)[1:] + 1e-5) / (a.sum(0)[1:] + r.sum(0)[1:] + 1e-5)
+    assert fg[2] == pytest.approx(0.5 / 1.35, rel=1e-4)
+    want = -(math.log(0.7) + math.log(0.25)) / 2 + 1 - fg.mean()
+    assert reg.create("loss", "dice-ce")(logits, labels).item() == pytest.approx(want, rel=1e-5)
 
 
 def test_threshold_detector_picks_the_f1_best_cut_and_maps_it_to_one_half(tmp_path) -> None:

@@ -1,5 +1,6 @@
 """Train a segmenter on 2-D slices of the 1.4 mm grid: random square patches, random 90-degree rotations,
-Adam with weight decay and a step learning-rate decay (paper section V-A). Checkpoints are written
+Adam with weight decay and a step learning-rate decay (paper section V-A); a recipe may add rotation, scaling and
+intensity augmentation (uqbench.train.augment) and a poly schedule. Checkpoints are written
 at intervals and an interrupted training resumes from the last one."""
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import torch
 from uqbench.api import NUM_CLASSES, Loss, Recipe, Segmenter, context_of
 from uqbench.devices import autocast
 from uqbench.errors import MethodFault
+from uqbench.train import augment
 from uqbench.train import checkpoint as checkpoints
 
 
@@ -22,11 +24,14 @@ class PatchSampler:
     A ``foreground`` share of the patches is centred on a random labelled voxel (the rest are placed
     uniformly), so short CPU recipes see enough of the small structures; 0 samples uniformly. With a
     segmenter ``context`` c, each image patch also holds the c voxels of image around its label patch (zeros
-    beyond the slice's edge): images [B, 1, P + 2c, P + 2c], labels [B, P, P]."""
+    beyond the slice's edge): images [B, 1, P + 2c, P + 2c], labels [B, P, P]. A ``spatial`` share of the patches
+    is read turned and scaled about the patch's centre, and an ``intensity`` share has its grey values changed
+    (uqbench.train.augment); at 0 neither draws a random number, so the draws are those of a recipe without them."""
 
     def __init__(self, slices: Sequence[tuple[np.ndarray, np.ndarray]], patch: int, rng: np.random.Generator, *,
-                 foreground: float = 0.0, context: int = 0) -> None:
+                 foreground: float = 0.0, context: int = 0, spatial: float = 0.0, intensity: float = 0.0) -> None:
         self.patch, self.rng, self.foreground, self.context = patch, rng, foreground, context
+        self.spatial, self.intensity = spatial, intensity
         self.images, self.labels, self.fg = [], [], []
         for img, lab in slices:  # pad slices smaller than a patch with background, images also by the context
             py, px = max(0, patch - img.shape[0]), max(0, patch - img.shape[1])
@@ -51,9 +56,17 @@ class PatchSampler:
             centred = bool(self.with_fg) and rng.random() < self.foreground
             i = int(self.with_fg[rng.integers(0, len(self.with_fg))] if centred else rng.integers(0, len(self.images)))
             y0, x0 = self._corner(i, centred)
+            if self.spatial and rng.random() < self.spatial:
+                a, mid = augment.affine(rng), (p - 1) / 2
+                image = augment.warp(self.images[i], (y0 + mid + self.context, x0 + mid + self.context), a, size=q,
+                                     order=1)
+                label = augment.warp(self.labels[i], (y0 + mid, x0 + mid), a, size=p, order=0)
+            else:  # the image is offset by the context
+                image, label = self.images[i][y0:y0 + q, x0:x0 + q], self.labels[i][y0:y0 + p, x0:x0 + p]
             k = int(rng.integers(0, 4))
-            xs[b, 0] = np.rot90(self.images[i][y0:y0 + q, x0:x0 + q], k)  # the image is offset by the context
-            ys[b] = np.rot90(self.labels[i][y0:y0 + p, x0:x0 + p], k)
+            xs[b, 0], ys[b] = np.rot90(image, k), np.rot90(label, k)
+            if self.intensity and rng.random() < self.intensity:
+                xs[b, 0] = augment.intensity(xs[b, 0], rng)
         return xs, ys
 
 
@@ -64,11 +77,13 @@ class DeviceSampler:
 
     Slices are zero-padded to a common size; a slice's patch corners stay inside its own (padded-to-patch)
     extent, and a centred patch picks a slice with labels uniformly, then one of its labelled voxels. Images
-    carry ``context`` voxels of image around each label patch, as :class:`PatchSampler`'s."""
+    carry ``context`` voxels of image around each label patch, as :class:`PatchSampler`'s, and the same
+    ``spatial`` and ``intensity`` augmentation is drawn on the device."""
 
     def __init__(self, slices: Sequence[tuple[np.ndarray, np.ndarray]], patch: int, *, device: str, seed: int,
-                 foreground: float = 0.0, context: int = 0) -> None:
+                 foreground: float = 0.0, context: int = 0, spatial: float = 0.0, intensity: float = 0.0) -> None:
         self.patch, self.foreground, self.device, c = patch, foreground, device, context
+        self.context, self.spatial, self.intensity = context, spatial, intensity
         h = max(patch, *(img.shape[0] for img, _ in slices))
         w = max(patch, *(img.shape[1] for img, _ in slices))
         images = np.zeros((len(slices), h + 2 * c, w + 2 * c), np.float32)
@@ -122,11 +137,32 @@ class DeviceSampler:
         rows = (y0[:, None] + self.image_span)[:, :, None]  # the images are offset by the context
         cols = (x0[:, None] + self.image_span)[:, None, :]
         xs = self.images[idx[:, None, None], rows, cols]
+        if self.spatial:  # every patch is warped and a spatial share kept: no wait on the host for a count
+            xs, ys = self._warp(idx, (y0, x0), (xs, ys))
         k = (self._rand(size) * 4).long().clamp_max(3)
         for r in (1, 2, 3):
             sel = k == r
             xs[sel], ys[sel] = torch.rot90(xs[sel], r, (1, 2)), torch.rot90(ys[sel], r, (1, 2))
+        if self.intensity:
+            keep = self._rand(size)[:, None, None] < self.intensity
+            xs = torch.where(keep, augment.intensity_torch(xs, self.gen), xs)
         return xs[:, None], ys.long()
+
+    def _warp(self, idx: torch.Tensor, corner: tuple[torch.Tensor, torch.Tensor],
+              patches: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The patches with a ``spatial`` share read turned and scaled about their centres (augment.warp)."""
+        (y0, x0), (xs, ys) = corner, patches
+        size, p, c = idx.shape[0], self.patch, self.context
+        theta = self._rand(size) * 2 * np.pi
+        low, high = np.log(augment.SCALE[0]), np.log(augment.SCALE[1])
+        s = torch.exp(low + (high - low) * self._rand(size))
+        cos, sin = torch.cos(theta) * s, torch.sin(theta) * s
+        a = torch.stack([torch.stack([cos, -sin], -1), torch.stack([sin, cos], -1)], -2)
+        centre = torch.stack([y0, x0], -1).float() + (p - 1) / 2
+        images = augment.warp_torch(self.images[idx], centre + c, a, size=p + 2 * c, nearest=False)
+        labels = augment.warp_torch(self.labels[idx].float(), centre, a, size=p, nearest=True).round().to(ys.dtype)
+        keep = self._rand(size)[:, None, None] < self.spatial
+        return torch.where(keep, images, xs), torch.where(keep, labels, ys)
 
 
 def train(*, segmenter: Segmenter, recipe: Recipe, loss: Loss, slices: Sequence[tuple[np.ndarray, np.ndarray]],
@@ -140,6 +176,9 @@ def train(*, segmenter: Segmenter, recipe: Recipe, loss: Loss, slices: Sequence[
     waits for the host."""
     if recipe.patch_size % segmenter.size_multiple:
         raise ValueError(f"patch size {recipe.patch_size} is not a multiple of {segmenter.size_multiple}")
+    if not (0 <= recipe.spatial <= 1 and 0 <= recipe.intensity <= 1):
+        raise ValueError(f"augmentation shares spatial {recipe.spatial} and intensity {recipe.intensity} must lie in "
+                         "[0, 1]")
     context = context_of(segmenter)
     gpu = torch.device(device).type == "cuda"
     torch.manual_seed(seed)
@@ -153,8 +192,9 @@ def train(*, segmenter: Segmenter, recipe: Recipe, loss: Loss, slices: Sequence[
     rng = np.random.default_rng(seed)
     sampler: PatchSampler | DeviceSampler = (
         DeviceSampler(slices, recipe.patch_size, device=device, seed=seed, foreground=recipe.foreground,
-                      context=context) if gpu
-        else PatchSampler(slices, recipe.patch_size, rng, foreground=recipe.foreground, context=context))
+                      context=context, spatial=recipe.spatial, intensity=recipe.intensity) if gpu
+        else PatchSampler(slices, recipe.patch_size, rng, foreground=recipe.foreground, context=context,
+                          spatial=recipe.spatial, intensity=recipe.intensity))
     state = checkpoints.resume(checkpoint, model=model, opt=opt, sched=sched, rng=rng, device=device)
     step = state["step"]
     if isinstance(sampler, DeviceSampler) and "sampler_rng" in state:
@@ -223,4 +263,6 @@ def lr_scheduler(opt: torch.optim.Optimizer, recipe: Recipe) -> torch.optim.lr_s
         return torch.optim.lr_scheduler.StepLR(opt, recipe.lr_decay_every, recipe.lr_decay)
     if recipe.schedule == "snapshot":
         return torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(opt, recipe.lr_decay_every)
-    raise ValueError(f"unknown learning-rate schedule {recipe.schedule!r}: expected 'step' or 'snapshot'")
+    if recipe.schedule == "poly":  # nnU-Net's: lr0 (1 - step / iterations) ** 0.9, zero at the last step
+        return torch.optim.lr_scheduler.LambdaLR(opt, lambda step: max(0.0, 1 - step / recipe.iterations) ** 0.9)
+    raise ValueError(f"unknown learning-rate schedule {recipe.schedule!r}: expected 'step', 'snapshot' or 'poly'")
