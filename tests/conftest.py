@@ -18,7 +18,8 @@ REPO = Path(__file__).resolve().parents[1]
 ACDC = REPO.parent / "shared" / "data" / "acdc" / "training"
 EXAMPLE = Path(__file__).parent / "example_plugin"
 METHOD = ["--segmenter", "example-net", "--uncertainty", "example-maxvar", "--detector", "example-everywhere",
-          "--dataset", "example-folder"]
+          "--dataset", "example-folder", "--precision", "fp32"]
+"""The example method's run; float32 pinned, so its entries read the same on CPUs with and without native bf16."""
 
 
 E2E_FIXTURES = {"example_runs"}

@@ -10,7 +10,7 @@ import pytest
 from uqbench.data.cache import Prepared
 from uqbench.data.preprocess import PreprocessParams
 from uqbench.protocol.failures import FailureRule
-from uqbench.scoring.case import score_case
+from uqbench.scoring.case import score_case, sum_counts
 
 LV = 3
 
@@ -95,3 +95,16 @@ def test_a_prediction_equal_to_the_reference_has_no_failures_after_resampling() 
                      uncertainty=None, rule=FailureRule(), params=PreprocessParams())
     assert not got.volume.failures.any()
     assert all(r["dice"] == 1.0 for r in got.rows if r["reference_voxels"])
+
+
+def test_summed_reliability_counts_do_not_depend_on_the_order_of_cases() -> None:
+    # Brier sums 0.1, 0.2 and 0.3: added left to right in floats, (0.1 + 0.2) + 0.3 = 0.6000000000000001 while
+    # 0.3 + 0.2 + 0.1 = 0.6; a run sums per fold and evaluate per file, so only the correctly rounded 0.6 lets both
+    # agree. The counts array and the voxel count are summed the same way.
+    cases = [(np.full((1, 1, 3), v), v, 10) for v in (0.1, 0.2, 0.3)]
+    assert (0.1 + 0.2) + 0.3 != 0.6
+    for order in (cases, cases[::-1], [cases[1], cases[0], cases[2]]):
+        total = sum_counts(order)
+        assert total is not None
+        assert total[1] == 0.6 and total[2] == 30 and (total[0] == 0.6).all()
+    assert sum_counts([]) is None

@@ -50,11 +50,12 @@ TORCH_STAGES = ("train", "predict", "detect")
 model trained on 1 thread scores cases up to 0.14 Dice apart from the same recipe on 2), so it is part of their
 keys there: a stage made with another thread count is recomputed, never mixed in."""
 
-CODE = {"train": 1, "predict": 1, "maps": 2, "score": 2, "detect": 1}
+CODE = {"train": 1, "predict": 1, "maps": 2, "score": 3, "detect": 1}
 """Each stored stage's code version, part of its key: bumped when the harness's own computation of it changes.
 maps 2 and score 2: the run scores the files it writes (failure voxels, calibration and the map detectors read
 come from the original-geometry outputs; score took over the failures stage). predict kept 1: it stopped
-storing calibration counts, which nothing reads now, and computes the same labels, statistics and files."""
+storing calibration counts, which nothing reads now, and computes the same labels, statistics and files.
+score 3: calibration.json keeps each case's counts, summed exactly once over all cases (``scoring.case.sum_counts``)."""
 
 
 def check_force(force: str | None) -> None:

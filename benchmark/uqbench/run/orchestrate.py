@@ -30,7 +30,7 @@ from uqbench.run.graph import Predicted, StageGraph, check_force, stage_graph
 from uqbench.run.provenance import process_commit, provenance
 from uqbench.run.seeds import HELD_OUT
 from uqbench.scoring import aggregate
-from uqbench.scoring.case import CalibrationCounts, Volume, add_counts
+from uqbench.scoring.case import CalibrationCounts, Volume, sum_counts
 from uqbench.store import Served, Store, open_store
 
 
@@ -224,19 +224,18 @@ def _measure_run(cfg: RunConfig, g: StageGraph, *, data: _Data, held_out: Prepar
     out, protocol = cfg.out, cfg.protocol
     cv = _cross_validate(cfg, g, data)
     rows: list[dict[str, Any]] = []
-    counts: CalibrationCounts | None = None
+    counts: list[CalibrationCounts] = []
     for k in cfg.folds:
         scored = cv.tested[k].scored
         rows += json.loads((scored.path / "rows.json").read_text())
-        counts = add_counts(counts, stages.read_calibration(scored.path))
+        counts += stages.read_calibration(scored.path)
         outdir.export_nifti(out / "nifti", cfg.uncertainty, cv.tested[k])
-    assert counts is not None
     volumes = _volumes(cfg, g, data, cv=cv)
     notes: list[str] = []
     if cfg.detector and not _detects(cfg):
         notes.append(f"detector '{cfg.detector}' not run: it is fitted out of fold, which needs 2 or more --folds "
                      "(or --detector-training in-sample)")
-    measured = aggregate.measure(rows=rows, volumes=volumes, reliability=counts, protocol=protocol,
+    measured = aggregate.measure(rows=rows, volumes=volumes, reliability=sum_counts(counts), protocol=protocol,
                                  params=cfg.preprocess)
     test = None if held_out is None else _test_set(cfg, g, data=data, held_out=held_out, cv=cv)
     notes = g.store.notes + outdir.why_recomputed(out, g) + notes
@@ -271,8 +270,9 @@ def _test_set(cfg: RunConfig, g: StageGraph, *, data: _Data, held_out: PreparedS
         detected = g.detect(HELD_OUT, fit=[cv.tested[k] for k in cfg.folds], test=p, images=images)
         with np.load(detected.path / "probs.npz") as z:
             volumes = [replace(v, patch_probs=z[f"{v.patient}_{v.phase}"]) for v in volumes]
-    measured = aggregate.measure(rows=rows, volumes=volumes, reliability=stages.read_calibration(p.scored.path),
-                                 protocol=cfg.protocol, params=cfg.preprocess)
+    reliability = sum_counts(stages.read_calibration(p.scored.path))
+    measured = aggregate.measure(rows=rows, volumes=volumes, reliability=reliability, protocol=cfg.protocol,
+                                 params=cfg.preprocess)
     out = cfg.out / "test"
     outdir.export_nifti(out / "nifti", cfg.uncertainty, p)
     aggregate.write_tables(out, rows=measured.rows, detection_rows=measured.detection_rows, protocol=cfg.protocol)

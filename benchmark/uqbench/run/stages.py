@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from uqbench.api import CLASS_NAMES, Context, DetectorExample
+from uqbench.api import Context, DetectorExample
 from uqbench.data import cache, nifti
 from uqbench.data.preprocess import PreprocessParams, labels_to_original, map_to_original
 from uqbench.errors import PluginError
@@ -25,7 +25,7 @@ from uqbench.protocol import calibration
 from uqbench.protocol import failures as failure_rules
 from uqbench.protocol.detection import check_patch_probabilities
 from uqbench.scoring import files as read
-from uqbench.scoring.case import CalibrationCounts, Volume, add_counts, geometry, score_case
+from uqbench.scoring.case import CalibrationCounts, Volume, geometry, score_case
 
 NIFTI_QUANTUM = 1e-3  # probabilities and maps are written in steps of 0.001 (see nifti.write)
 STATISTICS = ("mean", "variance", "mean_entropy")  # stored as float16: what every moment-based map reads
@@ -108,10 +108,10 @@ def score(work: Path, *, cases: Sequence[cache.Prepared], predictions: Path, map
           advance: Callable[[int], None]) -> None:
     """Write each label map as NIfTI in original geometry, then score the case's files (labels, the map, and
     the probabilities when ``probabilities``) with ``uqbench.scoring.case.score_case``, exactly as ``uqbench evaluate``
-    scores files made elsewhere: ``rows.json`` (per case and class), ``calibration.json`` (summed reliability
+    scores files made elsewhere: ``rows.json`` (per case and class), ``calibration.json`` (per case its reliability
     counts) and ``grid.npz`` (per case the labels, failure voxels and map on the 1.4 mm grid)."""
     rows: list[dict[str, Any]] = []
-    counts: CalibrationCounts = (np.zeros((len(CLASS_NAMES), calibration.BINS, 3)), 0.0, 0)
+    counts: list[CalibrationCounts] = []
     grid: dict[str, np.ndarray] = {}
     for c in cases:
         original = labels_to_original(read_prediction(predictions, c)["labels"],
@@ -125,19 +125,19 @@ def score(work: Path, *, cases: Sequence[cache.Prepared], predictions: Path, map
             uncertainty=read.read_map(map_file(maps, c, umap_name), geo), rule=rule, params=params)
         rows += scored.rows
         if scored.calibration is not None:
-            counts = add_counts(counts, scored.calibration)
+            counts.append(scored.calibration)
         grid |= grid_arrays(scored.volume)
         advance(1)
     write_atomic(work / "rows.json", lambda tmp: tmp.write_text(json.dumps(rows)))
     write_atomic(work / "calibration.json", lambda tmp: tmp.write_text(json.dumps(
-        {"counts": counts[0].tolist(), "brier_sum": counts[1], "voxels": counts[2]})))
+        [{"counts": n.tolist(), "brier_sum": brier, "voxels": voxels} for n, brier, voxels in counts])))
     write_npz(work / "grid.npz", grid)
 
 
-def read_calibration(work: Path) -> CalibrationCounts:
-    """The summed reliability counts a score stage wrote (``calibration.json``)."""
-    cal = json.loads((work / "calibration.json").read_text())
-    return np.asarray(cal["counts"]), cal["brier_sum"], cal["voxels"]
+def read_calibration(work: Path) -> list[CalibrationCounts]:
+    """The per-case reliability counts a score stage wrote (``calibration.json``), in its cases' order."""
+    cases = json.loads((work / "calibration.json").read_text())
+    return [(np.asarray(c["counts"]), c["brier_sum"], c["voxels"]) for c in cases]
 
 
 def grid_arrays(v: Volume) -> dict[str, np.ndarray]:

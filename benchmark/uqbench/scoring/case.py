@@ -12,6 +12,8 @@ computed after bringing the outputs onto that grid with the resampling that made
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,11 +31,15 @@ CalibrationCounts = tuple[np.ndarray, float, int]
 """``calibration.reliability_counts``: [C, BINS, 3] counts, the Brier sum and the voxel count."""
 
 
-def add_counts(total: CalibrationCounts | None, more: CalibrationCounts) -> CalibrationCounts:
-    """Reliability counts summed over cases (``total`` None: none yet), in the order they are added."""
-    if total is None:
-        return more
-    return total[0] + more[0], total[1] + more[1], total[2] + more[2]
+def sum_counts(cases: Sequence[CalibrationCounts]) -> CalibrationCounts | None:
+    """Reliability counts summed over cases (None for none), each number correctly rounded (``math.fsum``): the
+    total does not depend on the cases' order or grouping, so a run (per fold, then over folds) and
+    ``uqbench evaluate`` (over a folder's files) agree to the last bit."""
+    if not cases:
+        return None
+    stacked = np.stack([c[0] for c in cases]).reshape(len(cases), -1)
+    counts = np.array([math.fsum(column) for column in stacked.T]).reshape(cases[0][0].shape)
+    return counts, math.fsum(c[1] for c in cases), sum(c[2] for c in cases)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -45,7 +45,7 @@ from uqbench.run.provenance import provenance
 from uqbench.run.seeds import HELD_OUT, stream_seed
 from uqbench.scoring import aggregate
 from uqbench.scoring import files as read
-from uqbench.scoring.case import CalibrationCounts, Volume, add_counts, geometry, score_case
+from uqbench.scoring.case import CalibrationCounts, Volume, geometry, score_case, sum_counts
 
 ORACLE = "oracle"
 NAME = re.compile(r"[A-Za-z][A-Za-z0-9._-]{0,63}")
@@ -156,7 +156,7 @@ def evaluate(req: Request, progress: Progress | None = None) -> Summary:
     umap = None if req.uncertainty is None else registry().create(UNCERTAINTY, req.uncertainty)
     rows: list[dict[str, Any]] = []
     volumes: list[Volume] = []
-    counts: dict[bool, CalibrationCounts] = {}  # summed reliability counts of each part (held out or not)
+    counts: dict[bool, list[CalibrationCounts]] = {False: [], True: []}  # per part (held out or not), per case
     for c in cases:
         key, geo = (c.patient, c.phase), geometry(c)
         p = read.read_probabilities(probs[key], geo) if probs else None
@@ -171,8 +171,7 @@ def evaluate(req: Request, progress: Progress | None = None) -> Summary:
         rows += scored.rows
         volumes.append(scored.volume)
         if scored.calibration is not None:
-            part = c.patient in held_out
-            counts[part] = add_counts(counts.get(part), scored.calibration)
+            counts[c.patient in held_out].append(scored.calibration)
         advance(1)
     if req.detector == ORACLE:
         volumes = [replace(v, patch_probs=(voxels_per_patch(v.failures) > 0).astype(np.float32)) for v in volumes]
@@ -180,7 +179,7 @@ def evaluate(req: Request, progress: Progress | None = None) -> Summary:
         volumes = _detected(req, volumes, {f"{c.patient}_{c.phase}": c.image for c in cases}, progress=progress)
     measured = {part: aggregate.measure(rows=[r for r in rows if (r["patient"] in held_out) == part],
                                         volumes=[v for v in volumes if (v.patient in held_out) == part],
-                                        reliability=counts.get(part), protocol=req.protocol, params=params)
+                                        reliability=sum_counts(counts[part]), protocol=req.protocol, params=params)
                 for part in ((False, True) if held_out else (False,))}
     info = DatasetInfo(name=req.dataset, root=str(req.data.resolve()), fingerprint=fingerprint, phantom=False)
     summary = Summary.of(
