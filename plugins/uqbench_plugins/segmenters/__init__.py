@@ -19,7 +19,7 @@ PAPER_2D = Recipe(loss="ce", iterations=100_000, batch_size=16, patch_size=128, 
 QUICK_2D = Recipe(loss="ce", iterations=800, batch_size=8, patch_size=96, learning_rate=3e-3,
                   lr_decay_every=600, weight_decay=1e-4, width=0.125, foreground=0.5)
 # `cpu` profile (ours): real ACDC on a 2-core CPU in at most 30 minutes a fold, train, MC predict and detector
-# included. What was tried, and what each recipe measured, is in the README ("Recipes"). DRN: a quarter of the
+# included. What was tried, and what each recipe measured, is in docs/cpu-recipes.md. DRN: a quarter of the
 # channels, the paper's 128 x 128 patches, batch 8, 7,500 steps, lr 3e-3 x0.1 after three quarters.
 CPU_DRN = Recipe(loss="ce", iterations=7_500, batch_size=8, patch_size=128, learning_rate=3e-3,
                  lr_decay_every=5_600, weight_decay=1e-4, width=0.25, foreground=0.5)
