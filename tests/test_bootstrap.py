@@ -72,3 +72,13 @@ def test_shared_and_median_ranks_by_hand() -> None:
     assert (mx, my, mz, lz, hz) == (1.0, 1.5, 3.0, 3.0, 3.0)
     # lower is better: the order turns round
     assert bootstrap.shared_ranks([z, y, x], higher=False) == [1, 2, 2]
+
+
+def test_a_row_never_ranks_below_a_row_of_worse_value() -> None:
+    # y trails x by exactly 0.01 in every resample (paired difference excludes 0); z is worse (0.82) but noisy, its
+    # differences to x (0.15, -0.10, 0.10, -0.03) and to y (0.14, -0.11, 0.09, -0.04) include 0. Grouping every
+    # row the best cannot be told from would give x, z rank 1 and y rank 3; the group stops at y instead.
+    x = _estimate(0.85, [0.85, 0.80, 0.90, 0.85])
+    y = _estimate(0.84, [0.84, 0.79, 0.89, 0.84])
+    z = _estimate(0.82, [0.70, 0.90, 0.80, 0.88])
+    assert bootstrap.shared_ranks([x, y, z], higher=True) == [1, 2, 2]

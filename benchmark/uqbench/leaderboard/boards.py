@@ -248,9 +248,10 @@ def markdown(name: str, entries: Sequence[Entry], root: Path, *, ranked: Ranked)
              "",
              f"Intervals: 95 % percentile intervals of {p.bootstrap_resamples:,} paired bootstrap resamples of "
              f"patients (seed {p.bootstrap_seed}; a patient's ED and ES together; the same draws for every row; a row "
-             "of several seeds shows their mean and sd, and draws its seeds too). Rank: rows whose 95 % interval of "
-             "the paired difference to the best remaining row includes 0 share its rank; median rank: over the "
-             "resamples. Baselines are computed by the harness for each segmentation and are not ranked.", ""]
+             "of several seeds shows their mean and sd, and draws its seeds too). Rank: in the order of value, the "
+             "best remaining row and the rows after it, down to the first whose 95 % interval of the paired "
+             "difference to it excludes 0, share one rank (so no row ranks below one of worse value); median rank: "
+             "over the resamples. Baselines are computed by the harness for each segmentation and are not ranked.", ""]
     sections: list[tuple[Question, str]] = [("segmentation", "Segmentation"), ("uncertainty", "Uncertainty"),
                                             ("detection", "Detection and correction")]
     for question, title in sections:

@@ -6,9 +6,12 @@ patient; the same draws serve every row of the board, so two rows are compared o
 with several seeds draws its seeds with replacement too (from a generator of the bootstrap seed and the row's
 name), and its value in a resample is the mean over the drawn seeds. Intervals are the 2.5th and 97.5th
 percentiles of the resampled values. Ranks are competition ranks per resample (1 + the rows strictly better);
-a row's median rank and its 95 % interval come from them. Shared ranks group the rows: the best row by its full
-data value, with every other row whose 95 % interval of the paired difference to it includes 0, share one rank;
-the next group starts with the best row left, and its rank counts the rows ranked before it.
+a row's median rank and its 95 % interval come from them. Shared ranks group the rows in the order of their full
+data values: the best row shares its rank with the rows after it, down to the first whose 95 % interval of the
+paired difference to it excludes 0; the next group starts with that row, and its rank counts the rows ranked
+before it. A group is a run of that order, so a row never ranks below one of worse value: a row significantly
+behind the best (two close variants of one model, whose paired differences are tight) would otherwise rank
+below a worse but noisier row of another model that the bootstrap cannot tell from the best.
 """
 
 from __future__ import annotations
@@ -117,12 +120,13 @@ def shared_ranks(estimates: Sequence[Estimate], *, higher: bool) -> list[int]:
     out = [0] * len(estimates)
     placed = 0
     while left:
-        top = left[0]
-        group = [i for i in left if i == top or _includes_zero(estimates[top].samples - estimates[i].samples)]
-        for i in group:
+        top, size = left[0], 1
+        while size < len(left) and _includes_zero(estimates[top].samples - estimates[left[size]].samples):
+            size += 1
+        for i in left[:size]:
             out[i] = placed + 1
-        placed += len(group)
-        left = [i for i in left if i not in group]
+        placed += size
+        left = left[size:]
     return out
 
 
