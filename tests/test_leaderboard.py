@@ -346,3 +346,29 @@ def test_test_set_columns_appear_only_on_a_board_with_a_held_out_result(example_
     assert head.split(" | ")[-2:] == ["precision", "test Dice |"]
     assert row.split(" | ")[-1] == "0.877 |"
     assert pd.read_csv(board.with_suffix(".csv")).loc[0, "test_mean_foreground_dice"] == 0.8771
+
+
+@pytest.mark.usefixtures("example_plugin")
+def test_failing_slices_column_shows_the_runs_share_and_a_dash_for_an_entry_without_it(example_runs: Path,
+                                                                                        tmp_path: Path, cli) -> None:
+    lb = tmp_path / "lb"
+    assert cli("submit", str(example_runs / "full"), "--leaderboards", str(lb))[0] == 0
+    summary = json.loads((example_runs / "full" / "summary.json").read_text())
+    share = summary["detection_curves"]["slices"]["share_of_slices_with_failures_per_volume"]
+    path = _entry_files(lb)[0]
+    record = json.loads(path.read_text())
+    assert record["results"]["failure_slice_share"] == share
+
+    def cell() -> str:
+        assert cli("leaderboard", "--leaderboards", str(lb))[0] == 0
+        lines = (lb / "example-folder-quick-uqbench.md").read_text().split("## Detection and correction")[1]
+        head, row = (next(x.split(" | ") for x in lines.splitlines() if x.startswith(start))
+                     for start in ("| rank", "| 1 |"))
+        return row[head.index("failing slices %")]
+
+    assert cell() == f"{100 * share:.1f}"
+    del record["results"]["failure_slice_share"]  # an entry made before the share was recorded
+    record["digest"] = schema.digest(record)
+    path.write_text(json.dumps(record))
+    assert cell() == "-"
+    assert cli("leaderboard", "--check", "--leaderboards", str(lb))[0] == 0

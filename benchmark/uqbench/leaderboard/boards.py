@@ -149,8 +149,8 @@ def _seeds(e: Estimate, digits: int) -> str:
     return str(e.seeds) if e.seeds == 1 else f"{e.seeds} (sd {e.seed_sd:.{digits}f})"
 
 
-def _figure(value: float | None, digits: int) -> str:
-    return "-" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
+def _figure(value: float | None, digits: int, scale: float = 1.0) -> str:
+    return "-" if value is None or not math.isfinite(value) else f"{scale * value:.{digits}f}"
 
 
 def _rank_cells(r: Row) -> list[str]:
@@ -194,7 +194,7 @@ def _uncertainty(rows: Sequence[Row]) -> list[str]:
 def _detection(rows: Sequence[Row], budget: int, root: Path) -> list[str]:
     head = ["rank", "median rank [95 %]", "segmenter", "loss", "sampler", "map", "detector", "seeds",
             f"AUCC@{budget} [95 % CI]", "nAUCC", "flagged / vol", "FP / vol", "gain over random", "Dice corrected",
-            "slice AP", *[f"sens. @{fp_key(fp)} FP" for fp in FROC_FALSE_POSITIVES], "report"]
+            "failing slices %", "slice AP", *[f"sens. @{fp_key(fp)} FP" for fp in FROC_FALSE_POSITIVES], "report"]
     body = []
     for r in rows:
         cells = [*_rank_cells(r), *_method_cells(r, detector=True), _seeds(r.primary, 3), _ci(r.primary, 3)]
@@ -206,6 +206,7 @@ def _detection(rows: Sequence[Row], budget: int, root: Path) -> list[str]:
         cells += [_figure(normalised_aucc(r.entries), 3), _figure(mean_volume(r.entries, lambda v: v.flagged), 1),
                   _figure(mean_volume(r.entries, lambda v: v.false_positives), 1), _figure(gain, 3),
                   _figure(mean_volume(r.entries, lambda v: v.dice_flagged), 3),
+                  _figure(_mean_of(r.entries, lambda e: e.results.failure_slice_share), 1, scale=100),
                   _figure(_mean_of(r.entries, lambda e: e.results.slice_ap), 3),
                   *[_figure(_mean_of(r.entries, _sensitivity(fp_key(fp))), 3) for fp in FROC_FALSE_POSITIVES],
                   _report_link(r.entries[0], root)]
@@ -267,7 +268,9 @@ def markdown(name: str, entries: Sequence[Entry], root: Path, *, ranked: Ranked)
             lines += [f"B = {p.budget} patches per volume. nAUCC = (AUCC - random) / (oracle - random). At the "
                       "operating point (p > 0.5): patches flagged and false-positive patches (holding no failure "
                       "voxel) per volume, the Dice they buy minus what as many random patches buy, and the Dice after "
-                      "correcting them (shown, never ranked by). Slice AP: slices needing correction; sensitivity: "
+                      "correcting them (shown, never ranked by). Failing slices: the share of a volume's slices "
+                      "that hold a failure, averaged over volumes (the paper's Table III reports 35-58 %; '-': an "
+                      "entry made before it was recorded). Slice AP: slices needing correction; sensitivity: "
                       "failure voxels found at 1, 2, 5 and 10 false-positive patches per volume.", "",
                       *_detection(made, p.budget, root)]
         lines.append("")
@@ -357,6 +360,7 @@ def csv(entries: Sequence[Entry]) -> str:
                 row[f"{index}{suffix}_mae"] = None if a is None else a.mae
                 row[f"{index}{suffix}_r"] = None if a is None else a.r
         row |= {"aurc": r.aurc, "e_aurc": r.e_aurc, "ece": r.ece, "brier": r.brier, "slice_ap": r.slice_ap,
+                "failure_slice_share": r.failure_slice_share,
                 "aucc": mean_volume([e], lambda v: v.aucc), "aucc_random": mean_volume([e], lambda v: v.aucc_random),
                 "aucc_oracle": mean_volume([e], lambda v: v.aucc_oracle)}
         for fp in FROC_FALSE_POSITIVES:

@@ -101,6 +101,9 @@ class Results:
     test_volumes: int | None = None  # a held-out test set (--test-data) scored apart: its volumes
     test_mean_foreground_dice: float | None = None
     test_mean_foreground_dice_corrected: float | None = None
+    # the share of each volume's slices holding a failure, averaged over volumes (the paper's Table III): the regime a
+    # detector works in; None without a detector, and in entries made before it was recorded
+    failure_slice_share: float | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -89,6 +89,7 @@ def _body(summary: Summary, *, methods: dict[str, Any], folds: list[int], sample
         "aurc": rc.aurc if rc else None, "e_aurc": rc.e_aurc if rc else None,
         "ece": cal.pooled.ece if cal else None, "brier": cal.brier if cal else None,
         "slice_ap": curves.slices.ap if curves else None,
+        "failure_slice_share": curves.slices.share_of_slices_with_failures_per_volume if curves else None,
         "froc_sensitivity": {fp_key(fp): froc_sensitivity(curves.froc, fp) for fp in FROC_FALSE_POSITIVES}
         if curves else None,
         "effort_auc_slices": effort.auc_dice_vs_slices if effort else None,
