@@ -45,6 +45,22 @@ def test_unet_parameter_count_matches_the_description() -> None:
     assert _params(model) == _unet_by_hand((64, 128, 256, 512, 1024)) == 31_038_724
 
 
+def test_unet_convolutions_start_he_normal_with_zero_bias_as_the_authors() -> None:
+    """networks/RecursiveUNet.py (``weights_init``) draws every Conv2d from N(0, 2 / fan_in), biases 0, and leaves
+    the transposed convolutions at PyTorch's default."""
+    torch.manual_seed(0)
+    model = registry().create("segmenter", "unet").build(in_channels=1, num_classes=4, dropout=0.1, width=0.5)
+    convs = [m for m in model.modules() if type(m) is torch.nn.Conv2d]
+    assert len(convs) == 19  # 9 blocks of two and the classifier
+    for conv in convs:
+        assert conv.bias is not None and not conv.bias.any()
+    wide = max(convs, key=lambda m: m.weight.numel())  # 512 x 512 x 3 x 3 weights at half width
+    fan_in = wide.weight[0].numel()
+    assert wide.weight.std().item() == pytest.approx((2 / fan_in) ** 0.5, rel=0.01)
+    up = next(m for m in model.modules() if isinstance(m, torch.nn.ConvTranspose2d))
+    assert up.bias is not None and up.bias.any()
+
+
 def test_drn_parameter_count_matches_the_description() -> None:
     model = registry().create("segmenter", "drn").build(in_channels=1, num_classes=4, dropout=0.1, width=1.0)
     assert _params(model) == _drn_by_hand((16, 32, 64, 128, 256, 512, 512, 512))

@@ -45,6 +45,7 @@ class UNetSegmenter:
 
     name = "unet"
     size_multiple = 16
+    cache_version = 2  # 2: He-normal initialisation of its convolutions, as the authors' (unet.py docstring)
 
     def build(self, *, in_channels: int, num_classes: int, dropout: float, width: float = 1.0) -> Any:
         from uqbench_plugins.segmenters.unet import UNet

@@ -6,6 +6,12 @@ of the contracting path only, and dropout (channel-wise at full width, as the au
 block's last operation, in both paths. 2x2 max pooling
 goes down; 2x2 stride-2 transposed convolutions go up and their output is concatenated with the skip
 connection of the same level. A 1x1 convolution classifies. Inputs must be multiples of 16.
+
+Every 2-D convolution starts from He-normal weights (sd sqrt(2 / fan_in)) and zero biases, as the authors' U-Net
+(``weights_init`` in networks/RecursiveUNet.py of toologicbv/cardiacSegUncertainty); transposed convolutions keep
+PyTorch's default, as theirs. The expanding path has no normalisation, and under PyTorch's default initialisation
+(sd 1 / sqrt(3 fan_in)) each of its convolutions shrinks the signal: at an eighth of the channels the decoder's
+output sd at initialisation is 0.07-0.10 against 0.40-0.45 with He-normal weights.
 """
 
 from __future__ import annotations
@@ -43,6 +49,11 @@ class UNet(nn.Module):
                                      for i in reversed(range(4))])
         self.pool = nn.MaxPool2d(2)
         self.classifier = nn.Conv2d(c[0], num_classes, 1)
+        for m in self.modules():
+            if type(m) is nn.Conv2d:  # not ConvTranspose2d (module docstring)
+                nn.init.kaiming_normal_(m.weight)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         skips = []
