@@ -136,3 +136,35 @@ def test_two_processes_asking_for_one_key_compute_it_once(tmp_path: Path) -> Non
         paths = pool.starmap(_obtain_slowly, [(str(tmp_path / "store"), str(log))] * 2)
     assert paths[0] == paths[1] and log.read_text() == "computed\n"
     assert Path(paths[0], "out.txt").read_text() == "result"
+
+
+def _killed_mid_stage(root: str) -> None:
+    def compute(work: Path) -> None:
+        (work / "checkpoint").write_text("step 7")
+        time.sleep(60)  # killed long before
+
+    Store(Path(root)).obtain(_key(), compute, resumable=True)
+
+
+def test_a_resumed_stage_counts_the_seconds_of_the_attempt_that_was_killed(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    import uqbench.store
+
+    monkeypatch.setattr(uqbench.store, "BEAT_S", 0.05)
+    root = tmp_path / "store"
+    ctx = multiprocessing.get_context("fork")
+    killed = ctx.Process(target=_killed_mid_stage, args=(str(root),))
+    killed.start()
+    time.sleep(1.5)
+    killed.kill()  # SIGKILL: no handler runs, only the ledger's last beat survives
+    killed.join()
+    store = Store(root)
+    part = store.folder(_key()).with_name(_key().digest + ".part")
+    assert json.loads((part / uqbench.store.LEDGER).read_text())["attempts"] == 1
+    served = store.obtain(_key(), _write("done", "model"), resumable=True)
+    meta = json.loads((served.path / "manifest.json").read_text())
+    assert meta["attempts"] == 2 and 1.0 <= meta["wall_s"] < 10 and served.wall_s == meta["wall_s"]
+    assert served.why.startswith("resumed: 2 attempts")
+    assert sorted(p.name for p in served.path.iterdir()) == ["checkpoint", "manifest.json", "model"]
+    fresh = store.obtain(_key(fresh=True), _write("done", "model"), resumable=True)
+    assert json.loads((fresh.path / "manifest.json").read_text())["attempts"] == 1 and fresh.wall_s < 1.0

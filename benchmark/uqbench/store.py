@@ -12,6 +12,11 @@ manifest is written: a reader never sees half an output, two processes never com
 waits, then reads the first's result), and a stage killed mid-way leaves only the ``.part`` folder, which a
 resumable stage (training, whose checkpoint lives there) continues from and any other stage clears. Outputs are
 checked against their sha256 whenever they are read; a damaged entry is recomputed and the run says so.
+
+A resumable stage's ``.part`` folder also holds a ledger (``LEDGER``) of the seconds its attempts have spent,
+rewritten every ``BEAT_S`` seconds while one runs, so the manifest of a stage finished after a kill counts every
+attempt whose work it kept (to within one beat per kill) and says how many there were: a resumed training's cost
+line is not just its last stretch.
 """
 
 from __future__ import annotations
@@ -22,9 +27,10 @@ import json
 import os
 import platform
 import shutil
+import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +40,8 @@ from uqbench.files import write_atomic
 
 STORE_VERSION = 1  # part of every key: a change to how stages are keyed or laid out invalidates the store
 MANIFEST = "manifest.json"
+LEDGER = ".spent.json"  # in a resumable stage's .part folder: {"wall_s", "device_s", "attempts"} so far
+BEAT_S = 10.0  # how often a running resumable stage rewrites its ledger
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,14 +131,16 @@ class Store:
                 shutil.rmtree(work)
             try:
                 work.mkdir(parents=True, exist_ok=True)
-                t0, c0 = time.perf_counter(), time.process_time()
-                compute(work)
+                with _clock(work, device=device, ledger=resumable) as spent:
+                    compute(work)
+                (work / LEDGER).unlink(missing_ok=True)
                 for p in list(work.rglob("*")):  # temporary files of writes a kill interrupted (files.write_atomic)
                     if p.is_file() and ".part" in p.suffixes:
                         p.unlink()
-                wall = time.perf_counter() - t0
-                dev = wall if device.startswith("cuda") else time.process_time() - c0
-                _write_manifest(work, key, wall_s=wall, device_s=dev, device=device)
+                wall, dev, attempts = spent()
+                if attempts > 1 and not why:
+                    why = f"resumed: {attempts} attempts, their seconds summed"
+                _write_manifest(work, key, wall_s=wall, device_s=dev, device=device, attempts=attempts)
                 work.rename(folder)
             except OSError as exc:
                 shutil.rmtree(work, ignore_errors=True)
@@ -206,12 +216,56 @@ def verify(folder: Path) -> str | None:
     return None
 
 
-def _write_manifest(work: Path, key: StageKey, *, wall_s: float, device_s: float, device: str) -> None:
+@contextmanager
+def _clock(work: Path, *, device: str, ledger: bool) -> Iterator[Callable[[], tuple[float, float, int]]]:
+    """Yields a function giving (wall s, device s, attempts) spent on the stage so far. With ``ledger`` these
+    start from what a killed attempt's ledger in ``work`` recorded, and a thread rewrites the ledger every
+    ``BEAT_S`` seconds until the block ends (device seconds are wall seconds on CUDA, process CPU time otherwise)."""
+    wall0, dev0, tried = 0.0, 0.0, 0
+    if ledger:
+        try:
+            before = json.loads((work / LEDGER).read_text())
+            wall0, dev0, tried = float(before["wall_s"]), float(before["device_s"]), int(before["attempts"])
+        except (OSError, ValueError, KeyError, TypeError):  # no ledger (a first attempt) or a torn one
+            pass
+    t0, c0 = time.perf_counter(), time.process_time()
+
+    def spent() -> tuple[float, float, int]:
+        wall = time.perf_counter() - t0
+        return wall0 + wall, dev0 + (wall if device.startswith("cuda") else time.process_time() - c0), tried + 1
+
+    def write() -> None:
+        wall, dev, attempts = spent()
+        text = json.dumps({"wall_s": wall, "device_s": dev, "attempts": attempts})
+        write_atomic(work / LEDGER, lambda tmp: tmp.write_text(text))
+
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(BEAT_S):
+            write()
+
+    thread = threading.Thread(target=beat, name="uqbench-stage-ledger", daemon=True)
+    if ledger:
+        write()
+        thread.start()
+    try:
+        yield spent
+    finally:
+        stop.set()
+        if ledger:
+            thread.join()
+            with suppress(OSError):  # an attempt that raised leaves its full time for the next (a full disk: none)
+                write()
+
+
+def _write_manifest(work: Path, key: StageKey, *, wall_s: float, device_s: float, device: str,
+                    attempts: int = 1) -> None:
     outputs = [{"file": str(p.relative_to(work)), "bytes": p.stat().st_size, "sha256": sha256(p)}
                for p in sorted(work.rglob("*")) if p.is_file() and p.name != MANIFEST]
     meta = {"key": key.digest, "stage": key.stage, "inputs": key.record, "outputs": outputs,
-            "wall_s": wall_s, "device_s": device_s, "device": device, "host": platform.node(),
-            "pid": os.getpid(), "created": time.time()}
+            "wall_s": wall_s, "device_s": device_s, "attempts": attempts, "device": device,
+            "host": platform.node(), "pid": os.getpid(), "created": time.time()}
     write_atomic(work / MANIFEST, lambda tmp: tmp.write_text(json.dumps(meta, indent=1)))
 
 
