@@ -239,28 +239,29 @@ def _clock(work: Path, *, device: str, ledger: bool) -> Iterator[Callable[[], tu
         text = json.dumps({"wall_s": wall, "device_s": dev, "attempts": attempts})
         write_atomic(work / LEDGER, lambda tmp: tmp.write_text(text))
 
+    if not ledger:
+        yield spent
+        return
     stop = threading.Event()
 
     def beat() -> None:
         while not stop.wait(BEAT_S):
             write()
 
+    write()
     thread = threading.Thread(target=beat, name="uqbench-stage-ledger", daemon=True)
-    if ledger:
-        write()
-        thread.start()
+    thread.start()
     try:
         yield spent
     finally:
         stop.set()
-        if ledger:
-            thread.join()
-            with suppress(OSError):  # an attempt that raised leaves its full time for the next (a full disk: none)
-                write()
+        thread.join()
+        with suppress(OSError):  # an attempt that raised leaves its full time for the next (a full disk: none)
+            write()
 
 
 def _write_manifest(work: Path, key: StageKey, *, wall_s: float, device_s: float, device: str,
-                    attempts: int = 1) -> None:
+                    attempts: int) -> None:
     outputs = [{"file": str(p.relative_to(work)), "bytes": p.stat().st_size, "sha256": sha256(p)}
                for p in sorted(work.rglob("*")) if p.is_file() and p.name != MANIFEST]
     meta = {"key": key.digest, "stage": key.stage, "inputs": key.record, "outputs": outputs,
