@@ -124,17 +124,35 @@ def test_poly_schedule_decays_the_rate_to_zero_at_the_last_step() -> None:
     assert opt.param_groups[0]["lr"] == 0
 
 
-def test_an_augmenting_recipe_trains_and_resumes_to_the_same_weights(tmp_path: Path) -> None:
+class _Killed(Exception):
+    pass
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_an_augmenting_recipe_trains_and_resumes_to_the_same_weights(tmp_path: Path, precision: str) -> None:
+    # the cpu recipe's choices (dice-ce, poly, both augmentations, bf16 autocast), killed after its first
+    # checkpoint (step 50 of 60) with steps 51-55 lost and redone on resumption
     seg = registry().create("segmenter", "drn")
-    recipe = replace(seg.recipe(Profile.QUICK), iterations=4, batch_size=2, patch_size=32,
-                     spatial=0.5, intensity=0.5)
-    loss = registry().create("loss", "ce")
+    recipe = replace(seg.recipe(Profile.QUICK), iterations=60, batch_size=2, patch_size=32, loss="dice-ce",
+                     schedule="poly", spatial=0.5, intensity=0.5)
+    loss = registry().create("loss", "dice-ce")
     slices = [_slice()] * 2
-    straight = train(segmenter=seg, recipe=recipe, loss=loss, slices=slices, device="cpu", seed=3,
-                     checkpoint=tmp_path / "a.pt")
-    train(segmenter=seg, recipe=replace(recipe, iterations=2), loss=loss, slices=slices, device="cpu", seed=3,
-          checkpoint=tmp_path / "b.pt")
-    resumed = train(segmenter=seg, recipe=recipe, loss=loss, slices=slices, device="cpu", seed=3,
-                    checkpoint=tmp_path / "b.pt")
+
+    def fit(checkpoint: Path, kill_at: int = 0) -> torch.nn.Module:
+        seen = [0]
+
+        def advance(n: int) -> None:
+            seen[0] += n
+            if seen[0] == kill_at:
+                raise _Killed
+
+        return train(segmenter=seg, recipe=recipe, loss=loss, slices=slices, device="cpu", seed=3,
+                     checkpoint=checkpoint, advance=advance, precision=precision)
+
+    straight = fit(tmp_path / "a.pt")
+    with pytest.raises(_Killed):
+        fit(tmp_path / "b.pt", kill_at=55)
+    assert torch.load(tmp_path / "b.pt", weights_only=False)["step"] == 50
+    resumed = fit(tmp_path / "b.pt")
     for (k, a), b in zip(straight.state_dict().items(), resumed.state_dict().values(), strict=True):
         assert torch.equal(a, b), k
