@@ -139,11 +139,12 @@ def test_an_augmenting_recipe_trains_and_resumes_to_the_same_weights(tmp_path: P
     slices = [_slice()] * 2
 
     def fit(checkpoint: Path, kill_at: int = 0) -> torch.nn.Module:
-        seen = [0]
+        seen = 0
 
         def advance(n: int) -> None:
-            seen[0] += n
-            if seen[0] == kill_at:
+            nonlocal seen
+            seen += n
+            if seen == kill_at:
                 raise _Killed
 
         return train(segmenter=seg, recipe=recipe, loss=loss, slices=slices, device="cpu", seed=3,
