@@ -306,10 +306,14 @@ def test_help_names_the_extra_to_install_literally(args: tuple[str, ...], extra:
 def test_bench_train_and_infer_print_their_figures(monkeypatch: pytest.MonkeyPatch,
                                                   capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setenv("COLUMNS", "200")
-    code, out, _ = run_main(monkeypatch, capsys, "bench", "train", "--iterations", "2", "-s", "drn", "-s", "unet")
+    code, out, _ = run_main(monkeypatch, capsys, "bench", "train", "--iterations", "2", "-s", "drn", "-s", "unet",
+                            "--channels-first")
     assert code == 0 and "drn" in out and "unet" in out and "8 x 96" in out and "min" in out
-    code, out, _ = run_main(monkeypatch, capsys, "bench", "infer", "--volumes", "1", "--samples", "2")
+    assert out.count("channels-first") == 2 and out.count("channels-last") == 2
+    code, out, _ = run_main(monkeypatch, capsys, "bench", "infer", "--volumes", "1", "--samples", "2",
+                            "--default-heap")
     assert code == 0 and "2 samples per pass, running moments" in out and "stacked samples" in out
+    assert "running moments, channels-first" in out and "glibc's default heap padding" in out
 
 
 def _no_fold3(root: Path) -> Path:

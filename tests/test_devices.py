@@ -1,15 +1,22 @@
-"""Device and precision resolution, and bf16 autocast on CPU giving the fp32 results to bf16 accuracy."""
+"""Device and precision resolution, bf16 autocast on CPU giving the fp32 results to bf16 accuracy, and the host
+settings: channels-last tensors, a padded heap, denormals flushed."""
 
 from __future__ import annotations
+
+import platform
+from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from uqbench import devices
+from uqbench.api import Profile
 from uqbench.errors import UsageError
 from uqbench.infer.sampling import Drawer, predict_volume
 from uqbench.registry import registry
+from uqbench.train.loop import load_trained, train
 
 
 @pytest.mark.parametrize(("flags", "expected"), [
@@ -44,3 +51,45 @@ def test_bf16_inference_on_cpu_matches_fp32_to_bf16_accuracy() -> None:
     assert p16.dtype == np.float32 and np.allclose(p16.sum(1), 1, atol=1e-5)
     assert 0 < np.abs(p16 - p32).max() < 0.05  # bf16 keeps 8 significant bits: close, but not identical
     assert np.abs(u16 - u32).max() < 0.05
+
+
+def _mixes(m: torch.nn.Module) -> bool:
+    """A convolution whose weights' layouts differ (a single input channel or a 1x1 kernel is the same in both)."""
+    return isinstance(m, torch.nn.Conv2d) and m.in_channels > 1 and m.kernel_size[0] > 1
+
+
+def test_training_returns_and_stores_a_channels_last_network_unless_a_benchmark_asks_otherwise(tmp_path: Path) -> None:
+    seg = registry().create("segmenter", "drn")
+    recipe = replace(seg.recipe(Profile.QUICK), iterations=2, batch_size=2, patch_size=32)
+    slices = [(np.random.default_rng(i).random((40, 40)).astype(np.float32), np.ones((40, 40), np.uint8))
+              for i in range(2)]
+    loss = registry().create("loss", "ce")
+    convs = []
+    for first in (False, True):
+        model = train(segmenter=seg, recipe=recipe, loss=loss, slices=slices, device="cpu", seed=0,
+                      checkpoint=tmp_path / f"{first}.pt", channels_first=first)
+        convs.append([m.weight for m in model.modules() if _mixes(m)])
+    loaded = load_trained(segmenter=seg, recipe=recipe, checkpoint=tmp_path / "True.pt", device="cpu")
+    convs.append([m.weight for m in loaded.modules() if _mixes(m)])
+    last, first, reloaded = ([w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous()
+                              for w in ws] for ws in convs)
+    assert all(last) and not any(first) and all(reloaded)  # a stored network is loaded channels-last
+
+
+def test_channels_last_converts_a_network_and_a_tensor_and_back() -> None:
+    net, x = torch.nn.Conv2d(2, 3, 3), torch.zeros(2, 3, 4, 5)
+    assert devices.channels_last(net).weight.stride() == (18, 1, 6, 2)
+    assert devices.channels_last(x).stride() == (60, 1, 15, 3)
+    assert devices.channels_last(net, enabled=False).weight.is_contiguous()
+    assert devices.channels_last(devices.channels_last(x), enabled=False).stride() == (60, 20, 5, 1)
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="the heap padding is glibc's")
+def test_prepare_host_pads_glibcs_heap_and_flushes_denormals() -> None:
+    try:
+        devices.prepare_host()
+        assert devices.malloc_top_pad(devices.RUN_TOP_PAD)  # glibc accepted the setting
+        assert torch.tensor([1e-40], dtype=torch.float32).item() == 0.0  # a float32 denormal, flushed
+    finally:
+        torch.set_flush_denormal(False)
+        devices.malloc_top_pad(devices.DEFAULT_TOP_PAD)

@@ -17,6 +17,7 @@ import numpy as np
 
 from uqbench.api import Profile, context_of
 from uqbench.bench.metrics import heart
+from uqbench.devices import DEFAULT_TOP_PAD, channels_last, malloc_top_pad, prepare_host
 
 SLICE = (224, 224)  # an ACDC slice on the 1.4 mm grid is about this size
 
@@ -36,16 +37,26 @@ def _peak_memory(device: str) -> dict[str, float]:
     return {"peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
+def _host(default_heap: bool) -> None:
+    """The run's host settings, or those with glibc's default heap padding: a process-wide setting that shapes
+    the heap from then on, so it is timed by a second benchmark run, not by a variant beside the others."""
+    prepare_host()
+    if default_heap:
+        malloc_top_pad(DEFAULT_TOP_PAD)
+
+
 def train_speed(segmenter: str, *, profile: Profile, iterations: int, device: str, seed: int = 0,
-                compile_model: bool = False, precision: str = "fp32") -> dict[str, Any]:
+                compile_model: bool = False, precision: str = "fp32", channels_first: bool = False,
+                default_heap: bool = False) -> dict[str, Any]:
     """Iterations and images per second of the recipe's training step, after a few warm-up steps (which
-    also pay for compilation), and the time the full recipe would take at that pace."""
+    also pay for compilation), and the time the full recipe would take at that pace; ``channels_first``
+    times the layout the run does not use, ``default_heap`` glibc's heap padding (uqbench.devices)."""
     import torch
 
     from uqbench.registry import registry
     from uqbench.train.loop import train
 
-    torch.set_flush_denormal(True)  # as the run does
+    _host(default_heap)
     reg = registry()
     seg = reg.create("segmenter", segmenter)
     recipe = seg.recipe(profile)
@@ -56,35 +67,39 @@ def train_speed(segmenter: str, *, profile: Profile, iterations: int, device: st
     with tempfile.TemporaryDirectory() as tmp:
         warm = min(5, iterations)
         train(segmenter=seg, recipe=replace(recipe, iterations=warm), loss=loss, slices=data, device=device, seed=seed,
-              checkpoint=Path(tmp) / "warm.pt", compile_model=compile_model, precision=precision)
+              checkpoint=Path(tmp) / "warm.pt", compile_model=compile_model, precision=precision,
+              channels_first=channels_first)
         if device == "cuda":
             torch.cuda.synchronize()
         t0 = time.perf_counter()
         train(segmenter=seg, recipe=replace(recipe, iterations=iterations), loss=loss, slices=data, device=device,
-              seed=seed, checkpoint=Path(tmp) / "timed.pt", compile_model=compile_model, precision=precision)
+              seed=seed, checkpoint=Path(tmp) / "timed.pt", compile_model=compile_model, precision=precision,
+              channels_first=channels_first)
         if device == "cuda":
             torch.cuda.synchronize()
         elapsed = time.perf_counter() - t0
     its = iterations / elapsed
     return {"segmenter": segmenter, "profile": profile.value, "device": device, "iterations": iterations,
-            "compiled": compile_model, "precision": precision,
+            "compiled": compile_model, "precision": precision, "channels_first": channels_first,
+            "default_heap": default_heap,
             "batch_size": recipe.batch_size, "patch_size": recipe.patch_size, "iterations_per_s": its,
             "images_per_s": its * recipe.batch_size, "full_recipe_s": recipe.iterations / its,
             **_peak_memory(device)}
 
 
 def infer_speed(segmenter: str, uncertainty: str, *, samples: int, volumes: int, device: str,
-                width: float | None = None, seed: int = 0, precision: str = "fp32", sampler: str = "mc-dropout"
-                ) -> dict[str, Any]:
+                width: float | None = None, seed: int = 0, precision: str = "fp32", sampler: str = "mc-dropout",
+                default_heap: bool = False) -> dict[str, Any]:
     """Seconds per 10-slice volume of inference drawing ``samples`` samples with ``sampler`` (from untrained
     members) at ``precision``, for passes one at a time and all in one batch, with the map from running moments
-    and from stacked samples, and at the other precision."""
+    and from stacked samples, at the other precision, and with channels-first tensors; ``default_heap`` times
+    them all with glibc's heap padding in place of the run's (uqbench.devices)."""
     import torch
 
     from uqbench.infer.sampling import Drawer, predict_volume
     from uqbench.registry import registry
 
-    torch.set_flush_denormal(True)  # as the run does: denormal floats slow CPU inference several-fold
+    _host(default_heap)
     reg = registry()
     seg = reg.create("segmenter", segmenter)
     umap = reg.create("uncertainty", uncertainty)
@@ -96,7 +111,9 @@ def infer_speed(segmenter: str, uncertainty: str, *, samples: int, volumes: int,
         models.append(seg.build(in_channels=1, num_classes=4, dropout=0.1, width=w).to(device))
     images = [np.stack([s for s, _ in _slices(10, seed + v)]) for v in range(volumes)]
 
-    def drawer(per_pass: int, prec: str) -> Drawer:
+    def drawer(per_pass: int, prec: str, last: bool) -> Drawer:
+        for m in models:
+            channels_last(m, last)
         return Drawer(sampler=drawn, models=models, multiple=seg.size_multiple, context=context_of(seg),
                       device=device, precision=prec, per_pass=per_pass)
 
@@ -107,22 +124,25 @@ def infer_speed(segmenter: str, uncertainty: str, *, samples: int, volumes: int,
             return umap(probs)
 
     other = "fp32" if precision == "bf16" else "bf16"
-    variants = {"one sample per pass, running moments": (umap, 1, precision),
-                f"{samples} samples per pass, running moments": (umap, samples, precision),
-                "one sample per pass, stacked samples": (Stacked(), 1, precision),
-                f"one sample per pass, running moments, {other}": (umap, 1, other)}
+    base = "one sample per pass, running moments"
+    variants = {base: (umap, 1, precision, True),
+                f"{samples} samples per pass, running moments": (umap, samples, precision, True),
+                "one sample per pass, stacked samples": (Stacked(), 1, precision, True),
+                f"{base}, {other}": (umap, 1, other, True),
+                f"{base}, channels-first": (umap, 1, precision, False)}
     out: dict[str, Any] = {"segmenter": segmenter, "sampler": sampler, "uncertainty": uncertainty, "samples": samples,
                            "width": w, "device": device, "precision": precision, "volumes": volumes,
                            "seconds_per_volume": {}}
     totals = dict.fromkeys(variants, 0.0)
-    for m, per_pass, prec in variants.values():  # warm-up
-        predict_volume(drawer(per_pass, prec), images[0], umap=m, samples=samples, seed=seed)
+    for m, per_pass, prec, last in variants.values():  # warm-up
+        predict_volume(drawer(per_pass, prec, last), images[0], umap=m, samples=samples, seed=seed)
     for i, img in enumerate(images):  # variants interleaved, so drifting machine load hits them alike
-        for label, (m, per_pass, prec) in variants.items():
+        for label, (m, per_pass, prec, last) in variants.items():
+            d = drawer(per_pass, prec, last)
             if device == "cuda":
                 torch.cuda.synchronize()
             t0 = time.perf_counter()
-            predict_volume(drawer(per_pass, prec), img, umap=m, samples=samples, seed=seed + i)
+            predict_volume(d, img, umap=m, samples=samples, seed=seed + i)
             if device == "cuda":
                 torch.cuda.synchronize()
             totals[label] += time.perf_counter() - t0

@@ -154,6 +154,12 @@ def train_cmd(
     device: options.Device = "auto",
     compile_model: Annotated[bool, typer.Option(
         "--compile", help="Also time the step under torch.compile, side by side.")] = False,
+    channels_first: Annotated[bool, typer.Option(
+        "--channels-first", help="Also time the step with channels-first tensors (the run's are channels-last), "
+                                 "side by side.")] = False,
+    default_heap: Annotated[bool, typer.Option(
+        "--default-heap", help="Time with glibc's default heap padding instead of the run's 1 GiB (process-wide, "
+                               "so compare with a second run without it).")] = False,
     precision: options.Precision = "auto",
 ) -> None:
     """Training throughput of each segmenter's recipe on ACDC-sized synthetic slices: iterations/s,
@@ -168,17 +174,20 @@ def train_cmd(
     prof = resolve_profile(profile, dev)
     for name in segmenter:
         registry().create(SEGMENTER, name)  # a bad name fails before any timing
-    table = Table(title=f"uqbench bench train: profile {prof.value}, {prec}, device {_device_name(dev)}")
-    for col in ("segmenter", "compiled", "batch x patch", "it/s", "images/s", "full recipe", "peak memory MiB"):
+    heap = ", glibc's default heap padding" if default_heap else ""
+    table = Table(title=f"uqbench bench train: profile {prof.value}, {prec}, device {_device_name(dev)}{heap}")
+    for col in ("segmenter", "compiled", "layout", "batch x patch", "it/s", "images/s", "full recipe",
+                "peak memory MiB"):
         table.add_column(col)
     for name in segmenter:
         for compiled in (False, True) if compile_model else (False,):
-            r = train_speed(name, profile=prof, iterations=iterations, device=dev, compile_model=compiled,
-                            precision=prec)
-            mem = r.get("peak_gpu_mib", r.get("peak_rss_mib", 0.0))
-            table.add_row(Text(name), "yes" if compiled else "no", f"{r['batch_size']} x {r['patch_size']}",
-                          f"{r['iterations_per_s']:.2f}", f"{r['images_per_s']:.1f}",
-                          f"{r['full_recipe_s'] / 60:.1f} min", f"{mem:.0f}")
+            for first in (False, True) if channels_first else (False,):
+                r = train_speed(name, profile=prof, iterations=iterations, device=dev, compile_model=compiled,
+                                precision=prec, channels_first=first, default_heap=default_heap)
+                mem = r.get("peak_gpu_mib", r.get("peak_rss_mib", 0.0))
+                table.add_row(Text(name), "yes" if compiled else "no", "channels-first" if first else "channels-last",
+                              f"{r['batch_size']} x {r['patch_size']}", f"{r['iterations_per_s']:.2f}",
+                              f"{r['images_per_s']:.1f}", f"{r['full_recipe_s'] / 60:.1f} min", f"{mem:.0f}")
     console.print(table)
 
 
@@ -194,11 +203,14 @@ def infer_cmd(
     width: Annotated[float | None, typer.Option(
         "--width", help="Channel multiplier (default: the quick recipe's on CPU, the paper's on CUDA).")] = None,
     device: options.Device = "auto",
+    default_heap: Annotated[bool, typer.Option(
+        "--default-heap", help="Time with glibc's default heap padding instead of the run's 1 GiB (process-wide, "
+                               "so compare with a second run without it).")] = False,
     precision: options.Precision = "auto",
 ) -> None:
     """Inference time per volume of an MC map's samples as the sampler draws them: passes one at a time against
-    all in one batch, running moments against stacked samples, and fp32 against bf16 autocast (the precision not
-    chosen is timed beside)."""
+    all in one batch, running moments against stacked samples, fp32 against bf16 autocast (the precision not
+    chosen is timed beside), and channels-last tensors (the run's) against channels-first."""
     from uqbench.bench.speed import infer_speed
     from uqbench.config import resolve_samples
     from uqbench.registry import registry
@@ -216,9 +228,10 @@ def infer_cmd(
     if t < 2:
         raise UsageError(f"--samples {samples}: need at least 2 samples to time passes one at a time and batched")
     r = infer_speed(segmenter, uncertainty, samples=t, volumes=volumes, device=dev, width=width, precision=prec,
-                    sampler=sampler)
+                    sampler=sampler, default_heap=default_heap)
+    heap = ", glibc's default heap padding" if default_heap else ""
     table = Table(title=f"uqbench bench infer: {escape(segmenter)} (width {r['width']}), {escape(sampler)}, "
-                        f"{escape(uncertainty)}, T={t}, {prec}, device {_device_name(dev)}")
+                        f"{escape(uncertainty)}, T={t}, {prec}, device {_device_name(dev)}{heap}")
     table.add_column("variant")
     table.add_column("s/volume")
     table.add_column("relative")

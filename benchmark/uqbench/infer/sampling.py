@@ -138,16 +138,13 @@ class Drawer:
     def passes(self, image: np.ndarray, *, one_pass: bool, samples: int, seed: int) -> Iterator[torch.Tensor]:
         """Softmax samples [k, Z, C, Y, X] of a [Z, Y, X] image, ``samples`` in all, after seeding torch's
         generator with ``seed``; each group checked. Slices are zero-padded at the bottom and right to a multiple
-        of ``multiple`` and by ``context`` on every side (the network returns the slice without that margin); on
-        CUDA the input is channels-last."""
+        of ``multiple`` and by ``context`` on every side (the network returns the slice without that margin)."""
         h, w = image.shape[1:]
         ph, pw = -h % self.multiple, -w % self.multiple
         c = self.context
         x = torch.from_numpy(np.pad(image, ((0, 0), (c, ph + c), (c, pw + c)))[:, None]).to(self.device)
         forward = _Forward(self.models, device=self.device, precision=self.precision, context=c)
         torch.manual_seed(seed)
-        if x.is_cuda:
-            x = x.contiguous(memory_format=torch.channels_last)
         group = self.per_pass or (samples if x.is_cuda else 1)
         shape = (x.shape[0], NUM_CLASSES, h + ph, w + pw)
         done = 0

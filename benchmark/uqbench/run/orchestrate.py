@@ -18,6 +18,7 @@ from uqbench.calls import Blamer
 from uqbench.config import RunConfig
 from uqbench.data import cache
 from uqbench.data.prepare import PHANTOM_PATIENTS, PreparedSet, check_folds, checked, phantom_root, prepared
+from uqbench.devices import prepare_host
 from uqbench.errors import DataError, UsageError
 from uqbench.kinds import DATASET
 from uqbench.progress import Progress, overall, tracker
@@ -109,12 +110,12 @@ def _load(cfg: RunConfig, progress: Progress | None) -> tuple[_Data, Store]:
     (on first use) and loaded, and the stage store."""
     # The torch stages are imported here, once, not on first use: a run that lasts hours then keeps the code
     # it started with even if the installation changes under it.
-    import torch
+    import torch  # noqa: F401
 
     from uqbench.infer import sampling  # noqa: F401
     from uqbench.train import loop  # noqa: F401
 
-    torch.set_flush_denormal(True)  # denormal floats slow CPU training several-fold
+    prepare_host()  # denormals flushed, glibc's heap padded (uqbench.devices)
     blamer = Blamer(cfg.methods())
     root = Path(cfg.data) if cfg.data else phantom_root(advance=tracker(progress, "phantom", PHANTOM_PATIENTS))
     ds = registry().create(DATASET, cfg.dataset, root)

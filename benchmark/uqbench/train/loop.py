@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from uqbench.api import NUM_CLASSES, Loss, Recipe, Segmenter, context_of
-from uqbench.devices import autocast
+from uqbench.devices import autocast, channels_last
 from uqbench.errors import MethodFault
 from uqbench.train import augment
 from uqbench.train import checkpoint as checkpoints
@@ -167,13 +167,14 @@ class DeviceSampler:
 
 def train(*, segmenter: Segmenter, recipe: Recipe, loss: Loss, slices: Sequence[tuple[np.ndarray, np.ndarray]],
           device: str, seed: int, checkpoint: Path, advance: Callable[[int], None] | None = None,
-          compile_model: bool = False, precision: str = "fp32") -> torch.nn.Module:
+          compile_model: bool = False, precision: str = "fp32", channels_first: bool = False) -> torch.nn.Module:
     """Train and return the network; resumes from ``checkpoint`` when it exists and finishes by writing it.
     ``compile_model`` runs the training steps through ``torch.compile`` (the returned module is not compiled);
     ``precision`` bf16 runs the forward pass under bf16 autocast (the loss in float32; see uqbench.devices).
 
-    On CUDA the slices live on the device (:class:`DeviceSampler`), tensors are channels-last, and no step
-    waits for the host."""
+    The network is channels-last (uqbench.devices; its one-channel input is the same in either layout), unless
+    ``channels_first``, for a benchmark timing the other layout.
+    On CUDA the slices live on the device (:class:`DeviceSampler`) and no step waits for the host."""
     if recipe.patch_size % segmenter.size_multiple:
         raise ValueError(f"patch size {recipe.patch_size} is not a multiple of {segmenter.size_multiple}")
     if not (0 <= recipe.spatial <= 1 and 0 <= recipe.intensity <= 1):
@@ -183,9 +184,7 @@ def train(*, segmenter: Segmenter, recipe: Recipe, loss: Loss, slices: Sequence[
     gpu = torch.device(device).type == "cuda"
     torch.manual_seed(seed)
     model = segmenter.build(in_channels=1, num_classes=NUM_CLASSES, dropout=recipe.dropout, width=recipe.width)
-    model = model.to(device)
-    if gpu:
-        model = model.to(memory_format=torch.channels_last)
+    model = channels_last(model.to(device), not channels_first)
     opt = torch.optim.Adam(model.parameters(), lr=recipe.learning_rate, weight_decay=recipe.weight_decay,
                            amsgrad=recipe.amsgrad)
     sched = lr_scheduler(opt, recipe)
@@ -209,7 +208,6 @@ def train(*, segmenter: Segmenter, recipe: Recipe, loss: Loss, slices: Sequence[
     while step < recipe.iterations:
         if isinstance(sampler, DeviceSampler):
             x, y = sampler.batch(recipe.batch_size)
-            x = x.contiguous(memory_format=torch.channels_last)
         else:
             xs, ys = sampler.batch(recipe.batch_size)
             x, y = torch.from_numpy(xs).to(device), torch.from_numpy(ys).to(device)
@@ -242,10 +240,7 @@ def load_trained(*, segmenter: Segmenter, recipe: Recipe, checkpoint: Path, devi
     """The network :func:`train` left in ``checkpoint`` (its final weights), on ``device``."""
     model = segmenter.build(in_channels=1, num_classes=NUM_CLASSES, dropout=recipe.dropout, width=recipe.width)
     model.load_state_dict(torch.load(checkpoint, map_location=device, weights_only=False)["model"])
-    model = model.to(device)
-    if torch.device(device).type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
-    return model
+    return channels_last(model.to(device))
 
 
 def _check_finite(first_bad: torch.Tensor) -> None:
