@@ -8,8 +8,9 @@ other CPUs it is emulated and slower, so ``auto`` keeps float32 there; ``--preci
 Networks are channels-last on every device (:func:`channels_last`), so their activations are too: oneDNN's
 CPU convolutions, like cuDNN's, run in that layout, and a channels-first tensor is reordered before and after
 each of them. (The harness's inputs have one channel, the same in either layout.) On the 2-core
-Xeon of docs/cpu-recipes.md (bf16, `uqbench bench infer` and `bench train`, side by side) this made dn's
-T = 10 prediction 2.2 times and its training step 1.6 times faster, drn's and unet's 3-9 percent.
+Xeon of docs/cpu-recipes.md (bf16, `uqbench bench infer` and `bench train --channels-first`, side by side)
+this made dn's T = 10 prediction 2.9 times and its training step 1.4 times faster, drn's and unet's 1-7 percent
+(docs/measurements.md).
 """
 
 from __future__ import annotations
@@ -139,8 +140,8 @@ def prepare_host() -> None:
     CPU training several-fold) and, with glibc, a 1 GiB M_TOP_PAD. A forward pass of a full-resolution network
     frees and reallocates hundreds of MiB of activations; glibc by default gives that memory back to the
     kernel and takes it again, page fault by page fault, which cost dn's CPU prediction as much time as its
-    convolutions (dn T = 10: 8.9 s a volume without the pad, 4.2 s with it, ``uqbench bench infer``). The
-    pad keeps up to 1 GiB of freed heap mapped for reuse."""
+    convolutions (dn T = 10: 9.6 s a volume with glibc's default, 5.3 s with the pad, ``uqbench bench infer``
+    with and without ``--default-heap``). The pad keeps up to 1 GiB of freed heap mapped for reuse."""
     import torch
 
     torch.set_flush_denormal(True)
