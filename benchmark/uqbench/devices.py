@@ -20,7 +20,7 @@ import ctypes.util
 import sys
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, cast, overload
+from typing import TYPE_CHECKING, Literal, cast
 
 from uqbench.api import Profile
 from uqbench.errors import UsageError
@@ -106,19 +106,12 @@ def autocast(device: str, precision: str) -> AbstractContextManager[object]:
     return torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
-@overload
-def channels_last(t: torch.Tensor, enabled: bool = True) -> torch.Tensor: ...
-@overload
-def channels_last(t: torch.nn.Module, enabled: bool = True) -> torch.nn.Module: ...
-def channels_last(t: torch.Tensor | torch.nn.Module, enabled: bool = True) -> torch.Tensor | torch.nn.Module:
-    """A 4-d tensor or a network in the channels-last memory format (the module docstring says why); with
-    ``enabled`` False, channels-first, the layout benchmarks time beside it."""
+def channels_last(model: torch.nn.Module, enabled: bool = True) -> torch.nn.Module:
+    """The network, converted in place to the channels-last memory format (the module docstring says why); with
+    ``enabled`` False, to channels-first, the layout benchmarks time beside it."""
     import torch
 
-    fmt = torch.channels_last if enabled else torch.contiguous_format
-    if isinstance(t, torch.nn.Module):
-        return t.to(memory_format=fmt)
-    return t.contiguous(memory_format=fmt)
+    return model.to(memory_format=torch.channels_last if enabled else torch.contiguous_format)
 
 
 def malloc_top_pad(nbytes: int) -> bool:
