@@ -18,7 +18,8 @@ from uqbench.testing import (
 )
 
 NAMES = build_registry()  # collected once for parametrisation (UQBENCH_PLUGINS=uqbench, set in conftest)
-SHORT = {"sresnet": "sresnet:20"}  # trained detectors: a few steps are enough for the contract
+# trained detectors: a few steps are enough for the contract
+SHORT = {"sresnet": "sresnet:20", "sresnet-fnfp": "sresnet-fnfp:20"}
 
 
 @pytest.mark.parametrize("name", NAMES.names("segmenter"))

@@ -45,6 +45,42 @@ def test_positive_weight_is_the_ratio_of_negative_to_positive_patch_shares() -> 
     assert sresnet.positive_weight([b]) == 0.0
 
 
+def test_weighted_loss_weights_failing_patches_by_w_pos_hand_computed() -> None:
+    logits = torch.zeros(1, 2, 1, 2)  # p = 0.5 everywhere: each patch's cross-entropy is ln 2
+    targets = torch.tensor([[[1, 0]]])
+    assert sresnet.weighted_loss(logits, targets, 3.0).item() == pytest.approx((3 + 1) * np.log(2) / 2)
+
+
+def test_penalised_loss_is_the_authors_ce_plus_soft_counts_hand_computed() -> None:
+    """utils/detection/trainers.py get_loss: NLL mean + 1.2 * sum(p0 * y) / B + 0.085 * sum(p1 * (1 - y)) / B."""
+    logits = torch.zeros(2, 2, 2, 2)  # 2 crops of 4 patches, p = 0.5 everywhere
+    targets = torch.tensor([[[1, 1], [0, 0]], [[1, 0], [0, 0]]])  # 3 failing patches, 5 not
+    expected = np.log(2) + 1.2 * 0.5 * 3 / 2 + 0.085 * 0.5 * 5 / 2
+    assert sresnet.penalised_loss(logits, targets, (1.2, 0.085)).item() == pytest.approx(expected)
+    one = torch.tensor([0.0, np.log(3)]).reshape(1, 2, 1, 1)  # p(failure) = 0.75
+    assert sresnet.penalised_loss(one, torch.ones(1, 1, 1, dtype=torch.long), (1.2, 0.085)).item() == pytest.approx(
+        -np.log(0.75) + 1.2 * 0.25)
+    assert sresnet.penalised_loss(one, torch.zeros(1, 1, 1, dtype=torch.long), (1.2, 0.085)).item() == pytest.approx(
+        -np.log(0.25) + 0.085 * 0.75)
+
+
+@pytest.mark.parametrize(("name", "penalties"), [("sresnet", None), ("sresnet-fnfp:7", (1.2, 0.085))])
+def test_each_sresnet_detector_trains_with_its_own_loss(name: str, penalties: tuple[float, float] | None,
+                                                        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[sresnet.DetectorRecipe] = []
+    real = sresnet.train_network
+
+    def spy(examples: list[DetectorExample], *, recipe: sresnet.DetectorRecipe, **kw: object) -> object:
+        seen.append(recipe)
+        return real(examples, recipe=replace(recipe, iterations=1, batch_size=2), **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(sresnet, "train_network", spy)
+    det = registry().create("detector", name)
+    det.fit(tiny_examples(2), Context(profile=Profile.QUICK, device="cpu", seed=0, workdir=tmp_path))
+    assert [r.penalties for r in seen] == [penalties]
+    assert seen[0].iterations == (7 if ":" in name else sresnet.QUICK.iterations)
+
+
 def _examples_with_uncertainty_equal_to_failures() -> list[DetectorExample]:
     out = []
     for ex in tiny_examples(6, seed=1):
@@ -90,8 +126,9 @@ def test_patches_outside_the_crop_box_are_not_flagged(tmp_path: Path) -> None:
 
 
 @pytest.mark.e2e
-def test_sresnet_learns_to_find_planted_failures(tmp_path: Path) -> None:
-    det = registry().create("detector", "sresnet:150")
+@pytest.mark.parametrize("name", ["sresnet", "sresnet-fnfp"])
+def test_sresnet_learns_to_find_planted_failures(name: str, tmp_path: Path) -> None:
+    det = registry().create("detector", f"{name}:150")
     det.fit(tiny_examples(16, seed=2), Context(profile=Profile.QUICK, device="cpu", seed=0, workdir=tmp_path))
     held_out = tiny_examples(8, seed=3)
     scores = np.concatenate([det.predict(replace(ex, failures=None)).ravel() for ex in held_out])
@@ -117,6 +154,8 @@ def test_bad_step_count_is_a_usage_error() -> None:
 
     with pytest.raises(UsageError, match="sresnet:N: N must be a positive integer, got 'many'"):
         registry().create("detector", "sresnet:many")
+    with pytest.raises(UsageError, match="sresnet-fnfp:N: N must be a positive integer, got '0'"):
+        registry().create("detector", "sresnet-fnfp:0")
 
 
 @pytest.mark.parametrize("profile", list(Profile))

@@ -82,6 +82,8 @@ class DetectorRecipe:
     dropout: float = 0.5
     crop: int = 80  # voxels; a multiple of 8
     forced: float = 1 / 3  # share of crops that hold at least one failure voxel
+    # (false-negative, false-positive) weights of the authors' loss; None: the paper's Eq. 6
+    penalties: tuple[float, float] | None = None
 
 
 PAPER = DetectorRecipe(iterations=20_000, batch_size=32, learning_rate=1e-4, lr_decay_every=10_000)
@@ -162,10 +164,29 @@ def crop_box(segmentation: np.ndarray, grid: tuple[int, int], minimum: int) -> t
     return spans[0], spans[1], spans[2], spans[3]
 
 
+def weighted_loss(logits: torch.Tensor, targets: torch.Tensor, w_pos: float) -> torch.Tensor:
+    """Eq. 6: cross-entropy with failing patches weighted by ``w_pos``, averaged over patches."""
+    weights = torch.tensor([1.0, w_pos], device=logits.device)
+    ce = torch.nn.functional.cross_entropy(logits, targets, reduction="none")
+    return (weights[targets] * ce).mean()
+
+
+def penalised_loss(logits: torch.Tensor, targets: torch.Tensor, penalties: tuple[float, float]) -> torch.Tensor:
+    """The authors' detector loss (utils/detection/trainers.py ``get_loss``): unweighted cross-entropy averaged
+    over patches, plus the soft false negatives (p(no failure) on failing patches) and soft false positives
+    (p(failure) elsewhere) summed over a crop's patches and averaged over crops, weighted by ``penalties``."""
+    fn_weight, fp_weight = penalties
+    p = logits.softmax(1)
+    y = targets.float()
+    per_crop = (fn_weight * (p[:, 0] * y) + fp_weight * (p[:, 1] * (1 - y))).sum() / logits.shape[0]
+    return torch.nn.functional.cross_entropy(logits, targets) + per_crop
+
+
 def train_network(examples: Sequence[DetectorExample], *, recipe: DetectorRecipe, device: str, seed: int,
                   checkpoint: Path) -> tuple[SResNet, float]:
-    """Train on labelled slices with the weighted cross-entropy of Eq. 6 (averaged over patches); resumes
-    from ``checkpoint`` when it exists and writes it at intervals and at the end. Returns (network, w_pos)."""
+    """Train on labelled slices with the weighted cross-entropy of Eq. 6, or the authors' loss where the recipe
+    has ``penalties``; resumes from ``checkpoint`` when it exists and writes it at intervals and at the end.
+    Returns (network, w_pos)."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     inputs = [padded_inputs(ex, recipe.crop) for ex in examples]
@@ -175,14 +196,14 @@ def train_network(examples: Sequence[DetectorExample], *, recipe: DetectorRecipe
     opt = torch.optim.Adam(model.parameters(), lr=recipe.learning_rate, weight_decay=recipe.weight_decay)
     sched = torch.optim.lr_scheduler.StepLR(opt, recipe.lr_decay_every, recipe.lr_decay)
     step = resume_checkpoint(checkpoint, model=model, opt=opt, sched=sched, rng=rng, device=device)["step"]
-    weights = torch.tensor([1.0, w_pos], device=device)
     every = max(50, recipe.iterations // 10)
     model.train()
     while step < recipe.iterations:
         xs, ts = sample_crops(inputs, targets, recipe.batch_size, recipe=recipe, rng=rng)
         t = torch.from_numpy(ts).to(device)
-        ce = torch.nn.functional.cross_entropy(model(torch.from_numpy(xs).to(device)), t, reduction="none")
-        loss = (weights[t] * ce).mean()
+        logits = model(torch.from_numpy(xs).to(device))
+        loss = (weighted_loss(logits, t, w_pos) if recipe.penalties is None
+                else penalised_loss(logits, t, recipe.penalties))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
