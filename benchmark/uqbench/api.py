@@ -98,6 +98,10 @@ class Segmenter(Protocol):
     image beyond each side of what it labels, mapping [B, in_channels, H + 2c, W + 2c] to logits
     [B, num_classes, H, W] (H, W multiples of ``size_multiple``); the harness gives it real image there, zeros
     only beyond the image's edge, in training and in inference alike.
+
+    A segmenter may declare ``windowed = True`` (see :func:`windowed_of`) when its network's output depends on the
+    size of its input (instance normalisation): the harness then predicts each slice in windows of the recipe's
+    patch size, as it was trained, not whole (uqbench.infer.windows).
     """
 
     @property
@@ -127,6 +131,15 @@ def context_of(segmenter: object) -> int:
     if not isinstance(c, int) or isinstance(c, bool) or c < 0:
         raise ValueError(f"context must be a non-negative int, not {c!r}")
     return c
+
+
+def windowed_of(segmenter: object) -> bool:
+    """Whether a segmenter's network is predicted in windows of its training patch size (False unless it declares
+    ``windowed``); ValueError unless that is a bool."""
+    w = getattr(segmenter, "windowed", False)
+    if not isinstance(w, bool):
+        raise ValueError(f"windowed must be True or False, not {w!r}")
+    return w
 
 
 @runtime_checkable

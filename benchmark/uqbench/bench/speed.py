@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from uqbench.api import Profile, context_of
+from uqbench.api import Profile, context_of, windowed_of
 from uqbench.bench.metrics import heart
 from uqbench.devices import DEFAULT_TOP_PAD, channels_last, malloc_top_pad, prepare_host
 
@@ -104,7 +104,9 @@ def infer_speed(segmenter: str, uncertainty: str, *, samples: int, volumes: int,
     seg = reg.create("segmenter", segmenter)
     umap = reg.create("uncertainty", uncertainty)
     drawn = reg.create("sampler", sampler)
-    w = width if width is not None else seg.recipe(Profile.QUICK if device == "cpu" else Profile.PAPER).width
+    recipe = seg.recipe(Profile.QUICK if device == "cpu" else Profile.PAPER)
+    w = width if width is not None else recipe.width
+    window = recipe.patch_size if windowed_of(seg) else None  # as a run predicts it
     models = []
     for m in range(drawn.members):
         torch.manual_seed(seed + m)
@@ -115,7 +117,7 @@ def infer_speed(segmenter: str, uncertainty: str, *, samples: int, volumes: int,
         for m in models:
             channels_last(m, last)
         return Drawer(sampler=drawn, models=models, multiple=seg.size_multiple, context=context_of(seg),
-                      device=device, precision=prec, per_pass=per_pass)
+                      device=device, precision=prec, per_pass=per_pass, window=window)
 
     class Stacked:  # the same map without from_moments: the harness stacks the samples
         name, samples = umap.name, umap.samples

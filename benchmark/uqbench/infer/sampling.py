@@ -14,6 +14,7 @@ from uqbench.api import MOMENTS, NUM_CLASSES, MomentMap, Moments, Sampler, Uncer
 from uqbench.devices import autocast
 from uqbench.errors import MethodFault
 from uqbench.infer.maps import map_of
+from uqbench.infer.windows import predict_windowed
 
 
 def mc_mode(model: nn.Module) -> nn.Module:
@@ -81,8 +82,10 @@ class _Forward:
     """The ``Forward`` a sampler draws with: a fold's trained models under the run's device and precision, each
     switched between inference and MC mode only when a call asks for the other, with the logits' shape checked."""
 
-    def __init__(self, models: Sequence[nn.Module], *, device: str, precision: str, context: int) -> None:
+    def __init__(self, models: Sequence[nn.Module], *, device: str, precision: str, context: int,
+                 window: int | None = None) -> None:
         self.models, self.device, self.precision, self.context = models, device, precision, context
+        self.window = window
         self.stochastic: list[bool | None] = [None] * len(models)
 
     def __call__(self, x: torch.Tensor, *, member: int = 0, stochastic: bool = False) -> torch.Tensor:
@@ -92,6 +95,12 @@ class _Forward:
         if self.stochastic[member] is not stochastic:
             mc_mode(model) if stochastic else model.eval()
             self.stochastic[member] = stochastic
+        if self.window is None:
+            return self._softmax(model, x)
+        return predict_windowed(lambda t: self._softmax(model, t), x, window=self.window, context=self.context)
+
+    def _softmax(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """The network's softmax on ``x``, its failures and wrongly shaped logits blamed on the segmenter."""
         try:
             with autocast(self.device, self.precision):
                 logits = model(x)
@@ -134,16 +143,20 @@ class Drawer:
     device: str = "cpu"
     precision: str = "fp32"
     per_pass: int | None = None  # passes per forward call; None: all T on CUDA, one at a time on CPU
+    window: int | None = None  # predict in windows of this size (uqbench.infer.windows); None: whole slices
 
     def passes(self, image: np.ndarray, *, one_pass: bool, samples: int, seed: int) -> Iterator[torch.Tensor]:
         """Softmax samples [k, Z, C, Y, X] of a [Z, Y, X] image, ``samples`` in all, after seeding torch's
         generator with ``seed``; each group checked. Slices are zero-padded at the bottom and right to a multiple
-        of ``multiple`` and by ``context`` on every side (the network returns the slice without that margin)."""
+        of ``multiple`` (and at least to ``window``: training pads slices smaller than a patch so too) and by
+        ``context`` on every side (the network returns the slice without that margin)."""
         h, w = image.shape[1:]
         ph, pw = -h % self.multiple, -w % self.multiple
+        if self.window is not None:
+            ph, pw = max(ph, self.window - h), max(pw, self.window - w)
         c = self.context
         x = torch.from_numpy(np.pad(image, ((0, 0), (c, ph + c), (c, pw + c)))[:, None]).to(self.device)
-        forward = _Forward(self.models, device=self.device, precision=self.precision, context=c)
+        forward = _Forward(self.models, device=self.device, precision=self.precision, context=c, window=self.window)
         torch.manual_seed(seed)
         group = self.per_pass or (samples if x.is_cuda else 1)
         shape = (x.shape[0], NUM_CLASSES, h + ph, w + pw)

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from uqbench.api import Context, MomentMap, Segmenter, context_of
+from uqbench.api import Context, MomentMap, Segmenter, context_of, windowed_of
 from uqbench.calls import Blamer
 from uqbench.config import RunConfig
 from uqbench.data import cache
@@ -184,9 +184,11 @@ class StageGraph:
         raw = not one_pass and not isinstance(umap, MomentMap)  # a map that reads the raw samples is made here
         samples = sampler.count(1, one_pass=True) if one_pass else cfg.samples
         seed = predict_seed(cfg.seed, k, training=role == "training")
+        window = cfg.recipe.patch_size if windowed_of(self.seg) else None  # keyed only when set: older keys hold
         key = self.key("predict", settings={"one_pass": one_pass, "samples": samples, "device": cfg.device,
                                             "precision": cfg.precision, "export": role != "training",
-                                            "preprocess": fields_to_json(cfg.preprocess)},
+                                            "preprocess": fields_to_json(cfg.preprocess)}
+                       | ({"window": window} if window else {}),
                        plugins=(SEGMENTER, SAMPLER, UNCERTAINTY) if raw else (SEGMENTER, SAMPLER), seed=seed,
                        inputs={"models": [t.key.digest for t in trained], "cases": [c.fingerprint for c in cases]})
 
@@ -194,7 +196,7 @@ class StageGraph:
             from uqbench.infer.sampling import Drawer, predict_volume, sample_volume
 
             drawer = Drawer(sampler=sampler, models=[self._model(t) for t in trained], multiple=self.seg.size_multiple,
-                            context=context_of(self.seg), device=cfg.device, precision=cfg.precision)
+                            context=context_of(self.seg), device=cfg.device, precision=cfg.precision, window=window)
             with self.blamer.blame(SAMPLER, f"inference, fold {k}, {c.patient} {c.phase}"):
                 if raw:
                     mean, unc = predict_volume(drawer, c.image, umap=umap, samples=samples, seed=case_seed)

@@ -50,6 +50,10 @@ class UNetSegmenter:
     name = "unet"
     size_multiple = 16
     cache_version = 2  # 2: He-normal initialisation of its convolutions, as the authors' (unet.py docstring)
+    # Instance norm reads the statistics of whatever it is given: predicted whole, a net trained on patches labels
+    # far-off background LV (uqbench.infer.windows), so it is predicted in windows of its patch size. This changes
+    # prediction alone, so the predict stage keys it and cache_version (which keys training too) stays.
+    windowed = True
 
     def build(self, *, in_channels: int, num_classes: int, dropout: float, width: float = 1.0) -> Any:
         from uqbench_plugins.segmenters.unet import UNet
