@@ -26,7 +26,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from uqbench.api import NUM_CLASSES, PATCH, Context, DetectorExample, Profile, Recipe, context_of
+from uqbench.api import NUM_CLASSES, PATCH, Context, DetectorExample, Profile, Recipe, context_of, windowed_of
 from uqbench.registry import NAME_RE, registry
 
 
@@ -52,6 +52,7 @@ def check_segmenter(seg: Any) -> None:
     assert isinstance(m, int) and m >= 1, f"{who}: size_multiple must be a positive int"
     try:
         c = context_of(seg)
+        windowed_of(seg)
     except ValueError as exc:
         raise AssertionError(f"{who}: {exc}") from None
     for profile in Profile:

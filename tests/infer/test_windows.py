@@ -3,6 +3,8 @@ windowed as whole, and a network that is not (instance norm) is given exactly it
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pytest
 import torch
@@ -32,7 +34,7 @@ def test_window_weights_peak_at_the_centre_and_never_vanish() -> None:
     assert w[0, 0] == pytest.approx(1e-3)  # exp(-(7.5^2 - 0.5^2) / 4) ~ 7.8e-7, floored
 
 
-def _softmax(net: nn.Module):  # type: ignore[no-untyped-def]
+def _softmax(net: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
     return lambda t: net(t).softmax(1)
 
 
@@ -77,3 +79,19 @@ def test_windowed_must_be_a_bool() -> None:
     assert windowed_of(object()) is False
     with pytest.raises(ValueError, match="windowed must be True or False"):
         windowed_of(Odd())
+
+
+def test_windows_split_over_several_calls_give_the_one_call_result() -> None:
+    torch.manual_seed(2)
+    net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.InstanceNorm2d(4))
+    x, calls = torch.rand(3, 1, 40, 40), []
+
+    def counted(t: torch.Tensor) -> torch.Tensor:
+        calls.append(t.shape[0])
+        return net(t).softmax(1)
+
+    with torch.no_grad():
+        one = predict_windowed(counted, x, window=16, context=0)
+        split = predict_windowed(counted, x, window=16, context=0, batch=7)  # 2 positions of 3 slices a call
+    assert calls == [48] + [6] * 8
+    torch.testing.assert_close(split, one)

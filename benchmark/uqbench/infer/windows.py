@@ -39,20 +39,26 @@ def weights(window: int) -> torch.Tensor:
     return torch.from_numpy(np.maximum(w / w.max(), 1e-3).astype(np.float32))
 
 
-def predict_windowed(forward: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, *, window: int, context: int
-                     ) -> torch.Tensor:
+def predict_windowed(forward: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, *, window: int, context: int,
+                     batch: int = 256) -> torch.Tensor:
     """Softmax [N, C, H, W] of input [N, 1, H + 2c, W + 2c] (H, W >= ``window``) from ``forward`` applied to the
-    windows [N, 1, window + 2c, window + 2c] of the input, one batch of all of them, weighted by :func:`weights`."""
-    c = context
+    windows [N, 1, window + 2c, window + 2c] of the input, weighted by :func:`weights`. Each call of ``forward``
+    gets the N inputs' windows at as many positions as keep it within ``batch`` windows (one position at least),
+    so a GPU's batch of T passes of a volume stays bounded."""
+    c, n = context, x.shape[0]
     h, w = x.shape[-2] - 2 * c, x.shape[-1] - 2 * c
     corners = [(y, z) for y in starts(h, window) for z in starts(w, window)]
-    tiles = torch.cat([x[..., y:y + window + 2 * c, z:z + window + 2 * c] for y, z in corners])
-    probs = forward(tiles)
-    n, k = x.shape[0], probs.shape[1]
-    g = weights(window).to(probs.device)
-    out = torch.zeros((n, k, h, w), dtype=probs.dtype, device=probs.device)
-    total = torch.zeros((h, w), dtype=probs.dtype, device=probs.device)
-    for i, (y, z) in enumerate(corners):
-        out[..., y:y + window, z:z + window] += probs[i * n:(i + 1) * n] * g
-        total[y:y + window, z:z + window] += g
+    per_call = max(1, batch // n)
+    out = total = None
+    for first in range(0, len(corners), per_call):
+        group = corners[first:first + per_call]
+        probs = forward(torch.cat([x[..., y:y + window + 2 * c, z:z + window + 2 * c] for y, z in group]))
+        if out is None or total is None:
+            out = torch.zeros((n, probs.shape[1], h, w), dtype=probs.dtype, device=probs.device)
+            total = torch.zeros((h, w), dtype=probs.dtype, device=probs.device)
+        g = weights(window).to(probs.device)
+        for i, (y, z) in enumerate(group):
+            out[..., y:y + window, z:z + window] += probs[i * n:(i + 1) * n] * g
+            total[y:y + window, z:z + window] += g
+    assert out is not None and total is not None  # starts() gives every axis one window at least
     return out / total
