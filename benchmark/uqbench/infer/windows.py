@@ -49,16 +49,17 @@ def predict_windowed(forward: Callable[[torch.Tensor], torch.Tensor], x: torch.T
     h, w = x.shape[-2] - 2 * c, x.shape[-1] - 2 * c
     corners = [(y, z) for y in starts(h, window) for z in starts(w, window)]
     per_call = max(1, batch // n)
-    out = total = None
+    g = weights(window).to(x.device)
+    total = torch.zeros((h, w), device=x.device)  # the weights each voxel gathers: the windows' own, not their output
+    for y, z in corners:
+        total[y:y + window, z:z + window] += g
+    out: torch.Tensor | None = None
     for first in range(0, len(corners), per_call):
         group = corners[first:first + per_call]
         probs = forward(torch.cat([x[..., y:y + window + 2 * c, z:z + window + 2 * c] for y, z in group]))
-        if out is None or total is None:
+        if out is None:
             out = torch.zeros((n, probs.shape[1], h, w), dtype=probs.dtype, device=probs.device)
-            total = torch.zeros((h, w), dtype=probs.dtype, device=probs.device)
-        g = weights(window).to(probs.device)
         for i, (y, z) in enumerate(group):
             out[..., y:y + window, z:z + window] += probs[i * n:(i + 1) * n] * g
-            total[y:y + window, z:z + window] += g
-    assert out is not None and total is not None  # starts() gives every axis one window at least
+    assert out is not None  # starts() gives every axis one window at least
     return out / total
