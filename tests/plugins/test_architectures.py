@@ -74,8 +74,27 @@ def test_dn_parameter_count_matches_the_description() -> None:
     assert _params(model) == first + dilated + fc == 70_148
 
 
-def test_dn_receptive_field_is_131_voxels() -> None:
-    model = registry().create("segmenter", "dn").build(in_channels=1, num_classes=4, dropout=0.0, width=1.0).eval()
+def test_dn_authors_plan_parameter_count_matches_their_dilatedcnn() -> None:
+    """networks/dilatedcnn.py of toologicbv/cardiacSegUncertainty: channels 32 x 6, 64, 128 (3x3), 128 (1x1), a
+    bias in every convolution, batch norm from layer 2 on."""
+    model = registry().create("segmenter", "dn:authors").build(in_channels=1, num_classes=4, dropout=0.1, width=1.0)
+    first = 1 * 32 * 9 + 32
+    dilated = 5 * (32 * 32 * 9 + 32 + 2 * 32) + (32 * 64 * 9 + 64 + 2 * 64) + (64 * 128 * 9 + 128 + 2 * 128)
+    fc = (128 * 128 + 128 + 2 * 128) + 128 * 4 + 4
+    assert _params(model) == first + dilated + fc == 156_900
+    kinds = [type(m).__name__ for m in model.modules() if not isinstance(m, torch.nn.Sequential)]
+    assert kinds[:11] == ["DilatedCNN", "Conv2d", "ELU", "Dropout2d", "Conv2d", "ELU", "BatchNorm2d", "Dropout2d",
+                          "Conv2d", "ReLU", "BatchNorm2d"]  # ELU in layers 1-2, activation before batch norm
+
+
+def test_dn_with_an_unknown_plan_is_refused_by_name() -> None:
+    with pytest.raises(UsageError, match="segmenter 'dn:wide': bad arguments: unknown dn plan 'wide'"):
+        registry().create("segmenter", "dn:wide")
+
+
+@pytest.mark.parametrize("spec", ["dn", "dn:authors"])
+def test_dn_receptive_field_is_131_voxels(spec: str) -> None:
+    model = registry().create("segmenter", spec).build(in_channels=1, num_classes=4, dropout=0.0, width=1.0).eval()
     with torch.no_grad():
         for m in model.modules():
             if isinstance(m, torch.nn.Conv2d):

@@ -28,6 +28,8 @@ CPU_DRN = Recipe(loss="dice-ce", iterations=16_000, batch_size=8, patch_size=128
                  lr_decay_every=5_600, weight_decay=1e-4, width=0.25, foreground=0.5, schedule="poly",
                  spatial=0.2, intensity=0.15)
 
+DN_PLANS = ("paper", "authors")  # dn's layer plans (segmenters/dn.py docstring)
+
 
 class DRN:
     """Bayesian DRN-D-22 (Yu et al. 2017): output stride 8, dropout after every convolution."""
@@ -69,16 +71,22 @@ class UNetSegmenter:
 class DN:
     """Bayesian dilated CNN (paper III-A): 8 unpadded dilated 3x3 layers, receptive field 131, two 1x1 layers.
     It reads 65 voxels of real image context around what it labels (``context``), as the authors pad their
-    151 x 151 training samples to 281 x 281 with the surrounding image (utils/trainers.py: ``pad = 65``)."""
+    151 x 151 training samples to 281 x 281 with the surrounding image (utils/trainers.py: ``pad = 65``).
+    ``dn:authors`` builds the authors' networks/dilatedcnn.py instead of the paper's text (dn.py docstring)."""
 
     name = "dn"
     size_multiple = 1
     context = 65
 
+    def __init__(self, plan: str = "paper") -> None:
+        if plan not in DN_PLANS:
+            raise ValueError(f"unknown dn plan {plan!r}; one of {', '.join(DN_PLANS)}")
+        self.plan = plan
+
     def build(self, *, in_channels: int, num_classes: int, dropout: float, width: float = 1.0) -> Any:
         from uqbench_plugins.segmenters.dn import DilatedCNN
 
-        return DilatedCNN(in_channels, num_classes, dropout, width=width)
+        return DilatedCNN(in_channels, num_classes, dropout, width=width, plan=self.plan)
 
     def recipe(self, profile: Profile) -> Recipe:
         if profile is Profile.PAPER:
