@@ -40,13 +40,13 @@ class DilatedCNN(nn.Module):
         super().__init__()
         if plan not in DN_PLANS:
             raise ValueError(f"unknown dn plan {plan!r}; one of {', '.join(DN_PLANS)}")
-        self.layers = (_paper if plan == "paper" else _authors)(in_channels, num_classes, dropout, width)
+        self.layers = (_paper if plan == "paper" else _authors)(in_channels, num_classes, dropout, width=width)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.layers(x)
 
 
-def _paper(in_channels: int, num_classes: int, dropout: float, width: float) -> nn.Sequential:
+def _paper(in_channels: int, num_classes: int, dropout: float, *, width: float) -> nn.Sequential:
     """Section III-A's net: 32 kernels in every dilated layer, batch norm before each ReLU."""
     ch, hidden = max(4, int(round(32 * width))), max(8, int(round(128 * width)))
     layers: list[nn.Module] = []
@@ -62,7 +62,7 @@ def _paper(in_channels: int, num_classes: int, dropout: float, width: float) -> 
     return nn.Sequential(*layers)
 
 
-def _authors(in_channels: int, num_classes: int, dropout: float, width: float) -> nn.Sequential:
+def _authors(in_channels: int, num_classes: int, dropout: float, *, width: float) -> nn.Sequential:
     """networks/dilatedcnn.py's net (module docstring): wider last layers, activation before batch norm."""
     widths = [max(4, int(round(n * width))) for n in (*AUTHORS_CHANNELS, 128)]
     layers: list[nn.Module] = []
@@ -76,7 +76,7 @@ def _authors(in_channels: int, num_classes: int, dropout: float, width: float) -
         cin = cout
     layers.append(nn.Conv2d(cin, num_classes, 1))
     for m in layers:
-        if isinstance(m, nn.Conv2d):
+        if isinstance(m, nn.Conv2d) and m.bias is not None:
             nn.init.kaiming_normal_(m.weight)
-            nn.init.zeros_(m.bias)  # type: ignore[arg-type]
+            nn.init.zeros_(m.bias)
     return nn.Sequential(*layers)
