@@ -76,7 +76,8 @@ def _authors(in_channels: int, num_classes: int, dropout: float, *, width: float
         cin = cout
     layers.append(nn.Conv2d(cin, num_classes, 1))
     for m in layers:
-        if isinstance(m, nn.Conv2d) and m.bias is not None:
+        if isinstance(m, nn.Conv2d):
             nn.init.kaiming_normal_(m.weight)
-            nn.init.zeros_(m.bias)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
     return nn.Sequential(*layers)
