@@ -313,7 +313,7 @@ def test_bench_train_and_infer_print_their_figures(monkeypatch: pytest.MonkeyPat
     code, out, _ = run_main(monkeypatch, capsys, "bench", "infer", "--volumes", "1", "--samples", "2",
                             "--default-heap")
     assert code == 0 and "2 samples per pass, running moments" in out and "stacked samples" in out
-    assert "running moments, channels-first" in out and "glibc's default heap padding" in out
+    assert "running moments, channels-first" in out and "glibc's default heap" in out
 
 
 def _no_fold3(root: Path) -> Path:

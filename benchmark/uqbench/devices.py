@@ -31,8 +31,10 @@ if TYPE_CHECKING:
 PRECISIONS = ("auto", "fp32", "bf16")
 Precision = Literal["fp32", "bf16"]
 
-# glibc's mallopt parameter M_TOP_PAD (malloc.h), its default (mallopt(3)) and the run's value: see prepare_host.
-M_TOP_PAD, DEFAULT_TOP_PAD, RUN_TOP_PAD = -2, 128 * 1024, 1 << 30
+# glibc's mallopt parameters (malloc.h) and the run's values for them: see prepare_host. 32 MiB is the largest
+# mmap threshold glibc accepts on a 64-bit system (mallopt(3): DEFAULT_MMAP_THRESHOLD_MAX).
+M_TOP_PAD, M_MMAP_THRESHOLD = -2, -3
+RUN_TOP_PAD, RUN_MMAP_THRESHOLD = 1 << 30, 32 << 20
 
 
 def resolve_device(requested: str) -> str:
@@ -114,9 +116,10 @@ def channels_last(model: torch.nn.Module, enabled: bool = True) -> torch.nn.Modu
     return model.to(memory_format=torch.channels_last if enabled else torch.contiguous_format)
 
 
-def malloc_top_pad(nbytes: int) -> bool:
-    """Set glibc malloc's M_TOP_PAD, the memory kept beyond the heap's top when it grows or is trimmed; False
-    where the C library is not glibc (nothing is changed there)."""
+def tune_malloc() -> bool:
+    """Set glibc malloc's M_TOP_PAD (memory kept beyond the heap's top when it grows or is trimmed) and
+    M_MMAP_THRESHOLD (the size from which a block gets a mapping of its own) to the run's values; False where
+    the C library is not glibc or it refused a value (then nothing more is changed)."""
     if not sys.platform.startswith("linux"):
         return False
     try:
@@ -125,17 +128,24 @@ def malloc_top_pad(nbytes: int) -> bool:
         return False
     if not hasattr(libc, "gnu_get_libc_version"):  # glibc's own symbol: another libc's mallopt may differ
         return False
-    return bool(libc.mallopt(M_TOP_PAD, nbytes))
+    return bool(libc.mallopt(M_MMAP_THRESHOLD, RUN_MMAP_THRESHOLD)) and bool(libc.mallopt(M_TOP_PAD, RUN_TOP_PAD))
 
 
-def prepare_host() -> None:
+def prepare_host(*, heap: bool = True) -> None:
     """What every run and benchmark sets before its first tensor: denormal floats flushed to zero (they slow
-    CPU training several-fold) and, with glibc, a 1 GiB M_TOP_PAD. A forward pass of a full-resolution network
-    frees and reallocates hundreds of MiB of activations; glibc by default gives that memory back to the
-    kernel and takes it again, page fault by page fault, which cost dn's CPU prediction as much time as its
-    convolutions (dn T = 10: 9.6 s a volume with glibc's default, 5.3 s with the pad, ``uqbench bench infer``
-    with and without ``--default-heap``). The pad keeps up to 1 GiB of freed heap mapped for reuse."""
+    CPU training several-fold) and, with glibc and ``heap``, a heap that keeps freed activations mapped.
+
+    A forward pass frees and reallocates hundreds of MiB of activations. glibc gives a block above its mmap
+    threshold a mapping of its own and unmaps it when freed, and trims the heap's free top beyond a small pad, so
+    each pass faulted its memory in again page by page: dn's T = 10 prediction took 9.6 s a volume with glibc's
+    defaults, 5.3 s with a 1 GiB pad (``uqbench bench infer`` with and without ``--default-heap``). Setting
+    any of these parameters also stops glibc from raising the threshold as blocks are freed, which left it at
+    128 KiB: every larger tensor was mapped and faulted in anew, about 130,000 faults a step when the cpu board
+    trained ``dn:authors`` (a quarter of its CPU time in the kernel). So the threshold is set too, to glibc's
+    largest, 32 MiB: a block below it grows the padded heap, and later ones, of any size its free top holds,
+    are cut from it."""
     import torch
 
     torch.set_flush_denormal(True)
-    malloc_top_pad(RUN_TOP_PAD)
+    if heap:
+        tune_malloc()

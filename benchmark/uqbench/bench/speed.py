@@ -17,7 +17,7 @@ import numpy as np
 
 from uqbench.api import Profile, context_of, windowed_of
 from uqbench.bench.metrics import heart
-from uqbench.devices import DEFAULT_TOP_PAD, channels_last, malloc_top_pad, prepare_host
+from uqbench.devices import channels_last, prepare_host
 
 SLICE = (224, 224)  # an ACDC slice on the 1.4 mm grid is about this size
 
@@ -38,11 +38,9 @@ def _peak_memory(device: str) -> dict[str, float]:
 
 
 def _host(default_heap: bool) -> None:
-    """The run's host settings, or those with glibc's default heap padding: a process-wide setting that shapes
-    the heap from then on, so it is timed by a second benchmark run, not by a variant beside the others."""
-    prepare_host()
-    if default_heap:
-        malloc_top_pad(DEFAULT_TOP_PAD)
+    """The run's host settings, or those with glibc's default heap: a process-wide setting that shapes the heap
+    from then on, so it is timed by a second benchmark run, not by a variant beside the others."""
+    prepare_host(heap=not default_heap)
 
 
 def train_speed(segmenter: str, *, profile: Profile, iterations: int, device: str, seed: int = 0,
@@ -50,7 +48,7 @@ def train_speed(segmenter: str, *, profile: Profile, iterations: int, device: st
                 default_heap: bool = False) -> dict[str, Any]:
     """Iterations and images per second of the recipe's training step, after a few warm-up steps (which
     also pay for compilation), and the time the full recipe would take at that pace; ``channels_first``
-    times the layout the run does not use, ``default_heap`` glibc's heap padding (uqbench.devices)."""
+    times the layout the run does not use, ``default_heap`` glibc's default heap (uqbench.devices)."""
     import torch
 
     from uqbench.registry import registry
@@ -93,7 +91,7 @@ def infer_speed(segmenter: str, uncertainty: str, *, samples: int, volumes: int,
     """Seconds per 10-slice volume of inference drawing ``samples`` samples with ``sampler`` (from untrained
     members) at ``precision``, for passes one at a time and all in one batch, with the map from running moments
     and from stacked samples, at the other precision, and with channels-first tensors; ``default_heap`` times
-    them all with glibc's heap padding in place of the run's (uqbench.devices)."""
+    them all with glibc's default heap in place of the run's (uqbench.devices)."""
     import torch
 
     from uqbench.infer.sampling import Drawer, predict_volume

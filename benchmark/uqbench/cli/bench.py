@@ -158,8 +158,8 @@ def train_cmd(
         "--channels-first", help="Also time the step with channels-first tensors (the run's are channels-last), "
                                  "side by side.")] = False,
     default_heap: Annotated[bool, typer.Option(
-        "--default-heap", help="Time with glibc's default heap padding instead of the run's 1 GiB (process-wide, "
-                               "so compare with a second run without it).")] = False,
+        "--default-heap", help="Time with glibc's default heap instead of the run's (1 GiB pad, 32 MiB mmap "
+                               "threshold; process-wide, so compare with a second run without it).")] = False,
     precision: options.Precision = "auto",
 ) -> None:
     """Training throughput of each segmenter's recipe on ACDC-sized synthetic slices: iterations/s,
@@ -174,7 +174,7 @@ def train_cmd(
     prof = resolve_profile(profile, dev)
     for name in segmenter:
         registry().create(SEGMENTER, name)  # a bad name fails before any timing
-    heap = ", glibc's default heap padding" if default_heap else ""
+    heap = ", glibc's default heap" if default_heap else ""
     table = Table(title=f"uqbench bench train: profile {prof.value}, {prec}, device {_device_name(dev)}{heap}")
     for col in ("segmenter", "compiled", "layout", "batch x patch", "it/s", "images/s", "full recipe",
                 "peak memory MiB"):
@@ -204,8 +204,8 @@ def infer_cmd(
         "--width", help="Channel multiplier (default: the quick recipe's on CPU, the paper's on CUDA).")] = None,
     device: options.Device = "auto",
     default_heap: Annotated[bool, typer.Option(
-        "--default-heap", help="Time with glibc's default heap padding instead of the run's 1 GiB (process-wide, "
-                               "so compare with a second run without it).")] = False,
+        "--default-heap", help="Time with glibc's default heap instead of the run's (1 GiB pad, 32 MiB mmap "
+                               "threshold; process-wide, so compare with a second run without it).")] = False,
     precision: options.Precision = "auto",
 ) -> None:
     """Inference time per volume of an MC map's samples as the sampler draws them: passes one at a time against
@@ -229,7 +229,7 @@ def infer_cmd(
         raise UsageError(f"--samples {samples}: need at least 2 samples to time passes one at a time and batched")
     r = infer_speed(segmenter, uncertainty, samples=t, volumes=volumes, device=dev, width=width, precision=prec,
                     sampler=sampler, default_heap=default_heap)
-    heap = ", glibc's default heap padding" if default_heap else ""
+    heap = ", glibc's default heap" if default_heap else ""
     table = Table(title=f"uqbench bench infer: {escape(segmenter)} (width {r['width']}), {escape(sampler)}, "
                         f"{escape(uncertainty)}, T={t}, {prec}, device {_device_name(dev)}{heap}")
     table.add_column("variant")

@@ -115,7 +115,7 @@ def _load(cfg: RunConfig, progress: Progress | None) -> tuple[_Data, Store]:
     from uqbench.infer import sampling  # noqa: F401
     from uqbench.train import loop  # noqa: F401
 
-    prepare_host()  # denormals flushed, glibc's heap padded (uqbench.devices)
+    prepare_host()  # denormals flushed, glibc's heap kept for freed activations (uqbench.devices)
     blamer = Blamer(cfg.methods())
     root = Path(cfg.data) if cfg.data else phantom_root(advance=tracker(progress, "phantom", PHANTOM_PATIENTS))
     ds = registry().create(DATASET, cfg.dataset, root)
