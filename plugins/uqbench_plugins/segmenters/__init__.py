@@ -31,6 +31,12 @@ CPU_DRN = Recipe(loss="dice-ce", iterations=16_000, batch_size=8, patch_size=128
 DN_PLANS = ("paper", "authors")  # dn's layer plans (segmenters/dn.py docstring)
 
 
+def check_dn_plan(plan: str) -> None:
+    """ValueError naming the plan unless it is one of DN_PLANS (dn's plugin and its network both check)."""
+    if plan not in DN_PLANS:
+        raise ValueError(f"unknown dn plan {plan!r}; one of {', '.join(DN_PLANS)}")
+
+
 class DRN:
     """Bayesian DRN-D-22 (Yu et al. 2017): output stride 8, dropout after every convolution."""
 
@@ -79,8 +85,7 @@ class DN:
     context = 65
 
     def __init__(self, plan: str = "paper") -> None:
-        if plan not in DN_PLANS:
-            raise ValueError(f"unknown dn plan {plan!r}; one of {', '.join(DN_PLANS)}")
+        check_dn_plan(plan)
         self.plan = plan
 
     def build(self, *, in_channels: int, num_classes: int, dropout: float, width: float = 1.0) -> Any:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from uqbench_plugins.segmenters import DN_PLANS
+from uqbench_plugins.segmenters import check_dn_plan
 from uqbench_plugins.segmenters.layers import dropout as drop
 
 DILATIONS = (1, 1, 2, 4, 8, 16, 32, 1)
@@ -38,8 +38,7 @@ class DilatedCNN(nn.Module):
     def __init__(self, in_channels: int, num_classes: int, dropout: float = 0.1, *, width: float = 1.0,
                  plan: str = "paper") -> None:
         super().__init__()
-        if plan not in DN_PLANS:
-            raise ValueError(f"unknown dn plan {plan!r}; one of {', '.join(DN_PLANS)}")
+        check_dn_plan(plan)
         self.layers = (_paper if plan == "paper" else _authors)(in_channels, num_classes, dropout, width=width)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
