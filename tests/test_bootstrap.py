@@ -74,6 +74,14 @@ def test_shared_and_median_ranks_by_hand() -> None:
     assert bootstrap.shared_ranks([z, y, x], higher=False) == [1, 2, 2]
 
 
+def test_rank_interval_ends_are_ranks_some_resample_gave() -> None:
+    # x ranks (1, 1, 2, 1) over four resamples: linear interpolation would put the 97.5 % end at 1.925, between
+    # two ranks; the interval is [1, 2] instead. y ranks (2, 1, 1, 2): median 1.5, interval [1, 2].
+    x = _estimate(0.8, [0.8, 0.7, 0.7, 0.75])
+    y = _estimate(0.75, [0.7, 0.7, 0.75, 0.7])
+    assert bootstrap.rank_summary([x.samples, y.samples], higher=True) == [(1.0, 1.0, 2.0), (1.5, 1.0, 2.0)]
+
+
 def test_a_row_never_ranks_below_a_row_of_worse_value() -> None:
     # y trails x by exactly 0.01 in every resample (paired difference excludes 0); z is worse (0.82) but noisy, its
     # differences to x (0.15, -0.10, 0.10, -0.03) and to y (0.14, -0.11, 0.09, -0.04) include 0. Grouping every

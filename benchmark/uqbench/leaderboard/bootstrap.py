@@ -108,9 +108,13 @@ def resampled_ranks(samples: Sequence[np.ndarray], *, higher: bool) -> np.ndarra
 
 
 def rank_summary(samples: Sequence[np.ndarray], *, higher: bool) -> list[tuple[float, float, float]]:
-    """Each row's median rank and its 95 % interval over resamples."""
+    """Each row's median rank and its 95 % interval over resamples. Ranks are whole numbers, so the interval's
+    ends are ranks some resample gave (the 2.5 % quantile taken downwards, the 97.5 % upwards), never a value
+    interpolated between two ranks such as 3.975."""
     ranks = resampled_ranks(samples, higher=higher)
-    return [(float(np.median(r)), *interval(r)) for r in ranks]
+    tail = 50 * (1 - LEVEL)
+    return [(float(np.median(r)), float(np.percentile(r, tail, method="lower")),
+             float(np.percentile(r, 100 - tail, method="higher"))) for r in ranks]
 
 
 def shared_ranks(estimates: Sequence[Estimate], *, higher: bool) -> list[int]:
