@@ -94,9 +94,14 @@ def estimate(per_seed: Sequence[tuple[Statistic, Sequence[str]]], draws: Draws, 
                     seed_sd=float(full.std(ddof=1)) if len(full) > 1 else 0.0, seeds=len(full))
 
 
-def interval(samples: np.ndarray) -> tuple[float, float]:
-    """The 95 % percentile interval."""
-    low, high = np.percentile(samples, [50 * (1 - LEVEL), 100 - 50 * (1 - LEVEL)])
+def interval(samples: np.ndarray, *, whole: bool = False) -> tuple[float, float]:
+    """The 95 % percentile interval. For whole-number samples (ranks) its ends are values some sample took, the
+    2.5 % quantile taken downwards and the 97.5 % upwards, never one interpolated between two, such as 3.975."""
+    tail = 50 * (1 - LEVEL)
+    if whole:
+        return (float(np.percentile(samples, tail, method="lower")),
+                float(np.percentile(samples, 100 - tail, method="higher")))
+    low, high = np.percentile(samples, [tail, 100 - tail])
     return float(low), float(high)
 
 
@@ -108,13 +113,9 @@ def resampled_ranks(samples: Sequence[np.ndarray], *, higher: bool) -> np.ndarra
 
 
 def rank_summary(samples: Sequence[np.ndarray], *, higher: bool) -> list[tuple[float, float, float]]:
-    """Each row's median rank and its 95 % interval over resamples. Ranks are whole numbers, so the interval's
-    ends are ranks some resample gave (the 2.5 % quantile taken downwards, the 97.5 % upwards), never a value
-    interpolated between two ranks such as 3.975."""
+    """Each row's median rank and its 95 % interval over resamples, whose ends are ranks some resample gave."""
     ranks = resampled_ranks(samples, higher=higher)
-    tail = 50 * (1 - LEVEL)
-    return [(float(np.median(r)), float(np.percentile(r, tail, method="lower")),
-             float(np.percentile(r, 100 - tail, method="higher"))) for r in ranks]
+    return [(float(np.median(r)), *interval(r, whole=True)) for r in ranks]
 
 
 def shared_ranks(estimates: Sequence[Estimate], *, higher: bool) -> list[int]:
