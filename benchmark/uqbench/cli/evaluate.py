@@ -54,8 +54,9 @@ def evaluate_cmd(
     profile: options.Profile = None,
     device: options.Device = "auto",
     seed: options.Seed = 0,
-    out: Annotated[Path, typer.Option("--out", help="Output folder (config.json, cases.csv, detection.csv, "
-                                                    "summary.json).")] = Path("runs/evaluate"),
+    out: Annotated[Path, typer.Option("--out", help="Output folder (config.json, cases.csv, slices.csv, "
+                                                    "positions.csv, detection.csv, summary.json).")
+                   ] = Path("runs/evaluate"),
 ) -> None:
     """Score label maps made elsewhere (nnU-Net's, or a run's OUT/nifti/predictions) with the run's protocol."""
     chosen = resolve_protocol(protocol, failure_preset=failure_preset, correction=correction,
@@ -79,6 +80,6 @@ def evaluate_cmd(
         console.print(held_out_line(summary.test), markup=False, highlight=False)
     for note in summary.notes:
         console.print(f"[yellow]note:[/yellow] {escape(note)}", highlight=False)
-    console.print(f"wrote {out}/config.json, cases.csv, summary.json"
+    console.print(f"wrote {out}/config.json, cases.csv, slices.csv, positions.csv, summary.json"
                   + (", detection.csv" if summary.detection else ""), markup=False, highlight=False)
     console.print(headline(summary), markup=False, highlight=False)

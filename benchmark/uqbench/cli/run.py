@@ -94,7 +94,8 @@ def run_cmd(
         console.print(f"[yellow]note:[/yellow] {escape(note)}", highlight=False)
     stored = sum(r.from_store for r in summary.stages)
     console.print(f"stages: {len(summary.stages) - stored} computed, {stored} from the store "
-                  f"({cache_root() / 'stages'}); wrote {cfg.out}/config.json, cases.csv, summary.json, stages.json",
+                  f"({cache_root() / 'stages'}); wrote {cfg.out}/config.json, cases.csv, slices.csv, "
+                  "positions.csv, summary.json, stages.json",
                   markup=False, highlight=False)
     console.print(headline(summary), markup=False, highlight=False)
 

@@ -249,7 +249,7 @@ def _measure_run(cfg: RunConfig, g: StageGraph, *, data: _Data, held_out: Prepar
         provenance=provenance(methods=cfg.methods(), device=cfg.device, precision=cfg.precision, seed=cfg.seed,
                               fold_of=data.fold_of),
         test=test)
-    aggregate.write_tables(out, rows=measured.rows, detection_rows=measured.detection_rows, protocol=protocol)
+    aggregate.write_tables(out, measured, protocol=protocol)
     summaries.write(out / "summary.json", summary)
     return summary
 
@@ -276,6 +276,6 @@ def _test_set(cfg: RunConfig, g: StageGraph, *, data: _Data, held_out: PreparedS
                                  params=cfg.preprocess)
     out = cfg.out / "test"
     outdir.export_nifti(out / "nifti", cfg.uncertainty, p)
-    aggregate.write_tables(out, rows=measured.rows, detection_rows=measured.detection_rows, protocol=cfg.protocol)
+    aggregate.write_tables(out, measured, protocol=cfg.protocol)
     return HeldOut.of(measured.results, dataset=DatasetInfo(name=cfg.dataset, root=str(held_out.root),
                                                             fingerprint=held_out.fingerprint, phantom=False))

@@ -30,6 +30,7 @@ from uqbench.results.summary import (
     Results,
     Significance,
 )
+from uqbench.scoring import positions
 from uqbench.scoring.case import Volume, case_rows
 from uqbench.scoring.correction import correct_volumes, fixed, footprint, per_volume
 
@@ -169,6 +170,7 @@ class Measured:
     results: Results
     rows: list[dict[str, Any]]
     detection_rows: list[dict[str, Any]]
+    slice_rows: list[dict[str, Any]]  # each case's structures by slice position (uqbench.scoring.positions)
     timings_s: dict[str, float]
 
 
@@ -208,13 +210,19 @@ def measure(*, rows: list[dict[str, Any]], volumes: Sequence[Volume],
         clinical=clinical_summary(rows, density=density),
         clinical_corrected=clinical_summary(rows, "predicted_ml_corrected", density=density) if corrected_rows
         else None, per_volume=values, budget_curves=budget_curves)
-    return Measured(results=results, rows=rows, detection_rows=detection_rows, timings_s=timings)
+    by_position = [r for v in volumes for r in positions.slice_rows(
+        patient=v.patient, phase=v.phase, fold=v.fold, reference=v.reference, prediction=v.prediction,
+        spacing=v.spacing)]
+    return Measured(results=results, rows=rows, detection_rows=detection_rows, slice_rows=by_position,
+                    timings_s=timings)
 
 
-def write_tables(out: Path, *, rows: list[dict[str, Any]], detection_rows: list[dict[str, Any]], protocol: Preset
-                 ) -> None:
-    """OUT/cases.csv and, when a detector ran, OUT/detection.csv; every row names the preset that made it."""
+def write_tables(out: Path, measured: Measured, *, protocol: Preset) -> None:
+    """OUT/cases.csv, slices.csv and positions.csv (uqbench.scoring.positions) and, when a detector ran,
+    OUT/detection.csv; every row of cases.csv and detection.csv names the preset that made it."""
     tag = {"protocol": f"{protocol.label} {protocol.digest()}"}
-    tables.write_csv(out / "cases.csv", [r | tag for r in rows])
-    if detection_rows:
-        tables.write_csv(out / "detection.csv", [r | tag for r in detection_rows])
+    tables.write_csv(out / "cases.csv", [r | tag for r in measured.rows])
+    tables.write_csv(out / "slices.csv", measured.slice_rows)
+    tables.write_csv(out / "positions.csv", positions.position_table(measured.slice_rows))
+    if measured.detection_rows:
+        tables.write_csv(out / "detection.csv", [r | tag for r in measured.detection_rows])

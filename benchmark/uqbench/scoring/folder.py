@@ -193,8 +193,7 @@ def evaluate(req: Request, progress: Progress | None = None) -> Summary:
         for part, folder in ((False, req.out), (True, req.out / "test")):
             if part in measured:
                 folder.mkdir(parents=True, exist_ok=True)
-                aggregate.write_tables(folder, rows=measured[part].rows,
-                                       detection_rows=measured[part].detection_rows, protocol=req.protocol)
+                aggregate.write_tables(folder, measured[part], protocol=req.protocol)
         summaries.write(req.out / "summary.json", summary)
     return summary
 
