@@ -25,7 +25,9 @@ from uqbench import run as runs
 from uqbench.data import nifti
 from uqbench.errors import UsageError
 from uqbench.protocol.metrics import dice
+from uqbench.records import fields_to_json
 from uqbench.registry import registry
+from uqbench.run.graph import LATER_RECIPE_FIELDS, recipe_key
 
 pytestmark = pytest.mark.e2e  # every test here runs the pipeline
 
@@ -264,3 +266,10 @@ def test_two_runs_of_one_cell_at_once_compute_each_stage_once_and_agree(tiny_pha
     stages = [json.loads((tmp_path / name / "summary.json").read_text())["stages"] for name in ("a", "b")]
     for a, b in zip(*stages, strict=True):  # each stage computed by exactly one of the two
         assert a["key"] == b["key"] and a["from_store"] != b["from_store"], (a, b)
+
+
+def test_a_recipe_keeps_its_train_key_when_later_fields_hold_their_old_values() -> None:
+    recipe = registry().create("segmenter", "unet").recipe(config.Profile.CPU)
+    before = {k: v for k, v in fields_to_json(recipe).items() if k not in LATER_RECIPE_FIELDS}
+    assert recipe_key(recipe) == before  # max_turn 180: every model stored before the field existed serves
+    assert recipe_key(replace(recipe, max_turn=15.0)) == before | {"max_turn": 15.0}

@@ -75,6 +75,9 @@ class Recipe:
     # learning_rate (1 - step / iterations) ** 0.9, as nnU-Net (lr_decay_every unused)
     spatial: float = 0.0  # share of patches turned by a random angle and scaled 0.7-1.4 (uqbench.train.augment)
     intensity: float = 0.0  # share of patches given random brightness, contrast and gamma
+    max_turn: float = 180.0  # degrees. 180: patches take any orientation (a random quarter turn each, the paper's
+    # 90-degree rotations, and the spatial share's angle over the whole circle); less keeps the images' own
+    # orientation: no quarter turns, the spatial angle uniform within +-max_turn (uqbench.train.augment)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -61,6 +61,7 @@ def check_segmenter(seg: Any) -> None:
         assert recipe.patch_size % m == 0, f"{who}: {profile} patch size is not a multiple of {m}"
         assert recipe.schedule in ("step", "snapshot", "poly"), f"{who}: {profile} schedule {recipe.schedule!r}"
         assert 0 <= recipe.spatial <= 1 and 0 <= recipe.intensity <= 1, f"{who}: {profile} augmentation shares"
+        assert 0 <= recipe.max_turn <= 180, f"{who}: {profile} max_turn {recipe.max_turn} outside [0, 180] degrees"
         registry().entry("loss", recipe.loss.split(":")[0])
     width = seg.recipe(Profile.QUICK).width
     torch.manual_seed(0)

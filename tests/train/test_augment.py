@@ -110,6 +110,33 @@ def test_a_recipe_without_augmentation_draws_the_patches_it_drew_before() -> Non
     assert all(np.array_equal(u, v) for u, v in zip(a, b, strict=True))
 
 
+@pytest.mark.parametrize("device_sampler", [False, True])
+def test_a_kept_orientation_draws_the_same_crops_unturned(device_sampler: bool) -> None:
+    slices = [_slice()] * 3
+
+    def draw(max_turn: float) -> tuple[np.ndarray, np.ndarray]:
+        if device_sampler:
+            xs, ys = DeviceSampler(slices, 16, device="cpu", seed=0, foreground=0.5, max_turn=max_turn).batch(16)
+            return xs.numpy(), ys.numpy()
+        return PatchSampler(slices, 16, np.random.default_rng(0), foreground=0.5, max_turn=max_turn).batch(16)
+
+    (turned_x, turned_y), (kept_x, kept_y) = draw(180.0), draw(0.0)
+    turns = [next(k for k in range(4) if np.array_equal(np.rot90(x, k), t))
+             for x, t in zip(kept_x[:, 0], turned_x[:, 0], strict=True)]
+    assert all(np.array_equal(np.rot90(y, k), t) for y, k, t in zip(kept_y, turns, turned_y, strict=True))
+    assert any(turns)
+
+
+def test_a_kept_orientation_turns_the_spatial_share_by_at_most_max_turn() -> None:
+    def angles(max_turn: float) -> np.ndarray:
+        rng = np.random.default_rng(0)
+        a = np.stack([augment.affine(rng, max_turn) for _ in range(200)])
+        return np.degrees(np.arctan2(a[:, 1, 0], a[:, 0, 0]))
+
+    assert np.abs(angles(15.0)).max() <= 15 and np.abs(angles(15.0)).max() > 12
+    assert np.abs(angles(180.0)).max() > 150
+
+
 def test_poly_schedule_decays_the_rate_to_zero_at_the_last_step() -> None:
     opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.01)
     sched = lr_scheduler(opt, Recipe(loss="ce", iterations=10, batch_size=1, patch_size=8, learning_rate=0.01,

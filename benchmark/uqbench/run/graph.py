@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from uqbench.api import Context, MomentMap, Segmenter, context_of, windowed_of
+from uqbench.api import Context, MomentMap, Recipe, Segmenter, context_of, windowed_of
 from uqbench.calls import Blamer
 from uqbench.config import RunConfig
 from uqbench.data import cache
@@ -56,6 +56,17 @@ maps 2 and score 2: the run scores the files it writes (failure voxels, calibrat
 come from the original-geometry outputs; score took over the failures stage). predict kept 1: it stopped
 storing calibration counts, which nothing reads now, and computes the same labels, statistics and files.
 score 3: calibration.json keeps each case's counts, summed exactly once over all cases (``scoring.case.sum_counts``)."""
+
+
+LATER_RECIPE_FIELDS = {"max_turn": 180.0}
+"""Recipe fields added after models were stored, with the value every earlier recipe trained with: keyed only when
+a recipe sets another, so the stored models of earlier recipes still serve them."""
+
+
+def recipe_key(recipe: Recipe) -> dict[str, Any]:
+    """The recipe as the train stage's key holds it (LATER_RECIPE_FIELDS)."""
+    return {k: v for k, v in fields_to_json(recipe).items()
+            if k not in LATER_RECIPE_FIELDS or v != LATER_RECIPE_FIELDS[k]}
 
 
 def check_force(force: str | None) -> None:
@@ -142,7 +153,7 @@ class StageGraph:
         alike on its own seed stream (``uqbench.run.seeds.member_seed``) and stored apart."""
         cfg = self.cfg
         seed = member_seed(cfg.seed, k, member)
-        key = self.key("train", settings={"recipe": fields_to_json(cfg.recipe),
+        key = self.key("train", settings={"recipe": recipe_key(cfg.recipe),
                                           "preprocess": fields_to_json(cfg.preprocess), "device": cfg.device,
                                           "precision": cfg.precision} | ({"member": member} if member else {}),
                        plugins=(SEGMENTER, LOSS), seed=seed, inputs={"cases": [c.fingerprint for c in own]})

@@ -23,9 +23,11 @@ CONTRAST = (0.75, 1.25)  # a factor on the distance to the patch's mean
 GAMMA = (0.7, 1.5)  # x -> x ** gamma on the patch rescaled to [0, 1], then scaled back
 
 
-def affine(rng: np.random.Generator) -> np.ndarray:
-    """A random 2 x 2 matrix s R(theta): theta uniform over the circle, log s uniform over log SCALE."""
-    theta = rng.uniform(0.0, 2 * np.pi)
+def affine(rng: np.random.Generator, max_turn: float = 180.0) -> np.ndarray:
+    """A random 2 x 2 matrix s R(theta): theta uniform over the circle (``max_turn`` 180 degrees) or within
+    +-``max_turn``, log s uniform over log SCALE."""
+    turn = np.deg2rad(max_turn)
+    theta = rng.uniform(0.0, 2 * np.pi) if max_turn >= 180 else rng.uniform(-turn, turn)
     s = float(np.exp(rng.uniform(np.log(SCALE[0]), np.log(SCALE[1]))))
     c, t = np.cos(theta), np.sin(theta)
     return s * np.array([[c, -t], [t, c]])

@@ -26,12 +26,15 @@ class PatchSampler:
     segmenter ``context`` c, each image patch also holds the c voxels of image around its label patch (zeros
     beyond the slice's edge): images [B, 1, P + 2c, P + 2c], labels [B, P, P]. A ``spatial`` share of the patches
     is read turned and scaled about the patch's centre, and an ``intensity`` share has its grey values changed
-    (uqbench.train.augment); at 0 neither draws a random number, so the draws are those of a recipe without them."""
+    (uqbench.train.augment); at 0 neither draws a random number, so the draws are those of a recipe without them.
+    ``max_turn`` below 180 degrees keeps the slices' orientation (``Recipe.max_turn``): the quarter turn is still
+    drawn, and not applied, so every other draw is the same as with quarter turns."""
 
     def __init__(self, slices: Sequence[tuple[np.ndarray, np.ndarray]], patch: int, rng: np.random.Generator, *,
-                 foreground: float = 0.0, context: int = 0, spatial: float = 0.0, intensity: float = 0.0) -> None:
+                 foreground: float = 0.0, context: int = 0, spatial: float = 0.0, intensity: float = 0.0,
+                 max_turn: float = 180.0) -> None:
         self.patch, self.rng, self.foreground, self.context = patch, rng, foreground, context
-        self.spatial, self.intensity = spatial, intensity
+        self.spatial, self.intensity, self.max_turn = spatial, intensity, max_turn
         self.images, self.labels, self.fg = [], [], []
         for img, lab in slices:  # pad slices smaller than a patch with background, images also by the context
             py, px = max(0, patch - img.shape[0]), max(0, patch - img.shape[1])
@@ -57,13 +60,14 @@ class PatchSampler:
             i = int(self.with_fg[rng.integers(0, len(self.with_fg))] if centred else rng.integers(0, len(self.images)))
             y0, x0 = self._corner(i, centred)
             if self.spatial and rng.random() < self.spatial:
-                a, mid = augment.affine(rng), (p - 1) / 2
+                a, mid = augment.affine(rng, self.max_turn), (p - 1) / 2
                 image = augment.warp(self.images[i], (y0 + mid + self.context, x0 + mid + self.context), a, size=q,
                                      order=1)
                 label = augment.warp(self.labels[i], (y0 + mid, x0 + mid), a, size=p, order=0)
             else:  # the image is offset by the context
                 image, label = self.images[i][y0:y0 + q, x0:x0 + q], self.labels[i][y0:y0 + p, x0:x0 + p]
-            k = int(rng.integers(0, 4))
+            turns = int(rng.integers(0, 4))  # drawn either way (class docstring)
+            k = turns if self.max_turn >= 180 else 0
             xs[b, 0], ys[b] = np.rot90(image, k), np.rot90(label, k)
             if self.intensity and rng.random() < self.intensity:
                 xs[b, 0] = augment.intensity(xs[b, 0], rng)
@@ -78,12 +82,13 @@ class DeviceSampler:
     Slices are zero-padded to a common size; a slice's patch corners stay inside its own (padded-to-patch)
     extent, and a centred patch picks a slice with labels uniformly, then one of its labelled voxels. Images
     carry ``context`` voxels of image around each label patch, as :class:`PatchSampler`'s, and the same
-    ``spatial`` and ``intensity`` augmentation is drawn on the device."""
+    ``spatial`` and ``intensity`` augmentation and ``max_turn`` are applied on the device."""
 
     def __init__(self, slices: Sequence[tuple[np.ndarray, np.ndarray]], patch: int, *, device: str, seed: int,
-                 foreground: float = 0.0, context: int = 0, spatial: float = 0.0, intensity: float = 0.0) -> None:
+                 foreground: float = 0.0, context: int = 0, spatial: float = 0.0, intensity: float = 0.0,
+                 max_turn: float = 180.0) -> None:
         self.patch, self.foreground, self.device, c = patch, foreground, device, context
-        self.context, self.spatial, self.intensity = context, spatial, intensity
+        self.context, self.spatial, self.intensity, self.max_turn = context, spatial, intensity, max_turn
         h = max(patch, *(img.shape[0] for img, _ in slices))
         w = max(patch, *(img.shape[1] for img, _ in slices))
         images = np.zeros((len(slices), h + 2 * c, w + 2 * c), np.float32)
@@ -139,7 +144,7 @@ class DeviceSampler:
         xs = self.images[idx[:, None, None], rows, cols]
         if self.spatial:  # every patch is warped and a spatial share kept: no wait on the host for a count
             xs, ys = self._warp(idx, (y0, x0), (xs, ys))
-        k = (self._rand(size) * 4).long().clamp_max(3)
+        k = (self._rand(size) * 4).long().clamp_max(3) * int(self.max_turn >= 180)  # drawn either way
         for r in (1, 2, 3):
             sel = k == r
             xs[sel], ys[sel] = torch.rot90(xs[sel], r, (1, 2)), torch.rot90(ys[sel], r, (1, 2))
@@ -153,7 +158,8 @@ class DeviceSampler:
         """The patches with a ``spatial`` share read turned and scaled about their centres (augment.warp)."""
         (y0, x0), (xs, ys) = corner, patches
         size, p, c = idx.shape[0], self.patch, self.context
-        theta = self._rand(size) * 2 * np.pi
+        turn = np.deg2rad(self.max_turn)
+        theta = self._rand(size) * 2 * np.pi if self.max_turn >= 180 else (self._rand(size) * 2 - 1) * turn
         low, high = np.log(augment.SCALE[0]), np.log(augment.SCALE[1])
         s = torch.exp(low + (high - low) * self._rand(size))
         cos, sin = torch.cos(theta) * s, torch.sin(theta) * s
@@ -180,6 +186,8 @@ def train(*, segmenter: Segmenter, recipe: Recipe, loss: Loss, slices: Sequence[
     if not (0 <= recipe.spatial <= 1 and 0 <= recipe.intensity <= 1):
         raise ValueError(f"augmentation shares spatial {recipe.spatial} and intensity {recipe.intensity} must lie in "
                          "[0, 1]")
+    if not 0 <= recipe.max_turn <= 180:
+        raise ValueError(f"max_turn {recipe.max_turn} must lie in [0, 180] degrees")
     context = context_of(segmenter)
     gpu = torch.device(device).type == "cuda"
     torch.manual_seed(seed)
@@ -191,9 +199,10 @@ def train(*, segmenter: Segmenter, recipe: Recipe, loss: Loss, slices: Sequence[
     rng = np.random.default_rng(seed)
     sampler: PatchSampler | DeviceSampler = (
         DeviceSampler(slices, recipe.patch_size, device=device, seed=seed, foreground=recipe.foreground,
-                      context=context, spatial=recipe.spatial, intensity=recipe.intensity) if gpu
+                      context=context, spatial=recipe.spatial, intensity=recipe.intensity,
+                      max_turn=recipe.max_turn) if gpu
         else PatchSampler(slices, recipe.patch_size, rng, foreground=recipe.foreground, context=context,
-                          spatial=recipe.spatial, intensity=recipe.intensity))
+                          spatial=recipe.spatial, intensity=recipe.intensity, max_turn=recipe.max_turn))
     state = checkpoints.resume(checkpoint, model=model, opt=opt, sched=sched, rng=rng, device=device)
     step = state["step"]
     if isinstance(sampler, DeviceSampler) and "sampler_rng" in state:
