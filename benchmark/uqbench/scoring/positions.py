@@ -80,8 +80,9 @@ def slice_rows(*, patient: str, phase: str, fold: int, reference: np.ndarray, pr
     return rows
 
 
-def _dice(overlap: float, a: float, b: float) -> float:
-    return 2 * overlap / (a + b) if a + b > 0 else float("nan")
+def _dice(overlap: float, a: float, b: float, *, empty: float = float("nan")) -> float:
+    """Dice from volumes; ``empty`` where neither holds anything."""
+    return 2 * overlap / (a + b) if a + b > 0 else empty
 
 
 def position_table(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -113,7 +114,6 @@ def position_table(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
                             "extra_share": extra / pred if pred > 0 else float("nan"),
                             "mean_dice": float(np.mean([_dice(s[0], s[1], s[2]) for s in held]))
                             if held else float("nan"),
-                            "mean_dice_without_extra": float(np.mean([_dice(s[0], s[1], s[2] - s[3]) if s[1] + s[2]
-                                                                      - s[3] > 0 else 1.0 for s in held]))
-                            if held else float("nan")})
+                            "mean_dice_without_extra": float(np.mean([_dice(s[0], s[1], s[2] - s[3], empty=1.0)
+                                                                      for s in held])) if held else float("nan")})
     return out
