@@ -146,3 +146,11 @@ def test_a_wrong_size_multiple_gets_a_hint() -> None:
     with pytest.raises(AssertionError, match=r"logits \(2, 4, 2, 2\) for input \(2, 1, 1, 2\) \(is size_multiple = 1 "
                                              r"right\?"):
         check_segmenter(Halves())
+
+
+def test_sampler_check_catches_a_turns_declaration_that_is_not_a_bool() -> None:
+    tta = registry().create("sampler", "tta")
+    check_sampler(tta)
+    tta.turns = "yes"  # type: ignore[misc]
+    with pytest.raises(AssertionError, match="turns must be True or False, not 'yes'"):
+        check_sampler(tta)

@@ -4,6 +4,7 @@ training reuses the segmenter's stored model, and a sampler that does not fit th
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,8 @@ import pytest
 
 from uqbench import config
 from uqbench import run as runs
-from uqbench.errors import UsageError
+from uqbench.errors import PluginError, UsageError
+from uqbench.registry import registry
 
 pytestmark = pytest.mark.e2e  # every test here runs the pipeline (but the refusals, which stop before it)
 
@@ -68,6 +70,28 @@ def test_a_sampler_that_does_not_fit_is_refused_by_name_before_any_work(
     with pytest.raises(UsageError, match=message.replace("(", r"\(").replace(")", r"\)")):
         _cfg(tiny_phantom, tmp_path / "out", **kw)
     assert not (tmp_path / "out").exists()
+
+
+def test_a_sampler_that_turns_slices_is_refused_for_a_net_trained_keeping_their_orientation(
+        tiny_phantom: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    drn = type(registry().create("segmenter", "drn"))
+    own = drn.recipe
+    monkeypatch.setattr(drn, "recipe", lambda self, profile: replace(own(self, profile), max_turn=15.0))
+    with pytest.raises(UsageError, match=r"--sampler tta: it turns the slices by quarter turns, but segmenter "
+                                         r"'drn' was trained keeping their orientation \(its quick recipe's "
+                                         r"max_turn 15 degrees\)"):
+        _cfg(tiny_phantom, tmp_path / "out", sampler="tta")
+    assert not (tmp_path / "out").exists()
+    assert _cfg(tiny_phantom, tmp_path / "out", sampler="mc-dropout").recipe.max_turn == 15.0
+    assert _cfg(tiny_phantom, tmp_path / "out", sampler="ensemble:3").recipe.max_turn == 15.0
+
+
+def test_a_sampler_declaring_turns_as_no_bool_is_blamed_by_name(
+        tiny_phantom: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(type(registry().create("sampler", "tta")), "turns", 1)
+    with pytest.raises(PluginError, match=r"sampler 'tta' \(uqbench .*\) has a bad declaration: turns must be "
+                                          r"True or False, not 1"):
+        _cfg(tiny_phantom, tmp_path / "out", sampler="tta")
 
 
 def test_ensemble_mc_draws_members_times_the_maps_samples(tiny_phantom: Path, tmp_path: Path) -> None:

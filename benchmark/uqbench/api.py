@@ -225,7 +225,11 @@ class Sampler(Protocol):
     augmentation. The harness trains and stores ``members`` models per fold (member 0 is the segmenter's own
     model; member m trains on its own seed stream), seeds torch's generator with the case's seed, and calls
     ``draw`` once per volume with its slices as the batch. Every map reads the samples' moments, so a map works
-    on every sampler (bmap on an ensemble is the members' spread)."""
+    on every sampler (bmap on an ensemble is the members' spread).
+
+    A sampler may declare ``turns = True`` (see :func:`turns_of`) when ``draw`` turns the slices by quarter turns
+    (tta): the harness then refuses it for a recipe that kept the slices' orientation in training
+    (``Recipe.max_turn`` below 180), whose net never saw a turned slice."""
 
     @property
     def name(self) -> str:
@@ -249,6 +253,15 @@ class Sampler(Protocol):
         batch on this device (1 on a CPU, T on CUDA), a hint for speed: the samples' distribution must not
         depend on it."""
         ...
+
+
+def turns_of(sampler: object) -> bool:
+    """Whether a sampler draws on slices turned by quarter turns (False unless it declares ``turns``); ValueError
+    unless that is a bool."""
+    t = getattr(sampler, "turns", False)
+    if not isinstance(t, bool):
+        raise ValueError(f"turns must be True or False, not {t!r}")
+    return t
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

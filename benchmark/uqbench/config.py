@@ -8,7 +8,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from uqbench.api import Profile, Recipe
+from uqbench.api import Profile, Recipe, turns_of
 from uqbench.data.preprocess import PreprocessParams
 from uqbench.devices import Precision, resolve_device, resolve_precision, resolve_profile
 from uqbench.errors import DataError, PluginError, UsageError
@@ -175,6 +175,19 @@ def resolve_samples(umap: Any, drawn: Any, *, uncertainty: str, sampler: str, sa
     return int(t)
 
 
+def check_orientation(drawn: Any, recipe: Recipe, *, sampler: str, segmenter: str, profile: Profile) -> None:
+    """UsageError naming both when the sampler ``drawn`` turns the slices (tta) but the segmenter's recipe kept
+    their orientation in training (``Recipe.max_turn`` < 180): its net never saw a turned slice."""
+    try:
+        turns = turns_of(drawn)
+    except ValueError as exc:
+        raise registry().fault(SAMPLER, sampler, f"has a bad declaration: {exc}") from None
+    if turns and recipe.max_turn < 180:
+        raise UsageError(f"--sampler {sampler}: it turns the slices by quarter turns, but segmenter '{segmenter}' "
+                         f"was trained keeping their orientation (its {profile.value} recipe's max_turn "
+                         f"{recipe.max_turn:g} degrees)")
+
+
 def resolve(*, segmenter: str, uncertainty: str, detector: str | None, loss: str | None, data: Path | None,
             dataset: str, folds: list[int], profile: str | None, samples: int | None, device: str, seed: int,
             out: Path | None, iterations: int | None = None, protocol: str = "uqbench",
@@ -206,6 +219,7 @@ def resolve(*, segmenter: str, uncertainty: str, detector: str | None, loss: str
             raise UsageError(f"--iterations {iterations}: must be at least 1")
         recipe = replace(recipe, iterations=iterations)
     reg.create(LOSS, recipe.loss)  # its arguments too are checked before any work
+    check_orientation(drawn, recipe, sampler=sampler, segmenter=segmenter, profile=prof)
     samples = resolve_samples(umap, drawn, uncertainty=uncertainty, sampler=sampler, samples=samples)
     chosen = resolve_protocol(protocol, failure_preset=failure_preset, correction=correction,
                               detector_training=detector_training)

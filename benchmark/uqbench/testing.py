@@ -26,7 +26,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from uqbench.api import NUM_CLASSES, PATCH, Context, DetectorExample, Profile, Recipe, context_of, windowed_of
+from uqbench.api import NUM_CLASSES, PATCH, Context, DetectorExample, Profile, Recipe, context_of, turns_of, windowed_of
 from uqbench.registry import NAME_RE, registry
 
 
@@ -160,9 +160,9 @@ def _tiny_net(seed: int) -> Any:
 
 
 def check_sampler(sampler: Any) -> None:
-    """``members`` and ``count`` are positive ints; ``draw`` yields ``count`` softmax samples of the right shape
-    (checked as the harness checks them) for a one-pass and an MC map, on square and oblong slices, and the same
-    samples again from the same seed."""
+    """``members`` and ``count`` are positive ints, ``turns`` (if declared) a bool; ``draw`` yields ``count``
+    softmax samples of the right shape (checked as the harness checks them) for a one-pass and an MC map, on square
+    and oblong slices, and the same samples again from the same seed."""
     import torch
 
     from uqbench.errors import MethodFault
@@ -172,6 +172,10 @@ def check_sampler(sampler: Any) -> None:
     _check_names(sampler)
     m = sampler.members
     assert isinstance(m, int) and not isinstance(m, bool) and m >= 1, f"{who}: members must be an int >= 1"
+    try:
+        turns_of(sampler)
+    except ValueError as exc:
+        raise AssertionError(f"{who}: {exc}") from None
     drawer = Drawer(sampler=sampler, models=[_tiny_net(i) for i in range(m)], multiple=1)
     image = torch.rand(2, 12, 12 + 4, generator=torch.Generator().manual_seed(0)).numpy()
     for one_pass in (True, False):

@@ -81,6 +81,7 @@ class TestTimeAugmentation:
     __test__ = False  # not a pytest class, whatever its name
     name = "tta"
     members = 1
+    turns = True  # refused for a recipe that kept the slices' orientation (uqbench.api.turns_of)
     TRANSFORMS = tuple((flip, turns) for turns in range(4) for flip in (False, True))
 
     def count(self, requested: int, *, one_pass: bool) -> int:
