@@ -67,6 +67,8 @@ def run_main(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
     (["bench", "metrics", "--data", "/no/such/folder"], "--data /no/such/folder: not a folder"),
     (["data", "phantom", "/tmp/x-uqbench-never", "--patients", "0"], "--patients must be between 1 and 100"),
     (["run", "--force", "infer"], "--force 'infer': expected one of train, predict, maps, score, detect"),
+    (["run", "--sampler", "tta", "--profile", "cpu", "--segmenter", "unet"],
+     "--sampler tta: it turns the slices by quarter turns, but segmenter 'unet' was trained keeping their"),
     (["cache", "prune"], "cache prune: say what to delete: --stage, --older-than or --all"),
     (["cache", "prune", "--all", "--stage", "maps"], "cache prune: --all deletes everything"),
     (["cache", "prune", "--older-than", "-1"], "--older-than -1.0: must be 0 or more days"),

@@ -19,14 +19,14 @@ PAPER_2D = Recipe(loss="ce", iterations=100_000, batch_size=16, patch_size=128, 
 QUICK_2D = Recipe(loss="ce", iterations=800, batch_size=8, patch_size=96, learning_rate=3e-3,
                   lr_decay_every=600, weight_decay=1e-4, width=0.125, foreground=0.5)
 # `cpu` profile (ours): real ACDC on a 2-core CPU in at most 30 minutes a fold, train, MC predict and detector
-# included. What was tried, and what each recipe measured, is in docs/cpu-recipes.md. DRN (its row 4): a quarter
+# included. What was tried, and what each recipe measured, is in docs/cpu-recipes.md. DRN (its row 5): a quarter
 # of the channels, the paper's 128 x 128 patches, batch 8, 16,000 steps, CE + soft Dice, lr 3e-3 decayed to zero
-# (poly), a fifth of the patches turned and scaled and 15 % given new intensities. lr_decay_every is unused under
-# poly; it keeps the value the trials ran with, so their stored models serve the same recipe. unet and dn replace
-# the step count (rows U7 and D8).
+# (poly), a fifth of the patches turned (within +-15 degrees: the slices keep their orientation, no quarter turns)
+# and scaled and 15 % given new intensities. lr_decay_every is unused under poly; it keeps the value the trials
+# ran with, so their stored models serve the same recipe. unet and dn replace the step count (rows U9 and D10).
 CPU_DRN = Recipe(loss="dice-ce", iterations=16_000, batch_size=8, patch_size=128, learning_rate=3e-3,
                  lr_decay_every=5_600, weight_decay=1e-4, width=0.25, foreground=0.5, schedule="poly",
-                 spatial=0.2, intensity=0.15)
+                 spatial=0.2, intensity=0.15, max_turn=15.0)
 
 DN_PLANS = ("paper", "authors")  # dn's layer plans (segmenters/dn.py docstring)
 
@@ -69,7 +69,7 @@ class UNetSegmenter:
         return UNet(in_channels, num_classes, dropout, width=width)
 
     def recipe(self, profile: Profile) -> Recipe:
-        if profile is Profile.CPU:  # DRN's at 3/16 of the channels and 7,000 steps (docs/cpu-recipes.md, row U7)
+        if profile is Profile.CPU:  # DRN's at 3/16 of the channels and 7,000 steps (docs/cpu-recipes.md, row U9)
             return replace(CPU_DRN, width=0.1875, iterations=7_000)
         return PAPER_2D if profile is Profile.PAPER else QUICK_2D  # as DRN's (paper V-A)
 
@@ -101,9 +101,10 @@ class DN:
             return Recipe(loss="brier", iterations=100_000, batch_size=16, patch_size=151, learning_rate=0.02,
                           lr_decay_every=10_000, weight_decay=1e-4, schedule="snapshot")
         if profile is Profile.CPU:
-            # docs/cpu-recipes.md, row D8: the paper's width, 64x64 samples, CE + soft Dice (beat Brier by 0.028,
-            # row D3), lr 1e-2 decayed to zero, row 1's augmentation (row D4), and 6,000 steps: what channels-last
-            # tensors buy in the time D4's 2,400 took. lr_decay_every is unused under poly (the trials' value).
+            # docs/cpu-recipes.md, rows D8 and D10: the paper's width, 64x64 samples, CE + soft Dice (beat Brier by
+            # 0.028, row D3), lr 1e-2 decayed to zero, row 5's augmentation (rows D4, D10), and 6,000 steps: what
+            # channels-last tensors buy in the time D4's 2,400 took. lr_decay_every is unused under poly (the
+            # trials' value).
             return replace(CPU_DRN, iterations=6_000, patch_size=64, learning_rate=1e-2, lr_decay_every=900,
                            width=1.0)
         # CPU recipe: a quarter of the channels, 64x64 samples, 800 steps, half of them centred on a labelled voxel.
