@@ -131,6 +131,18 @@ def test_another_cpu_thread_count_recomputes_the_network_stages_and_the_summary_
     assert all(_served(runs.run(cfg)).values())  # back on the first count: every stage from the store
 
 
+def test_another_number_of_inputs_per_network_call_recomputes_the_predictions_and_the_summary_says_why(
+        tiny_phantom: Path, tmp_path: Path, fresh_store: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = _cfg(tiny_phantom, tmp_path / "run", folds=[0, 1])
+    runs.run(cfg)
+    monkeypatch.setattr(type(registry().create("segmenter", "drn")), "cpu_inputs_per_call", 2, raising=False)
+    summary = runs.run(cfg)
+    served = _served(summary)
+    assert served[("train", 0, "training", "")] and not served[("predict", 1, "test", "mc-dropout T=3")]
+    assert ("predict (mc-dropout T=3) of fold 1, test patients, recomputed: settings.chunk None -> 2"
+            in summary.notes), summary.notes
+
+
 def test_force_recomputes_the_named_stage_and_every_later_one(tiny_phantom: Path, tmp_path: Path,
                                                               fresh_store: Path) -> None:
     cfg = _cfg(tiny_phantom, tmp_path / "run")

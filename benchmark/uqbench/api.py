@@ -105,6 +105,11 @@ class Segmenter(Protocol):
     A segmenter may declare ``windowed = True`` (see :func:`windowed_of`) when its network's output depends on the
     size of its input (instance normalisation): the harness then predicts each slice in windows of the recipe's
     patch size, as it was trained, not whole (uqbench.infer.windows).
+
+    A segmenter may declare an int ``cpu_inputs_per_call`` n (see :func:`cpu_inputs_per_call_of`) when its
+    network runs faster on a CPU fed a few inputs at a time: a CPU prediction then puts at most n inputs (slices
+    times passes) through it per call, whatever a sampler's call holds. Dropout masks are drawn call by call, so
+    the MC samples change with n, and the prediction stage is keyed with it.
     """
 
     @property
@@ -143,6 +148,15 @@ def windowed_of(segmenter: object) -> bool:
     if not isinstance(w, bool):
         raise ValueError(f"windowed must be True or False, not {w!r}")
     return w
+
+
+def cpu_inputs_per_call_of(segmenter: object) -> int | None:
+    """The most inputs one network call of a CPU prediction takes (None: all a sampler's call holds, unless the
+    segmenter declares ``cpu_inputs_per_call``); ValueError unless that is a positive int."""
+    n = getattr(segmenter, "cpu_inputs_per_call", None)
+    if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 1):
+        raise ValueError(f"cpu_inputs_per_call must be a positive int, not {n!r}")
+    return n
 
 
 @runtime_checkable
@@ -210,7 +224,8 @@ class MomentMap(Protocol):
 
 class Forward(Protocol):
     """The harness's network call, handed to a sampler's ``draw``: it runs a fold's trained model under the run's
-    device and precision and checks the logits' shape."""
+    device and precision and checks the logits' shape. On a CPU it feeds the network at most the segmenter's
+    ``cpu_inputs_per_call`` inputs at a time, so a sampler may pass a batch of any size."""
 
     def __call__(self, x: torch.Tensor, *, member: int = 0, stochastic: bool = False) -> torch.Tensor:
         """Softmax (float32) [N, C, H, W] of trained model ``member`` on input [N, 1, H + 2c, W + 2c] (c the

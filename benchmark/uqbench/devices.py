@@ -31,10 +31,9 @@ if TYPE_CHECKING:
 PRECISIONS = ("auto", "fp32", "bf16")
 Precision = Literal["fp32", "bf16"]
 
-# glibc's mallopt parameters (malloc.h) and the run's values for them: see prepare_host. 32 MiB is the largest
-# mmap threshold glibc accepts on a 64-bit system (mallopt(3): DEFAULT_MMAP_THRESHOLD_MAX).
-M_TOP_PAD, M_MMAP_THRESHOLD = -2, -3
-RUN_TOP_PAD, RUN_MMAP_THRESHOLD = 1 << 30, 32 << 20
+# glibc's mallopt parameters (malloc.h) and the run's values for them: see prepare_host.
+M_TOP_PAD, M_MMAP_MAX = -2, -4
+RUN_TOP_PAD, RUN_MMAP_MAX = 1 << 30, 0
 
 
 def resolve_device(requested: str) -> str:
@@ -118,8 +117,8 @@ def channels_last(model: torch.nn.Module, enabled: bool = True) -> torch.nn.Modu
 
 def tune_malloc() -> bool:
     """Set glibc malloc's M_TOP_PAD (memory kept beyond the heap's top when it grows or is trimmed) and
-    M_MMAP_THRESHOLD (the size from which a block gets a mapping of its own) to the run's values; False where
-    the C library is not glibc or it refused a value (then nothing more is changed)."""
+    M_MMAP_MAX (how many blocks may have a mapping of their own; the run's 0: none) to the run's values; False
+    where the C library is not glibc or it refused a value (then nothing more is changed)."""
     if not sys.platform.startswith("linux"):
         return False
     try:
@@ -128,7 +127,7 @@ def tune_malloc() -> bool:
         return False
     if not hasattr(libc, "gnu_get_libc_version"):  # glibc's own symbol: another libc's mallopt may differ
         return False
-    return bool(libc.mallopt(M_MMAP_THRESHOLD, RUN_MMAP_THRESHOLD)) and bool(libc.mallopt(M_TOP_PAD, RUN_TOP_PAD))
+    return bool(libc.mallopt(M_MMAP_MAX, RUN_MMAP_MAX)) and bool(libc.mallopt(M_TOP_PAD, RUN_TOP_PAD))
 
 
 def prepare_host(*, heap: bool = True) -> None:
@@ -138,12 +137,14 @@ def prepare_host(*, heap: bool = True) -> None:
     A forward pass frees and reallocates hundreds of MiB of activations. glibc gives a block above its mmap
     threshold a mapping of its own and unmaps it when freed, and trims the heap's free top beyond a small pad, so
     each pass faulted its memory in again page by page: dn's T = 10 prediction took 9.6 s a volume with glibc's
-    defaults, 5.3 s with a 1 GiB pad (``uqbench bench infer`` with and without ``--default-heap``). Setting
-    any of these parameters also stops glibc from raising the threshold as blocks are freed, which left it at
-    128 KiB: every larger tensor was mapped and faulted in anew, about 130,000 faults a step when the cpu board
-    trained ``dn:authors`` (a quarter of its CPU time in the kernel). So the threshold is set too, to glibc's
-    largest, 32 MiB: a block below it grows the padded heap, and later ones, of any size its free top holds,
-    are cut from it."""
+    defaults, 5.3 s with a 1 GiB pad (``uqbench bench infer`` with and without ``--default-heap``). The
+    threshold cannot be raised past 32 MiB, and a real volume's activations in dn are larger (ACDC's largest,
+    18 slices of 339 x 380 voxels on the grid with their context, makes a 32-channel map of 142 MiB in bf16),
+    so with the pad and that threshold they were still mapped anew at every call: 31 % of the CPU time of
+    ``dn:authors``'s fold-0 prediction was the kernel's. So no block gets a mapping of its own: every one is cut
+    from the padded heap, and a freed one is reused. That prediction then took 320 s against 541, its results
+    byte for byte the same; its peak memory rose from 2.6 to 5.2 GiB, as freed blocks stay in the heap
+    (docs/measurements.md)."""
     import torch
 
     torch.set_flush_denormal(True)

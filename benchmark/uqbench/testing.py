@@ -26,7 +26,18 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from uqbench.api import NUM_CLASSES, PATCH, Context, DetectorExample, Profile, Recipe, context_of, turns_of, windowed_of
+from uqbench.api import (
+    NUM_CLASSES,
+    PATCH,
+    Context,
+    DetectorExample,
+    Profile,
+    Recipe,
+    context_of,
+    cpu_inputs_per_call_of,
+    turns_of,
+    windowed_of,
+)
 from uqbench.registry import NAME_RE, registry
 
 
@@ -53,6 +64,7 @@ def check_segmenter(seg: Any) -> None:
     try:
         c = context_of(seg)
         windowed_of(seg)
+        cpu_inputs_per_call_of(seg)
     except ValueError as exc:
         raise AssertionError(f"{who}: {exc}") from None
     for profile in Profile:

@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import nn
 
+from uqbench.api import cpu_inputs_per_call_of
 from uqbench.errors import MethodFault
 from uqbench.infer.sampling import Drawer, mc_mode, moments, predict_volume, sample_volume
 from uqbench.registry import registry
@@ -155,6 +156,57 @@ def test_tta_samples_equal_predictions_of_hand_transformed_slices_turned_back() 
         np.testing.assert_allclose(d, expected[j], atol=1e-6)
     batched = _drawn(_drawer([model], sampler="tta", per_pass=4), one_pass=False, samples=8).numpy()
     np.testing.assert_allclose(batched, drawn, atol=1e-6)
+
+
+class _Recorded(nn.Module):
+    """A network that notes the batch size of every call."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.sizes: list[int] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.sizes.append(x.shape[0])
+        out: torch.Tensor = self.model(x)
+        return out
+
+
+def test_chunked_calls_take_at_most_chunk_inputs_and_draw_the_passes_slice_by_slice() -> None:
+    """Two slices, 3 MC passes in one group (6 inputs), at most 2 inputs a call: three calls; with one input a
+    call, the samples equal passes made by hand one slice at a time (the dropout masks drawn in that order)."""
+    recorded = _Recorded(_tiny(0))
+    one = Drawer(sampler=registry().create("sampler", "mc-dropout"), models=[recorded], multiple=1, per_pass=3,
+                 chunk=2)
+    assert _drawn(one, one_pass=False, samples=3).shape == (3, 2, 4, 6, 10)
+    assert recorded.sizes == [2, 2, 2]
+    model = _tiny(0)
+    drawn = _drawn(Drawer(sampler=registry().create("sampler", "mc-dropout"), models=[model], multiple=1, chunk=1),
+                   one_pass=False, samples=3)
+    x = torch.from_numpy(IMAGE[:, None])
+    torch.manual_seed(7)
+    mc_mode(model)
+    with torch.no_grad():
+        by_hand = torch.stack([torch.cat([model(x[i:i + 1]).softmax(1) for i in range(2)]) for _ in range(3)])
+    assert torch.equal(drawn, by_hand)
+
+
+def test_chunked_calls_do_not_change_the_deterministic_pass() -> None:
+    model = _tiny(2)
+    whole = _drawn(_drawer([model], multiple=1), one_pass=True, samples=1)
+    for chunk in (1, 3):
+        chunked = Drawer(sampler=registry().create("sampler", "mc-dropout"), models=[model], multiple=1, chunk=chunk)
+        torch.testing.assert_close(_drawn(chunked, one_pass=True, samples=1), whole, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("odd", [0, -1, 1.5, True, "2"])
+def test_cpu_inputs_per_call_must_be_a_positive_int(odd: object) -> None:
+    class Odd:
+        cpu_inputs_per_call = odd
+
+    assert cpu_inputs_per_call_of(object()) is None
+    with pytest.raises(ValueError, match="cpu_inputs_per_call must be a positive int"):
+        cpu_inputs_per_call_of(Odd())
 
 
 class _Broken:

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from uqbench.api import Profile, context_of, windowed_of
+from uqbench.api import Profile, context_of, cpu_inputs_per_call_of, windowed_of
 from uqbench.bench.metrics import heart
 from uqbench.devices import channels_last, prepare_host
 
@@ -89,9 +89,10 @@ def infer_speed(segmenter: str, uncertainty: str, *, samples: int, volumes: int,
                 width: float | None = None, seed: int = 0, precision: str = "fp32", sampler: str = "mc-dropout",
                 default_heap: bool = False) -> dict[str, Any]:
     """Seconds per 10-slice volume of inference drawing ``samples`` samples with ``sampler`` (from untrained
-    members) at ``precision``, for passes one at a time and all in one batch, with the map from running moments
-    and from stacked samples, at the other precision, and with channels-first tensors; ``default_heap`` times
-    them all with glibc's default heap in place of the run's (uqbench.devices)."""
+    members) at ``precision``, as a run draws them (the first variant) and, beside it, for passes all in one
+    batch, with the map from stacked samples, at the other precision, with channels-first tensors, and with other
+    numbers of inputs per network call (uqbench.api.cpu_inputs_per_call_of); ``default_heap`` times them all with
+    glibc's default heap in place of the run's (uqbench.devices)."""
     import torch
 
     from uqbench.infer.sampling import Drawer, predict_volume
@@ -111,11 +112,11 @@ def infer_speed(segmenter: str, uncertainty: str, *, samples: int, volumes: int,
         models.append(seg.build(in_channels=1, num_classes=4, dropout=0.1, width=w).to(device))
     images = [np.stack([s for s, _ in _slices(10, seed + v)]) for v in range(volumes)]
 
-    def drawer(per_pass: int, prec: str, last: bool) -> Drawer:
+    def drawer(per_pass: int, prec: str, last: bool, *, chunk: int | None) -> Drawer:
         for m in models:
             channels_last(m, last)
         return Drawer(sampler=drawn, models=models, multiple=seg.size_multiple, context=context_of(seg),
-                      device=device, precision=prec, per_pass=per_pass, window=window)
+                      device=device, precision=prec, per_pass=per_pass, window=window, chunk=chunk)
 
     class Stacked:  # the same map without from_moments: the harness stacks the samples
         name, samples = umap.name, umap.samples
@@ -125,20 +126,25 @@ def infer_speed(segmenter: str, uncertainty: str, *, samples: int, volumes: int,
 
     other = "fp32" if precision == "bf16" else "bf16"
     base = "one sample per pass, running moments"
-    variants = {base: (umap, 1, precision, True),
-                f"{samples} samples per pass, running moments": (umap, samples, precision, True),
-                "one sample per pass, stacked samples": (Stacked(), 1, precision, True),
-                f"{base}, {other}": (umap, 1, other, True),
-                f"{base}, channels-first": (umap, 1, precision, False)}
+    run = cpu_inputs_per_call_of(seg) if device == "cpu" else None  # as a run predicts
+    variants = {base: (umap, 1, precision, True, run),
+                f"{samples} samples per pass, running moments": (umap, samples, precision, True, run),
+                "one sample per pass, stacked samples": (Stacked(), 1, precision, True, run),
+                f"{base}, {other}": (umap, 1, other, True, run),
+                f"{base}, channels-first": (umap, 1, precision, False, run)}
+    for n in (None, 1, 2, 4):
+        if n != run:
+            variants[f"{base}, {'all inputs' if n is None else n} per network call"] = (umap, 1, precision, True, n)
     out: dict[str, Any] = {"segmenter": segmenter, "sampler": sampler, "uncertainty": uncertainty, "samples": samples,
                            "width": w, "device": device, "precision": precision, "volumes": volumes,
+                           "inputs_per_call": run,
                            "seconds_per_volume": {}}
     totals = dict.fromkeys(variants, 0.0)
-    for m, per_pass, prec, last in variants.values():  # warm-up
-        predict_volume(drawer(per_pass, prec, last), images[0], umap=m, samples=samples, seed=seed)
+    for m, per_pass, prec, last, chunk in variants.values():  # warm-up
+        predict_volume(drawer(per_pass, prec, last, chunk=chunk), images[0], umap=m, samples=samples, seed=seed)
     for i, img in enumerate(images):  # variants interleaved, so drifting machine load hits them alike
-        for label, (m, per_pass, prec, last) in variants.items():
-            d = drawer(per_pass, prec, last)
+        for label, (m, per_pass, prec, last, chunk) in variants.items():
+            d = drawer(per_pass, prec, last, chunk=chunk)
             if device == "cuda":
                 torch.cuda.synchronize()
             t0 = time.perf_counter()

@@ -158,8 +158,8 @@ def train_cmd(
         "--channels-first", help="Also time the step with channels-first tensors (the run's are channels-last), "
                                  "side by side.")] = False,
     default_heap: Annotated[bool, typer.Option(
-        "--default-heap", help="Time with glibc's default heap instead of the run's (1 GiB pad, 32 MiB mmap "
-                               "threshold; process-wide, so compare with a second run without it).")] = False,
+        "--default-heap", help="Time with glibc's default heap instead of the run's (1 GiB pad, no block "
+                               "mapped on its own; process-wide, so compare with a second run without it).")] = False,
     precision: options.Precision = "auto",
 ) -> None:
     """Training throughput of each segmenter's recipe on ACDC-sized synthetic slices: iterations/s,
@@ -204,13 +204,14 @@ def infer_cmd(
         "--width", help="Channel multiplier (default: the quick recipe's on CPU, the paper's on CUDA).")] = None,
     device: options.Device = "auto",
     default_heap: Annotated[bool, typer.Option(
-        "--default-heap", help="Time with glibc's default heap instead of the run's (1 GiB pad, 32 MiB mmap "
-                               "threshold; process-wide, so compare with a second run without it).")] = False,
+        "--default-heap", help="Time with glibc's default heap instead of the run's (1 GiB pad, no block "
+                               "mapped on its own; process-wide, so compare with a second run without it).")] = False,
     precision: options.Precision = "auto",
 ) -> None:
     """Inference time per volume of an MC map's samples as the sampler draws them: passes one at a time against
     all in one batch, running moments against stacked samples, fp32 against bf16 autocast (the precision not
-    chosen is timed beside), and channels-last tensors (the run's) against channels-first."""
+    chosen is timed beside), channels-last tensors (the run's) against channels-first, and the run's number of
+    inputs per network call against others."""
     from uqbench.bench.speed import infer_speed
     from uqbench.config import resolve_samples
     from uqbench.registry import registry
@@ -231,7 +232,8 @@ def infer_cmd(
                     sampler=sampler, default_heap=default_heap)
     heap = ", glibc's default heap" if default_heap else ""
     table = Table(title=f"uqbench bench infer: {escape(segmenter)} (width {r['width']}), {escape(sampler)}, "
-                        f"{escape(uncertainty)}, T={t}, {prec}, device {_device_name(dev)}{heap}")
+                        f"{escape(uncertainty)}, T={t}, {prec}, device {_device_name(dev)}{heap}, inputs per "
+                        f"call {r['inputs_per_call'] or 'all'}")
     table.add_column("variant")
     table.add_column("s/volume")
     table.add_column("relative")

@@ -80,12 +80,13 @@ def moments(probs: torch.Tensor, needs: Iterable[str] = MOMENTS) -> Moments:
 
 class _Forward:
     """The ``Forward`` a sampler draws with: a fold's trained models under the run's device and precision, each
-    switched between inference and MC mode only when a call asks for the other, with the logits' shape checked."""
+    switched between inference and MC mode only when a call asks for the other, with the logits' shape checked.
+    With ``chunk`` set, a call's inputs go through the network at most ``chunk`` at a time (Drawer.chunk)."""
 
     def __init__(self, models: Sequence[nn.Module], *, device: str, precision: str, context: int,
-                 window: int | None = None) -> None:
+                 window: int | None = None, chunk: int | None = None) -> None:
         self.models, self.device, self.precision, self.context = models, device, precision, context
-        self.window = window
+        self.window, self.chunk = window, chunk
         self.stochastic: list[bool | None] = [None] * len(models)
 
     def __call__(self, x: torch.Tensor, *, member: int = 0, stochastic: bool = False) -> torch.Tensor:
@@ -95,6 +96,12 @@ class _Forward:
         if self.stochastic[member] is not stochastic:
             mc_mode(model) if stochastic else model.eval()
             self.stochastic[member] = stochastic
+        if self.chunk is not None and x.shape[0] > self.chunk:
+            return torch.cat([self._whole(model, part) for part in x.split(self.chunk)])
+        return self._whole(model, x)
+
+    def _whole(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """The softmax of ``x`` in one network call, or in windows of one."""
         if self.window is None:
             return self._softmax(model, x)
         return predict_windowed(lambda t: self._softmax(model, t), x, window=self.window, context=self.context)
@@ -144,6 +151,7 @@ class Drawer:
     precision: str = "fp32"
     per_pass: int | None = None  # passes per forward call; None: all T on CUDA, one at a time on CPU
     window: int | None = None  # predict in windows of this size (uqbench.infer.windows); None: whole slices
+    chunk: int | None = None  # most inputs per network call (a segmenter's cpu_inputs_per_call); None: a call's all
 
     def passes(self, image: np.ndarray, *, one_pass: bool, samples: int, seed: int) -> Iterator[torch.Tensor]:
         """Softmax samples [k, Z, C, Y, X] of a [Z, Y, X] image, ``samples`` in all, after seeding torch's
@@ -156,7 +164,8 @@ class Drawer:
             ph, pw = max(ph, self.window - h), max(pw, self.window - w)
         c = self.context
         x = torch.from_numpy(np.pad(image, ((0, 0), (c, ph + c), (c, pw + c)))[:, None]).to(self.device)
-        forward = _Forward(self.models, device=self.device, precision=self.precision, context=c, window=self.window)
+        forward = _Forward(self.models, device=self.device, precision=self.precision, context=c, window=self.window,
+                           chunk=self.chunk)
         torch.manual_seed(seed)
         group = self.per_pass or (samples if x.is_cuda else 1)
         shape = (x.shape[0], NUM_CLASSES, h + ph, w + pw)

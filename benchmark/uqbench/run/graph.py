@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from uqbench.api import Context, MomentMap, Recipe, Segmenter, context_of, windowed_of
+from uqbench.api import Context, MomentMap, Recipe, Segmenter, context_of, cpu_inputs_per_call_of, windowed_of
 from uqbench.calls import Blamer
 from uqbench.config import RunConfig
 from uqbench.data import cache
@@ -196,10 +196,11 @@ class StageGraph:
         samples = sampler.count(1, one_pass=True) if one_pass else cfg.samples
         seed = predict_seed(cfg.seed, k, training=role == "training")
         window = cfg.recipe.patch_size if windowed_of(self.seg) else None  # keyed only when set: older keys hold
+        chunk = cpu_inputs_per_call_of(self.seg) if cfg.device == "cpu" else None  # keyed only when set, as window
         key = self.key("predict", settings={"one_pass": one_pass, "samples": samples, "device": cfg.device,
                                             "precision": cfg.precision, "export": role != "training",
                                             "preprocess": fields_to_json(cfg.preprocess)}
-                       | ({"window": window} if window else {}),
+                       | ({"window": window} if window else {}) | ({"chunk": chunk} if chunk else {}),
                        plugins=(SEGMENTER, SAMPLER, UNCERTAINTY) if raw else (SEGMENTER, SAMPLER), seed=seed,
                        inputs={"models": [t.key.digest for t in trained], "cases": [c.fingerprint for c in cases]})
 
@@ -207,7 +208,8 @@ class StageGraph:
             from uqbench.infer.sampling import Drawer, predict_volume, sample_volume
 
             drawer = Drawer(sampler=sampler, models=[self._model(t) for t in trained], multiple=self.seg.size_multiple,
-                            context=context_of(self.seg), device=cfg.device, precision=cfg.precision, window=window)
+                            context=context_of(self.seg), device=cfg.device, precision=cfg.precision, window=window,
+                            chunk=chunk)
             with self.blamer.blame(SAMPLER, f"inference, fold {k}, {c.patient} {c.phase}"):
                 if raw:
                     mean, unc = predict_volume(drawer, c.image, umap=umap, samples=samples, seed=case_seed)

@@ -83,6 +83,9 @@ class DN:
     name = "dn"
     size_multiple = 1
     context = 65
+    # Its maps keep the slice's full size in every layer, so on a CPU a volume's worth in one call runs slower
+    # than slice by slice: one input a call (docs/measurements.md, "one input a network call").
+    cpu_inputs_per_call = 1
 
     def __init__(self, plan: str = "paper") -> None:
         check_dn_plan(plan)
