@@ -23,7 +23,7 @@ import pytest
 from uqbench import config
 from uqbench import run as runs
 from uqbench.data import nifti
-from uqbench.errors import UsageError
+from uqbench.errors import PluginError, UsageError
 from uqbench.protocol.metrics import dice
 from uqbench.records import fields_to_json
 from uqbench.registry import registry
@@ -141,6 +141,13 @@ def test_another_number_of_inputs_per_network_call_recomputes_the_predictions_an
     assert served[("train", 0, "training", "")] and not served[("predict", 1, "test", "mc-dropout T=3")]
     assert ("predict (mc-dropout T=3) of fold 1, test patients, recomputed: settings.chunk None -> 2"
             in summary.notes), summary.notes
+
+
+def test_a_bad_inputs_per_call_declaration_is_reported_naming_the_segmenter(
+        tiny_phantom: Path, tmp_path: Path, fresh_store: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(type(registry().create("segmenter", "drn")), "cpu_inputs_per_call", 0, raising=False)
+    with pytest.raises(PluginError, match=r"drn.*cpu_inputs_per_call must be a positive int, not 0"):
+        runs.run(_cfg(tiny_phantom, tmp_path / "run", folds=[0]))
 
 
 def test_force_recomputes_the_named_stage_and_every_later_one(tiny_phantom: Path, tmp_path: Path,

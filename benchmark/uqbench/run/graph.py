@@ -195,8 +195,9 @@ class StageGraph:
         raw = not one_pass and not isinstance(umap, MomentMap)  # a map that reads the raw samples is made here
         samples = sampler.count(1, one_pass=True) if one_pass else cfg.samples
         seed = predict_seed(cfg.seed, k, training=role == "training")
-        window = cfg.recipe.patch_size if windowed_of(self.seg) else None  # keyed only when set: older keys hold
-        chunk = cpu_inputs_per_call_of(self.seg) if cfg.device == "cpu" else None  # keyed only when set, as window
+        with self.blamer.blame(SEGMENTER, "its declarations"):  # keyed only when set: older keys hold
+            window = cfg.recipe.patch_size if windowed_of(self.seg) else None
+            chunk = cpu_inputs_per_call_of(self.seg) if cfg.device == "cpu" else None
         key = self.key("predict", settings={"one_pass": one_pass, "samples": samples, "device": cfg.device,
                                             "precision": cfg.precision, "export": role != "training",
                                             "preprocess": fields_to_json(cfg.preprocess)}
