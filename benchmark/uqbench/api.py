@@ -80,6 +80,12 @@ class Recipe:
     # orientation: no quarter turns, the spatial angle uniform within +-max_turn (uqbench.train.augment)
 
 
+def any_orientation(max_turn: float) -> bool:
+    """Whether a recipe's ``max_turn`` lets patches take any orientation (180 degrees: random quarter turns, the
+    spatial angle over the whole circle) rather than keeping the slices' own."""
+    return max_turn >= 180
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Context:
     """Run settings a plugin may need: passed, never read from globals."""

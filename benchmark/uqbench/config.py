@@ -8,7 +8,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from uqbench.api import Profile, Recipe, turns_of
+from uqbench.api import Profile, Recipe, any_orientation, turns_of
 from uqbench.data.preprocess import PreprocessParams
 from uqbench.devices import Precision, resolve_device, resolve_precision, resolve_profile
 from uqbench.errors import DataError, PluginError, UsageError
@@ -182,7 +182,7 @@ def check_orientation(drawn: Any, recipe: Recipe, *, sampler: str, segmenter: st
         turns = turns_of(drawn)
     except ValueError as exc:
         raise registry().fault(SAMPLER, sampler, f"has a bad declaration: {exc}") from None
-    if turns and recipe.max_turn < 180:
+    if turns and not any_orientation(recipe.max_turn):
         raise UsageError(f"--sampler {sampler}: it turns the slices by quarter turns, but segmenter '{segmenter}' "
                          f"was trained keeping their orientation (its {profile.value} recipe's max_turn "
                          f"{recipe.max_turn:g} degrees)")

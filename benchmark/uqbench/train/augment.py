@@ -17,6 +17,8 @@ import numpy as np
 import torch
 from scipy import ndimage
 
+from uqbench.api import any_orientation
+
 SCALE = (0.7, 1.4)  # the zoom factor s, drawn log-uniformly so that zooming in and out are equally likely
 BRIGHTNESS = (0.75, 1.25)  # a multiplicative factor on the whole patch
 CONTRAST = (0.75, 1.25)  # a factor on the distance to the patch's mean
@@ -27,7 +29,7 @@ def affine(rng: np.random.Generator, max_turn: float = 180.0) -> np.ndarray:
     """A random 2 x 2 matrix s R(theta): theta uniform over the circle (``max_turn`` 180 degrees) or within
     +-``max_turn``, log s uniform over log SCALE."""
     turn = np.deg2rad(max_turn)
-    theta = rng.uniform(0.0, 2 * np.pi) if max_turn >= 180 else rng.uniform(-turn, turn)
+    theta = rng.uniform(0.0, 2 * np.pi) if any_orientation(max_turn) else rng.uniform(-turn, turn)
     s = float(np.exp(rng.uniform(np.log(SCALE[0]), np.log(SCALE[1]))))
     c, t = np.cos(theta), np.sin(theta)
     return s * np.array([[c, -t], [t, c]])

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from uqbench.api import NUM_CLASSES, Loss, Recipe, Segmenter, context_of
+from uqbench.api import NUM_CLASSES, Loss, Recipe, Segmenter, any_orientation, context_of
 from uqbench.devices import autocast, channels_last
 from uqbench.errors import MethodFault
 from uqbench.train import augment
@@ -67,7 +67,7 @@ class PatchSampler:
             else:  # the image is offset by the context
                 image, label = self.images[i][y0:y0 + q, x0:x0 + q], self.labels[i][y0:y0 + p, x0:x0 + p]
             turns = int(rng.integers(0, 4))  # drawn either way (class docstring)
-            k = turns if self.max_turn >= 180 else 0
+            k = turns if any_orientation(self.max_turn) else 0
             xs[b, 0], ys[b] = np.rot90(image, k), np.rot90(label, k)
             if self.intensity and rng.random() < self.intensity:
                 xs[b, 0] = augment.intensity(xs[b, 0], rng)
@@ -144,7 +144,7 @@ class DeviceSampler:
         xs = self.images[idx[:, None, None], rows, cols]
         if self.spatial:  # every patch is warped and a spatial share kept: no wait on the host for a count
             xs, ys = self._warp(idx, (y0, x0), (xs, ys))
-        k = (self._rand(size) * 4).long().clamp_max(3) * int(self.max_turn >= 180)  # drawn either way
+        k = (self._rand(size) * 4).long().clamp_max(3) * int(any_orientation(self.max_turn))  # drawn either way
         for r in (1, 2, 3):
             sel = k == r
             xs[sel], ys[sel] = torch.rot90(xs[sel], r, (1, 2)), torch.rot90(ys[sel], r, (1, 2))
@@ -159,7 +159,7 @@ class DeviceSampler:
         (y0, x0), (xs, ys) = corner, patches
         size, p, c = idx.shape[0], self.patch, self.context
         turn = np.deg2rad(self.max_turn)
-        theta = self._rand(size) * 2 * np.pi if self.max_turn >= 180 else (self._rand(size) * 2 - 1) * turn
+        theta = self._rand(size) * 2 * np.pi if any_orientation(self.max_turn) else (self._rand(size) * 2 - 1) * turn
         low, high = np.log(augment.SCALE[0]), np.log(augment.SCALE[1])
         s = torch.exp(low + (high - low) * self._rand(size))
         cos, sin = torch.cos(theta) * s, torch.sin(theta) * s
