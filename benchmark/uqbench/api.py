@@ -165,6 +165,12 @@ def cpu_inputs_per_call_of(segmenter: object) -> int | None:
     return n
 
 
+def inputs_per_call(segmenter: object, device: str) -> int | None:
+    """The most inputs one network call of a prediction on ``device`` takes: the segmenter's
+    ``cpu_inputs_per_call`` on a CPU, None (all a sampler's call holds) on CUDA."""
+    return cpu_inputs_per_call_of(segmenter) if device == "cpu" else None
+
+
 @runtime_checkable
 class Loss(Protocol):
     """A training loss."""

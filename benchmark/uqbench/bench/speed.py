@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from uqbench.api import Profile, context_of, cpu_inputs_per_call_of, windowed_of
+from uqbench.api import Profile, context_of, inputs_per_call, windowed_of
 from uqbench.bench.metrics import heart
 from uqbench.devices import channels_last, prepare_host
 
@@ -91,7 +91,7 @@ def infer_speed(segmenter: str, uncertainty: str, *, samples: int, volumes: int,
     """Seconds per 10-slice volume of inference drawing ``samples`` samples with ``sampler`` (from untrained
     members) at ``precision``, as a run draws them (the first variant) and, beside it, for passes all in one
     batch, with the map from stacked samples, at the other precision, with channels-first tensors, and with other
-    numbers of inputs per network call (uqbench.api.cpu_inputs_per_call_of); ``default_heap`` times them all with
+    numbers of inputs per network call (uqbench.api.inputs_per_call); ``default_heap`` times them all with
     glibc's default heap in place of the run's (uqbench.devices)."""
     import torch
 
@@ -126,7 +126,7 @@ def infer_speed(segmenter: str, uncertainty: str, *, samples: int, volumes: int,
 
     other = "fp32" if precision == "bf16" else "bf16"
     base = "one sample per pass, running moments"
-    run = cpu_inputs_per_call_of(seg) if device == "cpu" else None  # as a run predicts
+    run = inputs_per_call(seg, device)  # as a run predicts
     variants = {base: (umap, 1, precision, True, run),
                 f"{samples} samples per pass, running moments": (umap, samples, precision, True, run),
                 "one sample per pass, stacked samples": (Stacked(), 1, precision, True, run),
