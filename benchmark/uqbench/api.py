@@ -156,6 +156,12 @@ def windowed_of(segmenter: object) -> bool:
     return w
 
 
+def window_of(segmenter: object, recipe: Recipe) -> int | None:
+    """The window a prediction puts through the network: the recipe's patch size for a ``windowed`` segmenter,
+    None (whole slices) otherwise; one rule for runs and ``uqbench bench infer``."""
+    return recipe.patch_size if windowed_of(segmenter) else None
+
+
 def cpu_inputs_per_call_of(segmenter: object) -> int | None:
     """The most inputs one network call of a CPU prediction takes (None: all a sampler's call holds, unless the
     segmenter declares ``cpu_inputs_per_call``); ValueError unless that is a positive int."""

@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from uqbench.api import windowed_of
+from uqbench.api import Profile, window_of, windowed_of
 from uqbench.infer.sampling import Drawer, predict_volume
 from uqbench.infer.windows import predict_windowed, starts, weights
 from uqbench.registry import registry
@@ -79,6 +79,13 @@ def test_windowed_must_be_a_bool() -> None:
     assert windowed_of(object()) is False
     with pytest.raises(ValueError, match="windowed must be True or False"):
         windowed_of(Odd())
+
+
+def test_a_windowed_segmenter_is_predicted_in_windows_of_its_patch_size_others_whole() -> None:
+    unet, drn = registry().create("segmenter", "unet"), registry().create("segmenter", "drn")
+    recipe = unet.recipe(Profile.CPU)
+    assert window_of(unet, recipe) == recipe.patch_size == 128
+    assert window_of(drn, drn.recipe(Profile.CPU)) is None
 
 
 def test_windows_split_over_several_calls_give_the_one_call_result() -> None:

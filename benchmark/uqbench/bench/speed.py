@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from uqbench.api import Profile, context_of, inputs_per_call, windowed_of
+from uqbench.api import Profile, context_of, inputs_per_call, window_of
 from uqbench.bench.metrics import heart
 from uqbench.devices import channels_last, prepare_host
 
@@ -105,7 +105,7 @@ def infer_speed(segmenter: str, uncertainty: str, *, samples: int, volumes: int,
     drawn = reg.create("sampler", sampler)
     recipe = seg.recipe(Profile.QUICK if device == "cpu" else Profile.PAPER)
     w = width if width is not None else recipe.width
-    window = recipe.patch_size if windowed_of(seg) else None  # as a run predicts it
+    window = window_of(seg, recipe)  # as a run predicts it
     models = []
     for m in range(drawn.members):
         torch.manual_seed(seed + m)

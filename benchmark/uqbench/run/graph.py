@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from uqbench.api import Context, MomentMap, Recipe, Segmenter, context_of, inputs_per_call, windowed_of
+from uqbench.api import Context, MomentMap, Recipe, Segmenter, context_of, inputs_per_call, window_of
 from uqbench.calls import Blamer
 from uqbench.config import RunConfig
 from uqbench.data import cache
@@ -196,7 +196,7 @@ class StageGraph:
         samples = sampler.count(1, one_pass=True) if one_pass else cfg.samples
         seed = predict_seed(cfg.seed, k, training=role == "training")
         with self.blamer.blame(SEGMENTER, "its declarations"):  # keyed only when set: older keys hold
-            window = cfg.recipe.patch_size if windowed_of(self.seg) else None
+            window = window_of(self.seg, cfg.recipe)
             chunk = inputs_per_call(self.seg, cfg.device)
         key = self.key("predict", settings={"one_pass": one_pass, "samples": samples, "device": cfg.device,
                                             "precision": cfg.precision, "export": role != "training",
