@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from uqbench.api import cpu_inputs_per_call_of
+from uqbench.api import cpu_inputs_per_call_of, inputs_per_call
 from uqbench.errors import MethodFault
 from uqbench.infer.sampling import Drawer, mc_mode, moments, predict_volume, sample_volume
 from uqbench.registry import registry
@@ -207,6 +207,13 @@ def test_cpu_inputs_per_call_must_be_a_positive_int(odd: object) -> None:
     assert cpu_inputs_per_call_of(object()) is None
     with pytest.raises(ValueError, match="cpu_inputs_per_call must be a positive int"):
         cpu_inputs_per_call_of(Odd())
+
+
+def test_the_inputs_per_call_declaration_holds_on_a_cpu_only() -> None:
+    dn = registry().create("segmenter", "dn")
+    assert inputs_per_call(dn, "cpu") == 1
+    assert inputs_per_call(dn, "cuda") is None
+    assert inputs_per_call(registry().create("segmenter", "drn"), "cpu") is None
 
 
 class _Broken:
