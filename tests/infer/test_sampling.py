@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from uqbench.api import cpu_inputs_per_call_of, inputs_per_call
+from uqbench.bench.speed import other_chunks
 from uqbench.errors import MethodFault
 from uqbench.infer.sampling import Drawer, mc_mode, moments, predict_volume, sample_volume
 from uqbench.registry import registry
@@ -214,6 +215,12 @@ def test_the_inputs_per_call_declaration_holds_on_a_cpu_only() -> None:
     assert inputs_per_call(dn, "cpu") == 1
     assert inputs_per_call(dn, "cuda") is None
     assert inputs_per_call(registry().create("segmenter", "drn"), "cpu") is None
+
+
+def test_bench_infer_times_other_inputs_per_call_only_where_a_run_splits_calls() -> None:
+    assert other_chunks("cpu", 1) == [None, 2, 4]
+    assert other_chunks("cpu", None) == [1, 2, 4]
+    assert other_chunks("cuda", None) == []  # a CUDA run never splits a call, so no variant would be one it uses
 
 
 class _Broken:

@@ -85,13 +85,19 @@ def train_speed(segmenter: str, *, profile: Profile, iterations: int, device: st
             **_peak_memory(device)}
 
 
+def other_chunks(device: str, run: int | None) -> list[int | None]:
+    """The inputs-per-call limits timed beside the run's: on a CPU 1, 2, 4 and a whole call less the run's own;
+    none on CUDA, where a run never splits a call (uqbench.api.inputs_per_call), so no variant would be one it uses."""
+    return [n for n in (None, 1, 2, 4) if n != run] if device == "cpu" else []
+
+
 def infer_speed(segmenter: str, uncertainty: str, *, samples: int, volumes: int, device: str,
                 width: float | None = None, seed: int = 0, precision: str = "fp32", sampler: str = "mc-dropout",
                 default_heap: bool = False) -> dict[str, Any]:
     """Seconds per 10-slice volume of inference drawing ``samples`` samples with ``sampler`` (from untrained
     members) at ``precision``, as a run draws them (the first variant) and, beside it, for passes all in one
-    batch, with the map from stacked samples, at the other precision, with channels-first tensors, and with other
-    numbers of inputs per network call (uqbench.api.inputs_per_call); ``default_heap`` times them all with
+    batch, with the map from stacked samples, at the other precision, with channels-first tensors, and on a CPU
+    with other numbers of inputs per network call (``other_chunks``); ``default_heap`` times them all with
     glibc's default heap in place of the run's (uqbench.devices)."""
     import torch
 
@@ -132,9 +138,8 @@ def infer_speed(segmenter: str, uncertainty: str, *, samples: int, volumes: int,
                 "one sample per pass, stacked samples": (Stacked(), 1, precision, True, run),
                 f"{base}, {other}": (umap, 1, other, True, run),
                 f"{base}, channels-first": (umap, 1, precision, False, run)}
-    for n in (None, 1, 2, 4):
-        if n != run:
-            variants[f"{base}, {'all inputs' if n is None else n} per network call"] = (umap, 1, precision, True, n)
+    for n in other_chunks(device, run):
+        variants[f"{base}, {'all inputs' if n is None else n} per network call"] = (umap, 1, precision, True, n)
     out: dict[str, Any] = {"segmenter": segmenter, "sampler": sampler, "uncertainty": uncertainty, "samples": samples,
                            "width": w, "device": device, "precision": precision, "volumes": volumes,
                            "inputs_per_call": run,
