@@ -21,9 +21,9 @@ import ctypes.util
 import sys
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, cast
+from typing import TYPE_CHECKING, Literal, TypeGuard, cast
 
-from uqbench.api import Profile
+from uqbench.api import NUM_CLASSES, Profile, Recipe, Segmenter
 from uqbench.errors import UsageError
 
 if TYPE_CHECKING:
@@ -109,11 +109,59 @@ def autocast(device: str, precision: str) -> AbstractContextManager[object]:
 
 
 def channels_last(model: torch.nn.Module, enabled: bool = True) -> torch.nn.Module:
-    """The network, converted in place to the channels-last memory format (the module docstring says why); with
-    ``enabled`` False, to channels-first, the layout benchmarks time beside it."""
+    """The network, converted in place to the channels-last memory format (the module docstring says why), its
+    few-channel strided 1x1 convolutions on a CPU computed at unit stride (``unit_stride``); with ``enabled``
+    False, to channels-first, the layout benchmarks time beside it."""
     import torch
 
-    return model.to(memory_format=torch.channels_last if enabled else torch.contiguous_format)
+    model = model.to(memory_format=torch.channels_last if enabled else torch.contiguous_format)
+    if enabled:
+        for module in model.modules():
+            if _strided_pointwise(module) and module.weight.device.type == "cpu":
+                unit_stride(module)
+    return model
+
+
+# oneDNN's channels-last kernel for the weight gradient of a 1x1 convolution with stride > 1 and fewer input
+# channels than its block (16 on AVX-512, 8 on AVX2) writes past its workspace (uxlfoundation/oneDNN#6035, open
+# in PyTorch 2.14's oneDNN 3.12): by CPU, precision and thread count it crashes, hangs or returns wrong gradients.
+# drn's strided shortcuts at the quick and cpu profiles' widths have 4 and 8 (docs/measurements.md).
+FEW_CHANNELS = 16
+
+
+def _strided_pointwise(module: torch.nn.Module) -> TypeGuard[torch.nn.Conv2d]:
+    """Whether ``module`` is a 1x1 convolution, unpadded, with stride > 1 and fewer than FEW_CHANNELS inputs."""
+    import torch
+
+    return (isinstance(module, torch.nn.Conv2d) and module.kernel_size == (1, 1)
+            and module.padding in ((0, 0), "valid") and max(module.stride) > 1 and module.in_channels < FEW_CHANNELS)
+
+
+def unit_stride_count(segmenter: Segmenter, recipe: Recipe, device: str) -> int:
+    """How many of the segmenter's convolutions ``channels_last`` computes at unit stride on ``device`` (0 on CUDA):
+    the train stage is keyed with it, so models trained before the guard, by the faulty kernel, are not served.
+    The network is built to count them, with torch's random state left as it was."""
+    if device != "cpu":
+        return 0
+    import torch
+
+    with torch.random.fork_rng(devices=[]):
+        net = segmenter.build(in_channels=1, num_classes=NUM_CLASSES, dropout=recipe.dropout, width=recipe.width)
+    return sum(_strided_pointwise(m) for m in net.modules())
+
+
+def unit_stride(conv: torch.nn.Conv2d) -> None:
+    """Make ``conv`` (1x1, unpadded) read its input subsampled by its stride and convolve at stride 1: the same
+    function, and the same weights and state dict, without the strided kernel (oneDNN copies the input so itself
+    before a unit-stride kernel: on the CPU this was found on, the two agree bit for bit where the strided one
+    works)."""
+    step = tuple(conv.stride)
+
+    def subsample(_module: torch.nn.Module, args: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+        return (args[0][:, :, ::step[0], ::step[1]], *args[1:])
+
+    conv.register_forward_pre_hook(subsample)
+    conv.stride = (1, 1)
 
 
 def tune_malloc() -> bool:

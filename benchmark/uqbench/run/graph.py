@@ -30,6 +30,7 @@ from uqbench.api import Context, MomentMap, Recipe, Segmenter, context_of, input
 from uqbench.calls import Blamer
 from uqbench.config import RunConfig
 from uqbench.data import cache
+from uqbench.devices import unit_stride_count
 from uqbench.errors import DataError, PluginError, UsageError
 from uqbench.kinds import DETECTOR, LOSS, SAMPLER, SEGMENTER, UNCERTAINTY, Kind
 from uqbench.progress import Progress, tracker
@@ -102,6 +103,7 @@ class StageGraph:
         self.forced: set[str] = set()
         self.models: dict[str, Any] = {}
         self.offline = False  # True: serve only what the store holds, compute nothing (reading a finished run)
+        self.guarded: int | None = None  # the net's convolutions computed at unit stride (uqbench.devices)
         self.blamer = Blamer(cfg.methods())
 
     def _plugin(self, of: Kind[Any]) -> dict[str, Any]:
@@ -153,9 +155,14 @@ class StageGraph:
         alike on its own seed stream (``uqbench.run.seeds.member_seed``) and stored apart."""
         cfg = self.cfg
         seed = member_seed(cfg.seed, k, member)
+        if self.guarded is None:  # keyed only when some: the other nets' stored models still serve
+            with self.blamer.blame(SEGMENTER, "building its network"):
+                self.guarded = unit_stride_count(self.seg, cfg.recipe, cfg.device)
+        guarded = self.guarded
         key = self.key("train", settings={"recipe": recipe_key(cfg.recipe),
                                           "preprocess": fields_to_json(cfg.preprocess), "device": cfg.device,
-                                          "precision": cfg.precision} | ({"member": member} if member else {}),
+                                          "precision": cfg.precision} | ({"member": member} if member else {})
+                       | ({"unit_stride": guarded} if guarded else {}),
                        plugins=(SEGMENTER, LOSS), seed=seed, inputs={"cases": [c.fingerprint for c in own]})
 
         def compute(work: Path) -> None:
