@@ -51,6 +51,7 @@ def test_test_data_is_predicted_by_a_model_of_every_training_patient_and_scored_
     stages = json.loads((run / "stages.json").read_text())["stages"]
     (trained,) = [s for s in stages if s["stage"] == "train" and s["fold"] == HELD_OUT]
     assert len(trained["hashed"]["inputs"]["cases"]) == 8  # all four training patients, both phases
+    assert trained["hashed"]["settings"]["unit_stride"] == 2  # drn's two few-channel strided shortcuts (devices)
     (fitted,) = [s for s in stages if s["stage"] == "detect" and s["fold"] == HELD_OUT]
     assert len(fitted["hashed"]["inputs"]["fit"]) == 2  # the predictions of both cross-validation folds
     # the test set's files score as the run scored them
