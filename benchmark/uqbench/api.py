@@ -162,6 +162,12 @@ def window_of(segmenter: object, recipe: Recipe) -> int | None:
     return recipe.patch_size if windowed_of(segmenter) else None
 
 
+def network_of(segmenter: Segmenter, recipe: Recipe) -> torch.nn.Module:
+    """The segmenter's network as a run builds it for ``recipe``: one input channel, ACDC's classes, the recipe's
+    dropout and width; one rule for training, loading a stored model and counting its layers."""
+    return segmenter.build(in_channels=1, num_classes=NUM_CLASSES, dropout=recipe.dropout, width=recipe.width)
+
+
 def cpu_inputs_per_call_of(segmenter: object) -> int | None:
     """The most inputs one network call of a CPU prediction takes (None: all a sampler's call holds, unless the
     segmenter declares ``cpu_inputs_per_call``); ValueError unless that is a positive int."""

@@ -23,7 +23,7 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, TypeGuard, cast
 
-from uqbench.api import NUM_CLASSES, Profile, Recipe, Segmenter
+from uqbench.api import Profile, Recipe, Segmenter, network_of
 from uqbench.errors import UsageError
 
 if TYPE_CHECKING:
@@ -146,7 +146,7 @@ def unit_stride_count(segmenter: Segmenter, recipe: Recipe, device: str) -> int:
     import torch
 
     with torch.random.fork_rng(devices=[]):
-        net = segmenter.build(in_channels=1, num_classes=NUM_CLASSES, dropout=recipe.dropout, width=recipe.width)
+        net = network_of(segmenter, recipe)
     return sum(_strided_pointwise(m) for m in net.modules())
 
 

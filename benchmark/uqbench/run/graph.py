@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -103,8 +104,13 @@ class StageGraph:
         self.forced: set[str] = set()
         self.models: dict[str, Any] = {}
         self.offline = False  # True: serve only what the store holds, compute nothing (reading a finished run)
-        self.guarded: int | None = None  # the net's convolutions computed at unit stride (uqbench.devices)
         self.blamer = Blamer(cfg.methods())
+
+    @cached_property
+    def unit_stride(self) -> int:
+        """How many of the net's convolutions the harness computes at unit stride (uqbench.devices)."""
+        with self.blamer.blame(SEGMENTER, "building its network"):
+            return unit_stride_count(self.seg, self.cfg.recipe, self.cfg.device)
 
     def _plugin(self, of: Kind[Any]) -> dict[str, Any]:
         spec = str(self.cfg.method(of))
@@ -155,10 +161,7 @@ class StageGraph:
         alike on its own seed stream (``uqbench.run.seeds.member_seed``) and stored apart."""
         cfg = self.cfg
         seed = member_seed(cfg.seed, k, member)
-        if self.guarded is None:  # keyed only when some: the other nets' stored models still serve
-            with self.blamer.blame(SEGMENTER, "building its network"):
-                self.guarded = unit_stride_count(self.seg, cfg.recipe, cfg.device)
-        guarded = self.guarded
+        guarded = self.unit_stride  # keyed only when some: the other nets' stored models still serve
         key = self.key("train", settings={"recipe": recipe_key(cfg.recipe),
                                           "preprocess": fields_to_json(cfg.preprocess), "device": cfg.device,
                                           "precision": cfg.precision} | ({"member": member} if member else {})

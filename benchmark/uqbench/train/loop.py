@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from uqbench.api import NUM_CLASSES, Loss, Recipe, Segmenter, any_orientation, context_of
+from uqbench.api import NUM_CLASSES, Loss, Recipe, Segmenter, any_orientation, context_of, network_of
 from uqbench.devices import autocast, channels_last
 from uqbench.errors import MethodFault
 from uqbench.train import augment
@@ -191,7 +191,7 @@ def train(*, segmenter: Segmenter, recipe: Recipe, loss: Loss, slices: Sequence[
     context = context_of(segmenter)
     gpu = torch.device(device).type == "cuda"
     torch.manual_seed(seed)
-    model = segmenter.build(in_channels=1, num_classes=NUM_CLASSES, dropout=recipe.dropout, width=recipe.width)
+    model = network_of(segmenter, recipe)
     model = channels_last(model.to(device), not channels_first)
     opt = torch.optim.Adam(model.parameters(), lr=recipe.learning_rate, weight_decay=recipe.weight_decay,
                            amsgrad=recipe.amsgrad)
@@ -247,7 +247,7 @@ def train(*, segmenter: Segmenter, recipe: Recipe, loss: Loss, slices: Sequence[
 
 def load_trained(*, segmenter: Segmenter, recipe: Recipe, checkpoint: Path, device: str) -> torch.nn.Module:
     """The network :func:`train` left in ``checkpoint`` (its final weights), on ``device``."""
-    model = segmenter.build(in_channels=1, num_classes=NUM_CLASSES, dropout=recipe.dropout, width=recipe.width)
+    model = network_of(segmenter, recipe)
     model.load_state_dict(torch.load(checkpoint, map_location=device, weights_only=False)["model"])
     return channels_last(model.to(device))
 
