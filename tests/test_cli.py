@@ -309,9 +309,10 @@ def test_bench_train_and_infer_print_their_figures(monkeypatch: pytest.MonkeyPat
                                                   capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setenv("COLUMNS", "200")
     code, out, _ = run_main(monkeypatch, capsys, "bench", "train", "--iterations", "2", "-s", "drn", "-s", "unet",
-                            "--channels-first")
+                            "--channels-first", "--precision", "fp32", "--other-precision")
     assert code == 0 and "drn" in out and "unet" in out and "8 x 96" in out and "min" in out
-    assert out.count("channels-first") == 2 and out.count("channels-last") == 2
+    assert out.count("channels-first") == 4 and out.count("channels-last") == 4
+    assert out.count("fp32") == 4 and out.count("bf16") == 4  # each net in both precisions, both layouts
     code, out, _ = run_main(monkeypatch, capsys, "bench", "infer", "--volumes", "1", "--samples", "2",
                             "--default-heap")
     assert code == 0 and "2 samples per pass, running moments" in out and "stacked samples" in out

@@ -161,6 +161,9 @@ def train_cmd(
         "--default-heap", help="Time with glibc's default heap instead of the run's (1 GiB pad, no block "
                                "mapped on its own; process-wide, so compare with a second run without it).")] = False,
     precision: options.Precision = "auto",
+    other_precision: Annotated[bool, typer.Option(
+        "--other-precision", help="Also time the step in the precision --precision did not pick (fp32 beside "
+                                  "bf16), side by side: which is faster depends on the CPU.")] = False,
 ) -> None:
     """Training throughput of each segmenter's recipe on ACDC-sized synthetic slices: iterations/s,
     images/s, peak memory, and the time the full recipe would take at that pace."""
@@ -170,24 +173,28 @@ def train_cmd(
     if iterations < 1:
         raise UsageError(f"--iterations {iterations}: must be at least 1")
     dev = resolve_device(device)
-    prec = resolve_precision(precision, dev)
+    precisions = [resolve_precision(precision, dev)]
+    if other_precision:  # resolved as --precision would be: a CUDA device without bf16 refuses it here
+        precisions.append(resolve_precision("fp32" if precisions[0] == "bf16" else "bf16", dev))
     prof = resolve_profile(profile, dev)
     for name in segmenter:
         registry().create(SEGMENTER, name)  # a bad name fails before any timing
     heap = ", glibc's default heap" if default_heap else ""
-    table = Table(title=f"uqbench bench train: profile {prof.value}, {prec}, device {_device_name(dev)}{heap}")
-    for col in ("segmenter", "compiled", "layout", "batch x patch", "it/s", "images/s", "full recipe",
+    table = Table(title=f"uqbench bench train: profile {prof.value}, device {_device_name(dev)}{heap}")
+    for col in ("segmenter", "precision", "compiled", "layout", "batch x patch", "it/s", "images/s", "full recipe",
                 "peak memory MiB"):
         table.add_column(col)
     for name in segmenter:
-        for compiled in (False, True) if compile_model else (False,):
-            for first in (False, True) if channels_first else (False,):
-                r = train_speed(name, profile=prof, iterations=iterations, device=dev, compile_model=compiled,
-                                precision=prec, channels_first=first, default_heap=default_heap)
-                mem = r.get("peak_gpu_mib", r.get("peak_rss_mib", 0.0))
-                table.add_row(Text(name), "yes" if compiled else "no", "channels-first" if first else "channels-last",
-                              f"{r['batch_size']} x {r['patch_size']}", f"{r['iterations_per_s']:.2f}",
-                              f"{r['images_per_s']:.1f}", f"{r['full_recipe_s'] / 60:.1f} min", f"{mem:.0f}")
+        for prec in precisions:
+            for compiled in (False, True) if compile_model else (False,):
+                for first in (False, True) if channels_first else (False,):
+                    r = train_speed(name, profile=prof, iterations=iterations, device=dev, compile_model=compiled,
+                                    precision=prec, channels_first=first, default_heap=default_heap)
+                    mem = r.get("peak_gpu_mib", r.get("peak_rss_mib", 0.0))
+                    table.add_row(Text(name), prec, "yes" if compiled else "no",
+                                  "channels-first" if first else "channels-last",
+                                  f"{r['batch_size']} x {r['patch_size']}", f"{r['iterations_per_s']:.2f}",
+                                  f"{r['images_per_s']:.1f}", f"{r['full_recipe_s'] / 60:.1f} min", f"{mem:.0f}")
     console.print(table)
 
 
