@@ -319,6 +319,17 @@ def test_bench_train_and_infer_print_their_figures(monkeypatch: pytest.MonkeyPat
     assert "running moments, channels-first" in out and "glibc's default heap" in out
 
 
+def test_bench_train_other_precision_on_a_cuda_device_without_bf16_is_refused_before_timing(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    import uqbench.cli.bench as bench
+
+    monkeypatch.setattr(bench, "resolve_device", lambda device: "cuda")
+    monkeypatch.setattr(bench, "native_bf16", lambda device: False)
+    monkeypatch.setattr("uqbench.bench.speed.train_speed", lambda *a, **k: pytest.fail("timed"))
+    code, _, err = run_main(monkeypatch, capsys, "bench", "train", "--precision", "fp32", "--other-precision")
+    assert code == 2 and "--other-precision: this CUDA device has no bf16 support" in err
+
+
 def _no_fold3(root: Path) -> Path:
     """The tiny phantom without its fold-3 patient."""
     import shutil

@@ -15,7 +15,7 @@ from rich.text import Text
 
 from uqbench.cli import options
 from uqbench.cli.app import bench_app, console
-from uqbench.devices import cpu_model, resolve_device, resolve_precision, resolve_profile
+from uqbench.devices import Precision, cpu_model, native_bf16, resolve_device, resolve_precision, resolve_profile
 from uqbench.errors import DataError, UsageError
 from uqbench.kinds import SAMPLER, SEGMENTER, UNCERTAINTY
 
@@ -174,8 +174,11 @@ def train_cmd(
         raise UsageError(f"--iterations {iterations}: must be at least 1")
     dev = resolve_device(device)
     precisions = [resolve_precision(precision, dev)]
-    if other_precision:  # resolved as --precision would be: a CUDA device without bf16 refuses it here
-        precisions.append(resolve_precision("fp32" if precisions[0] == "bf16" else "bf16", dev))
+    if other_precision:
+        other: Precision = "fp32" if precisions[0] == "bf16" else "bf16"
+        if other == "bf16" and dev == "cuda" and not native_bf16(dev):
+            raise UsageError("--other-precision: this CUDA device has no bf16 support, so fp32 is all there is to time")
+        precisions.append(other)
     prof = resolve_profile(profile, dev)
     for name in segmenter:
         registry().create(SEGMENTER, name)  # a bad name fails before any timing
