@@ -5,8 +5,8 @@ bf16 autocast (float32 weights, bf16 convolutions, the loss and softmax in float
 the hardware computes in bf16 natively: CUDA GPUs that support it, and CPUs with AVX512-BF16 or AMX (on a
 2-core AMD EPYC with AVX512-BF16 and no AMX, dn trains 1.7-1.8 times faster in bf16: docs/measurements.md). On
 other CPUs it is emulated and slower, so ``auto`` keeps float32 there; ``--precision bf16`` still forces it.
-Native is not always faster: on a 2-core Intel Xeon with AVX512-BF16 and no AMX, unet and both dn plans train
-1.1-1.6 times faster in fp32, and ``uqbench bench train --other-precision`` shows which on a given CPU.
+Native is not always faster: on a 2-core Intel Xeon with AVX512-BF16 and no AMX every `cpu` recipe trains
+1.2-1.4 times faster in fp32, as ``uqbench bench train --other-precision`` shows side by side on a given CPU.
 
 Networks are channels-last on every device (:func:`channels_last`), so their activations are too: oneDNN's
 CPU convolutions, like cuDNN's, run in that layout, and a channels-first tensor is reordered before and after
