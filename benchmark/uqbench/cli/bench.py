@@ -5,6 +5,7 @@ and the correction-budget curves of finished runs, to choose B."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from itertools import product
 from pathlib import Path
 from typing import Annotated
 
@@ -187,17 +188,15 @@ def train_cmd(
     for col in ("segmenter", "precision", "compiled", "layout", "batch x patch", "it/s", "images/s", "full recipe",
                 "peak memory MiB"):
         table.add_column(col)
-    for name in segmenter:
-        for prec in precisions:
-            for compiled in (False, True) if compile_model else (False,):
-                for first in (False, True) if channels_first else (False,):
-                    r = train_speed(name, profile=prof, iterations=iterations, device=dev, compile_model=compiled,
-                                    precision=prec, channels_first=first, default_heap=default_heap)
-                    mem = r.get("peak_gpu_mib", r.get("peak_rss_mib", 0.0))
-                    table.add_row(Text(name), prec, "yes" if compiled else "no",
-                                  "channels-first" if first else "channels-last",
-                                  f"{r['batch_size']} x {r['patch_size']}", f"{r['iterations_per_s']:.2f}",
-                                  f"{r['images_per_s']:.1f}", f"{r['full_recipe_s'] / 60:.1f} min", f"{mem:.0f}")
+    variants = product(segmenter, precisions, (False, True) if compile_model else (False,),
+                       (False, True) if channels_first else (False,))
+    for name, prec, compiled, first in variants:
+        r = train_speed(name, profile=prof, iterations=iterations, device=dev, compile_model=compiled,
+                        precision=prec, channels_first=first, default_heap=default_heap)
+        mem = r.get("peak_gpu_mib", r.get("peak_rss_mib", 0.0))
+        table.add_row(Text(name), prec, "yes" if compiled else "no", "channels-first" if first else "channels-last",
+                      f"{r['batch_size']} x {r['patch_size']}", f"{r['iterations_per_s']:.2f}",
+                      f"{r['images_per_s']:.1f}", f"{r['full_recipe_s'] / 60:.1f} min", f"{mem:.0f}")
     console.print(table)
 
 
