@@ -434,6 +434,19 @@ def test_version_and_the_help_name_the_method_syntax_and_the_default_output(
     assert "runs/drn-mc-dropout-bmap-phantom-quick" in flat
 
 
+@pytest.mark.parametrize(("columns", "widest"), [(None, 160), ("100", 100)])
+def test_output_to_a_log_is_160_columns_wide_unless_columns_says_otherwise(columns: str | None, widest: int) -> None:
+    """A log (no stream a terminal) gets tables 160 wide, not rich's 80 that cut names like dn:authors."""
+    import os
+    import subprocess
+
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"} | ({"COLUMNS": columns} if columns else {})
+    done = subprocess.run([sys.executable, "-m", "uqbench", "plugins"], capture_output=True, text=True, env=env,
+                          stdin=subprocess.DEVNULL, check=True)
+    assert max(len(line) for line in done.stdout.splitlines()) == widest
+    assert "dn:authors" in done.stdout
+
+
 def test_plugin_descriptions_are_whole_sentences() -> None:
     from uqbench.registry import registry
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from typing import Annotated
 
 import typer
-from rich.console import Console
+from rich.console import Console, ConsoleDimensions
 
 import uqbench
 
@@ -15,7 +17,23 @@ data_app = typer.Typer(help="Check and generate datasets.", no_args_is_help=True
 app.add_typer(data_app, name="data")
 bench_app = typer.Typer(help="Benchmarks: speed measured side by side in one process.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
-console = Console()
+LOG_WIDTH = 160  # columns of output written to a file or pipe, where rich would assume 80 and cut tables' cells
+
+
+class _Console(Console):
+    """rich's console, but 160 columns wide, not 80, when no stream is a terminal and COLUMNS is unset: a log."""
+
+    def _size(self) -> ConsoleDimensions:
+        size = Console.size.fget(self)  # type: ignore[attr-defined]
+        if self._width is None and "COLUMNS" not in os.environ and not any(
+                stream.isatty() for stream in (sys.stdin, sys.stdout, sys.stderr) if stream is not None):
+            return ConsoleDimensions(LOG_WIDTH, size.height)
+        return size
+
+    size = property(_size, Console.size.fset)  # type: ignore[attr-defined]
+
+
+console = _Console()
 
 
 def _print_version(value: bool) -> None:
