@@ -23,14 +23,17 @@ LOG_WIDTH = 160  # columns of output written to a file or pipe, where rich would
 class _Console(Console):
     """rich's console, but 160 columns wide, not 80, when no stream is a terminal and COLUMNS is unset: a log."""
 
-    def _size(self) -> ConsoleDimensions:
-        size = Console.size.fget(self)  # type: ignore[attr-defined]
+    @property
+    def size(self) -> ConsoleDimensions:
+        size = super().size
         if self._width is None and "COLUMNS" not in os.environ and not any(
                 stream.isatty() for stream in (sys.stdin, sys.stdout, sys.stderr) if stream is not None):
             return ConsoleDimensions(LOG_WIDTH, size.height)
         return size
 
-    size = property(_size, Console.size.fset)  # type: ignore[attr-defined]
+    @size.setter
+    def size(self, new_size: tuple[int, int]) -> None:
+        self.width, self.height = new_size  # rich's own setters, as its size setter does
 
 
 console = _Console()
