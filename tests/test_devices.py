@@ -21,15 +21,29 @@ from uqbench.registry import registry
 from uqbench.train.loop import load_trained, train
 
 
-@pytest.mark.parametrize(("flags", "expected"), [
-    ({}, "fp32"),
-    ({"avx512_bf16": True}, "bf16"),
-    ({"amx_bf16": True}, "bf16"),
+@pytest.mark.parametrize(("vendor", "flags", "expected"), [
+    ("AuthenticAMD", {}, "fp32"),
+    ("GenuineIntel", {}, "fp32"),
+    ("AuthenticAMD", {"avx512_bf16": True}, "bf16"),
+    ("GenuineIntel", {"avx512_bf16": True}, "fp32"),  # native, yet slower than fp32 without AMX
+    ("GenuineIntel", {"avx512_bf16": True, "amx_bf16": True}, "bf16"),
+    ("", {"amx_bf16": True}, "bf16"),
 ])
-def test_auto_precision_is_bf16_only_on_cpus_that_compute_it_natively(
-        monkeypatch: pytest.MonkeyPatch, flags: dict[str, bool], expected: str) -> None:
+def test_auto_precision_is_bf16_only_on_cpus_where_it_is_the_faster(
+        monkeypatch: pytest.MonkeyPatch, vendor: str, flags: dict[str, bool], expected: str) -> None:
     monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: {"avx2": True} | flags)
+    monkeypatch.setattr(devices, "cpu_vendor", lambda: vendor)
     assert devices.resolve_precision("auto", "cpu") == expected
+
+
+def test_cpu_vendor_and_model_are_read_from_cpuinfo_by_their_exact_field_names(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel\t\t: 17\nmodel name\t: AMD EPYC 9B14\n")
+    monkeypatch.setattr(devices, "CPUINFO", info)
+    assert (devices.cpu_vendor(), devices.cpu_model()) == ("AuthenticAMD", "AMD EPYC 9B14")
+    monkeypatch.setattr(devices, "CPUINFO", tmp_path / "absent")
+    assert devices.cpu_vendor() == ""
 
 
 def test_explicit_precision_is_kept_and_an_unknown_one_is_refused() -> None:

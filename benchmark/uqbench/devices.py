@@ -2,11 +2,11 @@
 and the host settings every run and benchmark starts with.
 
 bf16 autocast (float32 weights, bf16 convolutions, the loss and softmax in float32) is the default where
-the hardware computes in bf16 natively: CUDA GPUs that support it, and CPUs with AVX512-BF16 or AMX (on a
-2-core AMD EPYC with AVX512-BF16 and no AMX, dn trains 1.7-1.8 times faster in bf16: docs/measurements.md). On
-other CPUs it is emulated and slower, so ``auto`` keeps float32 there; ``--precision bf16`` still forces it.
-Native is not always faster: on a 2-core Intel Xeon with AVX512-BF16 and no AMX every `cpu` recipe trains
-1.2-1.4 times faster in fp32, as ``uqbench bench train --other-precision`` shows side by side on a given CPU.
+the hardware computes bf16 faster than float32: CUDA GPUs that support it, CPUs with AMX, and other vendors' CPUs
+with AVX512-BF16 (on a 2-core AMD EPYC without AMX, dn trains 1.7-1.8 times faster in bf16: docs/measurements.md).
+An Intel CPU with AVX512-BF16 but no AMX computes bf16 natively yet slower: on a 2-core Intel Xeon whose VM hides
+its AMX every `cpu` recipe trains 1.2-1.4 times faster in fp32, so ``auto`` keeps float32 there, as on CPUs that
+emulate bf16. ``--precision bf16`` still forces it; ``uqbench bench train --other-precision`` times both on a CPU.
 
 Networks are channels-last on every device (:func:`channels_last`), so their activations are too: oneDNN's
 CPU convolutions, like cuDNN's, run in that layout, and a channels-first tensor is reordered before and after
@@ -52,17 +52,25 @@ def resolve_device(requested: str) -> str:
     return requested
 
 
+CPUINFO = Path("/proc/cpuinfo")  # Linux's; elsewhere absent
+
+
+def _cpuinfo(field: str) -> str:
+    """The first value of ``field`` in CPUINFO, else ''."""
+    try:
+        for line in CPUINFO.read_text().splitlines():
+            if line.partition(":")[0].strip() == field:
+                return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    return ""
+
+
 def cpu_model() -> str:
     """The CPU's model name (Linux: /proc/cpuinfo), else what the platform module says."""
     import platform
 
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.partition(":")[2].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    return _cpuinfo("model name") or platform.processor() or platform.machine()
 
 
 def machine(device: str) -> dict[str, str | None]:
@@ -70,6 +78,21 @@ def machine(device: str) -> dict[str, str | None]:
     import torch
 
     return {"cpu": cpu_model(), "cuda": torch.cuda.get_device_name() if device == "cuda" else None}
+
+
+def cpu_vendor() -> str:
+    """The CPU's vendor (Linux: /proc/cpuinfo's vendor_id, e.g. GenuineIntel), else ''."""
+    return _cpuinfo("vendor_id")
+
+
+def fast_bf16(device: str) -> bool:
+    """Whether bf16 autocast is the faster precision on ``device`` (the module docstring says where it is)."""
+    import torch
+
+    if device == "cuda":
+        return native_bf16(device)
+    caps = torch.cpu.get_capabilities()
+    return bool(caps.get("amx_bf16") or (caps.get("avx512_bf16") and cpu_vendor() != "GenuineIntel"))
 
 
 def native_bf16(device: str) -> bool:
@@ -83,11 +106,11 @@ def native_bf16(device: str) -> bool:
 
 
 def resolve_precision(requested: str, device: str) -> Precision:
-    """``auto`` -> bf16 where native (see the module docstring), else fp32; UsageError for other values."""
+    """``auto`` -> bf16 where it is faster (see the module docstring), else fp32; UsageError for other values."""
     if requested not in PRECISIONS:
         raise UsageError(f"--precision {requested!r}: expected one of {', '.join(PRECISIONS)}")
     if requested == "auto":
-        return "bf16" if native_bf16(device) else "fp32"
+        return "bf16" if fast_bf16(device) else "fp32"
     if requested == "bf16" and device == "cuda" and not native_bf16(device):
         raise UsageError("--precision bf16: this CUDA device has no bf16 support (use fp32 or auto)")
     return cast(Precision, requested)

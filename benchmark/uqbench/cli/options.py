@@ -20,7 +20,8 @@ Profile = Annotated[str | None, typer.Option(
     "minutes a fold) or paper (section V-A); default: paper with CUDA, else quick.")]
 Device = Annotated[str, typer.Option("--device", help="auto (cuda when available), cpu or cuda.")]
 Precision = Annotated[str, typer.Option(
-    "--precision", help="auto (bf16 autocast where the device computes bf16 natively, else fp32), fp32 or bf16.")]
+    "--precision", help="auto (bf16 autocast where the device computes bf16 faster: CUDA, AMX, AVX512-BF16 "
+    "but not Intel's; else fp32), fp32 or bf16.")]
 Loss = Annotated[str | None, typer.Option("--loss", help="Loss (default: the segmenter's recipe's).")]
 Data = Annotated[Path | None, typer.Option("--data", help="Dataset folder; default: the built-in phantom.")]
 Dataset = Annotated[str, typer.Option("--dataset", help="Reader for --data.")]
