@@ -309,8 +309,9 @@ def test_bench_train_and_infer_print_their_figures(monkeypatch: pytest.MonkeyPat
                                                   capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setenv("COLUMNS", "200")
     code, out, _ = run_main(monkeypatch, capsys, "bench", "train", "--iterations", "2", "-s", "drn", "-s", "unet",
-                            "--channels-first", "--precision", "fp32", "--other-precision")
+                            "--channels-first", "--precision", "fp32", "--other-precision", "--lazy-constants")
     assert code == 0 and "drn" in out and "unet" in out and "8 x 96" in out and "min" in out
+    assert "libtorch's constants unmapped" in out
     assert out.count("channels-first") == 4 and out.count("channels-last") == 4
     assert out.count("fp32") == 4 and out.count("bf16") == 4  # each net in both precisions, both layouts
     code, out, _ = run_main(monkeypatch, capsys, "bench", "infer", "--volumes", "1", "--samples", "2",

@@ -179,6 +179,33 @@ def test_prepare_host_flushes_denormals() -> None:
         torch.set_flush_denormal(False)
 
 
+def _libtorch_read_only_kib() -> list[tuple[int, int]]:
+    """(size, resident) in KiB of each read-only data mapping of libtorch_cpu, from /proc/self/smaps."""
+    library = str(Path(torch.__file__).resolve().parent / "lib" / "libtorch_cpu.so")
+    found: list[tuple[int, int]] = []
+    ours, size = False, 0
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        fields = line.split()
+        if fields and not fields[0].endswith(":"):  # a mapping's header: range, perms, offset, dev, inode[, path]
+            ours = fields[1] == "r--p" and len(fields) >= 6 and fields[5] == library
+        elif ours and fields[0] == "Size:":
+            size = int(fields[1])
+        elif ours and fields[0] == "Rss:":
+            found.append((size, int(fields[1])))
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="needs Linux's /proc/self/smaps")
+def test_prepare_host_maps_every_page_of_libtorchs_read_only_data() -> None:
+    try:
+        devices.prepare_host(heap=False)
+        mappings = _libtorch_read_only_kib()
+        assert mappings, "libtorch_cpu's read-only data not found in /proc/self/smaps"
+        assert all(resident == size for size, resident in mappings), mappings
+    finally:
+        torch.set_flush_denormal(False)
+
+
 # Allocates, fills and frees a block of argv[1] MiB with the C library's malloc after the run's host settings, and
 # prints the page faults each cycle costs once the first has run (glibc's defaults: about 200 for 16 MiB).
 FAULTS_PER_CYCLE = """

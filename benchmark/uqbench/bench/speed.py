@@ -37,24 +37,26 @@ def _peak_memory(device: str) -> dict[str, float]:
     return {"peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
-def _host(default_heap: bool) -> None:
-    """The run's host settings, or those with glibc's default heap: a process-wide setting that shapes the heap
-    from then on, so it is timed by a second benchmark run, not by a variant beside the others."""
-    prepare_host(heap=not default_heap)
+def _host(default_heap: bool, lazy_constants: bool) -> None:
+    """The run's host settings, or those with glibc's default heap or libtorch's constants left unmapped:
+    process-wide settings that hold from then on, so each is timed by a second benchmark run, not by a variant
+    beside the others."""
+    prepare_host(heap=not default_heap, constants=not lazy_constants)
 
 
 def train_speed(segmenter: str, *, profile: Profile, iterations: int, device: str, seed: int = 0,
                 compile_model: bool = False, precision: str = "fp32", channels_first: bool = False,
-                default_heap: bool = False) -> dict[str, Any]:
+                default_heap: bool = False, lazy_constants: bool = False) -> dict[str, Any]:
     """Iterations and images per second of the recipe's training step, after a few warm-up steps (which
     also pay for compilation), and the time the full recipe would take at that pace; ``channels_first``
-    times the layout the run does not use, ``default_heap`` glibc's default heap (uqbench.devices)."""
+    times the layout the run does not use, ``default_heap`` glibc's default heap, ``lazy_constants`` libtorch's
+    constants left to be mapped as they are read (uqbench.devices)."""
     import torch
 
     from uqbench.registry import registry
     from uqbench.train.loop import train
 
-    _host(default_heap)
+    _host(default_heap, lazy_constants)
     reg = registry()
     seg = reg.create("segmenter", segmenter)
     recipe = seg.recipe(profile)
@@ -79,7 +81,7 @@ def train_speed(segmenter: str, *, profile: Profile, iterations: int, device: st
     its = iterations / elapsed
     return {"segmenter": segmenter, "profile": profile.value, "device": device, "iterations": iterations,
             "compiled": compile_model, "precision": precision, "channels_first": channels_first,
-            "default_heap": default_heap,
+            "default_heap": default_heap, "lazy_constants": lazy_constants,
             "batch_size": recipe.batch_size, "patch_size": recipe.patch_size, "iterations_per_s": its,
             "images_per_s": its * recipe.batch_size, "full_recipe_s": recipe.iterations / its,
             **_peak_memory(device)}
@@ -93,18 +95,19 @@ def other_chunks(device: str, run: int | None) -> list[int | None]:
 
 def infer_speed(segmenter: str, uncertainty: str, *, samples: int, volumes: int, device: str,
                 width: float | None = None, seed: int = 0, precision: str = "fp32", sampler: str = "mc-dropout",
-                default_heap: bool = False) -> dict[str, Any]:
+                default_heap: bool = False, lazy_constants: bool = False) -> dict[str, Any]:
     """Seconds per 10-slice volume of inference drawing ``samples`` samples with ``sampler`` (from untrained
     members) at ``precision``, as a run draws them (the first variant) and, beside it, for passes all in one
     batch, with the map from stacked samples, at the other precision, with channels-first tensors, and on a CPU
     with other numbers of inputs per network call (``other_chunks``); ``default_heap`` times them all with
-    glibc's default heap in place of the run's (uqbench.devices)."""
+    glibc's default heap in place of the run's, ``lazy_constants`` with libtorch's constants left unmapped
+    (uqbench.devices)."""
     import torch
 
     from uqbench.infer.sampling import Drawer, predict_volume
     from uqbench.registry import registry
 
-    _host(default_heap)
+    _host(default_heap, lazy_constants)
     reg = registry()
     seg = reg.create("segmenter", segmenter)
     umap = reg.create("uncertainty", uncertainty)

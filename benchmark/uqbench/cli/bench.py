@@ -161,6 +161,10 @@ def train_cmd(
     default_heap: Annotated[bool, typer.Option(
         "--default-heap", help="Time with glibc's default heap instead of the run's (1 GiB pad, no block "
                                "mapped on its own; process-wide, so compare with a second run without it).")] = False,
+    lazy_constants: Annotated[bool, typer.Option(
+        "--lazy-constants", help="Time without first mapping libtorch's read-only data, whose unmapped pages "
+                                 "slow some vector functions (ELU's expm1) on some CPUs; process-wide, so compare "
+                                 "with a second run without it.")] = False,
     precision: options.Precision = "auto",
     other_precision: Annotated[bool, typer.Option(
         "--other-precision", help="Also time the step in the precision --precision did not pick (fp32 beside "
@@ -183,7 +187,7 @@ def train_cmd(
     prof = resolve_profile(profile, dev)
     for name in segmenter:
         registry().create(SEGMENTER, name)  # a bad name fails before any timing
-    heap = ", glibc's default heap" if default_heap else ""
+    heap = _host_label(default_heap, lazy_constants)
     table = Table(title=f"uqbench bench train: profile {prof.value}, device {_device_name(dev)}{heap}")
     for col in ("segmenter", "precision", "compiled", "layout", "batch x patch", "it/s", "images/s", "full recipe",
                 "peak memory MiB"):
@@ -192,7 +196,8 @@ def train_cmd(
                        (False, True) if channels_first else (False,))
     for name, prec, compiled, first in variants:
         r = train_speed(name, profile=prof, iterations=iterations, device=dev, compile_model=compiled,
-                        precision=prec, channels_first=first, default_heap=default_heap)
+                        precision=prec, channels_first=first, default_heap=default_heap,
+                        lazy_constants=lazy_constants)
         mem = r.get("peak_gpu_mib", r.get("peak_rss_mib", 0.0))
         table.add_row(Text(name), prec, "yes" if compiled else "no", "channels-first" if first else "channels-last",
                       f"{r['batch_size']} x {r['patch_size']}", f"{r['iterations_per_s']:.2f}",
@@ -215,6 +220,10 @@ def infer_cmd(
     default_heap: Annotated[bool, typer.Option(
         "--default-heap", help="Time with glibc's default heap instead of the run's (1 GiB pad, no block "
                                "mapped on its own; process-wide, so compare with a second run without it).")] = False,
+    lazy_constants: Annotated[bool, typer.Option(
+        "--lazy-constants", help="Time without first mapping libtorch's read-only data, whose unmapped pages "
+                                 "slow some vector functions (ELU's expm1) on some CPUs; process-wide, so compare "
+                                 "with a second run without it.")] = False,
     precision: options.Precision = "auto",
 ) -> None:
     """Inference time per volume of an MC map's samples as the sampler draws them: passes one at a time against
@@ -238,8 +247,8 @@ def infer_cmd(
     if t < 2:
         raise UsageError(f"--samples {samples}: need at least 2 samples to time passes one at a time and batched")
     r = infer_speed(segmenter, uncertainty, samples=t, volumes=volumes, device=dev, width=width, precision=prec,
-                    sampler=sampler, default_heap=default_heap)
-    heap = ", glibc's default heap" if default_heap else ""
+                    sampler=sampler, default_heap=default_heap, lazy_constants=lazy_constants)
+    heap = _host_label(default_heap, lazy_constants)
     table = Table(title=f"uqbench bench infer: {escape(segmenter)} (width {r['width']}), {escape(sampler)}, "
                         f"{escape(uncertainty)}, T={t}, {prec}, device {_device_name(dev)}{heap}, inputs per "
                         f"call {r['inputs_per_call'] or 'all'}")
@@ -253,6 +262,12 @@ def infer_cmd(
     mem = r.get("peak_gpu_mib", r.get("peak_rss_mib", 0.0))
     console.print(f"200 ACDC volumes at the best pace: {200 * min(r['seconds_per_volume'].values()):.0f} s; "
                   f"peak memory {mem:.0f} MiB", highlight=False)
+
+
+def _host_label(default_heap: bool, lazy_constants: bool) -> str:
+    """The host settings that differ from a run's, for a table's title."""
+    return (", glibc's default heap" if default_heap else "") + (", libtorch's constants unmapped"
+                                                                 if lazy_constants else "")
 
 
 def _device_name(device: str) -> str:
