@@ -181,13 +181,12 @@ def test_prepare_host_flushes_denormals() -> None:
 
 def _libtorch_read_only_kib() -> list[tuple[int, int]]:
     """(size, resident) in KiB of each read-only data mapping of libtorch_cpu, from /proc/self/smaps."""
-    library = str(Path(torch.__file__).resolve().parent / "lib" / "libtorch_cpu.so")
     found: list[tuple[int, int]] = []
     ours, size = False, 0
     for line in Path("/proc/self/smaps").read_text().splitlines():
         fields = line.split()
         if fields and not fields[0].endswith(":"):  # a mapping's header: range, perms, offset, dev, inode[, path]
-            ours = fields[1] == "r--p" and len(fields) >= 6 and fields[5] == library
+            ours = fields[1] == "r--p" and len(fields) >= 6 and Path(fields[5]).name == devices.LIBTORCH_CPU
         elif ours and fields[0] == "Size:":
             size = int(fields[1])
         elif ours and fields[0] == "Rss:":

@@ -37,6 +37,7 @@ Precision = Literal["fp32", "bf16"]
 # glibc's mallopt parameters (malloc.h) and the run's values for them: see prepare_host.
 M_TOP_PAD, M_MMAP_MAX = -2, -4
 RUN_TOP_PAD, RUN_MMAP_MAX = 1 << 30, 0
+LIBTORCH_CPU = "libtorch_cpu.so"  # the library whose read-only data map_torch_constants reads (Linux's name)
 
 
 def resolve_device(requested: str) -> str:
@@ -207,8 +208,8 @@ def map_torch_constants() -> int:
     """Read one byte of every page of libtorch_cpu's read-only data, so that all of it is mapped into the
     process; returns the number of pages (0 where /proc/self/maps or the library is not there).
 
-    SLEEF's vector functions in libtorch_cpu merge constants in with masked loads whose mask is nearly always
-    empty (expm1, behind ELU, with an all-false compare against a special value). An empty masked load does not
+    Some of SLEEF's vector functions in libtorch_cpu (expm1, behind ELU) merge a constant in with a masked load
+    whose mask is empty for ordinary inputs (an all-false compare against a special value). An empty load does not
     fault its page in, and on the 2-core AMD EPYC of docs/measurements.md every one that meets an unmapped page
     is slow, for as long as the page stays unmapped: a bf16 ELU of 8 x 32 x 192² took 46 ms, 11 ms once the pages
     were mapped (gdb put the time in `_ZGVeN16v_Sleef_expm1f_u10`, and faulting in the one page that function's
@@ -218,9 +219,8 @@ def map_torch_constants() -> int:
     import mmap
 
     import numpy as np
-    import torch
+    import torch  # noqa: F401  (loads the library, wherever the installation put it)
 
-    library = Path(torch.__file__).resolve().parent / "lib" / "libtorch_cpu.so"
     try:
         maps = Path("/proc/self/maps").read_text().splitlines()
     except OSError:
@@ -228,7 +228,7 @@ def map_torch_constants() -> int:
     pages = 0
     for line in maps:
         fields = line.split(maxsplit=5)
-        if len(fields) < 6 or fields[1] != "r--p" or fields[5] != str(library):
+        if len(fields) < 6 or fields[1] != "r--p" or Path(fields[5]).name != LIBTORCH_CPU:
             continue
         start, end = (int(v, 16) for v in fields[0].split("-"))
         view = np.frombuffer(memoryview((ctypes.c_char * (end - start)).from_address(start)), dtype=np.uint8)
