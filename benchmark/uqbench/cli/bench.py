@@ -158,13 +158,8 @@ def train_cmd(
     channels_first: Annotated[bool, typer.Option(
         "--channels-first", help="Also time the step with channels-first tensors (the run's are channels-last), "
                                  "side by side.")] = False,
-    default_heap: Annotated[bool, typer.Option(
-        "--default-heap", help="Time with glibc's default heap instead of the run's (1 GiB pad, no block "
-                               "mapped on its own; process-wide, so compare with a second run without it).")] = False,
-    lazy_constants: Annotated[bool, typer.Option(
-        "--lazy-constants", help="Time without first mapping libtorch's read-only data, whose unmapped pages "
-                                 "slow some vector functions (ELU's expm1) on some CPUs; process-wide, so compare "
-                                 "with a second run without it.")] = False,
+    default_heap: options.DefaultHeap = False,
+    lazy_constants: options.LazyConstants = False,
     precision: options.Precision = "auto",
     other_precision: Annotated[bool, typer.Option(
         "--other-precision", help="Also time the step in the precision --precision did not pick (fp32 beside "
@@ -217,13 +212,8 @@ def infer_cmd(
     width: Annotated[float | None, typer.Option(
         "--width", help="Channel multiplier (default: the quick recipe's on CPU, the paper's on CUDA).")] = None,
     device: options.Device = "auto",
-    default_heap: Annotated[bool, typer.Option(
-        "--default-heap", help="Time with glibc's default heap instead of the run's (1 GiB pad, no block "
-                               "mapped on its own; process-wide, so compare with a second run without it).")] = False,
-    lazy_constants: Annotated[bool, typer.Option(
-        "--lazy-constants", help="Time without first mapping libtorch's read-only data, whose unmapped pages "
-                                 "slow some vector functions (ELU's expm1) on some CPUs; process-wide, so compare "
-                                 "with a second run without it.")] = False,
+    default_heap: options.DefaultHeap = False,
+    lazy_constants: options.LazyConstants = False,
     precision: options.Precision = "auto",
 ) -> None:
     """Inference time per volume of an MC map's samples as the sampler draws them: passes one at a time against

@@ -22,6 +22,13 @@ Device = Annotated[str, typer.Option("--device", help="auto (cuda when available
 Precision = Annotated[str, typer.Option(
     "--precision", help="auto (bf16 autocast where the device computes bf16 faster: CUDA, AMX, AVX512-BF16 "
     "but not Intel's; else fp32), fp32 or bf16.")]
+DefaultHeap = Annotated[bool, typer.Option(
+    "--default-heap", help="Time with glibc's default heap instead of the run's (1 GiB pad, no block mapped on its "
+                           "own; process-wide, so compare with a second run without it).")]
+LazyConstants = Annotated[bool, typer.Option(
+    "--lazy-constants", help="Time without first mapping libtorch's read-only data, whose unmapped pages slow some "
+                             "vector functions (ELU's expm1) on some CPUs; process-wide, so compare with a second run "
+                             "without it.")]
 Loss = Annotated[str | None, typer.Option("--loss", help="Loss (default: the segmenter's recipe's).")]
 Data = Annotated[Path | None, typer.Option("--data", help="Dataset folder; default: the built-in phantom.")]
 Dataset = Annotated[str, typer.Option("--dataset", help="Reader for --data.")]
